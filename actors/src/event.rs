@@ -1,0 +1,880 @@
+//! The event contract: the one JSON envelope every channel adapter sends, parsed
+//! into typed values at the edge.
+//!
+//! Parsing is strict about the envelope (every malformed case names its field) and
+//! lenient about the future: a `type` this version does not know is kept whole as
+//! [`EventKind::Unknown`] and shown in the journey, not rejected. Validation never
+//! echoes a field's *value* (it may be PHI); errors name the field and the rule.
+
+use std::fmt;
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+use uuid::Uuid;
+
+use crate::ids::{ContactId, Email, Identifier, Mrn, PhoneNumber, PortalId, SiteId};
+
+/// The channel an event came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, PartialOrd, Ord)]
+#[serde(rename_all = "lowercase")]
+pub enum Channel {
+    Voice,
+    Sms,
+    Chat,
+    Email,
+    Video,
+    Portal,
+    Iva,
+    Ehr,
+    Pharmacy,
+    Device,
+    Desktop,
+}
+
+impl Channel {
+    /// Every channel, in contract order.
+    pub const ALL: [Channel; 11] = [
+        Channel::Voice,
+        Channel::Sms,
+        Channel::Chat,
+        Channel::Email,
+        Channel::Video,
+        Channel::Portal,
+        Channel::Iva,
+        Channel::Ehr,
+        Channel::Pharmacy,
+        Channel::Device,
+        Channel::Desktop,
+    ];
+
+    /// The wire name, also used as a bounded metric label.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Channel::Voice => "voice",
+            Channel::Sms => "sms",
+            Channel::Chat => "chat",
+            Channel::Email => "email",
+            Channel::Video => "video",
+            Channel::Portal => "portal",
+            Channel::Iva => "iva",
+            Channel::Ehr => "ehr",
+            Channel::Pharmacy => "pharmacy",
+            Channel::Device => "device",
+            Channel::Desktop => "desktop",
+        }
+    }
+
+    /// Parses a wire name.
+    pub fn parse(s: &str) -> Option<Channel> {
+        Channel::ALL.into_iter().find(|c| c.as_str() == s)
+    }
+}
+
+impl fmt::Display for Channel {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The identifiers an event carries for its patient. At least one is present.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PatientIdentifiers {
+    /// Medical record number: authoritative.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mrn: Option<Mrn>,
+    /// E.164 phone number: a claim that links to a patient.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub phone: Option<PhoneNumber>,
+    /// Email address (lower-cased): a claim.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub email: Option<Email>,
+    /// Patient-portal account id: a claim.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub portal_id: Option<PortalId>,
+}
+
+impl PatientIdentifiers {
+    /// The identifiers as a list, strongest first (MRN, portal id, email, phone).
+    pub fn to_list(&self) -> Vec<Identifier> {
+        let mut out = Vec::with_capacity(4);
+        if let Some(v) = &self.mrn {
+            out.push(Identifier::Mrn(v.clone()));
+        }
+        if let Some(v) = &self.portal_id {
+            out.push(Identifier::PortalId(v.clone()));
+        }
+        if let Some(v) = &self.email {
+            out.push(Identifier::Email(v.clone()));
+        }
+        if let Some(v) = &self.phone {
+            out.push(Identifier::Phone(v.clone()));
+        }
+        out
+    }
+}
+
+/// Who wrote a `contact.message`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Author {
+    Patient,
+    Staff,
+    Bot,
+}
+
+/// One medication in a `medications.updated` list.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Medication {
+    /// Medication name as the EHR gives it.
+    pub name: String,
+    /// Dose text, e.g. "500 mg".
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dose: Option<String>,
+    /// Frequency text, e.g. "twice daily".
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub frequency: Option<String>,
+}
+
+/// Appointment fields shared by `appointment.*` events.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AppointmentFields {
+    /// The scheduling system's appointment id.
+    pub appointment_id: String,
+    /// When it starts (absent on a cancellation that does not repeat it).
+    #[serde(default)]
+    pub starts_at: Option<DateTime<Utc>>,
+    /// Department, e.g. dermatology.
+    #[serde(default)]
+    pub department: Option<String>,
+    /// Reason for visit, as the patient or scheduler gave it.
+    #[serde(default)]
+    pub reason: Option<String>,
+    /// The provider seen.
+    #[serde(default)]
+    pub provider: Option<String>,
+    /// Clinic location.
+    #[serde(default)]
+    pub location: Option<String>,
+    /// Telehealth link for a video visit.
+    #[serde(default)]
+    pub telehealth_url: Option<String>,
+}
+
+/// The typed payload of an event, by `type`.
+#[derive(Debug, Clone, PartialEq)]
+pub enum EventKind {
+    /// `contact.started`: a call, chat, SMS thread, email thread, video visit or bot session began.
+    ContactStarted {
+        /// Detected or selected intent, e.g. `prescription`.
+        intent: Option<String>,
+        /// The department or skill the contact asked for, if known.
+        skill: Option<String>,
+    },
+    /// `contact.message`: one message inside a contact.
+    ContactMessage { from: Author, text: String },
+    /// `bot.turn`: one exchange with a virtual agent.
+    BotTurn {
+        resolved: bool,
+        intent: Option<String>,
+        /// What the patient said in this exchange.
+        patient_text: Option<String>,
+        /// What the bot answered.
+        bot_text: Option<String>,
+    },
+    /// `contact.transferred`: moved to another department or skill.
+    ContactTransferred {
+        to: String,
+        from_agent: Option<String>,
+    },
+    /// `contact.abandoned`: the patient left while waiting.
+    ContactAbandoned,
+    /// `contact.ended`: the contact finished.
+    ContactEnded {
+        disposition: Option<String>,
+        summary: Option<String>,
+        agent: Option<String>,
+    },
+    AppointmentBooked(AppointmentFields),
+    AppointmentRescheduled(AppointmentFields),
+    AppointmentCancelled(AppointmentFields),
+    /// `medications.updated`: the full current list (replaces the previous one).
+    MedicationsUpdated { medications: Vec<Medication> },
+    /// `prescription.routed`: sent to a pharmacy.
+    PrescriptionRouted {
+        prescription_id: Option<String>,
+        medication: String,
+        pharmacy: Option<String>,
+    },
+    /// `prescription.ready`: ready for pickup.
+    PrescriptionReady {
+        prescription_id: Option<String>,
+        medication: String,
+        pharmacy: Option<String>,
+    },
+    /// `device.readings`: a device summary (e.g. CGM), kept as given.
+    DeviceReadings { device: String, summary: Value },
+    /// `note.recorded`: a clinician's or staff member's note.
+    NoteRecorded {
+        author: String,
+        role: Option<String>,
+        text: String,
+    },
+    /// `identity.linked`: the identifiers in `patient` belong to one person.
+    IdentityLinked,
+    /// A type this version does not know: stored and shown, never rejected.
+    Unknown,
+}
+
+/// The event types this version understands.
+pub const KNOWN_TYPES: [&str; 19] = [
+    "contact.started",
+    "contact.message",
+    "bot.turn",
+    "contact.transferred",
+    "contact.abandoned",
+    "contact.ended",
+    "appointment.booked",
+    "appointment.rescheduled",
+    "appointment.cancelled",
+    "medications.updated",
+    "prescription.routed",
+    "prescription.ready",
+    "device.readings",
+    "note.recorded",
+    "identity.linked",
+    // Routing (agent and offer) events: not patient events.
+    "agent.state",
+    "offer.accepted",
+    "offer.declined",
+    "contact.wrapped",
+];
+
+/// A parsed, validated event.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Envelope {
+    /// The idempotency key.
+    pub id: Uuid,
+    /// The wire `type`, kept as sent (so unknown types keep their name).
+    pub event_type: String,
+    /// The typed payload.
+    pub kind: EventKind,
+    /// When it happened at the source.
+    pub occurred_at: DateTime<Utc>,
+    /// The site the event belongs to.
+    pub site: SiteId,
+    /// The channel it came from.
+    pub channel: Channel,
+    /// The patient's identifiers (absent only on non-patient events).
+    pub patient: Option<PatientIdentifiers>,
+    /// The channel's call or conversation id.
+    pub contact_id: Option<ContactId>,
+    /// The whole object as received, stored verbatim in the journey log.
+    pub raw: Arc<Map<String, Value>>,
+}
+
+/// One field that failed validation. Never carries the field's value.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct FieldError {
+    /// JSON path of the field, e.g. `patient.phone`.
+    pub field: String,
+    /// What is wrong with it.
+    pub reason: String,
+}
+
+/// Why an envelope was rejected.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ContractError {
+    #[error("the body is not a JSON object")]
+    NotAnObject,
+    #[error("the body is not valid JSON: {0}")]
+    Syntax(String),
+    #[error("the body is larger than {limit} bytes")]
+    TooLarge { limit: usize },
+    #[error("{} field(s) invalid", .0.len())]
+    Fields(Vec<FieldError>),
+}
+
+impl ContractError {
+    /// The field errors (one synthetic `body` entry for whole-body errors).
+    pub fn field_errors(&self) -> Vec<FieldError> {
+        match self {
+            ContractError::Fields(f) => f.clone(),
+            other => vec![FieldError {
+                field: "body".into(),
+                reason: other.to_string(),
+            }],
+        }
+    }
+}
+
+/// Which event types carry a patient and a contact.
+fn requires_contact(event_type: &str) -> bool {
+    matches!(
+        event_type,
+        "contact.started"
+            | "contact.message"
+            | "bot.turn"
+            | "contact.transferred"
+            | "contact.abandoned"
+            | "contact.ended"
+    )
+}
+
+/// Routing events are about agents and offers, not a patient.
+pub fn is_routing_event(event_type: &str) -> bool {
+    matches!(
+        event_type,
+        "agent.state" | "offer.accepted" | "offer.declined" | "contact.wrapped"
+    )
+}
+
+struct Fields<'a> {
+    obj: &'a Map<String, Value>,
+    errors: Vec<FieldError>,
+}
+
+impl<'a> Fields<'a> {
+    fn err(&mut self, field: &str, reason: impl Into<String>) {
+        self.errors.push(FieldError {
+            field: field.to_string(),
+            reason: reason.into(),
+        });
+    }
+
+    fn str_opt(&mut self, field: &str) -> Option<String> {
+        match self.obj.get(field) {
+            None | Some(Value::Null) => None,
+            Some(Value::String(s)) => Some(s.clone()),
+            Some(_) => {
+                self.err(field, "must be a string");
+                None
+            }
+        }
+    }
+
+    fn str_req(&mut self, field: &str) -> Option<String> {
+        match self.obj.get(field) {
+            None | Some(Value::Null) => {
+                self.err(field, "is required");
+                None
+            }
+            Some(Value::String(s)) if s.trim().is_empty() => {
+                self.err(field, "must not be empty");
+                None
+            }
+            Some(Value::String(s)) => Some(s.clone()),
+            Some(_) => {
+                self.err(field, "must be a string");
+                None
+            }
+        }
+    }
+
+    fn bool_req(&mut self, field: &str) -> Option<bool> {
+        match self.obj.get(field) {
+            Some(Value::Bool(b)) => Some(*b),
+            None | Some(Value::Null) => {
+                self.err(field, "is required");
+                None
+            }
+            Some(_) => {
+                self.err(field, "must be a boolean");
+                None
+            }
+        }
+    }
+
+    fn time_opt(&mut self, field: &str) -> Option<DateTime<Utc>> {
+        let s = self.str_opt(field)?;
+        match DateTime::parse_from_rfc3339(&s) {
+            Ok(t) => Some(t.with_timezone(&Utc)),
+            Err(_) => {
+                self.err(field, "must be an RFC 3339 timestamp");
+                None
+            }
+        }
+    }
+
+    fn time_req(&mut self, field: &str) -> Option<DateTime<Utc>> {
+        if matches!(self.obj.get(field), None | Some(Value::Null)) {
+            self.err(field, "is required");
+            return None;
+        }
+        self.time_opt(field)
+    }
+}
+
+impl Envelope {
+    /// Parses and validates a request body of at most `limit` bytes.
+    pub fn parse(body: &[u8], limit: usize) -> Result<Envelope, ContractError> {
+        if body.len() > limit {
+            return Err(ContractError::TooLarge { limit });
+        }
+        let value: Value =
+            serde_json::from_slice(body).map_err(|e| ContractError::Syntax(syntax_reason(&e)))?;
+        match value {
+            Value::Object(obj) => Envelope::from_object(obj),
+            _ => Err(ContractError::NotAnObject),
+        }
+    }
+
+    /// Re-reads an envelope that was validated before and stored.
+    pub fn from_stored(json: &str) -> Result<Envelope, ContractError> {
+        Envelope::parse(json.as_bytes(), usize::MAX)
+    }
+
+    /// Validates a JSON object as an envelope.
+    pub fn from_object(obj: Map<String, Value>) -> Result<Envelope, ContractError> {
+        let mut f = Fields {
+            obj: &obj,
+            errors: Vec::new(),
+        };
+        let id = match f.str_req("id") {
+            Some(s) => match Uuid::parse_str(&s) {
+                Ok(id) => Some(id),
+                Err(_) => {
+                    f.err("id", "must be a UUID");
+                    None
+                }
+            },
+            None => None,
+        };
+        let event_type = f.str_req("type");
+        if let Some(t) = &event_type {
+            if t.len() > 64 || !t.chars().all(|c| c.is_ascii_alphanumeric() || ".-_".contains(c))
+            {
+                f.err("type", "must be at most 64 characters of [A-Za-z0-9._-]");
+            }
+        }
+        let occurred_at = f.time_req("occurred_at");
+        let site = f.str_req("site").and_then(|s| match SiteId::parse(&s) {
+            Ok(s) => Some(s),
+            Err(reason) => {
+                f.err("site", reason);
+                None
+            }
+        });
+        let channel = f.str_req("channel").and_then(|s| match Channel::parse(&s) {
+            Some(c) => Some(c),
+            None => {
+                f.err(
+                    "channel",
+                    "must be one of voice, sms, chat, email, video, portal, iva, ehr, pharmacy, device, desktop",
+                );
+                None
+            }
+        });
+        let contact_id = f.str_opt("contact_id").and_then(|s| match ContactId::parse(&s) {
+            Ok(c) => Some(c),
+            Err(reason) => {
+                f.err("contact_id", reason);
+                None
+            }
+        });
+        let patient = parse_patient(&mut f);
+
+        let event_type = event_type.unwrap_or_default();
+        let routing = is_routing_event(&event_type);
+        if !routing && patient.is_none() && !f.errors.iter().any(|e| e.field.starts_with("patient"))
+        {
+            f.err(
+                "patient",
+                "is required: an object with at least one of mrn, phone, email, portal_id",
+            );
+        }
+        if requires_contact(&event_type) && contact_id.is_none() && obj.get("contact_id").is_none()
+        {
+            f.err("contact_id", "is required for contact events");
+        }
+        let kind = parse_kind(&event_type, &mut f);
+        if !f.errors.is_empty() {
+            return Err(ContractError::Fields(f.errors));
+        }
+        match (id, occurred_at, site, channel, kind) {
+            (Some(id), Some(occurred_at), Some(site), Some(channel), Some(kind)) => Ok(Envelope {
+                id,
+                event_type,
+                kind,
+                occurred_at,
+                site,
+                channel,
+                patient,
+                contact_id,
+                raw: Arc::new(obj),
+            }),
+            // Every None above pushed a field error, so this arm is unreachable in
+            // practice; answer with a generic error rather than panic.
+            _ => Err(ContractError::Fields(vec![FieldError {
+                field: "body".into(),
+                reason: "invalid envelope".into(),
+            }])),
+        }
+    }
+
+    /// The stored form: the object exactly as received.
+    pub fn to_json(&self) -> String {
+        // unwrap-free: serialising a Map<String, Value> cannot fail.
+        serde_json::to_string(&*self.raw).unwrap_or_default()
+    }
+
+    /// The event type as a bounded metric label: known types by name, the rest `other`.
+    pub fn type_label(&self) -> &'static str {
+        KNOWN_TYPES
+            .iter()
+            .find(|t| **t == self.event_type)
+            .copied()
+            .unwrap_or("other")
+    }
+
+    /// A raw field beside the envelope (for routing events parsed elsewhere).
+    pub fn field(&self, name: &str) -> Option<&Value> {
+        self.raw.get(name)
+    }
+}
+
+fn syntax_reason(e: &serde_json::Error) -> String {
+    // serde_json's messages carry line/column but never echo the input.
+    format!("{} at line {} column {}", category(e), e.line(), e.column())
+}
+
+fn category(e: &serde_json::Error) -> &'static str {
+    match e.classify() {
+        serde_json::error::Category::Eof => "unexpected end of input",
+        serde_json::error::Category::Syntax => "syntax error",
+        serde_json::error::Category::Data => "invalid data",
+        serde_json::error::Category::Io => "read error",
+    }
+}
+
+fn parse_patient(f: &mut Fields<'_>) -> Option<PatientIdentifiers> {
+    let obj = match f.obj.get("patient") {
+        None | Some(Value::Null) => return None,
+        Some(Value::Object(o)) => o,
+        Some(_) => {
+            f.err("patient", "must be an object of identifiers");
+            return None;
+        }
+    };
+    let mut ids = PatientIdentifiers::default();
+    let mut any = false;
+    for (key, value) in obj {
+        let field = format!("patient.{key}");
+        let Value::String(s) = value else {
+            if !value.is_null() {
+                f.err(&field, "must be a string");
+            }
+            continue;
+        };
+        let ok = match key.as_str() {
+            "mrn" => Mrn::parse(s).map(|v| ids.mrn = Some(v)),
+            "phone" => PhoneNumber::parse(s).map(|v| ids.phone = Some(v)),
+            "email" => Email::parse(s).map(|v| ids.email = Some(v)),
+            "portal_id" => PortalId::parse(s).map(|v| ids.portal_id = Some(v)),
+            _ => Err("is not a known identifier (mrn, phone, email, portal_id)"),
+        };
+        match ok {
+            Ok(()) => any = true,
+            Err(reason) => f.err(&field, reason),
+        }
+    }
+    if !any {
+        if !f.errors.iter().any(|e| e.field.starts_with("patient")) {
+            f.err(
+                "patient",
+                "must carry at least one of mrn, phone, email, portal_id",
+            );
+        }
+        return None;
+    }
+    Some(ids)
+}
+
+fn parse_appointment(f: &mut Fields<'_>, needs_time: bool) -> Option<AppointmentFields> {
+    let appointment_id = f.str_req("appointment_id");
+    let starts_at = if needs_time {
+        f.time_req("starts_at")
+    } else {
+        f.time_opt("starts_at")
+    };
+    let department = f.str_opt("department");
+    let reason = f.str_opt("reason");
+    let provider = f.str_opt("provider");
+    let location = f.str_opt("location");
+    let telehealth_url = f.str_opt("telehealth_url");
+    Some(AppointmentFields {
+        appointment_id: appointment_id?,
+        starts_at,
+        department,
+        reason,
+        provider,
+        location,
+        telehealth_url,
+    })
+}
+
+fn parse_prescription(f: &mut Fields<'_>) -> Option<(Option<String>, String, Option<String>)> {
+    let prescription_id = f.str_opt("prescription_id");
+    let medication = f.str_req("medication");
+    let pharmacy = f.str_opt("pharmacy");
+    Some((prescription_id, medication?, pharmacy))
+}
+
+fn parse_kind(event_type: &str, f: &mut Fields<'_>) -> Option<EventKind> {
+    let kind = match event_type {
+        "contact.started" => EventKind::ContactStarted {
+            intent: f.str_opt("intent"),
+            skill: f.str_opt("skill").or_else(|| f.str_opt("department")),
+        },
+        "contact.message" => {
+            let from = match f.str_req("from").as_deref() {
+                Some("patient") => Some(Author::Patient),
+                Some("staff") => Some(Author::Staff),
+                Some("bot") => Some(Author::Bot),
+                Some(_) => {
+                    f.err("from", "must be one of patient, staff, bot");
+                    None
+                }
+                None => None,
+            };
+            let text = f.str_req("text");
+            EventKind::ContactMessage {
+                from: from?,
+                text: text?,
+            }
+        }
+        "bot.turn" => {
+            let resolved = f.bool_req("resolved");
+            EventKind::BotTurn {
+                resolved: resolved?,
+                intent: f.str_opt("intent"),
+                patient_text: f.str_opt("patient_text"),
+                bot_text: f.str_opt("bot_text"),
+            }
+        }
+        "contact.transferred" => {
+            let to = f.str_req("to");
+            EventKind::ContactTransferred {
+                to: to?,
+                from_agent: f.str_opt("from_agent"),
+            }
+        }
+        "contact.abandoned" => EventKind::ContactAbandoned,
+        "contact.ended" => EventKind::ContactEnded {
+            disposition: f.str_opt("disposition"),
+            summary: f.str_opt("summary"),
+            agent: f.str_opt("agent"),
+        },
+        "appointment.booked" => EventKind::AppointmentBooked(parse_appointment(f, true)?),
+        "appointment.rescheduled" => {
+            EventKind::AppointmentRescheduled(parse_appointment(f, true)?)
+        }
+        "appointment.cancelled" => EventKind::AppointmentCancelled(parse_appointment(f, false)?),
+        "medications.updated" => {
+            let meds = match f.obj.get("medications") {
+                Some(Value::Array(items)) => {
+                    let mut out = Vec::with_capacity(items.len());
+                    for (i, item) in items.iter().enumerate() {
+                        match serde_json::from_value::<Medication>(item.clone()) {
+                            Ok(m) if !m.name.trim().is_empty() => out.push(m),
+                            _ => f.err(
+                                &format!("medications[{i}]"),
+                                "must be an object with a non-empty string name (dose and frequency optional strings)",
+                            ),
+                        }
+                    }
+                    Some(out)
+                }
+                None | Some(Value::Null) => {
+                    f.err("medications", "is required (the current list, may be empty)");
+                    None
+                }
+                Some(_) => {
+                    f.err("medications", "must be an array");
+                    None
+                }
+            };
+            EventKind::MedicationsUpdated { medications: meds? }
+        }
+        "prescription.routed" => {
+            let (prescription_id, medication, pharmacy) = parse_prescription(f)?;
+            EventKind::PrescriptionRouted {
+                prescription_id,
+                medication,
+                pharmacy,
+            }
+        }
+        "prescription.ready" => {
+            let (prescription_id, medication, pharmacy) = parse_prescription(f)?;
+            EventKind::PrescriptionReady {
+                prescription_id,
+                medication,
+                pharmacy,
+            }
+        }
+        "device.readings" => {
+            let device = f.str_req("device");
+            let summary = match f.obj.get("summary") {
+                Some(v @ Value::Object(_)) => Some(v.clone()),
+                None | Some(Value::Null) => {
+                    f.err("summary", "is required (an object of readings)");
+                    None
+                }
+                Some(_) => {
+                    f.err("summary", "must be an object");
+                    None
+                }
+            };
+            EventKind::DeviceReadings {
+                device: device?,
+                summary: summary?,
+            }
+        }
+        "note.recorded" => {
+            let author = f.str_req("author");
+            let role = f.str_opt("role");
+            let text = f.str_req("text");
+            EventKind::NoteRecorded {
+                author: author?,
+                role,
+                text: text?,
+            }
+        }
+        "identity.linked" => {
+            let n = match f.obj.get("patient") {
+                Some(Value::Object(o)) => o.values().filter(|v| v.is_string()).count(),
+                _ => 0,
+            };
+            if n < 2 {
+                f.err(
+                    "patient",
+                    "identity.linked needs at least two identifiers that belong together",
+                );
+                return None;
+            }
+            EventKind::IdentityLinked
+        }
+        _ => EventKind::Unknown,
+    };
+    Some(kind)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn base() -> Value {
+        json!({
+            "id": "6f1c2b1e-8f0a-4c7e-9a43-0d4c1f6a2b11",
+            "type": "contact.started",
+            "occurred_at": "2026-11-23T23:00:00Z",
+            "site": "north",
+            "channel": "chat",
+            "patient": {"portal_id": "p-1"},
+            "contact_id": "c-1",
+            "intent": "medication_question"
+        })
+    }
+
+    fn parse(v: &Value) -> Result<Envelope, ContractError> {
+        Envelope::parse(v.to_string().as_bytes(), 65_536)
+    }
+
+    fn fields_of(err: ContractError) -> Vec<String> {
+        err.field_errors().into_iter().map(|e| e.field).collect()
+    }
+
+    #[test]
+    fn a_valid_contact_started_parses_into_its_typed_kind() {
+        let e = parse(&base()).unwrap();
+        assert_eq!(e.channel, Channel::Chat);
+        assert_eq!(
+            e.kind,
+            EventKind::ContactStarted {
+                intent: Some("medication_question".into()),
+                skill: None
+            }
+        );
+        assert_eq!(e.type_label(), "contact.started");
+    }
+
+    #[test]
+    fn each_missing_envelope_field_is_named() {
+        for field in ["id", "type", "occurred_at", "site", "channel", "patient"] {
+            let mut v = base();
+            v.as_object_mut().unwrap().remove(field);
+            let fields = fields_of(parse(&v).unwrap_err());
+            assert!(fields.contains(&field.to_string()), "{field}: {fields:?}");
+        }
+    }
+
+    #[test]
+    fn bad_values_are_named_without_echoing_them() {
+        let mut v = base();
+        v["occurred_at"] = json!("yesterday-ish");
+        v["channel"] = json!("fax");
+        v["patient"] = json!({"phone": "555-CANARY"});
+        let err = parse(&v).unwrap_err();
+        let text = format!("{:?}", err.field_errors());
+        assert!(!text.contains("CANARY") && !text.contains("yesterday"));
+        let fields = fields_of(err);
+        assert_eq!(fields, vec!["occurred_at", "channel", "patient.phone"]);
+    }
+
+    #[test]
+    fn wrong_field_types_are_rejected() {
+        let mut v = json!({
+            "id": "6f1c2b1e-8f0a-4c7e-9a43-0d4c1f6a2b11", "type": "bot.turn",
+            "occurred_at": "2026-11-23T23:00:00Z", "site": "north", "channel": "iva",
+            "patient": {"mrn": "M1"}, "contact_id": "c", "resolved": "no"
+        });
+        assert_eq!(fields_of(parse(&v).unwrap_err()), vec!["resolved"]);
+        v["resolved"] = json!(false);
+        assert!(parse(&v).is_ok());
+    }
+
+    #[test]
+    fn an_oversized_body_is_rejected_before_parsing() {
+        let big = vec![b' '; 70_000];
+        assert!(matches!(
+            Envelope::parse(&big, 65_536),
+            Err(ContractError::TooLarge { .. })
+        ));
+    }
+
+    #[test]
+    fn an_unknown_type_is_kept_not_rejected() {
+        let mut v = base();
+        v["type"] = json!("survey.completed");
+        v["score"] = json!(9);
+        let e = parse(&v).unwrap();
+        assert_eq!(e.kind, EventKind::Unknown);
+        assert_eq!(e.type_label(), "other");
+        assert_eq!(e.field("score"), Some(&json!(9)));
+    }
+
+    #[test]
+    fn contact_events_need_a_contact_id() {
+        let mut v = base();
+        v.as_object_mut().unwrap().remove("contact_id");
+        assert_eq!(fields_of(parse(&v).unwrap_err()), vec!["contact_id"]);
+    }
+
+    #[test]
+    fn identity_linked_needs_two_identifiers() {
+        let mut v = base();
+        v["type"] = json!("identity.linked");
+        v["channel"] = json!("ehr");
+        assert_eq!(fields_of(parse(&v).unwrap_err()), vec!["patient"]);
+        v["patient"] = json!({"mrn": "MRN-1", "phone": "+15551230000"});
+        assert_eq!(parse(&v).unwrap().kind, EventKind::IdentityLinked);
+    }
+
+    #[test]
+    fn stored_form_round_trips() {
+        let e = parse(&base()).unwrap();
+        assert_eq!(Envelope::from_stored(&e.to_json()).unwrap(), e);
+    }
+}

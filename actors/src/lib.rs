@@ -1,0 +1,24 @@
+//! Front Door's actors and the rules they apply.
+//!
+//! Each patient, queue and agent is an actix actor; the rules that decide things
+//! (identity resolution, journey projection, frustration, priority, matching,
+//! overflow, staffing math) are plain functions with unit tests beside them, and the
+//! actors are thin shells that hold state and call them. This crate knows no SQL,
+//! AMQP or HTTP: it talks to [`ports`] that the runtime implements.
+//!
+//! # Layout
+//! - [`ids`]: identifier newtypes (`PatientId`, `Mrn`, `PhoneNumber`, `SiteId`...) with `parse`.
+//! - [`event`]: the event contract, parsed at the edge into a typed [`event::Envelope`].
+//! - [`identity`]: which patient an event's identifiers name; what an explicit link merges.
+//! - [`journey`]: the patient journey folded from the event log, and the context view.
+//! - [`ports`]: the traits the runtime implements (journey store).
+//! - [`patient`]: the patient actor (one per resident patient).
+//! - [`shard`]: patient shards and the [`shard::PatientRegistry`] handle (activation, passivation).
+
+pub mod event;
+pub mod identity;
+pub mod ids;
+pub mod journey;
+pub mod patient;
+pub mod ports;
+pub mod shard;

@@ -1,0 +1,280 @@
+//! The patient actor: one per resident patient, holding the folded journey.
+//!
+//! It is a thin shell around [`Journey`]: on start it loads the stored log and
+//! folds it (the mailbox waits until it has); each [`Apply`] stores the event
+//! through the [`JourneyStore`] port and only then applies it, one message at a
+//! time (`AtomicResponse`), so a patient's events are applied in the order they
+//! reached the actor. When idle for the configured time it asks its shard to
+//! passivate it (see [`crate::shard`]).
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use actix::prelude::*;
+use chrono::{DateTime, Utc};
+use tokio::sync::oneshot;
+
+use crate::event::Envelope;
+use crate::ids::PatientId;
+use crate::journey::{ContextView, IdentifierView, Journey, Limits};
+use crate::ports::{AppendOutcome, JourneyStore, PortError};
+use crate::shard::{PassivationRequest, PatientShard};
+
+/// What the patient actors need, shared by all of them.
+#[derive(Clone)]
+pub struct PatientDeps {
+    /// The journey store.
+    pub store: Arc<dyn JourneyStore>,
+    /// Memory bounds of a journey.
+    pub limits: Limits,
+    /// Idle time after which a patient actor passivates.
+    pub idle_timeout: Duration,
+}
+
+/// Why a patient operation failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PatientError {
+    /// The store failed; nothing was applied.
+    #[error("store: {0}")]
+    Store(#[from] PortError),
+    /// The actor stopped (passivated or failed) before answering; retry.
+    #[error("patient actor unavailable")]
+    Unavailable,
+}
+
+/// The outcome of [`Apply`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Applied {
+    /// Stored and applied, with its store sequence number; `relinked` as in
+    /// [`AppendOutcome::Stored`].
+    Stored { seq: u64, relinked: Vec<PatientId> },
+    /// Seen before: nothing changed.
+    Duplicate,
+    /// The patient was merged into another; send the event there.
+    Moved { to: PatientId },
+}
+
+/// Store an event in the patient's log and apply it to the journey.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Apply {
+    /// The validated event.
+    pub event: Arc<Envelope>,
+    /// Identifiers resolution attached to this patient with this event.
+    pub claims: Vec<IdentifierView>,
+    /// Where the outcome goes.
+    pub reply: oneshot::Sender<Result<Applied, PatientError>>,
+}
+
+/// Read the patient's context.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct GetContext {
+    /// The clock reading the context is computed for (upcoming appointments).
+    pub now: DateTime<Utc>,
+    /// Where the context goes.
+    pub reply: oneshot::Sender<Result<ContextView, PatientError>>,
+}
+
+/// Rebuild the journey from the store (after a merge or an identifier move).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Reload;
+
+/// Passivate now if nothing is pending (used by drills and the admin API).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct PassivateNow;
+
+/// One resident patient.
+pub struct PatientActor {
+    /// Whose journey this is.
+    id: PatientId,
+    /// Shared dependencies.
+    deps: PatientDeps,
+    /// The folded journey (None until the stored log is loaded).
+    journey: Option<Journey>,
+    /// The shard that owns this actor (for passivation).
+    shard: Addr<PatientShard>,
+    /// Incarnation number given by the shard, so a stale passivation is ignored.
+    generation: u64,
+    /// Messages handled, compared with what the shard dispatched before passivating.
+    processed: u64,
+    /// Last time a message arrived.
+    last_active: Instant,
+}
+
+impl PatientActor {
+    /// A new actor; it loads its journey when started.
+    pub fn new(id: PatientId, deps: PatientDeps, shard: Addr<PatientShard>, generation: u64) -> Self {
+        PatientActor {
+            id,
+            deps,
+            journey: None,
+            shard,
+            generation,
+            processed: 0,
+            last_active: Instant::now(),
+        }
+    }
+
+    fn load(&mut self, ctx: &mut Context<Self>) {
+        let fut = self.deps.store.load_journey(self.id);
+        ctx.wait(fut.into_actor(self).map(|res, act, ctx| match res {
+            Ok(stored) => {
+                let mut j = Journey::fold(
+                    act.id,
+                    act.deps.limits,
+                    stored.events.iter().map(|(s, e)| (*s, e.as_ref())),
+                );
+                j.identifiers = stored.identifiers.into_iter().collect();
+                j.merged_from = stored.merged_from;
+                act.journey = Some(j);
+            }
+            Err(e) => {
+                tracing::warn!(patient_id = %act.id, error.message = %e, "patient journey could not be loaded; stopping the actor");
+                ctx.stop();
+            }
+        }));
+    }
+
+    fn touch(&mut self) {
+        self.processed += 1;
+        self.last_active = Instant::now();
+    }
+
+    fn request_passivation(&mut self, ctx: &mut Context<Self>) {
+        let req = PassivationRequest {
+            patient: self.id,
+            generation: self.generation,
+            processed: self.processed,
+        };
+        let fut = self.shard.send(req);
+        ctx.wait(fut.into_actor(self).map(|res, _act, ctx| {
+            if matches!(res, Ok(true)) {
+                ctx.stop();
+            }
+        }));
+    }
+}
+
+impl Actor for PatientActor {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        self.load(ctx);
+        let tick = (self.deps.idle_timeout / 2).max(Duration::from_millis(50));
+        ctx.run_interval(tick, |act, ctx| {
+            if act.last_active.elapsed() >= act.deps.idle_timeout {
+                act.request_passivation(ctx);
+            }
+        });
+    }
+}
+
+impl Handler<Apply> for PatientActor {
+    type Result = AtomicResponse<Self, ()>;
+
+    fn handle(&mut self, msg: Apply, _ctx: &mut Self::Context) -> Self::Result {
+        self.touch();
+        let Apply {
+            event,
+            claims,
+            reply,
+        } = msg;
+        let fut = self.deps.store.append_event(self.id, event.clone());
+        AtomicResponse::new(Box::pin(fut.into_actor(self).then(
+            move |res, act, _ctx| {
+                let answer = match res {
+                    Ok(AppendOutcome::Stored { seq, relinked }) => {
+                        if let Some(j) = act.journey.as_mut() {
+                            j.identifiers.extend(claims);
+                            j.apply(seq, &event);
+                        }
+                        Ok(Applied::Stored { seq, relinked })
+                    }
+                    Ok(AppendOutcome::Duplicate) => Ok(Applied::Duplicate),
+                    Ok(AppendOutcome::Moved { to }) => Ok(Applied::Moved { to }),
+                    Err(e) => Err(PatientError::Store(e)),
+                };
+                let reload = matches!(&answer, Ok(Applied::Stored { relinked, .. }) if !relinked.is_empty())
+                    || matches!(&event.kind, crate::event::EventKind::IdentityLinked)
+                        && matches!(&answer, Ok(Applied::Stored { .. }));
+                let load = reload.then(|| act.deps.store.load_journey(act.id));
+                async move {
+                    let reloaded = match load {
+                        Some(f) => Some(f.await),
+                        None => None,
+                    };
+                    (answer, reloaded, reply)
+                }
+                .into_actor(act)
+                .map(|(answer, reloaded, reply), act, _ctx| {
+                    match reloaded {
+                        Some(Ok(stored)) => {
+                            let mut j = Journey::fold(
+                                act.id,
+                                act.deps.limits,
+                                stored.events.iter().map(|(s, e)| (*s, e.as_ref())),
+                            );
+                            j.identifiers = stored.identifiers.into_iter().collect();
+                            j.merged_from = stored.merged_from;
+                            act.journey = Some(j);
+                        }
+                        Some(Err(e)) => {
+                            // The event is stored; the next activation rebuilds the journey.
+                            tracing::warn!(patient_id = %act.id, error.message = %e, "journey reload after a link failed");
+                            act.journey = None;
+                        }
+                        None => {}
+                    }
+                    let _ = reply.send(answer);
+                })
+            },
+        )))
+    }
+}
+
+impl Handler<GetContext> for PatientActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: GetContext, ctx: &mut Self::Context) {
+        self.touch();
+        match &self.journey {
+            Some(j) => {
+                let _ = msg.reply.send(Ok(j.context(msg.now)));
+            }
+            None => {
+                // The journey was dropped after a failed reload: rebuild, then answer.
+                self.load(ctx);
+                ctx.wait(actix::fut::wrap_future::<_, Self>(async {}).map(move |_, act, _| {
+                    let answer = act
+                        .journey
+                        .as_ref()
+                        .map(|j| j.context(msg.now))
+                        .ok_or(PatientError::Unavailable);
+                    let _ = msg.reply.send(answer);
+                }));
+            }
+        }
+    }
+}
+
+impl Handler<Reload> for PatientActor {
+    type Result = ();
+
+    fn handle(&mut self, _msg: Reload, ctx: &mut Self::Context) {
+        self.touch();
+        self.load(ctx);
+    }
+}
+
+impl Handler<PassivateNow> for PatientActor {
+    type Result = ();
+
+    fn handle(&mut self, _msg: PassivateNow, ctx: &mut Self::Context) {
+        // Counted like any message, so the shard sees it as processed.
+        self.processed += 1;
+        self.request_passivation(ctx);
+    }
+}

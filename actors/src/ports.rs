@@ -1,0 +1,63 @@
+//! Ports: what the actors need from the outside world, as traits the runtime
+//! implements. This crate knows no SQL, AMQP or HTTP; the runtime's store and broker
+//! adapters implement these.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use crate::event::Envelope;
+use crate::ids::PatientId;
+use crate::journey::IdentifierView;
+
+/// A boxed, sendable future (what a port returns).
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// Why a port call failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PortError {
+    /// The dependency cannot be reached now; the caller may retry later.
+    #[error("dependency unavailable: {0}")]
+    Unavailable(String),
+    /// The call was understood and failed; retrying the same input will fail again.
+    #[error("rejected: {0}")]
+    Rejected(String),
+}
+
+/// A patient's stored journey, as needed to rebuild the actor's state.
+#[derive(Debug, Clone, Default)]
+pub struct StoredJourney {
+    /// Identifiers linked to the patient now.
+    pub identifiers: Vec<IdentifierView>,
+    /// Provisional records merged into this patient.
+    pub merged_from: Vec<PatientId>,
+    /// The event log of the patient and of every record merged into it, in store order.
+    pub events: Vec<(u64, Arc<Envelope>)>,
+}
+
+/// The result of appending an event to a patient's log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AppendOutcome {
+    /// Stored with this sequence number. `relinked` lists other patients whose
+    /// records this event changed (merged away or lost an identifier): their
+    /// resident actors must be rebuilt.
+    Stored { seq: u64, relinked: Vec<PatientId> },
+    /// Already stored before (same event id): nothing changed.
+    Duplicate,
+    /// The patient was merged into another one: nothing was stored; send the event there.
+    Moved { to: PatientId },
+}
+
+/// The journey store.
+pub trait JourneyStore: Send + Sync + 'static {
+    /// Loads a patient's journey (the log of it and of every record merged into it).
+    fn load_journey(&self, patient: PatientId) -> BoxFuture<'static, Result<StoredJourney, PortError>>;
+
+    /// Appends an event to a patient's log, atomically with its effects (identity
+    /// links, routing state, outbox commands). Idempotent by event id.
+    fn append_event(
+        &self,
+        patient: PatientId,
+        event: Arc<Envelope>,
+    ) -> BoxFuture<'static, Result<AppendOutcome, PortError>>;
+}

@@ -1,0 +1,289 @@
+//! Patient shards: who owns which resident patient actor.
+//!
+//! A patient id hashes to one [`PatientShard`]; each shard runs on its own arbiter
+//! (thread) and keeps the address of every resident patient of its share,
+//! activating one on demand and forwarding messages in arrival order.
+//!
+//! Passivation without losing a message: the shard counts what it dispatched to
+//! each actor and the actor counts what it processed. An idle actor asks to
+//! passivate with its count; the shard agrees only when the two match (nothing is
+//! queued), removes it, and the actor stops. Anything later starts a new
+//! incarnation that loads from the store, which by then holds every event the old
+//! one stored.
+
+use std::collections::hash_map::DefaultHasher;
+use std::collections::HashMap;
+use std::hash::{Hash, Hasher};
+use std::sync::Arc;
+
+use actix::dev::ToEnvelope;
+use actix::prelude::*;
+use chrono::{DateTime, Utc};
+use tokio::sync::oneshot;
+
+use crate::event::Envelope;
+use crate::ids::PatientId;
+use crate::journey::{ContextView, IdentifierView};
+use crate::patient::{
+    Applied, Apply, GetContext, PassivateNow, PatientActor, PatientDeps, PatientError, Reload,
+};
+
+/// Forward a message to a patient, activating it if needed.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Dispatch<M> {
+    /// The patient.
+    pub patient: PatientId,
+    /// The message.
+    pub msg: M,
+}
+
+/// Sent by an idle patient actor; answered `true` when it may stop.
+#[derive(Message)]
+#[rtype(result = "bool")]
+pub struct PassivationRequest {
+    /// Who asks.
+    pub patient: PatientId,
+    /// Its incarnation.
+    pub generation: u64,
+    /// How many messages it has processed.
+    pub processed: u64,
+}
+
+/// Drop the resident actor of a patient whose record changed elsewhere (after a
+/// merge or an identifier move): it stops once its queue is empty, and the next
+/// message starts a fresh one from the store.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Evict {
+    /// The patient.
+    pub patient: PatientId,
+}
+
+/// How many patients are resident in this shard.
+#[derive(Message)]
+#[rtype(result = "usize")]
+pub struct ResidentCount;
+
+/// Ask every resident patient to passivate now.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct PassivateAll;
+
+struct Entry {
+    addr: Addr<PatientActor>,
+    dispatched: u64,
+    generation: u64,
+}
+
+/// One shard of resident patients.
+pub struct PatientShard {
+    /// Dependencies handed to each new patient actor.
+    deps: PatientDeps,
+    /// Resident patients.
+    patients: HashMap<PatientId, Entry>,
+    /// Next incarnation number.
+    next_generation: u64,
+}
+
+impl PatientShard {
+    /// A shard with no resident patients.
+    pub fn new(deps: PatientDeps) -> Self {
+        PatientShard {
+            deps,
+            patients: HashMap::new(),
+            next_generation: 0,
+        }
+    }
+
+    fn entry(&mut self, patient: PatientId, ctx: &mut Context<Self>) -> &mut Entry {
+        let stale = self
+            .patients
+            .get(&patient)
+            .is_some_and(|e| !e.addr.connected());
+        if stale {
+            self.patients.remove(&patient);
+        }
+        let deps = &self.deps;
+        let next = &mut self.next_generation;
+        let me = ctx.address();
+        self.patients.entry(patient).or_insert_with(|| {
+            *next += 1;
+            let generation = *next;
+            let deps = deps.clone();
+            let addr = PatientActor::new(patient, deps, me, generation).start();
+            Entry {
+                addr,
+                dispatched: 0,
+                generation,
+            }
+        })
+    }
+}
+
+impl Actor for PatientShard {
+    type Context = Context<Self>;
+}
+
+impl<M> Handler<Dispatch<M>> for PatientShard
+where
+    M: Message<Result = ()> + Send + 'static,
+    PatientActor: Handler<M>,
+    <PatientActor as Actor>::Context: ToEnvelope<PatientActor, M>,
+{
+    type Result = ();
+
+    fn handle(&mut self, msg: Dispatch<M>, ctx: &mut Self::Context) {
+        let entry = self.entry(msg.patient, ctx);
+        entry.dispatched += 1;
+        // do_send keeps arrival order; the bound on in-flight work is upstream
+        // (broker prefetch, HTTP concurrency), each caller awaiting its reply.
+        entry.addr.do_send(msg.msg);
+    }
+}
+
+impl Handler<PassivationRequest> for PatientShard {
+    type Result = bool;
+
+    fn handle(&mut self, msg: PassivationRequest, _ctx: &mut Self::Context) -> bool {
+        match self.patients.get(&msg.patient) {
+            Some(e) if e.generation == msg.generation && e.dispatched == msg.processed => {
+                self.patients.remove(&msg.patient);
+                true
+            }
+            Some(e) if e.generation == msg.generation => false,
+            // Evicted or replaced already: this incarnation may stop.
+            _ => true,
+        }
+    }
+}
+
+impl Handler<Evict> for PatientShard {
+    type Result = ();
+
+    fn handle(&mut self, msg: Evict, _ctx: &mut Self::Context) {
+        if let Some(e) = self.patients.get_mut(&msg.patient) {
+            // Rebuild in place: the reload queues behind whatever is pending, so
+            // order holds and no second incarnation races the first.
+            e.dispatched += 1;
+            e.addr.do_send(Reload);
+        }
+    }
+}
+
+impl Handler<ResidentCount> for PatientShard {
+    type Result = usize;
+
+    fn handle(&mut self, _msg: ResidentCount, _ctx: &mut Self::Context) -> usize {
+        self.patients.len()
+    }
+}
+
+impl Handler<PassivateAll> for PatientShard {
+    type Result = ();
+
+    fn handle(&mut self, _msg: PassivateAll, _ctx: &mut Self::Context) {
+        for e in self.patients.values_mut() {
+            e.dispatched += 1;
+            e.addr.do_send(PassivateNow);
+        }
+    }
+}
+
+/// The handle the runtime uses to reach patients: routes by patient id to its shard.
+#[derive(Clone)]
+pub struct PatientRegistry {
+    /// The shards, each on its own arbiter.
+    shards: Arc<Vec<Addr<PatientShard>>>,
+}
+
+impl PatientRegistry {
+    /// Starts `shards` shards, each on a new arbiter (thread).
+    pub fn start(deps: PatientDeps, shards: usize) -> PatientRegistry {
+        let shards = (0..shards.max(1))
+            .map(|_| {
+                let arbiter = Arbiter::new();
+                let deps = deps.clone();
+                PatientShard::start_in_arbiter(&arbiter.handle(), move |_| PatientShard::new(deps))
+            })
+            .collect();
+        PatientRegistry {
+            shards: Arc::new(shards),
+        }
+    }
+
+    fn shard(&self, patient: PatientId) -> &Addr<PatientShard> {
+        let mut h = DefaultHasher::new();
+        patient.hash(&mut h);
+        let i = (h.finish() % self.shards.len() as u64) as usize;
+        &self.shards[i]
+    }
+
+    async fn dispatch<M, T>(
+        &self,
+        patient: PatientId,
+        make: impl FnOnce(oneshot::Sender<Result<T, PatientError>>) -> M,
+    ) -> Result<T, PatientError>
+    where
+        M: Message<Result = ()> + Send + 'static,
+        PatientActor: Handler<M>,
+        <PatientActor as Actor>::Context: ToEnvelope<PatientActor, M>,
+    {
+        let (tx, rx) = oneshot::channel();
+        self.shard(patient)
+            .send(Dispatch {
+                patient,
+                msg: make(tx),
+            })
+            .await
+            .map_err(|_| PatientError::Unavailable)?;
+        rx.await.map_err(|_| PatientError::Unavailable)?
+    }
+
+    /// Stores and applies an event to a patient's journey.
+    pub async fn apply(
+        &self,
+        patient: PatientId,
+        event: Arc<Envelope>,
+        claims: Vec<IdentifierView>,
+    ) -> Result<Applied, PatientError> {
+        self.dispatch(patient, |reply| Apply {
+            event,
+            claims,
+            reply,
+        })
+        .await
+    }
+
+    /// Reads a patient's context.
+    pub async fn context(
+        &self,
+        patient: PatientId,
+        now: DateTime<Utc>,
+    ) -> Result<ContextView, PatientError> {
+        self.dispatch(patient, |reply| GetContext { now, reply }).await
+    }
+
+    /// Rebuilds resident actors of patients whose records changed elsewhere.
+    pub fn evict(&self, patients: &[PatientId]) {
+        for p in patients {
+            self.shard(*p).do_send(Evict { patient: *p });
+        }
+    }
+
+    /// Resident patient actors across all shards.
+    pub async fn resident(&self) -> usize {
+        let mut n = 0;
+        for s in self.shards.iter() {
+            n += s.send(ResidentCount).await.unwrap_or(0);
+        }
+        n
+    }
+
+    /// Asks every resident patient to passivate now.
+    pub fn passivate_all(&self) {
+        for s in self.shards.iter() {
+            s.do_send(PassivateAll);
+        }
+    }
+}
