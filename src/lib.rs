@@ -1,1 +1,23 @@
+//! Front Door: a real-time contact-center runtime for multi-site health systems.
+//!
+//! Every event from every channel lands in one patient journey under one identity;
+//! staff desktops read that context from the API. This crate is the runtime around
+//! the actors in `frontdoor-actors`: configuration, the store, the HTTP edge,
+//! telemetry and startup. `main.rs` is a thin shell over [`startup::Application`].
+//!
+//! # Layout
+//! - [`configuration`]: typed settings from `config/` and `FRONTDOOR__*` variables.
+//! - [`startup`]: builds the application (store, actors, HTTP) and runs it.
+//! - [`ingest`]: the one path an event takes from an edge to the patient's journey.
+//! - [`store`]: all SQL (SQLite or PostgreSQL through sqlx).
+//! - [`http`]: the actix-web API and its problem+json errors.
+//! - [`metrics`]: metric names and the Prometheus recorder.
+//! - [`telemetry`]: tracing subscriber setup.
 
+pub mod configuration;
+pub mod http;
+pub mod ingest;
+pub mod metrics;
+pub mod startup;
+pub mod store;
+pub mod telemetry;

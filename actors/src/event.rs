@@ -173,7 +173,10 @@ pub enum EventKind {
         skill: Option<String>,
     },
     /// `contact.message`: one message inside a contact.
-    ContactMessage { from: Author, text: String },
+    ContactMessage {
+        from: Author,
+        text: String,
+    },
     /// `bot.turn`: one exchange with a virtual agent.
     BotTurn {
         resolved: bool,
@@ -200,7 +203,9 @@ pub enum EventKind {
     AppointmentRescheduled(AppointmentFields),
     AppointmentCancelled(AppointmentFields),
     /// `medications.updated`: the full current list (replaces the previous one).
-    MedicationsUpdated { medications: Vec<Medication> },
+    MedicationsUpdated {
+        medications: Vec<Medication>,
+    },
     /// `prescription.routed`: sent to a pharmacy.
     PrescriptionRouted {
         prescription_id: Option<String>,
@@ -214,7 +219,10 @@ pub enum EventKind {
         pharmacy: Option<String>,
     },
     /// `device.readings`: a device summary (e.g. CGM), kept as given.
-    DeviceReadings { device: String, summary: Value },
+    DeviceReadings {
+        device: String,
+        summary: Value,
+    },
     /// `note.recorded`: a clinician's or staff member's note.
     NoteRecorded {
         author: String,
@@ -443,7 +451,10 @@ impl Envelope {
         };
         let event_type = f.str_req("type");
         if let Some(t) = &event_type {
-            if t.len() > 64 || !t.chars().all(|c| c.is_ascii_alphanumeric() || ".-_".contains(c))
+            if t.len() > 64
+                || !t
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || ".-_".contains(c))
             {
                 f.err("type", "must be at most 64 characters of [A-Za-z0-9._-]");
             }
@@ -466,13 +477,15 @@ impl Envelope {
                 None
             }
         });
-        let contact_id = f.str_opt("contact_id").and_then(|s| match ContactId::parse(&s) {
-            Ok(c) => Some(c),
-            Err(reason) => {
-                f.err("contact_id", reason);
-                None
-            }
-        });
+        let contact_id = f
+            .str_opt("contact_id")
+            .and_then(|s| match ContactId::parse(&s) {
+                Ok(c) => Some(c),
+                Err(reason) => {
+                    f.err("contact_id", reason);
+                    None
+                }
+            });
         let patient = parse_patient(&mut f);
 
         let event_type = event_type.unwrap_or_default();
@@ -667,9 +680,7 @@ fn parse_kind(event_type: &str, f: &mut Fields<'_>) -> Option<EventKind> {
             agent: f.str_opt("agent"),
         },
         "appointment.booked" => EventKind::AppointmentBooked(parse_appointment(f, true)?),
-        "appointment.rescheduled" => {
-            EventKind::AppointmentRescheduled(parse_appointment(f, true)?)
-        }
+        "appointment.rescheduled" => EventKind::AppointmentRescheduled(parse_appointment(f, true)?),
         "appointment.cancelled" => EventKind::AppointmentCancelled(parse_appointment(f, false)?),
         "medications.updated" => {
             let meds = match f.obj.get("medications") {
@@ -687,7 +698,10 @@ fn parse_kind(event_type: &str, f: &mut Fields<'_>) -> Option<EventKind> {
                     Some(out)
                 }
                 None | Some(Value::Null) => {
-                    f.err("medications", "is required (the current list, may be empty)");
+                    f.err(
+                        "medications",
+                        "is required (the current list, may be empty)",
+                    );
                     None
                 }
                 Some(_) => {

@@ -66,10 +66,7 @@ pub struct Resolution {
 impl Resolution {
     /// True when the new patient has no MRN (an unknown caller).
     pub fn provisional(&self) -> bool {
-        !self
-            .claims
-            .iter()
-            .any(|i| i.kind() == IdentifierKind::Mrn)
+        !self.claims.iter().any(|i| i.kind() == IdentifierKind::Mrn)
     }
 }
 
@@ -181,10 +178,7 @@ mod tests {
     #[test]
     fn identifiers_that_arrive_together_are_claimed_by_the_known_patient() {
         let p = PatientId::new();
-        let r = resolve(
-            &[mrn("M1"), portal("web-1")],
-            &[known(mrn("M1"), p, true)],
-        );
+        let r = resolve(&[mrn("M1"), portal("web-1")], &[known(mrn("M1"), p, true)]);
         assert_eq!(r.target, Target::Existing(p));
         assert_eq!(r.claims, vec![portal("web-1")]);
         assert_eq!(r.grade, MatchGrade::Certain);
@@ -241,7 +235,11 @@ mod tests {
                 known(mrn("M1"), target, true),
                 known(phone("+15550001111"), provisional, false),
                 known(portal("x"), provisional, false),
-                known(Identifier::Email(crate::ids::Email::parse("a@b.org").unwrap()), other, true),
+                known(
+                    Identifier::Email(crate::ids::Email::parse("a@b.org").unwrap()),
+                    other,
+                    true,
+                ),
             ],
         );
         assert_eq!(plan.len(), 2);

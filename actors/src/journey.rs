@@ -497,22 +497,24 @@ impl Journey {
             .contact_id
             .clone()
             .unwrap_or_else(|| ContactId::from_event_id(e.id));
-        self.contacts.entry(id.clone()).or_insert_with(|| ContactView {
-            id,
-            channel: e.channel,
-            site: e.site.clone(),
-            started_at: e.occurred_at,
-            intent: None,
-            skill: None,
-            state: ContactState::Open,
-            messages: Vec::new(),
-            bot_turns: Vec::new(),
-            transfers: Vec::new(),
-            last_agent: None,
-            disposition: None,
-            summary: None,
-            closed_at: None,
-        })
+        self.contacts
+            .entry(id.clone())
+            .or_insert_with(|| ContactView {
+                id,
+                channel: e.channel,
+                site: e.site.clone(),
+                started_at: e.occurred_at,
+                intent: None,
+                skill: None,
+                state: ContactState::Open,
+                messages: Vec::new(),
+                bot_turns: Vec::new(),
+                transfers: Vec::new(),
+                last_agent: None,
+                disposition: None,
+                summary: None,
+                closed_at: None,
+            })
     }
 
     fn prune_closed_contacts(&mut self) {
@@ -533,7 +535,12 @@ impl Journey {
         }
     }
 
-    fn upsert_appointment(&mut self, a: &AppointmentFields, status: AppointmentStatus, ch: Channel) {
+    fn upsert_appointment(
+        &mut self,
+        a: &AppointmentFields,
+        status: AppointmentStatus,
+        ch: Channel,
+    ) {
         let entry = self
             .appointments
             .entry(a.appointment_id.clone())
@@ -743,8 +750,15 @@ pub fn summarize(e: &Envelope) -> String {
             resolved, intent, ..
         } => format!(
             "Virtual agent exchange ({}){}",
-            if *resolved { "resolved" } else { "not resolved" },
-            intent.as_deref().map(|i| format!(", intent {i}")).unwrap_or_default()
+            if *resolved {
+                "resolved"
+            } else {
+                "not resolved"
+            },
+            intent
+                .as_deref()
+                .map(|i| format!(", intent {i}"))
+                .unwrap_or_default()
         ),
         EventKind::ContactTransferred { to, .. } => format!("Transferred to {to}"),
         EventKind::ContactAbandoned => "Abandoned while waiting".into(),
@@ -779,7 +793,10 @@ pub fn summarize(e: &Envelope) -> String {
             ..
         } => format!(
             "Prescription for {medication} routed{}",
-            pharmacy.as_deref().map(|p| format!(" to {p}")).unwrap_or_default()
+            pharmacy
+                .as_deref()
+                .map(|p| format!(" to {p}"))
+                .unwrap_or_default()
         ),
         EventKind::PrescriptionReady {
             medication,
@@ -787,12 +804,17 @@ pub fn summarize(e: &Envelope) -> String {
             ..
         } => format!(
             "Prescription for {medication} ready{}",
-            pharmacy.as_deref().map(|p| format!(" at {p}")).unwrap_or_default()
+            pharmacy
+                .as_deref()
+                .map(|p| format!(" at {p}"))
+                .unwrap_or_default()
         ),
         EventKind::DeviceReadings { device, .. } => format!("{device} readings received"),
         EventKind::NoteRecorded { role, text, .. } => format!(
             "Note{}: {}",
-            role.as_deref().map(|r| format!(" by {r}")).unwrap_or_default(),
+            role.as_deref()
+                .map(|r| format!(" by {r}"))
+                .unwrap_or_default(),
             clip(text, 120)
         ),
         EventKind::IdentityLinked => "Identifiers linked to this patient".into(),
@@ -836,16 +858,41 @@ mod tests {
 
     fn sample() -> Vec<Envelope> {
         vec![
-            ev(1, "appointment.booked", "2026-11-20T23:00:00Z", json!({
+            ev(
+                1,
+                "appointment.booked",
+                "2026-11-20T23:00:00Z",
+                json!({
                 "appointment_id": "A1", "starts_at": "2026-11-27T09:30:00Z",
-                "department": "dermatology", "reason": "itchy rash on forearm"})),
-            ev(2, "medications.updated", "2026-11-21T08:00:00Z", json!({
-                "medications": [{"name": "methotrexate", "dose": "15 mg"}]})),
-            ev(3, "contact.started", "2026-11-23T10:00:00Z", json!({"contact_id": "chat-9", "channel": "chat"})),
-            ev(4, "contact.message", "2026-11-23T10:00:05Z", json!({
-                "contact_id": "chat-9", "from": "patient", "text": "Should I stop methotrexate?"})),
-            ev(5, "note.recorded", "2026-11-23T10:10:00Z", json!({
-                "contact_id": "chat-9", "author": "rn-4", "role": "nurse", "text": "Keep taking it."})),
+                "department": "dermatology", "reason": "itchy rash on forearm"}),
+            ),
+            ev(
+                2,
+                "medications.updated",
+                "2026-11-21T08:00:00Z",
+                json!({
+                "medications": [{"name": "methotrexate", "dose": "15 mg"}]}),
+            ),
+            ev(
+                3,
+                "contact.started",
+                "2026-11-23T10:00:00Z",
+                json!({"contact_id": "chat-9", "channel": "chat"}),
+            ),
+            ev(
+                4,
+                "contact.message",
+                "2026-11-23T10:00:05Z",
+                json!({
+                "contact_id": "chat-9", "from": "patient", "text": "Should I stop methotrexate?"}),
+            ),
+            ev(
+                5,
+                "note.recorded",
+                "2026-11-23T10:10:00Z",
+                json!({
+                "contact_id": "chat-9", "author": "rn-4", "role": "nurse", "text": "Keep taking it."}),
+            ),
         ]
     }
 
@@ -853,9 +900,16 @@ mod tests {
     fn the_fold_shows_the_appointment_reason_and_current_medications() {
         let evs = sample();
         let p = PatientId::new();
-        let j = Journey::fold(p, Limits::default(), evs.iter().enumerate().map(|(i, e)| (i as u64, e)));
+        let j = Journey::fold(
+            p,
+            Limits::default(),
+            evs.iter().enumerate().map(|(i, e)| (i as u64, e)),
+        );
         let ctx = j.context("2026-11-23T11:00:00Z".parse().unwrap());
-        assert_eq!(ctx.appointments[0].reason.as_deref(), Some("itchy rash on forearm"));
+        assert_eq!(
+            ctx.appointments[0].reason.as_deref(),
+            Some("itchy rash on forearm")
+        );
         assert_eq!(ctx.upcoming_appointments, vec!["A1".to_string()]);
         assert_eq!(ctx.medications.unwrap().items[0].name, "methotrexate");
         assert_eq!(ctx.open_contacts.len(), 1);
@@ -872,7 +926,11 @@ mod tests {
         for (i, e) in evs.iter().enumerate() {
             live.apply(i as u64, e);
         }
-        let refolded = Journey::fold(p, Limits::default(), evs.iter().enumerate().map(|(i, e)| (i as u64, e)));
+        let refolded = Journey::fold(
+            p,
+            Limits::default(),
+            evs.iter().enumerate().map(|(i, e)| (i as u64, e)),
+        );
         assert_eq!(live, refolded);
     }
 
@@ -891,8 +949,18 @@ mod tests {
 
     #[test]
     fn an_older_medication_list_arriving_late_does_not_replace_the_newer_one() {
-        let newer = ev(1, "medications.updated", "2026-11-22T00:00:00Z", json!({"medications": [{"name": "new"}]}));
-        let older = ev(2, "medications.updated", "2026-11-01T00:00:00Z", json!({"medications": [{"name": "old"}]}));
+        let newer = ev(
+            1,
+            "medications.updated",
+            "2026-11-22T00:00:00Z",
+            json!({"medications": [{"name": "new"}]}),
+        );
+        let older = ev(
+            2,
+            "medications.updated",
+            "2026-11-01T00:00:00Z",
+            json!({"medications": [{"name": "old"}]}),
+        );
         let mut j = Journey::new(PatientId::new(), Limits::default());
         j.apply(1, &newer);
         j.apply(2, &older);
@@ -901,12 +969,29 @@ mod tests {
 
     #[test]
     fn bounded_collections_stay_within_their_limits() {
-        let limits = Limits { timeline: 3, notes: 2, closed_contacts: 1, messages_per_contact: 2, device_readings: 1 };
+        let limits = Limits {
+            timeline: 3,
+            notes: 2,
+            closed_contacts: 1,
+            messages_per_contact: 2,
+            device_readings: 1,
+        };
         let mut j = Journey::new(PatientId::new(), limits);
         for i in 0..10u128 {
             let at = format!("2026-11-2{}T00:00:00Z", i % 10);
-            j.apply(i as u64, &ev(i, "note.recorded", &at, json!({"author": "a", "text": "t"})));
-            j.apply(100 + i as u64, &ev(100 + i, "contact.ended", &at, json!({"contact_id": format!("c{i}")})));
+            j.apply(
+                i as u64,
+                &ev(i, "note.recorded", &at, json!({"author": "a", "text": "t"})),
+            );
+            j.apply(
+                100 + i as u64,
+                &ev(
+                    100 + i,
+                    "contact.ended",
+                    &at,
+                    json!({"contact_id": format!("c{i}")}),
+                ),
+            );
         }
         assert_eq!(j.timeline.len(), 3);
         assert_eq!(j.notes.len(), 2);
@@ -918,8 +1003,15 @@ mod tests {
     fn unresolved_bot_exchanges_count_since_the_last_resolution() {
         let mut j = Journey::new(PatientId::new(), Limits::default());
         for (i, resolved) in [true, false, false].into_iter().enumerate() {
-            j.apply(i as u64, &ev(i as u128, "bot.turn", "2026-11-20T00:00:00Z",
-                json!({"contact_id": "b1", "resolved": resolved, "channel": "iva"})));
+            j.apply(
+                i as u64,
+                &ev(
+                    i as u128,
+                    "bot.turn",
+                    "2026-11-20T00:00:00Z",
+                    json!({"contact_id": "b1", "resolved": resolved, "channel": "iva"}),
+                ),
+            );
         }
         let c = j.contacts.values().next().unwrap();
         assert_eq!(c.unresolved_bot_exchanges(), 2);

@@ -12,6 +12,7 @@
 //! - [`identity`]: which patient an event's identifiers name; what an explicit link merges.
 //! - [`journey`]: the patient journey folded from the event log, and the context view.
 //! - [`ports`]: the traits the runtime implements (journey store).
+//! - [`rules`]: frustration, priority, matching, overflow and Erlang staffing math.
 //! - [`patient`]: the patient actor (one per resident patient).
 //! - [`shard`]: patient shards and the [`shard::PatientRegistry`] handle (activation, passivation).
 
@@ -21,4 +22,5 @@ pub mod ids;
 pub mod journey;
 pub mod patient;
 pub mod ports;
+pub mod rules;
 pub mod shard;

@@ -106,7 +106,12 @@ pub struct PatientActor {
 
 impl PatientActor {
     /// A new actor; it loads its journey when started.
-    pub fn new(id: PatientId, deps: PatientDeps, shard: Addr<PatientShard>, generation: u64) -> Self {
+    pub fn new(
+        id: PatientId,
+        deps: PatientDeps,
+        shard: Addr<PatientShard>,
+        generation: u64,
+    ) -> Self {
         PatientActor {
             id,
             deps,
@@ -247,14 +252,16 @@ impl Handler<GetContext> for PatientActor {
             None => {
                 // The journey was dropped after a failed reload: rebuild, then answer.
                 self.load(ctx);
-                ctx.wait(actix::fut::wrap_future::<_, Self>(async {}).map(move |_, act, _| {
-                    let answer = act
-                        .journey
-                        .as_ref()
-                        .map(|j| j.context(msg.now))
-                        .ok_or(PatientError::Unavailable);
-                    let _ = msg.reply.send(answer);
-                }));
+                ctx.wait(
+                    actix::fut::wrap_future::<_, Self>(async {}).map(move |_, act, _| {
+                        let answer = act
+                            .journey
+                            .as_ref()
+                            .map(|j| j.context(msg.now))
+                            .ok_or(PatientError::Unavailable);
+                        let _ = msg.reply.send(answer);
+                    }),
+                );
             }
         }
     }

@@ -51,7 +51,10 @@ pub enum AppendOutcome {
 /// The journey store.
 pub trait JourneyStore: Send + Sync + 'static {
     /// Loads a patient's journey (the log of it and of every record merged into it).
-    fn load_journey(&self, patient: PatientId) -> BoxFuture<'static, Result<StoredJourney, PortError>>;
+    fn load_journey(
+        &self,
+        patient: PatientId,
+    ) -> BoxFuture<'static, Result<StoredJourney, PortError>>;
 
     /// Appends an event to a patient's log, atomically with its effects (identity
     /// links, routing state, outbox commands). Idempotent by event id.

@@ -261,7 +261,8 @@ impl PatientRegistry {
         patient: PatientId,
         now: DateTime<Utc>,
     ) -> Result<ContextView, PatientError> {
-        self.dispatch(patient, |reply| GetContext { now, reply }).await
+        self.dispatch(patient, |reply| GetContext { now, reply })
+            .await
     }
 
     /// Rebuilds resident actors of patients whose records changed elsewhere.

@@ -136,7 +136,10 @@ impl FrustrationConfig {
         if self.transfers_threshold == 0 {
             return Err("transfers_threshold must be at least 1".to_string());
         }
-        check_window("repeat_contacts_window_secs", self.repeat_contacts_window_secs)?;
+        check_window(
+            "repeat_contacts_window_secs",
+            self.repeat_contacts_window_secs,
+        )?;
         check_window("transfers_window_secs", self.transfers_window_secs)?;
         check_window("abandoned_window_secs", self.abandoned_window_secs)?;
         check_window("appointment_window_secs", self.appointment_window_secs)?;
@@ -586,11 +589,11 @@ fn usize_from(n: u32) -> usize {
 /// "48h", "7d", "90m", "45s" — compact, for details.
 fn human_window(secs: u32) -> String {
     const DAY: u32 = 86_400;
-    if secs % DAY == 0 && secs / DAY >= 3 {
+    if secs.is_multiple_of(DAY) && secs / DAY >= 3 {
         format!("{}d", secs / DAY)
-    } else if secs % 3600 == 0 {
+    } else if secs.is_multiple_of(3600) {
         format!("{}h", secs / 3600)
-    } else if secs % 60 == 0 {
+    } else if secs.is_multiple_of(60) {
         format!("{}m", secs / 60)
     } else {
         format!("{secs}s")
@@ -748,7 +751,10 @@ mod tests {
         });
         let a = assess(&f, &FrustrationConfig::default());
         assert!(a.has(Signal::RepeatedTransfers));
-        assert_eq!(a.route_to_last_owner(), Some((Some("agent-7"), Some("billing"))));
+        assert_eq!(
+            a.route_to_last_owner(),
+            Some((Some("agent-7"), Some("billing")))
+        );
         assert_eq!(a.score, 200);
     }
 
@@ -802,7 +808,10 @@ mod tests {
     fn patient_who_abandoned_today_and_returns_is_boosted() {
         let mut gave_up = contact("c1", t0() - hours(5), "voice");
         gave_up.abandoned = true;
-        let a = assess(&facts(current(), vec![gave_up]), &FrustrationConfig::default());
+        let a = assess(
+            &facts(current(), vec![gave_up]),
+            &FrustrationConfig::default(),
+        );
         assert!(a.has(Signal::AbandonedThenReturned));
         assert_eq!(a.score, 150);
         assert_eq!(a.level, Level::Elevated);
@@ -816,7 +825,10 @@ mod tests {
     fn abandonment_older_than_a_day_is_forgotten() {
         let mut gave_up = contact("c1", t0() - hours(25), "voice");
         gave_up.abandoned = true;
-        let a = assess(&facts(current(), vec![gave_up]), &FrustrationConfig::default());
+        let a = assess(
+            &facts(current(), vec![gave_up]),
+            &FrustrationConfig::default(),
+        );
         assert!(!a.has(Signal::AbandonedThenReturned));
     }
 
@@ -827,7 +839,10 @@ mod tests {
         let a = assess(&f, &FrustrationConfig::default());
         assert!(a.has(Signal::AppointmentSoon));
         assert_eq!(a.score, 100);
-        assert_eq!(a.signals[0].detail, "appointment within 24h (starts in 20h)");
+        assert_eq!(
+            a.signals[0].detail,
+            "appointment within 24h (starts in 20h)"
+        );
 
         f.upcoming_appointments = vec![t0() - hours(2), t0() + hours(30)];
         assert!(!assess(&f, &FrustrationConfig::default()).has(Signal::AppointmentSoon));
@@ -934,39 +949,67 @@ mod tests {
         let d = FrustrationConfig::default;
         let cases: Vec<(FrustrationConfig, &str)> = vec![
             (
-                FrustrationConfig { repeat_contacts_window_secs: 0, ..d() },
+                FrustrationConfig {
+                    repeat_contacts_window_secs: 0,
+                    ..d()
+                },
                 "repeat_contacts_window_secs",
             ),
             (
-                FrustrationConfig { appointment_window_secs: MAX_WINDOW_SECS + 1, ..d() },
+                FrustrationConfig {
+                    appointment_window_secs: MAX_WINDOW_SECS + 1,
+                    ..d()
+                },
                 "appointment_window_secs",
             ),
             (
-                FrustrationConfig { repeat_contacts_threshold: 1, ..d() },
+                FrustrationConfig {
+                    repeat_contacts_threshold: 1,
+                    ..d()
+                },
                 "repeat_contacts_threshold",
             ),
             (
-                FrustrationConfig { bot_handoff_after_exchanges: 0, ..d() },
+                FrustrationConfig {
+                    bot_handoff_after_exchanges: 0,
+                    ..d()
+                },
                 "bot_handoff_after_exchanges",
             ),
             (
-                FrustrationConfig { transfers_threshold: 0, ..d() },
+                FrustrationConfig {
+                    transfers_threshold: 0,
+                    ..d()
+                },
                 "transfers_threshold",
             ),
             (
-                FrustrationConfig { abandoned_boost: -5, ..d() },
+                FrustrationConfig {
+                    abandoned_boost: -5,
+                    ..d()
+                },
                 "abandoned_boost",
             ),
             (
-                FrustrationConfig { prescription_boost: MAX_BOOST + 1, ..d() },
+                FrustrationConfig {
+                    prescription_boost: MAX_BOOST + 1,
+                    ..d()
+                },
                 "prescription_boost",
             ),
             (
-                FrustrationConfig { elevated_score: 0, ..d() },
+                FrustrationConfig {
+                    elevated_score: 0,
+                    ..d()
+                },
                 "elevated_score",
             ),
             (
-                FrustrationConfig { elevated_score: 500, urgent_score: 500, ..d() },
+                FrustrationConfig {
+                    elevated_score: 500,
+                    urgent_score: 500,
+                    ..d()
+                },
                 "urgent_score",
             ),
         ];

@@ -297,11 +297,29 @@ mod tests {
         let cfg = PriorityConfig::default();
         // Queue at site A (scheduling) and queue at site B (billing).
         let mut site_a: BTreeSet<PriorityKey> = BTreeSet::new();
-        site_a.insert(priority_key(100, 0, t0() + Duration::seconds(30), "a1", &cfg));
-        site_a.insert(priority_key(100, 0, t0() + Duration::seconds(60), "a2", &cfg));
+        site_a.insert(priority_key(
+            100,
+            0,
+            t0() + Duration::seconds(30),
+            "a1",
+            &cfg,
+        ));
+        site_a.insert(priority_key(
+            100,
+            0,
+            t0() + Duration::seconds(60),
+            "a2",
+            &cfg,
+        ));
         let mut site_b: BTreeSet<PriorityKey> = BTreeSet::new();
         site_b.insert(priority_key(50, 0, t0(), "b1", &cfg)); // rank: 50 - t0
-        site_b.insert(priority_key(50, 150, t0() + Duration::seconds(90), "b2", &cfg));
+        site_b.insert(priority_key(
+            50,
+            150,
+            t0() + Duration::seconds(90),
+            "b2",
+            &cfg,
+        ));
 
         // Heads of each queue, then the global winner is just max().
         let head_a = site_a.last().unwrap();
@@ -348,7 +366,9 @@ mod tests {
     fn nonsense_configs_are_rejected_naming_the_field() {
         let d = PriorityConfig::default;
         let mut negative_base = d();
-        negative_base.base_by_intent.insert("billing".to_string(), -1);
+        negative_base
+            .base_by_intent
+            .insert("billing".to_string(), -1);
         let mut upper_key = d();
         upper_key.base_by_intent.insert("Billing".to_string(), 10);
         let mut empty_key = d();
@@ -357,10 +377,34 @@ mod tests {
             (negative_base, "base_by_intent"),
             (upper_key, "base_by_intent"),
             (empty_key, "base_by_intent"),
-            (PriorityConfig { default_base: -3, ..d() }, "default_base"),
-            (PriorityConfig { wait_weight_per_sec: 0, ..d() }, "wait_weight_per_sec"),
-            (PriorityConfig { wait_weight_per_sec: -1, ..d() }, "wait_weight_per_sec"),
-            (PriorityConfig { urgent_floor: 300, ..d() }, "urgent_floor"),
+            (
+                PriorityConfig {
+                    default_base: -3,
+                    ..d()
+                },
+                "default_base",
+            ),
+            (
+                PriorityConfig {
+                    wait_weight_per_sec: 0,
+                    ..d()
+                },
+                "wait_weight_per_sec",
+            ),
+            (
+                PriorityConfig {
+                    wait_weight_per_sec: -1,
+                    ..d()
+                },
+                "wait_weight_per_sec",
+            ),
+            (
+                PriorityConfig {
+                    urgent_floor: 300,
+                    ..d()
+                },
+                "urgent_floor",
+            ),
         ];
         for (cfg, field) in cases {
             let err = cfg.validate().unwrap_err();

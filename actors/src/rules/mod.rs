@@ -1,0 +1,16 @@
+//! The routing and staffing rules: plain functions with their thresholds in config
+//! structs that validate themselves (they are reloaded live).
+//!
+//! # Layout
+//! - [`frustration`]: signals from the patient's journey (repeat contacts, bot not
+//!   resolving, transfers, abandonment, upcoming appointment, open prescription question).
+//! - [`priority`]: one priority score comparable across every queue and site.
+//! - [`matching`]: which agent gets the offer; timed relaxation (bullseye).
+//! - [`overflow`]: saturation and cross-site rebalancing with hysteresis.
+//! - [`erlang`]: Erlang C and Erlang A staffing math.
+
+pub mod erlang;
+pub mod frustration;
+pub mod matching;
+pub mod overflow;
+pub mod priority;

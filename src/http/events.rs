@@ -1,0 +1,61 @@
+//! `POST /v1/events`: the HTTP edge of the event contract.
+
+use actix_web::{web, HttpResponse};
+use frontdoor_actors::event::{ContractError, Envelope};
+use futures_util::StreamExt;
+use serde_json::json;
+
+use super::problem::ApiError;
+use super::AppState;
+use crate::ingest::{IngestError, IngestOutcome};
+use crate::metrics as m;
+
+fn rejected(reason: &'static str, err: ContractError) -> ApiError {
+    metrics::counter!(m::EVENTS_REJECTED_TOTAL, "reason" => reason).increment(1);
+    ApiError::Invalid {
+        detail: format!("the event was rejected: {err}"),
+        errors: err.field_errors(),
+    }
+}
+
+/// Reads at most `limit + 1` bytes of the body, so an oversized one is refused
+/// without buffering it all.
+async fn read_limited(mut payload: web::Payload, limit: usize) -> Result<web::BytesMut, ApiError> {
+    let mut body = web::BytesMut::new();
+    while let Some(chunk) = payload.next().await {
+        let chunk = chunk.map_err(|_| ApiError::field("body", "could not be read"))?;
+        if body.len() + chunk.len() > limit {
+            return Err(rejected("too_large", ContractError::TooLarge { limit }));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
+}
+
+/// Accepts one event: 202 once durably stored, 200 when already stored.
+#[tracing::instrument(name = "http.post_event", skip_all)]
+pub async fn post_event(
+    state: web::Data<AppState>,
+    payload: web::Payload,
+) -> Result<HttpResponse, ApiError> {
+    let body = read_limited(payload, state.max_event_bytes).await?;
+    let event = Envelope::parse(&body, state.max_event_bytes).map_err(|e| {
+        let reason = match &e {
+            ContractError::TooLarge { .. } => "too_large",
+            ContractError::Syntax(_) | ContractError::NotAnObject => "syntax",
+            ContractError::Fields(_) => "validation",
+        };
+        rejected(reason, e)
+    })?;
+    let id = event.id;
+    match state.ingest.ingest(event).await {
+        Ok(IngestOutcome::Accepted { patient_id, seq }) => Ok(HttpResponse::Accepted()
+            .json(json!({"id": id, "status": "stored", "patient_id": patient_id, "seq": seq}))),
+        Ok(IngestOutcome::Duplicate { patient_id }) => Ok(HttpResponse::Ok()
+            .json(json!({"id": id, "status": "duplicate", "patient_id": patient_id}))),
+        Err(IngestError::Unavailable(_)) => Err(ApiError::Unavailable(
+            "the event was not stored; retry later".into(),
+        )),
+        Err(IngestError::Rejected(reason)) => Err(ApiError::Unprocessable(reason)),
+    }
+}

@@ -1,0 +1,28 @@
+//! Liveness, readiness and the Prometheus endpoint.
+
+use actix_web::{web, HttpResponse};
+use serde_json::json;
+
+use super::problem::ApiError;
+use super::AppState;
+
+/// `GET /healthz`: the process is alive.
+pub async fn healthz() -> HttpResponse {
+    HttpResponse::Ok().json(json!({"status": "ok"}))
+}
+
+/// `GET /readyz`: the store answers.
+#[tracing::instrument(name = "http.readyz", skip_all)]
+pub async fn readyz(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    match state.ingest.store().ping().await {
+        Ok(()) => Ok(HttpResponse::Ok().json(json!({"status": "ready", "store": "up"}))),
+        Err(_) => Err(ApiError::Unavailable("store: down".into())),
+    }
+}
+
+/// `GET /metrics`: Prometheus text format.
+pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("text/plain; version=0.0.4")
+        .body(state.metrics.render())
+}

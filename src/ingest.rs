@@ -1,0 +1,168 @@
+//! Ingest: the one path every event takes, whichever edge it arrived at (HTTP or
+//! the broker).
+//!
+//! 1. The edge parses the body into an [`Envelope`] (malformed: rejected, nothing stored).
+//! 2. Identity resolution names the patient (creating a provisional one for an
+//!    unknown caller), in the store.
+//! 3. The patient's actor stores the event (idempotent by id) and applies it to the
+//!    journey, in arrival order per patient.
+//! 4. Patients whose records an `identity.linked` changed are rebuilt.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use frontdoor_actors::event::Envelope;
+use frontdoor_actors::identity::{MatchGrade, Target};
+use frontdoor_actors::ids::PatientId;
+use frontdoor_actors::patient::{Applied, PatientError};
+use frontdoor_actors::ports::PortError;
+use frontdoor_actors::shard::PatientRegistry;
+
+use crate::metrics as m;
+use crate::store::{Store, StoreError};
+
+/// What happened to an ingested event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum IngestOutcome {
+    /// Stored now.
+    Accepted { patient_id: PatientId, seq: u64 },
+    /// Stored before under the same id: nothing changed.
+    Duplicate { patient_id: PatientId },
+}
+
+/// Why an event could not be ingested.
+#[derive(Debug, thiserror::Error)]
+pub enum IngestError {
+    /// The store or a patient actor is unavailable: retry later (nothing half-stored).
+    #[error("temporarily unavailable: {0}")]
+    Unavailable(String),
+    /// The event is valid JSON but cannot be processed (retrying will not help).
+    #[error("cannot process the event: {0}")]
+    Rejected(String),
+}
+
+impl From<StoreError> for IngestError {
+    fn from(e: StoreError) -> Self {
+        if e.is_transient() {
+            IngestError::Unavailable(e.to_string())
+        } else {
+            IngestError::Rejected(e.to_string())
+        }
+    }
+}
+
+impl From<PatientError> for IngestError {
+    fn from(e: PatientError) -> Self {
+        match e {
+            PatientError::Store(PortError::Rejected(r)) => IngestError::Rejected(r),
+            other => IngestError::Unavailable(other.to_string()),
+        }
+    }
+}
+
+/// The ingest service (cheap to clone).
+#[derive(Clone)]
+pub struct Ingest {
+    /// The store (identity resolution).
+    store: Store,
+    /// The patient actors.
+    patients: PatientRegistry,
+}
+
+impl Ingest {
+    /// An ingest service over a store and the patient actors.
+    pub fn new(store: Store, patients: PatientRegistry) -> Ingest {
+        Ingest { store, patients }
+    }
+
+    /// Stores and applies one validated event.
+    #[tracing::instrument(name = "ingest", skip_all, fields(event.id = %event.id, event.type = event.type_label(), channel = event.channel.as_str(), patient_id))]
+    pub async fn ingest(&self, event: Envelope) -> Result<IngestOutcome, IngestError> {
+        let start = Instant::now();
+        let channel = event.channel.as_str();
+        let type_label = event.type_label();
+        let res = self.ingest_inner(event).await;
+        let outcome = match &res {
+            Ok(IngestOutcome::Accepted { .. }) => "accepted",
+            Ok(IngestOutcome::Duplicate { .. }) => "duplicate",
+            Err(IngestError::Rejected(_)) => "rejected",
+            Err(IngestError::Unavailable(_)) => "failed",
+        };
+        metrics::counter!(m::EVENTS_TOTAL, "channel" => channel, "type" => type_label, "outcome" => outcome)
+            .increment(1);
+        metrics::histogram!(m::EVENT_INGEST_SECONDS, "outcome" => outcome)
+            .record(start.elapsed().as_secs_f64());
+        res
+    }
+
+    async fn ingest_inner(&self, event: Envelope) -> Result<IngestOutcome, IngestError> {
+        let ids = event
+            .patient
+            .as_ref()
+            .map(|p| p.to_list())
+            .unwrap_or_default();
+        if ids.is_empty() {
+            return Err(IngestError::Rejected(format!(
+                "{} events are not patient events and are not handled by this runtime",
+                event.type_label()
+            )));
+        }
+        let resolved = self.store.resolve_patient(&ids, event.id).await?;
+        let r = &resolved.resolution;
+        let grade = match r.grade {
+            MatchGrade::Certain => "certain",
+            MatchGrade::Probable => "probable",
+            MatchGrade::Possible => "possible",
+        };
+        let outcome = match (r.target, r.conflicts.is_empty()) {
+            (_, false) => "conflict",
+            (Target::New, true) => "new",
+            (Target::Existing(_), true) => "existing",
+        };
+        metrics::counter!(m::IDENTITY_RESOLUTIONS_TOTAL, "grade" => grade, "outcome" => outcome)
+            .increment(1);
+        if !r.conflicts.is_empty() {
+            let kinds: Vec<&str> = r.conflicts.iter().map(|k| k.as_str()).collect();
+            tracing::info!(patient_id = %resolved.patient, identity.conflicts = ?kinds, "identifiers point at another patient; not merged automatically");
+        }
+        let mut patient = resolved.patient;
+        tracing::Span::current().record("patient_id", tracing::field::display(patient));
+        let event = Arc::new(event);
+        let mut claims = resolved.claims;
+        // A merge can move the patient while the event is on its way: follow it (bounded).
+        for _ in 0..4 {
+            match self
+                .patients
+                .apply(patient, event.clone(), std::mem::take(&mut claims))
+                .await?
+            {
+                Applied::Stored { seq, relinked } => {
+                    self.patients.evict(&relinked);
+                    return Ok(IngestOutcome::Accepted {
+                        patient_id: patient,
+                        seq,
+                    });
+                }
+                Applied::Duplicate => {
+                    return Ok(IngestOutcome::Duplicate {
+                        patient_id: patient,
+                    })
+                }
+                Applied::Moved { to } => patient = to,
+            }
+        }
+        Err(IngestError::Unavailable(
+            "patient record kept moving while storing the event".into(),
+        ))
+    }
+
+    /// The patient actors (context reads go through them).
+    pub fn patients(&self) -> &PatientRegistry {
+        &self.patients
+    }
+
+    /// The store.
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+}

@@ -1,0 +1,110 @@
+//! Builds the application from [`Settings`] and runs it until it stops.
+
+use std::net::TcpListener;
+use std::time::Duration;
+
+use actix_web::dev::Server;
+use actix_web::{web, App, HttpServer};
+use anyhow::Context as _;
+use frontdoor_actors::patient::PatientDeps;
+use frontdoor_actors::shard::PatientRegistry;
+
+use crate::configuration::Settings;
+use crate::http::{self, AppState};
+use crate::ingest::Ingest;
+use crate::metrics as m;
+use crate::store::Store;
+
+/// A built, listening application.
+pub struct Application {
+    /// The port the API listens on (useful when configured as 0).
+    port: u16,
+    /// The HTTP server.
+    server: Server,
+    /// The ingest service (tests reach the store through it).
+    ingest: Ingest,
+}
+
+impl Application {
+    /// Connects the store, starts the actors and binds the API.
+    pub async fn build(settings: Settings) -> anyhow::Result<Application> {
+        let handle = m::install();
+        let store = Store::connect(&settings.store)
+            .await
+            .context("Failed to connect to the store and run migrations")?;
+        let deps = PatientDeps {
+            store: std::sync::Arc::new(store.clone()),
+            limits: settings.patients.limits(),
+            idle_timeout: Duration::from_secs(settings.patients.idle_timeout_secs.max(1)),
+        };
+        let patients = PatientRegistry::start(deps, settings.patients.shards);
+        let ingest = Ingest::new(store, patients.clone());
+        spawn_resident_gauge(patients);
+
+        let listener = TcpListener::bind((
+            settings.application.host.as_str(),
+            settings.application.port,
+        ))
+        .with_context(|| {
+            format!(
+                "Failed to bind {}:{}",
+                settings.application.host, settings.application.port
+            )
+        })?;
+        let port = listener
+            .local_addr()
+            .context("Failed to read the bound address")?
+            .port();
+        let state = web::Data::new(AppState {
+            ingest: ingest.clone(),
+            metrics: handle,
+            max_event_bytes: settings.application.max_event_bytes,
+        });
+        let server = HttpServer::new(move || {
+            App::new()
+                .app_data(state.clone())
+                .app_data(web::QueryConfig::default().error_handler(http::query_error))
+                .configure(http::routes)
+                .default_service(web::to(http::not_found))
+        })
+        .shutdown_timeout(settings.application.shutdown_grace_secs)
+        .listen(listener)
+        .context("Failed to listen")?
+        .run();
+        tracing::info!(port, "Front Door API listening");
+        Ok(Application {
+            port,
+            server,
+            ingest,
+        })
+    }
+
+    /// The API's port.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// The ingest service.
+    pub fn ingest(&self) -> &Ingest {
+        &self.ingest
+    }
+
+    /// Serves until the server stops (SIGINT/SIGTERM drain in-flight requests).
+    pub async fn run_until_stopped(self) -> anyhow::Result<()> {
+        let store = self.ingest.store().clone();
+        let res = self.server.await.context("HTTP server failed");
+        store.close().await;
+        res
+    }
+}
+
+fn spawn_resident_gauge(patients: PatientRegistry) {
+    actix_rt::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(5));
+        loop {
+            tick.tick().await;
+            let n = patients.resident().await;
+            metrics::gauge!(m::RESIDENT_PATIENTS).set(n as f64);
+        }
+    });
+}

@@ -1,0 +1,426 @@
+//! Patients, identifiers, identity links and the append-only event log.
+
+use std::sync::Arc;
+
+use chrono::Utc;
+use frontdoor_actors::event::{Envelope, EventKind};
+use frontdoor_actors::identity::{self, KnownIdentifier, LinkAction, Resolution, Target};
+use frontdoor_actors::ids::{Identifier, IdentifierKind, PatientId};
+use frontdoor_actors::journey::IdentifierView;
+use frontdoor_actors::ports::{AppendOutcome, BoxFuture, JourneyStore, PortError, StoredJourney};
+use sqlx::{Any, AnyConnection, Row, Transaction};
+
+use super::{millis, timed, Store, StoreError};
+
+fn parse_patient(s: &str) -> Result<PatientId, StoreError> {
+    PatientId::parse(s).ok_or_else(|| StoreError::Corrupt("patient id is not a UUID".into()))
+}
+
+fn view(id: &Identifier) -> IdentifierView {
+    IdentifierView {
+        kind: id.kind(),
+        value: id.value().to_string(),
+    }
+}
+
+/// Who holds each of `ids` now, inside a transaction or on the pool.
+async fn known_identifiers(
+    conn: &mut AnyConnection,
+    ids: &[Identifier],
+) -> Result<Vec<KnownIdentifier>, StoreError> {
+    let mut out = Vec::with_capacity(ids.len());
+    for id in ids {
+        let row = sqlx::query(
+            "SELECT i.patient_id, \
+                    CAST(CASE WHEN EXISTS (SELECT 1 FROM identities m \
+                         WHERE m.patient_id = i.patient_id AND m.kind = 'mrn') THEN 1 ELSE 0 END AS BIGINT) AS has_mrn \
+             FROM identities i WHERE i.kind = $1 AND i.value = $2",
+        )
+        .bind(id.kind().as_str())
+        .bind(id.value())
+        .fetch_optional(&mut *conn)
+        .await?;
+        if let Some(row) = row {
+            let owner: String = row.try_get(0)?;
+            let has_mrn: i64 = row.try_get(1)?;
+            out.push(KnownIdentifier {
+                identifier: id.clone(),
+                owner: parse_patient(&owner)?,
+                owner_has_mrn: has_mrn != 0,
+            });
+        }
+    }
+    Ok(out)
+}
+
+async fn record_link(
+    tx: &mut Transaction<'static, Any>,
+    event_id: Option<String>,
+    action: &str,
+    identifier: Option<&Identifier>,
+    from: Option<PatientId>,
+    to: PatientId,
+) -> Result<(), StoreError> {
+    sqlx::query(
+        "INSERT INTO identity_links (event_id, action, kind, value, from_patient, to_patient, at_ms) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7)",
+    )
+    .bind(event_id)
+    .bind(action.to_string())
+    .bind(identifier.map(|i| i.kind().as_str().to_string()))
+    .bind(identifier.map(|i| i.value().to_string()))
+    .bind(from.map(|p| p.to_string()))
+    .bind(to.to_string())
+    .bind(Utc::now().timestamp_millis())
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+/// Inserts an identifier for a patient unless someone holds it; true when inserted.
+async fn claim(
+    tx: &mut Transaction<'static, Any>,
+    id: &Identifier,
+    patient: PatientId,
+    now_ms: i64,
+) -> Result<bool, StoreError> {
+    let done = sqlx::query(
+        "INSERT INTO identities (kind, value, patient_id, linked_at_ms) VALUES ($1, $2, $3, $4) \
+         ON CONFLICT (kind, value) DO NOTHING",
+    )
+    .bind(id.kind().as_str())
+    .bind(id.value().to_string())
+    .bind(patient.to_string())
+    .bind(now_ms)
+    .execute(&mut **tx)
+    .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+/// The outcome of resolving an event's identifiers.
+#[derive(Debug, Clone)]
+pub struct Resolved {
+    /// The patient the event belongs to.
+    pub patient: PatientId,
+    /// Identifiers newly linked to that patient by this event.
+    pub claims: Vec<IdentifierView>,
+    /// The rule's decision (grade, conflicts) for metrics and audit.
+    pub resolution: Resolution,
+}
+
+impl Store {
+    /// Resolves identifiers to a patient, creating a provisional or new patient and
+    /// claiming unknown identifiers as the identity rules decide. Idempotent.
+    #[tracing::instrument(name = "store.resolve_patient", skip_all)]
+    pub async fn resolve_patient(
+        &self,
+        ids: &[Identifier],
+        event_id: uuid::Uuid,
+    ) -> Result<Resolved, StoreError> {
+        timed("resolve_patient", async {
+            let mut conn = self.pool().acquire().await?;
+            let known = known_identifiers(&mut conn, ids).await?;
+            drop(conn);
+            let resolution = identity::resolve(ids, &known);
+            if resolution.claims.is_empty() {
+                if let Target::Existing(p) = resolution.target {
+                    return Ok(Resolved {
+                        patient: p,
+                        claims: Vec::new(),
+                        resolution,
+                    });
+                }
+            }
+            let now_ms = Utc::now().timestamp_millis();
+            let mut tx = self.pool().begin().await?;
+            let (mut patient, is_new) = match resolution.target {
+                Target::Existing(p) => (p, false),
+                Target::New => (PatientId::new(), true),
+            };
+            if is_new {
+                sqlx::query("INSERT INTO patients (id, created_at_ms) VALUES ($1, $2)")
+                    .bind(patient.to_string())
+                    .bind(now_ms)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            let mut claims = Vec::new();
+            for id in &resolution.claims {
+                if claim(&mut tx, id, patient, now_ms).await? {
+                    record_link(
+                        &mut tx,
+                        Some(event_id.to_string()),
+                        "claim",
+                        Some(id),
+                        None,
+                        patient,
+                    )
+                    .await?;
+                    claims.push(view(id));
+                } else if is_new && claims.is_empty() {
+                    // A concurrent event created this patient first: join it.
+                    let owner = known_identifiers(&mut tx, std::slice::from_ref(id)).await?;
+                    if let Some(k) = owner.first() {
+                        patient = k.owner;
+                    }
+                }
+            }
+            tx.commit().await?;
+            Ok(Resolved {
+                patient,
+                claims,
+                resolution,
+            })
+        })
+        .await
+    }
+
+    /// The patient holding an identifier, if any.
+    #[tracing::instrument(name = "store.find_patient", skip_all, fields(identifier.kind = id.kind().as_str()))]
+    pub async fn find_patient(&self, id: &Identifier) -> Result<Option<PatientId>, StoreError> {
+        timed("find_patient", async {
+            let mut conn = self.pool().acquire().await?;
+            let known = known_identifiers(&mut conn, std::slice::from_ref(id)).await?;
+            Ok(known.first().map(|k| k.owner))
+        })
+        .await
+    }
+
+    /// The surviving record for a patient id (following a merge), or None if unknown.
+    #[tracing::instrument(name = "store.surviving_patient", skip_all, fields(patient_id = %patient))]
+    pub async fn surviving_patient(
+        &self,
+        patient: PatientId,
+    ) -> Result<Option<PatientId>, StoreError> {
+        timed("surviving_patient", async {
+            let row = sqlx::query("SELECT merged_into FROM patients WHERE id = $1")
+                .bind(patient.to_string())
+                .fetch_optional(self.pool())
+                .await?;
+            let Some(row) = row else { return Ok(None) };
+            let merged: Option<String> = row.try_get(0)?;
+            match merged {
+                Some(to) => Ok(Some(parse_patient(&to)?)),
+                None => Ok(Some(patient)),
+            }
+        })
+        .await
+    }
+
+    /// Events stored for a patient (its own log only; tests and drills count with it).
+    pub async fn count_events(&self, patient: Option<PatientId>) -> Result<i64, StoreError> {
+        let row = match patient {
+            Some(p) => {
+                sqlx::query("SELECT CAST(COUNT(*) AS BIGINT) FROM events WHERE patient_id = $1")
+                    .bind(p.to_string())
+                    .fetch_one(self.pool())
+                    .await?
+            }
+            None => {
+                sqlx::query("SELECT CAST(COUNT(*) AS BIGINT) FROM events")
+                    .fetch_one(self.pool())
+                    .await?
+            }
+        };
+        Ok(row.try_get(0)?)
+    }
+
+    /// Loads the log of a patient and of every record merged into it.
+    #[tracing::instrument(name = "store.load_journey", skip_all, fields(patient_id = %patient))]
+    pub async fn load_journey(&self, patient: PatientId) -> Result<StoredJourney, StoreError> {
+        timed("load_journey", async {
+            let pid = patient.to_string();
+            let merged_rows =
+                sqlx::query("SELECT id FROM patients WHERE merged_into = $1 ORDER BY id")
+                    .bind(pid.clone())
+                    .fetch_all(self.pool())
+                    .await?;
+            let mut merged_from = Vec::with_capacity(merged_rows.len());
+            for r in merged_rows {
+                let id: String = r.try_get(0)?;
+                merged_from.push(parse_patient(&id)?);
+            }
+            let id_rows = sqlx::query("SELECT kind, value FROM identities WHERE patient_id = $1")
+                .bind(pid.clone())
+                .fetch_all(self.pool())
+                .await?;
+            let mut identifiers = Vec::with_capacity(id_rows.len());
+            for r in id_rows {
+                let kind: String = r.try_get(0)?;
+                let value: String = r.try_get(1)?;
+                let kind = IdentifierKind::parse(&kind)
+                    .ok_or_else(|| StoreError::Corrupt("unknown identifier kind".into()))?;
+                identifiers.push(IdentifierView { kind, value });
+            }
+            let rows = sqlx::query(
+                "SELECT seq, body FROM events WHERE patient_id = $1 \
+                 OR patient_id IN (SELECT id FROM patients WHERE merged_into = $1) ORDER BY seq",
+            )
+            .bind(pid)
+            .fetch_all(self.pool())
+            .await?;
+            let mut events = Vec::with_capacity(rows.len());
+            for r in rows {
+                let seq: i64 = r.try_get(0)?;
+                let body: String = r.try_get(1)?;
+                let e = Envelope::from_stored(&body).map_err(|e| {
+                    StoreError::Corrupt(format!("stored event does not parse: {e}"))
+                })?;
+                events.push((u64::try_from(seq).unwrap_or_default(), Arc::new(e)));
+            }
+            Ok(StoredJourney {
+                identifiers,
+                merged_from,
+                events,
+            })
+        })
+        .await
+    }
+
+    /// Appends an event to a patient's log with its identity effects, atomically.
+    #[tracing::instrument(name = "store.append_event", skip_all, fields(patient_id = %patient, event.id = %event.id, event.type = event.type_label()))]
+    pub async fn append_event(
+        &self,
+        patient: PatientId,
+        event: &Envelope,
+    ) -> Result<AppendOutcome, StoreError> {
+        timed("append_event", async {
+            let mut tx = self.pool().begin().await?;
+            let seq = sqlx::query(
+                "INSERT INTO events (id, patient_id, type, channel, site, contact_id, occurred_at_ms, received_at_ms, body) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT (id) DO NOTHING RETURNING seq",
+            )
+            .bind(event.id.to_string())
+            .bind(patient.to_string())
+            .bind(event.event_type.clone())
+            .bind(event.channel.as_str())
+            .bind(event.site.to_string())
+            .bind(event.contact_id.as_ref().map(|c| c.to_string()))
+            .bind(millis(event.occurred_at))
+            .bind(Utc::now().timestamp_millis())
+            .bind(event.to_json())
+            .fetch_optional(&mut *tx)
+            .await?;
+            let Some(seq) = seq else {
+                tx.rollback().await?;
+                return Ok(AppendOutcome::Duplicate);
+            };
+            let seq: i64 = seq.try_get(0)?;
+            let merged_into: Option<Option<String>> = sqlx::query("SELECT merged_into FROM patients WHERE id = $1")
+                .bind(patient.to_string())
+                .fetch_optional(&mut *tx)
+                .await?
+                .map(|r| r.try_get(0))
+                .transpose()?;
+            if let Some(Some(to)) = merged_into {
+                tx.rollback().await?;
+                return Ok(AppendOutcome::Moved { to: parse_patient(&to)? });
+            }
+            let mut relinked = Vec::new();
+            if matches!(event.kind, EventKind::IdentityLinked) {
+                relinked = link_identities(&mut tx, patient, event).await?;
+            }
+            tx.commit().await?;
+            Ok(AppendOutcome::Stored {
+                seq: u64::try_from(seq).unwrap_or_default(),
+                relinked,
+            })
+        })
+        .await
+    }
+}
+
+/// Applies an explicit `identity.linked` to `target` inside the event's transaction.
+async fn link_identities(
+    tx: &mut Transaction<'static, Any>,
+    target: PatientId,
+    event: &Envelope,
+) -> Result<Vec<PatientId>, StoreError> {
+    let ids = event
+        .patient
+        .as_ref()
+        .map(|p| p.to_list())
+        .unwrap_or_default();
+    let now_ms = Utc::now().timestamp_millis();
+    let event_id = Some(event.id.to_string());
+    for id in &ids {
+        if claim(tx, id, target, now_ms).await? {
+            record_link(tx, event_id.clone(), "claim", Some(id), None, target).await?;
+        }
+    }
+    let known = known_identifiers(tx, &ids).await?;
+    let mut relinked = Vec::new();
+    for action in identity::plan_link(target, &known) {
+        match action {
+            LinkAction::Merge { from } => {
+                sqlx::query(
+                    "UPDATE patients SET merged_into = $1 WHERE id = $2 OR merged_into = $2",
+                )
+                .bind(target.to_string())
+                .bind(from.to_string())
+                .execute(&mut **tx)
+                .await?;
+                sqlx::query("UPDATE identities SET patient_id = $1 WHERE patient_id = $2")
+                    .bind(target.to_string())
+                    .bind(from.to_string())
+                    .execute(&mut **tx)
+                    .await?;
+                record_link(tx, event_id.clone(), "merge", None, Some(from), target).await?;
+                relinked.push(from);
+            }
+            LinkAction::Move { identifier, from } => {
+                sqlx::query("UPDATE identities SET patient_id = $1, linked_at_ms = $2 WHERE kind = $3 AND value = $4")
+                    .bind(target.to_string())
+                    .bind(now_ms)
+                    .bind(identifier.kind().as_str())
+                    .bind(identifier.value().to_string())
+                    .execute(&mut **tx)
+                    .await?;
+                record_link(
+                    tx,
+                    event_id.clone(),
+                    "move",
+                    Some(&identifier),
+                    Some(from),
+                    target,
+                )
+                .await?;
+                relinked.push(from);
+            }
+        }
+    }
+    relinked.dedup();
+    Ok(relinked)
+}
+
+fn port_error(e: StoreError) -> PortError {
+    if e.is_transient() {
+        PortError::Unavailable(e.to_string())
+    } else {
+        PortError::Rejected(e.to_string())
+    }
+}
+
+impl JourneyStore for Store {
+    fn load_journey(
+        &self,
+        patient: PatientId,
+    ) -> BoxFuture<'static, Result<StoredJourney, PortError>> {
+        let store = self.clone();
+        Box::pin(async move { store.load_journey(patient).await.map_err(port_error) })
+    }
+
+    fn append_event(
+        &self,
+        patient: PatientId,
+        event: Arc<Envelope>,
+    ) -> BoxFuture<'static, Result<AppendOutcome, PortError>> {
+        let store = self.clone();
+        Box::pin(async move {
+            store
+                .append_event(patient, &event)
+                .await
+                .map_err(port_error)
+        })
+    }
+}

@@ -1,0 +1,206 @@
+//! The store: all SQL lives under this module.
+//!
+//! One code path serves both backends through sqlx's `Any` driver: SQLite (the
+//! embedded default, a file under the data directory) and PostgreSQL (when the URL
+//! says so). The SQL is the portable subset both understand (`$n` placeholders,
+//! `ON CONFLICT`, `RETURNING`); the schemas differ only in their identity columns
+//! and live in `migrations/sqlite` and `migrations/postgres`, run at start.
+//!
+//! Transactions write before they read, so SQLite (WAL) takes its write lock at the
+//! first statement and waits on `busy_timeout` instead of failing an upgrade.
+//!
+//! # Layout
+//! - [`journey`]: patients, identifiers and links, and the append-only event log.
+
+pub mod journey;
+
+use std::future::Future;
+use std::path::Path;
+use std::time::Instant;
+
+use secrecy::ExposeSecret;
+use sqlx::any::AnyPoolOptions;
+use sqlx::AnyPool;
+
+use crate::configuration::StoreSettings;
+use crate::metrics as m;
+
+/// Which database the store talks to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// Why a store operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The database could not be reached or did not answer in time.
+    #[error("store unavailable: {0}")]
+    Unavailable(#[source] sqlx::Error),
+    /// A statement failed.
+    #[error("store query failed: {0}")]
+    Query(#[source] sqlx::Error),
+    /// Migrations failed at start.
+    #[error("store migration failed: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    /// Stored data could not be read back (a bug or a manual edit).
+    #[error("stored data is unreadable: {0}")]
+    Corrupt(String),
+    /// The data directory could not be created.
+    #[error("cannot prepare the data directory: {0}")]
+    DataDir(#[from] std::io::Error),
+}
+
+impl From<sqlx::Error> for StoreError {
+    fn from(e: sqlx::Error) -> Self {
+        match e {
+            sqlx::Error::PoolTimedOut
+            | sqlx::Error::PoolClosed
+            | sqlx::Error::Io(_)
+            | sqlx::Error::Tls(_)
+            | sqlx::Error::Protocol(_)
+            | sqlx::Error::WorkerCrashed => StoreError::Unavailable(e),
+            sqlx::Error::Database(ref db)
+                if db
+                    .code()
+                    .is_some_and(|c| c.starts_with("57") || c.starts_with("08")) =>
+            {
+                // PostgreSQL: operator intervention (shutdown) or connection exception.
+                StoreError::Unavailable(e)
+            }
+            other => StoreError::Query(other),
+        }
+    }
+}
+
+impl StoreError {
+    /// True when retrying later may succeed.
+    pub fn is_transient(&self) -> bool {
+        matches!(self, StoreError::Unavailable(_))
+    }
+}
+
+/// The store handle (cheap to clone).
+#[derive(Clone, Debug)]
+pub struct Store {
+    /// The connection pool.
+    pool: AnyPool,
+    /// Which backend the pool talks to.
+    backend: Backend,
+}
+
+impl Store {
+    /// Connects and runs the migrations.
+    #[tracing::instrument(name = "store.connect", skip_all)]
+    pub async fn connect(settings: &StoreSettings) -> Result<Store, StoreError> {
+        sqlx::any::install_default_drivers();
+        let (url, backend) = if settings.is_postgres() {
+            (settings.url.expose_secret().to_string(), Backend::Postgres)
+        } else {
+            (sqlite_url(settings.url.expose_secret())?, Backend::Sqlite)
+        };
+        let pool = AnyPoolOptions::new()
+            .max_connections(settings.max_connections.max(1))
+            .acquire_timeout(settings.acquire_timeout())
+            .connect(&url)
+            .await?;
+        let store = Store { pool, backend };
+        store.migrate().await?;
+        Ok(store)
+    }
+
+    async fn migrate(&self) -> Result<(), StoreError> {
+        if self.backend == Backend::Sqlite {
+            // WAL is persistent on the file: readers never block the writer.
+            sqlx::query("PRAGMA journal_mode = WAL")
+                .execute(&self.pool)
+                .await?;
+        }
+        match self.backend {
+            Backend::Sqlite => {
+                sqlx::migrate!("./migrations/sqlite")
+                    .run(&self.pool)
+                    .await?
+            }
+            Backend::Postgres => {
+                sqlx::migrate!("./migrations/postgres")
+                    .run(&self.pool)
+                    .await?
+            }
+        }
+        Ok(())
+    }
+
+    /// The backend in use.
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    /// The pool (for this module's submodules).
+    pub(crate) fn pool(&self) -> &AnyPool {
+        &self.pool
+    }
+
+    /// Checks the database answers (readiness).
+    #[tracing::instrument(name = "store.ping", skip_all)]
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        timed("ping", async {
+            sqlx::query("SELECT 1").execute(&self.pool).await?;
+            Ok(())
+        })
+        .await
+    }
+
+    /// Closes the pool (shutdown).
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+}
+
+/// Turns `sqlite://path` into a URL that creates the file, creating its directory.
+fn sqlite_url(url: &str) -> Result<String, StoreError> {
+    let rest = url
+        .strip_prefix("sqlite://")
+        .or_else(|| url.strip_prefix("sqlite:"))
+        .unwrap_or(url);
+    let (path, query) = rest.split_once('?').unwrap_or((rest, ""));
+    if path != ":memory:" {
+        if let Some(dir) = Path::new(path).parent() {
+            if !dir.as_os_str().is_empty() {
+                std::fs::create_dir_all(dir)?;
+            }
+        }
+    }
+    let query = if query.is_empty() {
+        "mode=rwc".to_string()
+    } else {
+        query.to_string()
+    };
+    Ok(format!("sqlite://{path}?{query}"))
+}
+
+/// Runs a store operation, recording its latency and outcome.
+pub(crate) async fn timed<T>(
+    operation: &'static str,
+    fut: impl Future<Output = Result<T, StoreError>>,
+) -> Result<T, StoreError> {
+    let start = Instant::now();
+    let res = fut.await;
+    let outcome = match &res {
+        Ok(_) => "ok",
+        Err(e) if e.is_transient() => "unavailable",
+        Err(_) => "error",
+    };
+    metrics::histogram!(m::STORE_SECONDS, "operation" => operation, "outcome" => outcome)
+        .record(start.elapsed().as_secs_f64());
+    if let Err(e) = &res {
+        tracing::warn!(store.operation = operation, error.message = %e, "store operation failed");
+    }
+    res
+}
+
+/// Milliseconds since the Unix epoch for a timestamp.
+pub(crate) fn millis(t: chrono::DateTime<chrono::Utc>) -> i64 {
+    t.timestamp_millis()
+}

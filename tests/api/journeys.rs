@@ -1,0 +1,147 @@
+//! The seed's journeys: context follows the patient across channels and identities.
+
+use serde_json::{json, Value};
+
+use crate::helpers::{days_ago, event};
+use crate::on_both_backends;
+
+fn types(ctx: &Value) -> Vec<String> {
+    ctx["timeline"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["type"].as_str().unwrap().to_string())
+        .collect()
+}
+
+on_both_backends! {
+    async fn a_portal_chat_shows_the_booked_appointment_and_medications_without_the_patient_repeating_them(app: TestApp) {
+        let patient = json!({"portal_id": "web-4471", "mrn": "MRN-100200"});
+        // 23:00 three days ago: dermatology booked on the portal.
+        let booked_at = days_ago(3, 0);
+        app.store_event(&event("appointment.booked", "portal", booked_at, patient.clone(), json!({
+            "appointment_id": "appt-77", "starts_at": days_ago(-4, 0).to_rfc3339(),
+            "department": "dermatology", "reason": "spreading rash on both forearms",
+            "provider": "Dr. Osei", "location": "North Clinic, floor 2"
+        }))).await;
+        app.store_event(&event("medications.updated", "ehr", days_ago(2, 0), json!({"mrn": "MRN-100200"}), json!({
+            "medications": [{"name": "methotrexate", "dose": "15 mg", "frequency": "weekly"},
+                            {"name": "folic acid", "dose": "1 mg", "frequency": "daily"}]
+        }))).await;
+        // Today: a portal chat, identified by the portal login only.
+        let chat = json!({"portal_id": "web-4471"});
+        app.store_event(&event("contact.started", "chat", days_ago(0, -1), chat.clone(),
+            json!({"contact_id": "chat-9001", "intent": "medication_question"}))).await;
+        app.store_event(&event("contact.message", "chat", days_ago(0, -1), chat.clone(), json!({
+            "contact_id": "chat-9001", "from": "patient",
+            "text": "Should I stop methotrexate before my dermatology visit?"}))).await;
+
+        let pid = app.patient_id("portal_id", "web-4471").await;
+        assert_eq!(pid, app.patient_id("mrn", "MRN-100200").await, "one patient across identifiers");
+        let ctx = app.context(&pid).await;
+        let appt = &ctx["appointments"][0];
+        assert_eq!(appt["department"], "dermatology");
+        assert_eq!(appt["reason"], "spreading rash on both forearms");
+        assert_eq!(appt["status"], "booked");
+        assert_eq!(ctx["upcoming_appointments"], json!(["appt-77"]));
+        let meds: Vec<&str> = ctx["medications"]["items"].as_array().unwrap().iter()
+            .map(|m| m["name"].as_str().unwrap()).collect();
+        assert_eq!(meds, vec!["methotrexate", "folic acid"]);
+        assert_eq!(ctx["open_contacts"][0]["id"], "chat-9001");
+        assert_eq!(ctx["open_contacts"][0]["messages"][0]["from"], "patient");
+
+        // The nurse answers; the dermatologist later sees question and answer.
+        app.store_event(&event("note.recorded", "desktop", days_ago(0, 0), json!({"mrn": "MRN-100200"}), json!({
+            "contact_id": "chat-9001", "author": "rn-jlee", "role": "nurse",
+            "text": "Continue methotrexate as prescribed; the dermatologist will review at the visit."}))).await;
+        app.store_event(&event("contact.ended", "chat", days_ago(0, 0), chat, json!({
+            "contact_id": "chat-9001", "disposition": "answered", "agent": "rn-jlee"}))).await;
+        let later = app.context(&pid).await;
+        let t = types(&later);
+        assert_eq!(t[..2], ["contact.ended", "note.recorded"]);
+        assert!(t.contains(&"contact.message".to_string()) && t.contains(&"appointment.booked".to_string()));
+        assert_eq!(later["notes"][0]["role"], "nurse");
+        assert_eq!(later["notes"][0]["contact_id"], "chat-9001");
+        let chat_contact = &later["recent_contacts"][0];
+        assert_eq!(chat_contact["messages"][0]["text"], "Should I stop methotrexate before my dermatology visit?");
+        assert_eq!(chat_contact["state"], "ended");
+        assert!(later["open_contacts"].as_array().unwrap().is_empty());
+    }
+
+    async fn a_diabetic_patient_calling_from_a_linked_phone_resolves_to_the_full_history(app: TestApp) {
+        let mrn = json!({"mrn": "MRN-D-55"});
+        app.store_event(&event("appointment.booked", "portal", days_ago(16, 0), mrn.clone(), json!({
+            "appointment_id": "tele-1", "starts_at": days_ago(14, 0).to_rfc3339(),
+            "department": "endocrinology", "reason": "diabetes follow-up",
+            "telehealth_url": "https://visit.example.org/r/abc"}))).await;
+        app.store_event(&event("device.readings", "device", days_ago(14, -2), mrn.clone(), json!({
+            "device": "cgm", "summary": {"mean_glucose_mg_dl": 162, "time_in_range_pct": 61}}))).await;
+        app.store_event(&event("contact.started", "video", days_ago(14, 0), mrn.clone(), json!({"contact_id": "visit-1"}))).await;
+        app.store_event(&event("contact.ended", "video", days_ago(14, 1), mrn.clone(), json!({
+            "contact_id": "visit-1", "disposition": "completed",
+            "summary": "A1c up; start basal insulin, recheck CGM in two weeks"}))).await;
+        app.store_event(&event("prescription.routed", "ehr", days_ago(14, 1), mrn.clone(), json!({
+            "prescription_id": "rx-9", "medication": "insulin glargine", "pharmacy": "Main St Pharmacy"}))).await;
+        app.store_event(&event("prescription.ready", "pharmacy", days_ago(13, 0), mrn.clone(), json!({
+            "prescription_id": "rx-9", "medication": "insulin glargine", "pharmacy": "Main St Pharmacy"}))).await;
+        app.store_event(&event("identity.linked", "ehr", days_ago(13, 0),
+            json!({"mrn": "MRN-D-55", "phone": "+15550142222"}), json!({}))).await;
+
+        // Two weeks later the patient calls.
+        app.store_event(&event("contact.started", "voice", days_ago(0, 0), json!({"phone": "+15550142222"}),
+            json!({"contact_id": "call-77", "intent": "prescription"}))).await;
+        let by_phone = app.patient_id("phone", "+15550142222").await;
+        assert_eq!(by_phone, app.patient_id("mrn", "MRN-D-55").await);
+        let ctx = app.context(&by_phone).await;
+        assert_eq!(ctx["events_total"], 8);
+        assert_eq!(ctx["prescriptions"][0]["status"], "ready");
+        assert_eq!(ctx["device_readings"][0]["summary"]["time_in_range_pct"], 61);
+        assert_eq!(ctx["recent_contacts"][0]["summary"], "A1c up; start basal insulin, recheck CGM in two weeks");
+        assert_eq!(ctx["open_contacts"][0]["channel"], "voice");
+        let kinds: Vec<&str> = ctx["identifiers"].as_array().unwrap().iter().map(|i| i["kind"].as_str().unwrap()).collect();
+        assert_eq!(kinds, vec!["mrn", "phone"]);
+    }
+
+    async fn an_unknown_caller_linked_later_shows_both_histories_in_one_timeline(app: TestApp) {
+        // Known patient with history under the MRN.
+        app.store_event(&event("appointment.booked", "portal", days_ago(5, 0), json!({"mrn": "MRN-300"}), json!({
+            "appointment_id": "a-300", "starts_at": days_ago(-2, 0).to_rfc3339(), "department": "cardiology",
+            "reason": "palpitations"}))).await;
+        let known = app.patient_id("mrn", "MRN-300").await;
+        // An unknown caller: a provisional patient keyed by the phone.
+        app.store_event(&event("contact.started", "voice", days_ago(1, 0), json!({"phone": "+15550177777"}),
+            json!({"contact_id": "call-1"}))).await;
+        app.store_event(&event("contact.abandoned", "voice", days_ago(1, 0), json!({"phone": "+15550177777"}),
+            json!({"contact_id": "call-1"}))).await;
+        let provisional = app.patient_id("phone", "+15550177777").await;
+        assert_ne!(known, provisional);
+        assert_eq!(app.context(&provisional).await["identifiers"].as_array().unwrap().len(), 1);
+
+        // Registration links the phone to the MRN.
+        app.store_event(&event("identity.linked", "ehr", days_ago(0, 0),
+            json!({"mrn": "MRN-300", "phone": "+15550177777"}), json!({}))).await;
+        assert_eq!(app.patient_id("phone", "+15550177777").await, known);
+        let ctx = app.context(&known).await;
+        assert_eq!(ctx["merged_from"], json!([provisional]));
+        let t = types(&ctx);
+        assert_eq!(t, vec!["identity.linked", "contact.abandoned", "contact.started", "appointment.booked"]);
+        // The provisional id still answers, with the surviving record.
+        assert_eq!(app.context(&provisional).await["patient_id"], json!(known));
+        // New events for the phone land in the surviving journey.
+        app.store_event(&event("contact.started", "sms", days_ago(0, 0), json!({"phone": "+15550177777"}),
+            json!({"contact_id": "sms-1"}))).await;
+        assert_eq!(app.context(&known).await["events_total"], 5);
+    }
+
+    async fn a_new_mrn_on_a_shared_family_phone_is_not_merged_into_the_other_patient(app: TestApp) {
+        app.store_event(&event("contact.started", "voice", days_ago(1, 0),
+            json!({"mrn": "PARENT-1", "phone": "+15550188888"}), json!({"contact_id": "c-1"}))).await;
+        app.store_event(&event("contact.started", "voice", days_ago(0, 0),
+            json!({"mrn": "CHILD-2", "phone": "+15550188888"}), json!({"contact_id": "c-2"}))).await;
+        let parent = app.patient_id("mrn", "PARENT-1").await;
+        let child = app.patient_id("mrn", "CHILD-2").await;
+        assert_ne!(parent, child);
+        assert_eq!(app.patient_id("phone", "+15550188888").await, parent);
+        assert_eq!(app.context(&child).await["events_total"], 1);
+    }
+}
