@@ -19,6 +19,8 @@ pub struct Settings {
     pub patients: PatientSettings,
     /// Logs.
     pub telemetry: TelemetrySettings,
+    /// Patient notifications (links they carry).
+    pub notify: frontdoor_actors::command::NotifySettings,
 }
 
 /// HTTP API settings.

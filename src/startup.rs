@@ -36,6 +36,7 @@ impl Application {
             store: std::sync::Arc::new(store.clone()),
             limits: settings.patients.limits(),
             idle_timeout: Duration::from_secs(settings.patients.idle_timeout_secs.max(1)),
+            notify: settings.notify.clone(),
         };
         let patients = PatientRegistry::start(deps, settings.patients.shards);
         let ingest = Ingest::new(store, patients.clone());

@@ -8,6 +8,7 @@
 //!
 //! # Layout
 //! - [`ids`]: identifier newtypes (`PatientId`, `Mrn`, `PhoneNumber`, `SiteId`...) with `parse`.
+//! - [`command`]: commands for adapters (notify.send, contact.offer...), with deterministic ids.
 //! - [`event`]: the event contract, parsed at the edge into a typed [`event::Envelope`].
 //! - [`identity`]: which patient an event's identifiers name; what an explicit link merges.
 //! - [`journey`]: the patient journey folded from the event log, and the context view.
@@ -16,6 +17,7 @@
 //! - [`patient`]: the patient actor (one per resident patient).
 //! - [`shard`]: patient shards and the [`shard::PatientRegistry`] handle (activation, passivation).
 
+pub mod command;
 pub mod event;
 pub mod identity;
 pub mod ids;

@@ -14,6 +14,7 @@ use actix::prelude::*;
 use chrono::{DateTime, Utc};
 use tokio::sync::oneshot;
 
+use crate::command::{notifications, NotifySettings};
 use crate::event::Envelope;
 use crate::ids::PatientId;
 use crate::journey::{ContextView, IdentifierView, Journey, Limits};
@@ -29,6 +30,8 @@ pub struct PatientDeps {
     pub limits: Limits,
     /// Idle time after which a patient actor passivates.
     pub idle_timeout: Duration,
+    /// Where patient notifications point.
+    pub notify: NotifySettings,
 }
 
 /// Why a patient operation failed.
@@ -187,7 +190,15 @@ impl Handler<Apply> for PatientActor {
             claims,
             reply,
         } = msg;
-        let fut = self.deps.store.append_event(self.id, event.clone());
+        let commands = self
+            .journey
+            .as_ref()
+            .map(|j| notifications(&event, j, &self.deps.notify))
+            .unwrap_or_default();
+        let fut = self
+            .deps
+            .store
+            .append_event(self.id, event.clone(), commands);
         AtomicResponse::new(Box::pin(fut.into_actor(self).then(
             move |res, act, _ctx| {
                 let answer = match res {

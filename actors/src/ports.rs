@@ -6,6 +6,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 
+use crate::command::Command;
 use crate::event::Envelope;
 use crate::ids::PatientId;
 use crate::journey::IdentifierView;
@@ -57,10 +58,12 @@ pub trait JourneyStore: Send + Sync + 'static {
     ) -> BoxFuture<'static, Result<StoredJourney, PortError>>;
 
     /// Appends an event to a patient's log, atomically with its effects (identity
-    /// links, routing state, outbox commands). Idempotent by event id.
+    /// links, and the `commands` it causes, written to the outbox). Idempotent by
+    /// event id: a duplicate stores nothing, commands included.
     fn append_event(
         &self,
         patient: PatientId,
         event: Arc<Envelope>,
+        commands: Vec<Command>,
     ) -> BoxFuture<'static, Result<AppendOutcome, PortError>>;
 }

@@ -3,6 +3,7 @@
 use std::sync::Arc;
 
 use chrono::Utc;
+use frontdoor_actors::command::Command;
 use frontdoor_actors::event::{Envelope, EventKind};
 use frontdoor_actors::identity::{self, KnownIdentifier, LinkAction, Resolution, Target};
 use frontdoor_actors::ids::{Identifier, IdentifierKind, PatientId};
@@ -283,6 +284,7 @@ impl Store {
         &self,
         patient: PatientId,
         event: &Envelope,
+        commands: &[Command],
     ) -> Result<AppendOutcome, StoreError> {
         timed("append_event", async {
             let mut tx = self.pool().begin().await?;
@@ -320,6 +322,7 @@ impl Store {
             if matches!(event.kind, EventKind::IdentityLinked) {
                 relinked = link_identities(&mut tx, patient, event).await?;
             }
+            super::outbox::insert_commands(&mut tx, commands).await?;
             tx.commit().await?;
             Ok(AppendOutcome::Stored {
                 seq: u64::try_from(seq).unwrap_or_default(),
@@ -414,11 +417,12 @@ impl JourneyStore for Store {
         &self,
         patient: PatientId,
         event: Arc<Envelope>,
+        commands: Vec<Command>,
     ) -> BoxFuture<'static, Result<AppendOutcome, PortError>> {
         let store = self.clone();
         Box::pin(async move {
             store
-                .append_event(patient, &event)
+                .append_event(patient, &event, &commands)
                 .await
                 .map_err(port_error)
         })

@@ -11,8 +11,10 @@
 //!
 //! # Layout
 //! - [`journey`]: patients, identifiers and links, and the append-only event log.
+//! - [`outbox`]: commands written with the state change that causes them, for the relay.
 
 pub mod journey;
+pub mod outbox;
 
 use std::future::Future;
 use std::path::Path;

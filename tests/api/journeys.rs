@@ -145,3 +145,28 @@ on_both_backends! {
         assert_eq!(app.context(&child).await["events_total"], 1);
     }
 }
+
+mod notifications {
+    use serde_json::{json, Value};
+
+    use crate::helpers::{days_ago, event};
+    use crate::on_both_backends;
+
+    on_both_backends! {
+        async fn a_booking_writes_one_confirmation_to_the_outbox_even_when_sent_twice(app: TestApp) {
+            let e = event("appointment.booked", "portal", days_ago(0, 0),
+                json!({"mrn": "MRN-N1", "phone": "+15550199999"}), json!({
+                "appointment_id": "appt-n1", "starts_at": days_ago(-3, 0).to_rfc3339(),
+                "department": "dermatology", "location": "North Clinic"}));
+            app.store_event(&e).await;
+            assert_eq!(app.post_event(&e).await.status().as_u16(), 200);
+            let pending = app.store.pending_commands(10).await.unwrap();
+            assert_eq!(pending.len(), 1);
+            assert_eq!(pending[0].routing_key, "north.sms.notify.send");
+            let body: Value = serde_json::from_str(&pending[0].body).unwrap();
+            assert_eq!(body["template"], "appointment.confirmation");
+            assert_eq!(body["location"], "North Clinic");
+            assert_eq!(body["caused_by"], e["id"]);
+        }
+    }
+}

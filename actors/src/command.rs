@@ -1,0 +1,311 @@
+//! Commands: what the runtime tells channel adapters, agent desktops and
+//! supervisors to do. They are written to the outbox in the same transaction as the
+//! state change that causes them and relayed to the broker afterwards.
+//!
+//! A command's id is derived from what caused it (the event id, or the offer id)
+//! and its type, so a retried relay or a re-run of the same decision yields the
+//! same command, never a second different one.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+use uuid::Uuid;
+
+use crate::event::Channel;
+use crate::ids::{IdentifierKind, PatientId, SiteId};
+use crate::journey::{Journey, PrescriptionStatus};
+
+/// Namespace for deterministic command ids (UUIDv5).
+const COMMAND_NAMESPACE: Uuid = Uuid::from_u128(0x6b1f_0c2e_94d1_4d0a_8f2b_7a9c_3e51_d402);
+
+/// The kinds of command.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum CommandType {
+    /// Send an SMS or email to the patient (confirmation, prescription ready).
+    #[serde(rename = "notify.send")]
+    NotifySend,
+    /// Offer a contact to an agent's desktop.
+    #[serde(rename = "contact.offer")]
+    ContactOffer,
+    /// Connect a contact (a call) to an agent.
+    #[serde(rename = "contact.route")]
+    ContactRoute,
+    /// Tell supervisors a contact escalated.
+    #[serde(rename = "escalation.raised")]
+    EscalationRaised,
+}
+
+impl CommandType {
+    /// The wire name (also the last part of the routing key and a metric label).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CommandType::NotifySend => "notify.send",
+            CommandType::ContactOffer => "contact.offer",
+            CommandType::ContactRoute => "contact.route",
+            CommandType::EscalationRaised => "escalation.raised",
+        }
+    }
+}
+
+/// One command for the outbox.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Command {
+    /// Deterministic id (the broker `message_id`).
+    pub id: Uuid,
+    /// What to do.
+    #[serde(rename = "type")]
+    pub command_type: CommandType,
+    /// Site it is for (routing key part).
+    pub site: SiteId,
+    /// Channel it goes out on (routing key part).
+    pub channel: Channel,
+    /// When it was decided.
+    pub issued_at: DateTime<Utc>,
+    /// The event or decision that caused it.
+    pub caused_by: Uuid,
+    /// The patient concerned, if any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub patient_id: Option<PatientId>,
+    /// Type-specific fields.
+    pub payload: Map<String, Value>,
+}
+
+impl Command {
+    /// A command whose id is derived from `caused_by`, its type and a discriminator.
+    #[allow(clippy::too_many_arguments)] // each is a distinct wire field; a builder would only rename them
+    pub fn new(
+        command_type: CommandType,
+        caused_by: Uuid,
+        discriminator: &str,
+        site: SiteId,
+        channel: Channel,
+        issued_at: DateTime<Utc>,
+        patient_id: Option<PatientId>,
+        payload: Map<String, Value>,
+    ) -> Command {
+        let name = format!("{caused_by}:{}:{discriminator}", command_type.as_str());
+        Command {
+            id: Uuid::new_v5(&COMMAND_NAMESPACE, name.as_bytes()),
+            command_type,
+            site,
+            channel,
+            issued_at,
+            caused_by,
+            patient_id,
+            payload,
+        }
+    }
+
+    /// The broker routing key: `<site>.<channel>.<command>`.
+    pub fn routing_key(&self) -> String {
+        format!(
+            "{}.{}.{}",
+            self.site,
+            self.channel,
+            self.command_type.as_str()
+        )
+    }
+
+    /// The wire body: envelope fields and the payload side by side.
+    pub fn to_wire(&self) -> Value {
+        let mut obj = self.payload.clone();
+        obj.insert("id".into(), Value::String(self.id.to_string()));
+        obj.insert(
+            "type".into(),
+            Value::String(self.command_type.as_str().into()),
+        );
+        obj.insert("site".into(), Value::String(self.site.to_string()));
+        obj.insert(
+            "channel".into(),
+            Value::String(self.channel.as_str().into()),
+        );
+        obj.insert(
+            "issued_at".into(),
+            Value::String(self.issued_at.to_rfc3339()),
+        );
+        obj.insert(
+            "caused_by".into(),
+            Value::String(self.caused_by.to_string()),
+        );
+        if let Some(p) = self.patient_id {
+            obj.insert("patient_id".into(), Value::String(p.to_string()));
+        }
+        Value::Object(obj)
+    }
+}
+
+/// Where patient notifications point (paperwork links).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NotifySettings {
+    /// Base URL of the pre-visit paperwork page; the appointment id is appended.
+    pub paperwork_base_url: String,
+}
+
+impl Default for NotifySettings {
+    fn default() -> Self {
+        NotifySettings {
+            paperwork_base_url: "https://portal.example.org/paperwork/".into(),
+        }
+    }
+}
+
+/// The notifications an event causes, given the journey before it is applied.
+///
+/// - `appointment.booked` / `appointment.rescheduled`: a confirmation with date,
+///   time, location (or telehealth link) and the paperwork link.
+/// - `prescription.ready`: a pickup notice with the pharmacy.
+///
+/// They go by SMS when the patient has a phone, else by email; a patient with
+/// neither gets none (the channel adapter has nowhere to send it).
+pub fn notifications(
+    event: &crate::event::Envelope,
+    journey: &Journey,
+    settings: &NotifySettings,
+) -> Vec<Command> {
+    use crate::event::EventKind;
+    let to_phone = event
+        .patient
+        .as_ref()
+        .and_then(|p| p.phone.as_ref().map(|v| v.as_str().to_string()))
+        .or_else(|| find_identifier(journey, IdentifierKind::Phone));
+    let to_email = event
+        .patient
+        .as_ref()
+        .and_then(|p| p.email.as_ref().map(|v| v.as_str().to_string()))
+        .or_else(|| find_identifier(journey, IdentifierKind::Email));
+    let (channel, to) = match (to_phone, to_email) {
+        (Some(p), _) => (Channel::Sms, Value::String(p)),
+        (None, Some(e)) => (Channel::Email, Value::String(e)),
+        (None, None) => return Vec::new(),
+    };
+    let mut payload = Map::new();
+    payload.insert("to".into(), to);
+    match &event.kind {
+        EventKind::AppointmentBooked(a) | EventKind::AppointmentRescheduled(a) => {
+            let template = if matches!(event.kind, EventKind::AppointmentBooked(_)) {
+                "appointment.confirmation"
+            } else {
+                "appointment.rescheduled"
+            };
+            payload.insert("template".into(), template.into());
+            payload.insert("appointment_id".into(), a.appointment_id.clone().into());
+            if let Some(t) = a.starts_at {
+                payload.insert("date".into(), t.format("%Y-%m-%d").to_string().into());
+                payload.insert("time".into(), t.format("%H:%M UTC").to_string().into());
+                payload.insert("starts_at".into(), t.to_rfc3339().into());
+            }
+            for (k, v) in [
+                ("department", &a.department),
+                ("location", &a.location),
+                ("telehealth_url", &a.telehealth_url),
+                ("provider", &a.provider),
+            ] {
+                if let Some(v) = v {
+                    payload.insert(k.into(), v.clone().into());
+                }
+            }
+            payload.insert(
+                "paperwork_url".into(),
+                format!("{}{}", settings.paperwork_base_url, a.appointment_id).into(),
+            );
+        }
+        EventKind::PrescriptionReady {
+            prescription_id,
+            medication,
+            pharmacy,
+        } => {
+            // Sent once per prescription, even if the pharmacy repeats the event.
+            let key = prescription_id
+                .clone()
+                .unwrap_or_else(|| medication.clone());
+            if journey
+                .prescriptions
+                .get(&key)
+                .is_some_and(|p| p.status == PrescriptionStatus::Ready)
+            {
+                return Vec::new();
+            }
+            payload.insert("template".into(), "prescription.ready".into());
+            payload.insert("medication".into(), medication.clone().into());
+            if let Some(p) = pharmacy {
+                payload.insert("pharmacy".into(), p.clone().into());
+            }
+        }
+        _ => return Vec::new(),
+    }
+    vec![Command::new(
+        CommandType::NotifySend,
+        event.id,
+        "patient",
+        event.site.clone(),
+        channel,
+        event.occurred_at,
+        Some(journey.patient_id),
+        payload,
+    )]
+}
+
+fn find_identifier(journey: &Journey, kind: IdentifierKind) -> Option<String> {
+    journey
+        .identifiers
+        .iter()
+        .find(|i| i.kind == kind)
+        .map(|i| i.value.clone())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::Envelope;
+    use crate::journey::Limits;
+    use serde_json::json;
+
+    fn ev(v: Value) -> Envelope {
+        Envelope::parse(v.to_string().as_bytes(), 1 << 20).unwrap()
+    }
+
+    fn booked() -> Envelope {
+        ev(json!({
+            "id": "0d6c3c1e-2a8b-4f7e-b1d1-8d1b3c9a0e11", "type": "appointment.booked",
+            "occurred_at": "2026-11-26T23:00:00Z", "site": "north", "channel": "portal",
+            "patient": {"mrn": "M1", "phone": "+15550100001"},
+            "appointment_id": "A1", "starts_at": "2026-11-30T09:30:00Z",
+            "department": "dermatology", "location": "North Clinic"
+        }))
+    }
+
+    #[test]
+    fn a_booking_sends_a_confirmation_with_date_time_location_and_paperwork() {
+        let j = Journey::new(PatientId::new(), Limits::default());
+        let cmds = notifications(&booked(), &j, &NotifySettings::default());
+        assert_eq!(cmds.len(), 1);
+        let c = &cmds[0];
+        assert_eq!(c.routing_key(), "north.sms.notify.send");
+        assert_eq!(c.payload["date"], "2026-11-30");
+        assert_eq!(c.payload["time"], "09:30 UTC");
+        assert_eq!(c.payload["location"], "North Clinic");
+        assert_eq!(
+            c.payload["paperwork_url"],
+            "https://portal.example.org/paperwork/A1"
+        );
+    }
+
+    #[test]
+    fn the_same_cause_always_yields_the_same_command_id() {
+        let j = Journey::new(PatientId::new(), Limits::default());
+        let a = notifications(&booked(), &j, &NotifySettings::default());
+        let b = notifications(&booked(), &j, &NotifySettings::default());
+        assert_eq!(a[0].id, b[0].id);
+    }
+
+    #[test]
+    fn a_patient_without_phone_or_email_gets_no_notification() {
+        let mut e = booked();
+        e.patient = Some(crate::event::PatientIdentifiers {
+            mrn: e.patient.unwrap().mrn,
+            ..Default::default()
+        });
+        let j = Journey::new(PatientId::new(), Limits::default());
+        assert!(notifications(&e, &j, &NotifySettings::default()).is_empty());
+    }
+}

@@ -1,0 +1,120 @@
+//! The command outbox: commands are inserted inside the transaction of the state
+//! change that causes them, and relayed to the broker afterwards.
+
+use chrono::Utc;
+use frontdoor_actors::command::Command;
+use sqlx::{Any, Row, Transaction};
+
+use super::{timed, Store, StoreError};
+
+/// One command waiting in the outbox.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutboxRow {
+    /// Store order.
+    pub seq: i64,
+    /// Command id (the broker `message_id`).
+    pub id: String,
+    /// Command type (`notify.send`...).
+    pub command_type: String,
+    /// Broker routing key.
+    pub routing_key: String,
+    /// JSON body.
+    pub body: String,
+    /// Relay attempts so far.
+    pub attempts: i64,
+}
+
+/// Inserts commands in an open transaction (idempotent by command id).
+pub(crate) async fn insert_commands(
+    tx: &mut Transaction<'static, Any>,
+    commands: &[Command],
+) -> Result<(), StoreError> {
+    let now = Utc::now().timestamp_millis();
+    for c in commands {
+        sqlx::query(
+            "INSERT INTO outbox (id, command_type, routing_key, body, created_at_ms) \
+             VALUES ($1, $2, $3, $4, $5) ON CONFLICT (id) DO NOTHING",
+        )
+        .bind(c.id.to_string())
+        .bind(c.command_type.as_str())
+        .bind(c.routing_key())
+        .bind(c.to_wire().to_string())
+        .bind(now)
+        .execute(&mut **tx)
+        .await?;
+    }
+    Ok(())
+}
+
+impl Store {
+    /// Writes commands on their own (decisions not tied to a journey event).
+    #[tracing::instrument(name = "store.enqueue_commands", skip_all, fields(commands = commands.len()))]
+    pub async fn enqueue_commands(&self, commands: &[Command]) -> Result<(), StoreError> {
+        timed("enqueue_commands", async {
+            let mut tx = self.pool().begin().await?;
+            insert_commands(&mut tx, commands).await?;
+            tx.commit().await?;
+            Ok(())
+        })
+        .await
+    }
+
+    /// The oldest unpublished, unparked commands.
+    #[tracing::instrument(name = "store.pending_commands", skip_all)]
+    pub async fn pending_commands(&self, limit: i64) -> Result<Vec<OutboxRow>, StoreError> {
+        timed("pending_commands", async {
+            let rows = sqlx::query(
+                "SELECT seq, id, command_type, routing_key, body, attempts FROM outbox \
+                 WHERE published_at_ms IS NULL AND parked_at_ms IS NULL ORDER BY seq LIMIT $1",
+            )
+            .bind(limit)
+            .fetch_all(self.pool())
+            .await?;
+            rows.into_iter()
+                .map(|r| {
+                    Ok(OutboxRow {
+                        seq: r.try_get(0)?,
+                        id: r.try_get(1)?,
+                        command_type: r.try_get(2)?,
+                        routing_key: r.try_get(3)?,
+                        body: r.try_get(4)?,
+                        attempts: r.try_get(5)?,
+                    })
+                })
+                .collect::<Result<Vec<_>, sqlx::Error>>()
+                .map_err(StoreError::from)
+        })
+        .await
+    }
+
+    /// Marks commands as published (confirmed by the broker).
+    #[tracing::instrument(name = "store.mark_published", skip_all, fields(commands = seqs.len()))]
+    pub async fn mark_published(&self, seqs: &[i64]) -> Result<(), StoreError> {
+        timed("mark_published", async {
+            let now = Utc::now().timestamp_millis();
+            let mut tx = self.pool().begin().await?;
+            for s in seqs {
+                sqlx::query("UPDATE outbox SET published_at_ms = $1, attempts = attempts + 1 WHERE seq = $2")
+                    .bind(now)
+                    .bind(*s)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            tx.commit().await?;
+            Ok(())
+        })
+        .await
+    }
+
+    /// Commands in the outbox by state: (pending, published, parked).
+    pub async fn outbox_counts(&self) -> Result<(i64, i64, i64), StoreError> {
+        let r = sqlx::query(
+            "SELECT CAST(COALESCE(SUM(CASE WHEN published_at_ms IS NULL AND parked_at_ms IS NULL THEN 1 ELSE 0 END), 0) AS BIGINT), \
+                    CAST(COALESCE(SUM(CASE WHEN published_at_ms IS NOT NULL THEN 1 ELSE 0 END), 0) AS BIGINT), \
+                    CAST(COALESCE(SUM(CASE WHEN parked_at_ms IS NOT NULL THEN 1 ELSE 0 END), 0) AS BIGINT) FROM outbox",
+        )
+        .fetch_one(self.pool())
+        .await?;
+        Ok((r.try_get(0)?, r.try_get(1)?, r.try_get(2)?))
+    }
+}
