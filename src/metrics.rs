@@ -25,6 +25,56 @@ pub const IDENTITY_RESOLUTIONS_TOTAL: &str = "frontdoor_identity_resolutions_tot
 /// HTTP requests, by `route`, `method` and `status` class.
 pub const HTTP_REQUESTS_TOTAL: &str = "frontdoor_http_requests_total";
 
+// --- Routing (queues, agents, offers, overflow, escalations) ---
+/// Contacts waiting, by `site`, `skill`.
+pub const QUEUE_DEPTH: &str = "frontdoor_queue_depth";
+/// Wait of the oldest waiting contact, by `site`, `skill`.
+pub const QUEUE_OLDEST_WAIT_SECONDS: &str = "frontdoor_queue_oldest_wait_seconds";
+/// Estimated wait of a new contact, by `site`, `skill`.
+pub const QUEUE_ESTIMATED_WAIT_SECONDS: &str = "frontdoor_queue_estimated_wait_seconds";
+/// Offered load / available capacity, by `site`, `skill` (above 1: the queue grows).
+pub const QUEUE_SATURATION_RATIO: &str = "frontdoor_queue_saturation_ratio";
+/// Agents signed in for the skill at the site and available, by `site`, `skill`.
+pub const QUEUE_AGENTS_AVAILABLE: &str = "frontdoor_queue_agents_available";
+/// Agents by `site` and `state` (available, away, offline).
+pub const AGENTS: &str = "frontdoor_agents";
+/// Contacts queued for a human, by `site`, `skill`, `channel`.
+pub const CONTACTS_QUEUED_TOTAL: &str = "frontdoor_contacts_queued_total";
+/// Contacts answered (offer accepted), by `site`, `skill`, `within_target` (true/false).
+pub const CONTACTS_ANSWERED_TOTAL: &str = "frontdoor_contacts_answered_total";
+/// Contacts abandoned while queued, by `site`, `skill`.
+pub const CONTACTS_ABANDONED_TOTAL: &str = "frontdoor_contacts_abandoned_total";
+/// Offers by `site`, `skill` and `outcome` (accepted, declined, timeout).
+pub const OFFERS_TOTAL: &str = "frontdoor_offers_total";
+/// Contacts moved between sites, by `from_site`, `to_site`, `skill`.
+pub const OVERFLOW_TOTAL: &str = "frontdoor_overflow_total";
+/// Frustration signals fired, by `signal`.
+pub const ESCALATIONS_TOTAL: &str = "frontdoor_escalations_total";
+/// Virtual-agent contacts by `outcome` (contained, handed_off).
+pub const BOT_CONTACTS_TOTAL: &str = "frontdoor_bot_contacts_total";
+/// Time to take one routing decision (match a contact to an agent or keep it waiting).
+pub const ROUTING_DECISION_SECONDS: &str = "frontdoor_routing_decision_duration_seconds";
+/// Service level over the sliding window (answered within target / (answered + abandoned)), by `site`, `skill`.
+pub const SERVICE_LEVEL_RATIO: &str = "frontdoor_service_level_ratio";
+/// Share of bot contacts ended without a human over the sliding window.
+pub const CONTAINMENT_RATIO: &str = "frontdoor_containment_ratio";
+/// Agents required to meet the service-level target, by `site`, `skill`, `model` (erlang_c, erlang_a).
+pub const STAFFING_REQUIRED_AGENTS: &str = "frontdoor_staffing_required_agents";
+/// Agents staffed now (signed in with the skill at the site), by `site`, `skill`.
+pub const STAFFING_STAFFED_AGENTS: &str = "frontdoor_staffing_staffed_agents";
+/// Predicted service level with the agents staffed now, by `site`, `skill`, `model`.
+pub const STAFFING_PREDICTED_SERVICE_LEVEL: &str = "frontdoor_staffing_predicted_service_level_ratio";
+/// Predicted occupancy (offered load / staffed agents), by `site`, `skill`.
+pub const STAFFING_OCCUPANCY_RATIO: &str = "frontdoor_staffing_occupancy_ratio";
+/// Offered load in Erlangs over the window, by `site`, `skill`.
+pub const STAFFING_OFFERED_LOAD: &str = "frontdoor_staffing_offered_load_erlangs";
+
+// --- Actor system (issue 7) ---
+/// Actor restarts by `kind`.
+pub const ACTOR_RESTARTS_TOTAL: &str = "frontdoor_actor_restarts_total";
+/// Messages waiting in mailboxes, by `kind`.
+pub const MAILBOX_DEPTH: &str = "frontdoor_mailbox_depth";
+
 /// Buckets around the ingest SLO (p99 under 50 ms on a local store).
 const LATENCY_BUCKETS: &[f64] = &[
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
