@@ -5,6 +5,7 @@ use serde_json::json;
 
 use super::problem::ApiError;
 use super::AppState;
+use crate::metrics as m;
 
 /// `GET /healthz`: the process is alive.
 pub async fn healthz() -> HttpResponse {
@@ -21,7 +22,12 @@ pub async fn readyz(state: web::Data<AppState>) -> Result<HttpResponse, ApiError
 }
 
 /// `GET /metrics`: Prometheus text format.
+///
+/// The resident-patients gauge is refreshed on each scrape (one message per shard)
+/// as well as every few seconds, so a scrape never shows a stale count.
 pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
+    let resident = state.ingest.patients().resident().await;
+    metrics::gauge!(m::RESIDENT_PATIENTS).set(resident as f64);
     HttpResponse::Ok()
         .content_type("text/plain; version=0.0.4")
         .body(state.metrics.render())

@@ -8,6 +8,7 @@ use frontdoor::startup::Application;
 use frontdoor::store::Store;
 use frontdoor_actors::routing::router::Routing;
 use frontdoor_actors::routing::ManualClock;
+use frontdoor_actors::shard::PatientRegistry;
 use secrecy::SecretString;
 use serde_json::{json, Value};
 use sqlx::Connection;
@@ -32,6 +33,8 @@ pub struct TestApp {
     pub clock: Arc<ManualClock>,
     /// Routing, whose timers tests tick after advancing the clock.
     pub routing: Routing,
+    /// The patient actors, so tests can passivate them and count the resident ones.
+    pub patients: PatientRegistry,
     /// Temp dir holding the SQLite file (kept alive for the test).
     _dir: Option<TempDir>,
 }
@@ -110,6 +113,7 @@ pub async fn spawn_app_with(settings: Settings, dir: Option<TempDir>) -> TestApp
     let address = format!("http://127.0.0.1:{}", app.port());
     let store = app.ingest().store().clone();
     let routing = app.routing().clone();
+    let patients = app.ingest().patients().clone();
     actix_rt::spawn(app.run_until_stopped());
     TestApp {
         address,
@@ -117,6 +121,7 @@ pub async fn spawn_app_with(settings: Settings, dir: Option<TempDir>) -> TestApp
         client: reqwest::Client::new(),
         clock,
         routing,
+        patients,
         _dir: dir,
     }
 }

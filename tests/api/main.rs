@@ -5,4 +5,5 @@ mod helpers;
 mod contract;
 mod health;
 mod journeys;
+mod passivation;
 mod routing;
