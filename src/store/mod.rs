@@ -12,9 +12,11 @@
 //! # Layout
 //! - [`journey`]: patients, identifiers and links, and the append-only event log.
 //! - [`outbox`]: commands written with the state change that causes them, for the relay.
+//! - [`seed`]: bulk loading of patients with journeys (benchmarks and drills).
 
 pub mod journey;
 pub mod outbox;
+pub mod seed;
 
 use std::future::Future;
 use std::path::Path;
