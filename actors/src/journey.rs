@@ -7,13 +7,14 @@
 //! has the same context. Collections are bounded (see [`Limits`]) so a patient with
 //! years of history costs a bounded amount of memory; the full log stays in the store.
 
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::collections::VecDeque;
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use serde_json::Value;
 use uuid::Uuid;
 
+use crate::compact::{reserve_one, reserve_one_deque, Keyed, KeyedVec, SortedVecSet};
 use crate::event::{AppointmentFields, Author, Channel, Envelope, EventKind, Medication};
 use crate::ids::{ContactId, IdentifierKind, PatientId, SiteId};
 
@@ -85,6 +86,13 @@ pub struct AppointmentView {
     pub channel: Channel,
 }
 
+impl Keyed for AppointmentView {
+    type Key = String;
+    fn key(&self) -> &String {
+        &self.id
+    }
+}
+
 /// The current medication list.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct MedicationList {
@@ -115,6 +123,13 @@ pub struct PrescriptionView {
     pub status: PrescriptionStatus,
     /// Last change.
     pub updated_at: DateTime<Utc>,
+}
+
+impl Keyed for PrescriptionView {
+    type Key = String;
+    fn key(&self) -> &String {
+        &self.id
+    }
 }
 
 /// A device summary (e.g. a CGM's).
@@ -224,6 +239,13 @@ pub struct ContactView {
     pub closed_at: Option<DateTime<Utc>>,
 }
 
+impl Keyed for ContactView {
+    type Key = ContactId;
+    fn key(&self) -> &ContactId {
+        &self.id
+    }
+}
+
 impl ContactView {
     /// Bot exchanges since the last one that resolved the request.
     pub fn unresolved_bot_exchanges(&self) -> u32 {
@@ -267,21 +289,21 @@ pub struct Journey {
     /// The surviving patient id.
     pub patient_id: PatientId,
     /// Identifiers linked to the patient.
-    pub identifiers: BTreeSet<IdentifierView>,
+    pub identifiers: SortedVecSet<IdentifierView>,
     /// Provisional records merged into this one.
     pub merged_from: Vec<PatientId>,
     /// Appointments by id.
-    pub appointments: BTreeMap<String, AppointmentView>,
+    pub appointments: KeyedVec<AppointmentView>,
     /// The latest medication list.
     pub medications: Option<MedicationList>,
     /// Prescriptions by id.
-    pub prescriptions: BTreeMap<String, PrescriptionView>,
+    pub prescriptions: KeyedVec<PrescriptionView>,
     /// Recent device summaries, newest last.
     pub device_readings: VecDeque<DeviceReadingView>,
     /// Recent notes, newest last.
     pub notes: VecDeque<NoteView>,
     /// Contacts by id (all open ones, recent closed ones).
-    pub contacts: BTreeMap<ContactId, ContactView>,
+    pub contacts: KeyedVec<ContactView>,
     /// Timeline, newest first.
     pub timeline: VecDeque<TimelineEntry>,
     /// Events applied (the whole log, not just what is kept).
@@ -295,14 +317,14 @@ impl Journey {
     pub fn new(patient_id: PatientId, limits: Limits) -> Journey {
         Journey {
             patient_id,
-            identifiers: BTreeSet::new(),
+            identifiers: SortedVecSet::new(),
             merged_from: Vec::new(),
-            appointments: BTreeMap::new(),
+            appointments: KeyedVec::new(),
             medications: None,
-            prescriptions: BTreeMap::new(),
+            prescriptions: KeyedVec::new(),
             device_readings: VecDeque::new(),
             notes: VecDeque::new(),
-            contacts: BTreeMap::new(),
+            contacts: KeyedVec::new(),
             timeline: VecDeque::new(),
             events_applied: 0,
             limits,
@@ -375,6 +397,7 @@ impl Journey {
             }
             EventKind::ContactTransferred { to, from_agent } => {
                 let c = self.contact_mut(e);
+                reserve_one(&mut c.transfers);
                 c.transfers.push(TransferView {
                     to: to.clone(),
                     from_agent: from_agent.clone(),
@@ -447,6 +470,7 @@ impl Journey {
                 at,
             ),
             EventKind::DeviceReadings { device, summary } => {
+                reserve_one_deque(&mut self.device_readings);
                 self.device_readings.push_back(DeviceReadingView {
                     device: device.clone(),
                     summary: summary.clone(),
@@ -457,6 +481,7 @@ impl Journey {
                 }
             }
             EventKind::NoteRecorded { author, role, text } => {
+                reserve_one_deque(&mut self.notes);
                 self.notes.push_back(NoteView {
                     id: e.id,
                     author: author.clone(),
@@ -502,24 +527,22 @@ impl Journey {
             .contact_id
             .clone()
             .unwrap_or_else(|| ContactId::from_event_id(e.id));
-        self.contacts
-            .entry(id.clone())
-            .or_insert_with(|| ContactView {
-                id,
-                channel: e.channel,
-                site: e.site.clone(),
-                started_at: e.occurred_at,
-                intent: None,
-                skill: None,
-                state: ContactState::Open,
-                messages: Vec::new(),
-                bot_turns: Vec::new(),
-                transfers: Vec::new(),
-                last_agent: None,
-                disposition: None,
-                summary: None,
-                closed_at: None,
-            })
+        self.contacts.get_or_insert_with(&id, || ContactView {
+            id: id.clone(),
+            channel: e.channel,
+            site: e.site.clone(),
+            started_at: e.occurred_at,
+            intent: None,
+            skill: None,
+            state: ContactState::Open,
+            messages: Vec::new(),
+            bot_turns: Vec::new(),
+            transfers: Vec::new(),
+            last_agent: None,
+            disposition: None,
+            summary: None,
+            closed_at: None,
+        })
     }
 
     fn prune_closed_contacts(&mut self) {
@@ -548,8 +571,7 @@ impl Journey {
     ) {
         let entry = self
             .appointments
-            .entry(a.appointment_id.clone())
-            .or_insert_with(|| AppointmentView {
+            .get_or_insert_with(&a.appointment_id, || AppointmentView {
                 id: a.appointment_id.clone(),
                 starts_at: None,
                 department: None,
@@ -589,9 +611,8 @@ impl Journey {
         let key = id.clone().unwrap_or_else(|| medication.to_string());
         let entry = self
             .prescriptions
-            .entry(key.clone())
-            .or_insert_with(|| PrescriptionView {
-                id: key,
+            .get_or_insert_with(&key, || PrescriptionView {
+                id: key.clone(),
                 medication: medication.to_string(),
                 pharmacy: None,
                 status,
@@ -616,6 +637,7 @@ impl Journey {
         if pos >= self.limits.timeline {
             return;
         }
+        reserve_one_deque(&mut self.timeline);
         self.timeline.insert(pos, entry);
         self.timeline.truncate(self.limits.timeline);
     }
@@ -679,6 +701,7 @@ impl Journey {
 }
 
 fn push_bounded_vec<T>(v: &mut Vec<T>, item: T, max: usize) {
+    reserve_one(v);
     v.push(item);
     if v.len() > max {
         let excess = v.len() - max;

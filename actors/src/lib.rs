@@ -8,6 +8,7 @@
 //!
 //! # Layout
 //! - [`ids`]: identifier newtypes (`PatientId`, `Mrn`, `PhoneNumber`, `SiteId`...) with `parse`.
+//! - [`compact`]: small sorted vector collections for per-patient state (memory at a million actors).
 //! - [`command`]: commands for adapters (notify.send, contact.offer...), with deterministic ids.
 //! - [`event`]: the event contract, parsed at the edge into a typed [`event::Envelope`].
 //! - [`identity`]: which patient an event's identifiers name; what an explicit link merges.
@@ -18,6 +19,7 @@
 //! - [`shard`]: patient shards and the [`shard::PatientRegistry`] handle (activation, passivation).
 
 pub mod command;
+pub mod compact;
 pub mod event;
 pub mod identity;
 pub mod ids;
