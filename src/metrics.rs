@@ -25,6 +25,20 @@ pub const IDENTITY_RESOLUTIONS_TOTAL: &str = "frontdoor_identity_resolutions_tot
 /// HTTP requests, by `route`, `method` and `status` class.
 pub const HTTP_REQUESTS_TOTAL: &str = "frontdoor_http_requests_total";
 
+/// Requests refused by authentication or authorization, by `reason`
+/// (`missing_token`, `unknown_token`, `forbidden`, `rate_limited`) and `role`.
+pub const AUTH_DENIED_TOTAL: &str = "frontdoor_auth_denied_total";
+/// Principals in force (after the last successful load).
+pub const PRINCIPALS: &str = "frontdoor_principals";
+/// Principals file reloads, by `outcome` (`ok`, `error`).
+pub const PRINCIPAL_RELOADS_TOTAL: &str = "frontdoor_principal_reloads_total";
+/// Audit records written, by `resource` and `outcome`.
+pub const AUDIT_RECORDS_TOTAL: &str = "frontdoor_audit_records_total";
+/// Audit writes that failed (the read they covered was refused), by `resource`.
+pub const AUDIT_FAILURES_TOTAL: &str = "frontdoor_audit_failures_total";
+/// Audit records purged after the retention period.
+pub const AUDIT_PURGED_TOTAL: &str = "frontdoor_audit_purged_total";
+
 /// Buckets around the ingest SLO (p99 under 50 ms on a local store).
 const LATENCY_BUCKETS: &[f64] = &[
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
@@ -71,6 +85,21 @@ fn describe() {
         IDENTITY_RESOLUTIONS_TOTAL,
         "Identity resolutions by grade and outcome."
     );
+    describe_counter!(
+        AUTH_DENIED_TOTAL,
+        "Requests refused by authentication or authorization, by reason and role."
+    );
+    describe_gauge!(PRINCIPALS, "Principals in force.");
+    describe_counter!(PRINCIPAL_RELOADS_TOTAL, "Principals file reloads by outcome.");
+    describe_counter!(
+        AUDIT_RECORDS_TOTAL,
+        "Audit records written by resource and outcome."
+    );
+    describe_counter!(
+        AUDIT_FAILURES_TOTAL,
+        "Audit writes that failed (the covered read was refused)."
+    );
+    describe_counter!(AUDIT_PURGED_TOTAL, "Audit records purged after retention.");
     describe_counter!(
         HTTP_REQUESTS_TOTAL,
         "HTTP requests by route, method and status class."

@@ -1,20 +1,30 @@
 //! The HTTP API (actix-web).
 //!
 //! # Layout
+//! - [`routes`]: the one table of endpoints, handlers and per-role access.
+//! - [`guard`]: authentication, authorization, rate limit and denial audit.
 //! - [`problem`]: RFC 9457 problem+json errors.
 //! - [`events`]: `POST /v1/events`.
 //! - [`patients`]: `GET /v1/patients`, `GET /v1/patients/{id}/context`.
+//! - [`audit`]: `GET /v1/audit` (JSON or FHIR AuditEvent).
 //! - [`health`]: `/healthz`, `/readyz`, `/metrics`.
 
+pub mod audit;
 pub mod events;
+pub mod guard;
 pub mod health;
 pub mod patients;
 pub mod problem;
+pub mod routes;
+
+use std::sync::Arc;
 
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpResponse};
 use metrics_exporter_prometheus::PrometheusHandle;
 
+use crate::auth::{AssignmentCheck, Principals};
+use crate::configuration::SecuritySettings;
 use crate::ingest::Ingest;
 
 /// What every handler can reach.
@@ -25,19 +35,19 @@ pub struct AppState {
     pub metrics: PrometheusHandle,
     /// Largest accepted event body.
     pub max_event_bytes: usize,
+    /// Who holds which token.
+    pub principals: Principals,
+    /// Which agent holds which patient's contact (routing).
+    pub assignments: Arc<dyn AssignmentCheck>,
+    /// Rate limits and the `/metrics` setting.
+    pub security: SecuritySettings,
+    /// Per-token buckets for `POST /v1/events`.
+    pub rate_limiter: guard::RateLimiter,
 }
 
-/// Registers every route.
+/// Registers every route (from [`routes::ROUTES`], each behind its policy).
 pub fn routes(cfg: &mut web::ServiceConfig) {
-    cfg.route("/healthz", web::get().to(health::healthz))
-        .route("/readyz", web::get().to(health::readyz))
-        .route("/metrics", web::get().to(health::metrics))
-        .route("/v1/events", web::post().to(events::post_event))
-        .route("/v1/patients", web::get().to(patients::lookup))
-        .route(
-            "/v1/patients/{patient_id}/context",
-            web::get().to(patients::context),
-        );
+    routes::register(cfg);
 }
 
 /// Answers unknown routes with problem+json.
@@ -51,11 +61,34 @@ pub async fn not_found() -> HttpResponse {
     )
 }
 
-/// Turns query-string errors into problem+json.
+/// Turns query-string errors into problem+json (never echoing the query).
 pub fn query_error(
     err: actix_web::error::QueryPayloadError,
     _req: &actix_web::HttpRequest,
 ) -> actix_web::Error {
     let _ = err;
     problem::ApiError::field("query", "could not be parsed").into()
+}
+
+/// Turns JSON body errors (too large, malformed) into problem+json (never echoing the body).
+pub fn json_error(
+    err: actix_web::error::JsonPayloadError,
+    _req: &actix_web::HttpRequest,
+) -> actix_web::Error {
+    let reason = match err {
+        actix_web::error::JsonPayloadError::Overflow { .. }
+        | actix_web::error::JsonPayloadError::OverflowKnownLength { .. } => "is too large",
+        actix_web::error::JsonPayloadError::ContentType => "must be application/json",
+        _ => "is not valid JSON of the expected shape",
+    };
+    problem::ApiError::field("body", reason).into()
+}
+
+/// Turns path-segment errors into problem+json.
+pub fn path_error(
+    err: actix_web::error::PathError,
+    _req: &actix_web::HttpRequest,
+) -> actix_web::Error {
+    let _ = err;
+    problem::ApiError::field("path", "could not be parsed").into()
 }

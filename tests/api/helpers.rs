@@ -1,9 +1,14 @@
 //! `spawn_app()`: a running Front Door on port 0 with a fresh database.
 
-use std::sync::OnceLock;
+use std::collections::HashSet;
+use std::io::Write;
+use std::sync::{Arc, Mutex, OnceLock};
 
 use chrono::{DateTime, Duration, Utc};
-use frontdoor::configuration::{base_configuration, Settings};
+use frontdoor::auth::{token_digest, AssignmentCheck, Role};
+use frontdoor::configuration::{base_configuration, PrincipalEntry, Settings};
+use frontdoor_actors::ids::PatientId;
+use frontdoor_actors::ports::BoxFuture;
 use frontdoor::startup::Application;
 use frontdoor::store::Store;
 use secrecy::SecretString;
@@ -26,6 +31,10 @@ pub struct TestApp {
     pub store: Store,
     /// HTTP client.
     pub client: reqwest::Client,
+    /// The token sent by default (admin).
+    pub token: String,
+    /// Offers and assignments the app believes in (tests set them).
+    pub assignments: Arc<FakeAssignments>,
     /// Temp dir holding the SQLite file (kept alive for the test).
     _dir: Option<TempDir>,
 }
@@ -45,22 +54,119 @@ pub fn postgres_server_url() -> String {
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".to_string())
 }
 
+/// Every log line (and closed span with its fields) any test's app wrote, at debug
+/// level for the frontdoor crates: the PHI canary test searches it.
+pub fn captured_logs() -> String {
+    init_logs();
+    // unwrap: the buffer's lock is only held to append or copy.
+    String::from_utf8_lossy(&LOGS.lock().unwrap()).into_owned()
+}
+
+static LOGS: Mutex<Vec<u8>> = Mutex::new(Vec::new());
+
+/// Appends formatted log output to [`LOGS`].
+struct Capture;
+
+impl Write for Capture {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        // unwrap: see `captured_logs`.
+        LOGS.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
 fn init_logs() {
+    use tracing_subscriber::fmt::format::FmtSpan;
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    use tracing_subscriber::{fmt, EnvFilter, Layer};
     static ONCE: OnceLock<()> = OnceLock::new();
     ONCE.get_or_init(|| {
-        if std::env::var("TEST_LOG").is_ok() {
-            frontdoor::telemetry::init(&frontdoor::configuration::TelemetrySettings {
-                format: "pretty".into(),
-                level: "debug".into(),
-            });
-        }
+        let capture = fmt::layer()
+            .with_ansi(false)
+            .with_span_events(FmtSpan::CLOSE)
+            .with_writer(|| Capture)
+            .with_filter(EnvFilter::new(
+                "info,frontdoor=debug,frontdoor_actors=debug,sqlx=debug,actix_web=debug",
+            ));
+        let print = std::env::var("TEST_LOG")
+            .is_ok()
+            .then(|| fmt::layer().with_filter(EnvFilter::new("debug")));
+        let _ = tracing_subscriber::registry()
+            .with(capture)
+            .with(print)
+            .try_init();
     });
+}
+
+/// Offers and assignments, as a routing engine would answer them.
+#[derive(Default)]
+pub struct FakeAssignments {
+    /// (agent id, patient) pairs held now.
+    held: Mutex<HashSet<(String, PatientId)>>,
+}
+
+impl FakeAssignments {
+    /// The agent now holds a contact of the patient (offer or assignment).
+    pub fn hold(&self, agent: &str, patient: &str) {
+        let p = PatientId::parse(patient).expect("patient id");
+        self.held.lock().unwrap().insert((agent.to_string(), p));
+    }
+
+    /// The agent's contact with the patient ended (wrap-up done).
+    pub fn release(&self, agent: &str, patient: &str) {
+        let p = PatientId::parse(patient).expect("patient id");
+        self.held.lock().unwrap().remove(&(agent.to_string(), p));
+    }
+}
+
+impl AssignmentCheck for FakeAssignments {
+    fn agent_holds_patient(&self, agent_id: &str, patient: PatientId) -> BoxFuture<'static, bool> {
+        let held = self
+            .held
+            .lock()
+            .unwrap()
+            .contains(&(agent_id.to_string(), patient));
+        Box::pin(std::future::ready(held))
+    }
+}
+
+/// The test principals: (id, role, sites). Each one's token is [`token_for`] its id.
+pub const PRINCIPALS: &[(&str, Role, &[&str])] = &[
+    ("test-admin", Role::Admin, &["*"]),
+    ("ehr-adapter", Role::Adapter, &["*"]),
+    ("agent-7", Role::Agent, &["north"]),
+    ("sup-north", Role::Supervisor, &["north"]),
+    ("sup-south", Role::Supervisor, &["south"]),
+    ("prometheus", Role::Monitor, &["*"]),
+];
+
+/// The bearer token of a test principal.
+pub fn token_for(id: &str) -> String {
+    format!("{id}-token-7c1d9f0e5b2a4c8d")
+}
+
+/// The test principal of a role (the first listed).
+pub fn principal_of(role: Role) -> &'static str {
+    PRINCIPALS.iter().find(|p| p.1 == role).map(|p| p.0).unwrap()
 }
 
 /// Settings for a test: port 0, a fresh database of the given backend.
 pub async fn test_settings(backend: Backend) -> (Settings, Option<TempDir>) {
     let mut settings = base_configuration().expect("Failed to read config/base.toml");
     settings.application.port = 0;
+    settings.security.principals = PRINCIPALS
+        .iter()
+        .map(|(id, role, sites)| PrincipalEntry {
+            id: id.to_string(),
+            role: *role,
+            sites: sites.iter().map(|s| s.to_string()).collect(),
+            token_sha256: token_digest(&token_for(id)),
+        })
+        .collect();
     let dir = match backend {
         Backend::Sqlite => {
             let dir = std::env::temp_dir().join(format!("frontdoor-test-{}", Uuid::new_v4()));
@@ -95,7 +201,8 @@ pub async fn spawn_app(backend: Backend) -> TestApp {
 /// Starts the application with the given settings.
 pub async fn spawn_app_with(settings: Settings, dir: Option<TempDir>) -> TestApp {
     init_logs();
-    let app = Application::build(settings)
+    let assignments = Arc::new(FakeAssignments::default());
+    let app = Application::build_with_assignments(settings, assignments.clone())
         .await
         .expect("Failed to build the application");
     let address = format!("http://127.0.0.1:{}", app.port());
@@ -105,6 +212,8 @@ pub async fn spawn_app_with(settings: Settings, dir: Option<TempDir>) -> TestApp
         address,
         store,
         client: reqwest::Client::new(),
+        token: token_for(principal_of(Role::Admin)),
+        assignments,
         _dir: dir,
     }
 }
@@ -119,6 +228,7 @@ impl TestApp {
     pub async fn post_raw(&self, body: impl Into<reqwest::Body>) -> reqwest::Response {
         self.client
             .post(format!("{}/v1/events", self.address))
+            .bearer_auth(&self.token)
             .header("Content-Type", "application/json")
             .body(body)
             .send()
@@ -135,17 +245,53 @@ impl TestApp {
         body
     }
 
-    /// GET a path, returning status and JSON body.
+    /// GET a path as the admin, returning status and JSON body.
     pub async fn get(&self, path: &str) -> (u16, Value) {
+        self.get_with(path, Some(&self.token), &[]).await
+    }
+
+    /// GET a path as the test principal `id` (None: no token), with extra headers.
+    pub async fn get_as(&self, id: Option<&str>, path: &str, headers: &[(&str, &str)]) -> (u16, Value) {
+        let token = id.map(token_for);
+        self.get_with(path, token.as_deref(), headers).await
+    }
+
+    /// GET with an explicit token.
+    pub async fn get_with(&self, path: &str, token: Option<&str>, headers: &[(&str, &str)]) -> (u16, Value) {
         let res = self
-            .client
-            .get(format!("{}{}", self.address, path))
-            .send()
-            .await
-            .expect("Failed to GET");
+            .request(reqwest::Method::GET, path, token, headers, None)
+            .await;
         let status = res.status().as_u16();
         let body = res.json().await.unwrap_or(Value::Null);
         (status, body)
+    }
+
+    /// Any request, with an explicit token, headers and body.
+    pub async fn request(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        token: Option<&str>,
+        headers: &[(&str, &str)],
+        body: Option<String>,
+    ) -> reqwest::Response {
+        let mut req = self.client.request(method, format!("{}{}", self.address, path));
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        if let Some(b) = body {
+            req = req.header("Content-Type", "application/json").body(b);
+        }
+        req.send().await.expect("Failed to send a request")
+    }
+
+    /// POSTs an event as the test principal `id`.
+    pub async fn post_event_as(&self, id: &str, event: &Value) -> reqwest::Response {
+        self.request(reqwest::Method::POST, "/v1/events", Some(&token_for(id)), &[], Some(event.to_string()))
+            .await
     }
 
     /// Resolves an identifier to a patient id via the API.

@@ -5,3 +5,4 @@ mod helpers;
 mod contract;
 mod health;
 mod journeys;
+mod security;
