@@ -25,6 +25,9 @@ pub struct Settings {
     pub security: SecuritySettings,
     /// TLS for the HTTP API.
     pub tls: TlsSettings,
+    /// Routing thresholds (frustration, priority, relaxation, overflow, timers).
+    #[serde(default)]
+    pub routing: frontdoor_actors::routing::RoutingConfig,
 }
 
 /// HTTP API settings.

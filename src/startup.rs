@@ -8,9 +8,11 @@ use actix_web::dev::Server;
 use actix_web::{web, App, HttpServer};
 use anyhow::Context as _;
 use frontdoor_actors::patient::PatientDeps;
+use frontdoor_actors::routing::router::{Routing, RoutingDeps};
+use frontdoor_actors::routing::{Clock, SystemClock};
 use frontdoor_actors::shard::PatientRegistry;
 
-use crate::auth::{AssignmentCheck, NoAssignments, Principals};
+use crate::auth::{AssignmentCheck, Principals};
 use crate::configuration::{Settings, TlsSettings};
 use crate::http::{self, AppState};
 use crate::ingest::Ingest;
@@ -28,17 +30,21 @@ pub struct Application {
 }
 
 impl Application {
-    /// Connects the store, starts the actors and binds the API. Agents hold no
-    /// patient's contact until a routing engine answers [`AssignmentCheck`].
+    /// Connects the store, starts the actors and binds the API.
     pub async fn build(settings: Settings) -> anyhow::Result<Application> {
-        Self::build_with_assignments(settings, Arc::new(NoAssignments)).await
+        Application::build_with_clock(settings, Arc::new(SystemClock)).await
     }
 
-    /// As [`Application::build`], with the given assignment check.
-    pub async fn build_with_assignments(
+    /// As [`Application::build`], with the clock routing timers run on (tests
+    /// pass a manual clock and tick routing themselves).
+    pub async fn build_with_clock(
         settings: Settings,
-        assignments: Arc<dyn AssignmentCheck>,
+        clock: Arc<dyn Clock>,
     ) -> anyhow::Result<Application> {
+        settings
+            .routing
+            .validate()
+            .map_err(|e| anyhow::anyhow!("Invalid [routing] configuration: {e}"))?;
         let handle = m::install();
         let principals =
             Principals::load(&settings.security).context("Failed to load the principals")?;
@@ -48,14 +54,24 @@ impl Application {
         let store = Store::connect(&settings.store)
             .await
             .context("Failed to connect to the store and run migrations")?;
+        let routing = Routing::new(RoutingDeps {
+            config: settings.routing.clone(),
+            clock,
+            commands: Arc::new(store.clone()),
+            observer: Arc::new(m::MetricsObserver),
+        });
+        routing.spawn_timers();
         let deps = PatientDeps {
-            store: std::sync::Arc::new(store.clone()),
+            store: Arc::new(store.clone()),
             limits: settings.patients.limits(),
             idle_timeout: Duration::from_secs(settings.patients.idle_timeout_secs.max(1)),
             notify: settings.notify.clone(),
+            routing: Some(routing.clone()),
         };
         let patients = PatientRegistry::start(deps, settings.patients.shards);
-        let ingest = Ingest::new(store.clone(), patients.clone());
+        // Agents read patient data only while routing says they hold a contact.
+        let assignments: Arc<dyn AssignmentCheck> = Arc::new(routing.clone());
+        let ingest = Ingest::new(store.clone(), patients.clone(), routing);
         spawn_resident_gauge(patients);
         spawn_audit_purge(
             store.clone(),
@@ -124,6 +140,11 @@ impl Application {
     /// The API's port.
     pub fn port(&self) -> u16 {
         self.port
+    }
+
+    /// Routing (tests tick its timers).
+    pub fn routing(&self) -> &Routing {
+        self.ingest.routing()
     }
 
     /// The ingest service.

@@ -330,19 +330,29 @@ pub async fn authorize_patient(
     if patient_decision(caller.access, holds, in_scope) {
         return Ok(());
     }
-    denied("forbidden", Some(caller.principal.role));
     let detail = match caller.access {
         Access::WhileAssigned => "no contact of this patient is offered or assigned to you",
         _ => "this patient is outside your sites",
     };
+    Err(deny(state, caller, surviving.or(requested), detail).await)
+}
+
+/// Refuses `caller` (403), auditing the refusal.
+pub async fn deny(
+    state: &AppState,
+    caller: &Caller,
+    patient: Option<PatientId>,
+    detail: &'static str,
+) -> ApiError {
+    denied("forbidden", Some(caller.principal.role));
     let entry = caller.audit(
         Action::Read,
-        surviving.or(requested),
+        patient,
         Outcome::Denied,
         Some(detail.to_string()),
     );
     audit_or_count(state, &entry).await;
-    Err(ApiError::Forbidden(detail.into()))
+    ApiError::Forbidden(detail.into())
 }
 
 /// Writes the audit record of an allowed access; if it cannot be written the data is

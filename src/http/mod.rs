@@ -8,6 +8,7 @@
 //! - [`patients`]: `GET /v1/patients`, `GET /v1/patients/{id}/context`.
 //! - [`audit`]: `GET /v1/audit` (JSON or FHIR AuditEvent).
 //! - [`health`]: `/healthz`, `/readyz`, `/metrics`.
+//! - [`routing`]: `/v1/contacts/{id}`, `/v1/queues`, `/v1/agents`, `/v1/agents/{id}/state`.
 
 pub mod audit;
 pub mod events;
@@ -16,6 +17,7 @@ pub mod health;
 pub mod patients;
 pub mod problem;
 pub mod routes;
+pub mod routing;
 
 use std::sync::Arc;
 
@@ -63,10 +65,9 @@ pub async fn not_found() -> HttpResponse {
 
 /// Turns query-string errors into problem+json (never echoing the query).
 pub fn query_error(
-    err: actix_web::error::QueryPayloadError,
+    _err: actix_web::error::QueryPayloadError,
     _req: &actix_web::HttpRequest,
 ) -> actix_web::Error {
-    let _ = err;
     problem::ApiError::field("query", "could not be parsed").into()
 }
 

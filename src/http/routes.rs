@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 use actix_web::http::Method;
 use actix_web::{web, Route};
 
-use super::{audit, events, health, patients};
+use super::{audit, events, health, patients, routing};
 use crate::auth::Role;
 
 /// What one role may do on one route.
@@ -87,7 +87,7 @@ impl RouteSpec {
     }
 }
 
-use Access::{Allow, Deny, WhileAssigned, WithReason};
+use Access::{Allow, Deny, Own, WhileAssigned, WithReason};
 
 /// Every endpoint the API serves.
 pub static ROUTES: &[RouteSpec] = &[
@@ -174,6 +174,62 @@ pub static ROUTES: &[RouteSpec] = &[
         admin: Allow,
         monitor: Deny,
         handler: |r| r.to(patients::context),
+    },
+    RouteSpec {
+        method: Method::GET,
+        path: "/v1/contacts/{contact_id}",
+        resource: "contact.detail",
+        patient_data: true,
+        auth: Auth::Required,
+        rate_limited: false,
+        adapter: Deny,
+        agent: WhileAssigned,
+        supervisor: WithReason,
+        admin: Allow,
+        monitor: Deny,
+        handler: |r| r.to(routing::contact),
+    },
+    RouteSpec {
+        method: Method::GET,
+        path: "/v1/queues",
+        resource: "queues",
+        patient_data: false,
+        auth: Auth::Required,
+        rate_limited: false,
+        adapter: Deny,
+        agent: Deny,
+        supervisor: Allow,
+        admin: Allow,
+        monitor: Deny,
+        handler: |r| r.to(routing::queues),
+    },
+    RouteSpec {
+        method: Method::GET,
+        path: "/v1/agents",
+        resource: "agents",
+        patient_data: false,
+        auth: Auth::Required,
+        rate_limited: false,
+        adapter: Deny,
+        agent: Deny,
+        supervisor: Allow,
+        admin: Allow,
+        monitor: Deny,
+        handler: |r| r.to(routing::agents),
+    },
+    RouteSpec {
+        method: Method::POST,
+        path: "/v1/agents/{agent_id}/state",
+        resource: "agent.state",
+        patient_data: false,
+        auth: Auth::Required,
+        rate_limited: false,
+        adapter: Deny,
+        agent: Own,
+        supervisor: Allow,
+        admin: Allow,
+        monitor: Deny,
+        handler: |r| r.to(routing::set_agent_state),
     },
     RouteSpec {
         method: Method::GET,

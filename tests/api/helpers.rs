@@ -1,16 +1,15 @@
 //! `spawn_app()`: a running Front Door on port 0 with a fresh database.
 
-use std::collections::HashSet;
 use std::io::Write;
 use std::sync::{Arc, Mutex, OnceLock};
 
 use chrono::{DateTime, Duration, Utc};
-use frontdoor::auth::{token_digest, AssignmentCheck, Role};
+use frontdoor::auth::{token_digest, Role};
 use frontdoor::configuration::{base_configuration, PrincipalEntry, Settings};
-use frontdoor_actors::ids::PatientId;
-use frontdoor_actors::ports::BoxFuture;
 use frontdoor::startup::Application;
 use frontdoor::store::Store;
+use frontdoor_actors::routing::router::Routing;
+use frontdoor_actors::routing::ManualClock;
 use secrecy::SecretString;
 use serde_json::{json, Value};
 use sqlx::Connection;
@@ -33,8 +32,10 @@ pub struct TestApp {
     pub client: reqwest::Client,
     /// The token sent by default (admin).
     pub token: String,
-    /// Offers and assignments the app believes in (tests set them).
-    pub assignments: Arc<FakeAssignments>,
+    /// The clock routing timers run on (moves only when a test advances it).
+    pub clock: Arc<ManualClock>,
+    /// Routing, whose timers tests tick after advancing the clock.
+    pub routing: Routing,
     /// Temp dir holding the SQLite file (kept alive for the test).
     _dir: Option<TempDir>,
 }
@@ -102,43 +103,12 @@ fn init_logs() {
     });
 }
 
-/// Offers and assignments, as a routing engine would answer them.
-#[derive(Default)]
-pub struct FakeAssignments {
-    /// (agent id, patient) pairs held now.
-    held: Mutex<HashSet<(String, PatientId)>>,
-}
-
-impl FakeAssignments {
-    /// The agent now holds a contact of the patient (offer or assignment).
-    pub fn hold(&self, agent: &str, patient: &str) {
-        let p = PatientId::parse(patient).expect("patient id");
-        self.held.lock().unwrap().insert((agent.to_string(), p));
-    }
-
-    /// The agent's contact with the patient ended (wrap-up done).
-    pub fn release(&self, agent: &str, patient: &str) {
-        let p = PatientId::parse(patient).expect("patient id");
-        self.held.lock().unwrap().remove(&(agent.to_string(), p));
-    }
-}
-
-impl AssignmentCheck for FakeAssignments {
-    fn agent_holds_patient(&self, agent_id: &str, patient: PatientId) -> BoxFuture<'static, bool> {
-        let held = self
-            .held
-            .lock()
-            .unwrap()
-            .contains(&(agent_id.to_string(), patient));
-        Box::pin(std::future::ready(held))
-    }
-}
-
 /// The test principals: (id, role, sites). Each one's token is [`token_for`] its id.
 pub const PRINCIPALS: &[(&str, Role, &[&str])] = &[
     ("test-admin", Role::Admin, &["*"]),
     ("ehr-adapter", Role::Adapter, &["*"]),
     ("agent-7", Role::Agent, &["north"]),
+    ("agent-8", Role::Agent, &["north"]),
     ("sup-north", Role::Supervisor, &["north"]),
     ("sup-south", Role::Supervisor, &["south"]),
     ("prometheus", Role::Monitor, &["*"]),
@@ -167,6 +137,8 @@ pub async fn test_settings(backend: Backend) -> (Settings, Option<TempDir>) {
             token_sha256: token_digest(&token_for(id)),
         })
         .collect();
+    // Routing timers run only when a test ticks them.
+    settings.routing.tick_interval_ms = 3_600_000;
     let dir = match backend {
         Backend::Sqlite => {
             let dir = std::env::temp_dir().join(format!("frontdoor-test-{}", Uuid::new_v4()));
@@ -201,19 +173,21 @@ pub async fn spawn_app(backend: Backend) -> TestApp {
 /// Starts the application with the given settings.
 pub async fn spawn_app_with(settings: Settings, dir: Option<TempDir>) -> TestApp {
     init_logs();
-    let assignments = Arc::new(FakeAssignments::default());
-    let app = Application::build_with_assignments(settings, assignments.clone())
+    let clock = Arc::new(ManualClock::new(Utc::now()));
+    let app = Application::build_with_clock(settings, clock.clone())
         .await
         .expect("Failed to build the application");
     let address = format!("http://127.0.0.1:{}", app.port());
     let store = app.ingest().store().clone();
+    let routing = app.routing().clone();
     actix_rt::spawn(app.run_until_stopped());
     TestApp {
         address,
         store,
         client: reqwest::Client::new(),
         token: token_for(principal_of(Role::Admin)),
-        assignments,
+        clock,
+        routing,
         _dir: dir,
     }
 }
@@ -301,6 +275,26 @@ impl TestApp {
             .await;
         assert_eq!(status, 200, "lookup {kind}: {body}");
         body["patient_id"].as_str().expect("patient_id").to_string()
+    }
+
+    /// Moves routing's clock forward and runs its timers once.
+    pub async fn advance(&self, secs: u64) {
+        self.clock.advance(std::time::Duration::from_secs(secs));
+        self.routing.tick().await;
+    }
+
+    /// POSTs a JSON body to a path, returning status and JSON body.
+    pub async fn post(&self, path: &str, body: &Value) -> (u16, Value) {
+        let res = self
+            .client
+            .post(format!("{}{}", self.address, path))
+            .bearer_auth(&self.token)
+            .json(body)
+            .send()
+            .await
+            .expect("Failed to POST");
+        let status = res.status().as_u16();
+        (status, res.json().await.unwrap_or(Value::Null))
     }
 
     /// Reads a patient's context.

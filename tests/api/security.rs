@@ -24,9 +24,51 @@ async fn patient_at(app: &TestApp, site: &str, mrn: &str) -> String {
     app.patient_id("mrn", mrn).await
 }
 
-fn fill(path: &str, patient: &str, agent: &str) -> String {
+/// A patient with no contact yet (an appointment booked at `site`); returns its id.
+async fn patient_without_contact(app: &TestApp, site: &str, mrn: &str) -> String {
+    let mut e = event(
+        "appointment.booked",
+        "portal",
+        days_ago(1, 0),
+        json!({"mrn": mrn}),
+        json!({"appointment_id": format!("appt-{mrn}"), "starts_at": days_ago(-2, 0).to_rfc3339()}),
+    );
+    e["site"] = json!(site);
+    app.store_event(&e).await;
+    app.patient_id("mrn", mrn).await
+}
+
+/// An event from an agent desktop (no patient).
+fn desktop_event(ty: &str, site: &str, fields: Value) -> Value {
+    let mut e = event(ty, "desktop", days_ago(0, 0), Value::Null, fields);
+    e.as_object_mut().unwrap().remove("patient");
+    e["site"] = json!(site);
+    e
+}
+
+/// The agent signs in at `site` for billing chats.
+async fn sign_in(app: &TestApp, agent: &str, site: &str) {
+    let e = desktop_event("agent.state", site, json!({"agent_id": agent, "state": "available",
+        "skills": {"billing": 3}, "capacity": {"chat": 10}}));
+    assert_eq!(app.post_event(&e).await.status().as_u16(), 202, "agent.state {agent}");
+}
+
+/// A billing chat from the patient starts at north (routing offers it).
+async fn start_chat(app: &TestApp, mrn: &str, contact: &str) {
+    app.store_event(&event("contact.started", "chat", days_ago(0, 0), json!({"mrn": mrn}),
+        json!({"contact_id": contact, "skill": "billing"}))).await;
+}
+
+/// An agent desktop action on a contact (offer.accepted, contact.wrapped...).
+async fn desktop(app: &TestApp, ty: &str, agent: &str, contact: &str) -> u16 {
+    let e = desktop_event(ty, "north", json!({"agent_id": agent, "contact_id": contact}));
+    app.post_event(&e).await.status().as_u16()
+}
+
+fn fill(path: &str, patient: &str, agent: &str, contact: &str) -> String {
     path.replace("{patient_id}", patient)
         .replace("{agent_id}", agent)
+        .replace("{contact_id}", contact)
         .split('/')
         .map(|seg| {
             if seg.starts_with('{') {
@@ -47,14 +89,22 @@ async fn audit_records(app: &TestApp, query: &str) -> Vec<Value> {
 
 on_both_backends! {
     async fn every_endpoint_answers_every_role_as_the_route_table_says(app: TestApp) {
-        let patient = patient_at(&app, "north", "MRN-MATRIX-1").await;
-        for spec in ROUTES {
+        // One patient per route, without contacts yet; agent-7 is signed in at north.
+        let mut patients = Vec::new();
+        for i in 0..ROUTES.len() {
+            patients.push(patient_without_contact(&app, "north", &format!("MRN-MATRIX-{i}")).await);
+        }
+        sign_in(&app, "agent-7", "north").await;
+        for (i, spec) in ROUTES.iter().enumerate() {
+            let patient = &patients[i];
+            let mrn = format!("MRN-MATRIX-{i}");
+            let contact = format!("mx-{i}");
             let method = Method::from_bytes(spec.method.as_str().as_bytes()).unwrap();
             let body = (spec.method == actix_web::http::Method::POST).then(|| "{}".to_string());
-            let query = if spec.path == "/v1/patients" { "?mrn=MRN-MATRIX-1" } else { "" };
+            let query = if spec.path == "/v1/patients" { format!("?mrn={mrn}") } else { String::new() };
             let what = format!("{} {}", spec.method, spec.path);
             // No token, and a token nobody holds.
-            let path = format!("{}{query}", fill(spec.path, &patient, "agent-7"));
+            let path = format!("{}{query}", fill(spec.path, patient, "agent-7", &contact));
             for token in [None, Some("not-a-known-token")] {
                 let status = app.request(method.clone(), &path, token, &[], body.clone()).await.status().as_u16();
                 match spec.auth {
@@ -71,8 +121,8 @@ on_both_backends! {
                         app.request(method, &path, Some(&token), &headers, body).await.status().as_u16()
                     }
                 };
-                let own = format!("{}{query}", fill(spec.path, &patient, id));
-                let other = format!("{}{query}", fill(spec.path, &patient, "someone-else"));
+                let own = format!("{}{query}", fill(spec.path, patient, id, &contact));
+                let other = format!("{}{query}", fill(spec.path, patient, "someone-else", &contact));
                 let allowed = |s: u16| s != 401 && s != 403;
                 match spec.access(*role) {
                     Access::Deny => {
@@ -86,9 +136,11 @@ on_both_backends! {
                     }
                     Access::WhileAssigned => {
                         assert_eq!(send(own.clone(), vec![]).await, 403, "{what} as {id} holding nothing");
-                        app.assignments.hold(id, &patient);
-                        assert!(allowed(send(own, vec![]).await), "{what} as {id} holding the patient");
-                        app.assignments.release(id, &patient);
+                        if *id == "agent-7" {
+                            // A chat of this patient is offered to agent-7 (signed in above).
+                            start_chat(&app, &mrn, &contact).await;
+                            assert!(allowed(send(own, vec![]).await), "{what} as {id} holding the patient");
+                        }
                     }
                     Access::WithReason => {
                         assert_eq!(send(own.clone(), vec![]).await, 403, "{what} as {id} without a reason");
@@ -105,37 +157,51 @@ on_both_backends! {
         }
     }
 
-    async fn an_agent_reads_a_patient_only_while_holding_one_of_its_contacts_and_each_read_is_audited(app: TestApp) {
-        let patient = patient_at(&app, "north", "MRN-AGENT-1").await;
-        let path = format!("/v1/patients/{patient}/context");
+    async fn an_agent_reads_a_patient_only_while_one_of_its_contacts_is_offered_or_assigned_to_it(app: TestApp) {
+        let patient = patient_without_contact(&app, "north", "MRN-AGENT-1").await;
+        sign_in(&app, "agent-7", "north").await;
+        let ctx = format!("/v1/patients/{patient}/context");
+        let lookup = "/v1/patients?mrn=MRN-AGENT-1";
         // Before the offer.
-        assert_eq!(app.get_as(Some("agent-7"), &path, &[]).await.0, 403);
-        assert_eq!(app.get_as(Some("agent-7"), "/v1/patients?mrn=MRN-AGENT-1", &[]).await.0, 403);
-        // Offered, then assigned: the agent reads the context for treatment.
-        app.assignments.hold("agent-7", &patient);
-        let (status, ctx) = app.get_as(Some("agent-7"), &path, &[]).await;
+        assert_eq!(app.get_as(Some("agent-7"), &ctx, &[]).await.0, 403);
+        assert_eq!(app.get_as(Some("agent-7"), lookup, &[]).await.0, 403);
+        // Routing offers the patient's chat to agent-7: treatment, minimum necessary.
+        start_chat(&app, "MRN-AGENT-1", "chat-a1").await;
+        let (_, c) = app.get("/v1/contacts/chat-a1").await;
+        assert_eq!(c["offered_to"], "agent-7");
+        let (status, body) = app.get_as(Some("agent-7"), &ctx, &[]).await;
         assert_eq!(status, 200);
-        assert_eq!(ctx["patient_id"], json!(patient));
-        assert_eq!(app.get_as(Some("agent-7"), "/v1/patients?mrn=MRN-AGENT-1", &[]).await.0, 200);
-        // After wrap-up.
-        app.assignments.release("agent-7", &patient);
-        assert_eq!(app.get_as(Some("agent-7"), &path, &[]).await.0, 403);
-        // An unknown patient gets the same answer as someone else's: no oracle.
+        assert_eq!(body["patient_id"], json!(patient));
+        assert_eq!(app.get_as(Some("agent-7"), lookup, &[]).await.0, 200);
+        assert_eq!(app.get_as(Some("agent-7"), "/v1/contacts/chat-a1", &[]).await.0, 200);
+        // Assigned.
+        assert_eq!(desktop(&app, "offer.accepted", "agent-7", "chat-a1").await, 202);
+        assert_eq!(app.get_as(Some("agent-7"), &ctx, &[]).await.0, 200);
+        // Ended and wrapped up: no longer.
+        app.store_event(&event("contact.ended", "chat", days_ago(0, 0), json!({"mrn": "MRN-AGENT-1"}),
+            json!({"contact_id": "chat-a1"}))).await;
+        assert_eq!(desktop(&app, "contact.wrapped", "agent-7", "chat-a1").await, 202);
+        assert_eq!(app.get_as(Some("agent-7"), &ctx, &[]).await.0, 403);
+        assert_eq!(app.get_as(Some("agent-7"), "/v1/contacts/chat-a1", &[]).await.0, 403);
+        // An unknown patient or contact gets the same answer as someone else's: no oracle.
         let nobody = uuid::Uuid::new_v4();
         assert_eq!(app.get_as(Some("agent-7"), &format!("/v1/patients/{nobody}/context"), &[]).await.0, 403);
         assert_eq!(app.get_as(Some("agent-7"), "/v1/patients?mrn=NOBODY-1", &[]).await.0, 403);
+        assert_eq!(app.get_as(Some("agent-7"), "/v1/contacts/nowhere", &[]).await.0, 403);
+        // Another agent never could.
+        assert_eq!(app.get_as(Some("agent-8"), &ctx, &[]).await.0, 403);
 
         let records = audit_records(&app, "principal=agent-7").await;
-        let summary: Vec<(String, String, String)> = records.iter().map(|r| (
-            r["resource"].as_str().unwrap().to_string(),
-            r["outcome"].as_str().unwrap().to_string(),
-            r["purpose"].as_str().unwrap().to_string(),
+        let summary: Vec<(&str, &str, &str)> = records.iter().map(|r| (
+            r["resource"].as_str().unwrap(), r["outcome"].as_str().unwrap(), r["purpose"].as_str().unwrap(),
         )).collect();
-        let s = |a: &str, b: &str| (a.to_string(), b.to_string(), "treatment".to_string());
+        let t = |a, b| (a, b, "treatment");
         assert_eq!(summary, vec![
-            s("patient.context", "denied"), s("patient.lookup", "denied"),
-            s("patient.context", "success"), s("patient.lookup", "success"),
-            s("patient.context", "denied"), s("patient.context", "denied"), s("patient.lookup", "denied"),
+            t("patient.context", "denied"), t("patient.lookup", "denied"),
+            t("patient.context", "success"), t("patient.lookup", "success"), t("contact.detail", "success"),
+            t("patient.context", "success"),
+            t("patient.context", "denied"), t("contact.detail", "denied"),
+            t("patient.context", "denied"), t("patient.lookup", "denied"), t("contact.detail", "denied"),
         ]);
         assert_eq!(records[2]["patient_id"], json!(patient));
         assert_eq!(records[2]["principal_role"], "agent");
@@ -204,8 +270,9 @@ on_both_backends! {
     }
 
     async fn the_audit_log_is_served_as_fhir_audit_events_in_a_searchset_bundle(app: TestApp) {
-        let patient = patient_at(&app, "north", "MRN-FHIR-1").await;
-        app.assignments.hold("agent-7", &patient);
+        let patient = patient_without_contact(&app, "north", "MRN-FHIR-1").await;
+        sign_in(&app, "agent-7", "north").await;
+        start_chat(&app, "MRN-FHIR-1", "chat-f1").await;
         assert_eq!(app.get_as(Some("agent-7"), &format!("/v1/patients/{patient}/context"), &[]).await.0, 200);
         let res = app.request(Method::GET, &format!("/v1/audit?format=fhir&principal=agent-7&patient={patient}"),
             Some(&app.token), &[], None).await;
