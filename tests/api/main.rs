@@ -2,8 +2,10 @@
 
 mod helpers;
 
+mod canary;
 mod contract;
 mod health;
 mod journeys;
 mod security;
 mod routing;
+mod tls;
