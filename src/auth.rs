@@ -337,7 +337,11 @@ mod tests {
     #[test]
     fn a_token_authenticates_by_its_digest_and_an_unknown_one_does_not() {
         let p = Principals::load(&settings(
-            vec![entry("agent-7", Role::Agent, "tok-agent-7-abcdefghijklmnop")],
+            vec![entry(
+                "agent-7",
+                Role::Agent,
+                "tok-agent-7-abcdefghijklmnop",
+            )],
             None,
         ))
         .unwrap();

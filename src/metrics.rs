@@ -140,7 +140,10 @@ fn describe() {
         "Requests refused by authentication or authorization, by reason and role."
     );
     describe_gauge!(PRINCIPALS, "Principals in force.");
-    describe_counter!(PRINCIPAL_RELOADS_TOTAL, "Principals file reloads by outcome.");
+    describe_counter!(
+        PRINCIPAL_RELOADS_TOTAL,
+        "Principals file reloads by outcome."
+    );
     describe_counter!(
         AUDIT_RECORDS_TOTAL,
         "Audit records written by resource and outcome."

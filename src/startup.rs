@@ -123,9 +123,7 @@ impl Application {
                 .listen_rustls_0_23(listener, tls_config(&settings.tls)?)
                 .context("Failed to listen with TLS")?
         } else {
-            tracing::warn!(
-                "the API serves plain HTTP: for local use only (tls.enabled = false)"
-            );
+            tracing::warn!("the API serves plain HTTP: for local use only (tls.enabled = false)");
             server.listen(listener).context("Failed to listen")?
         }
         .run();
@@ -163,14 +161,21 @@ impl Application {
 
 /// The rustls server configuration (ring provider) from PEM files.
 fn tls_config(tls: &TlsSettings) -> anyhow::Result<rustls::ServerConfig> {
-    let cert_pem = std::fs::read(&tls.cert_path)
-        .with_context(|| format!("Failed to read the TLS certificate {}", tls.cert_path.display()))?;
+    let cert_pem = std::fs::read(&tls.cert_path).with_context(|| {
+        format!(
+            "Failed to read the TLS certificate {}",
+            tls.cert_path.display()
+        )
+    })?;
     let key_pem = std::fs::read(&tls.key_path)
         .with_context(|| format!("Failed to read the TLS key {}", tls.key_path.display()))?;
     let certs = rustls_pemfile::certs(&mut cert_pem.as_slice())
         .collect::<Result<Vec<_>, _>>()
         .context("Failed to parse the TLS certificate chain")?;
-    anyhow::ensure!(!certs.is_empty(), "the TLS certificate file holds no certificate");
+    anyhow::ensure!(
+        !certs.is_empty(),
+        "the TLS certificate file holds no certificate"
+    );
     let key = rustls_pemfile::private_key(&mut key_pem.as_slice())
         .context("Failed to parse the TLS key")?
         .context("the TLS key file holds no private key")?;

@@ -121,7 +121,8 @@ pub async fn search(
         req.connection_info().host(),
         req.path()
     );
-    let mut links = vec![json!({"relation": "self", "url": format!("{base}?{}", req.query_string())})];
+    let mut links =
+        vec![json!({"relation": "self", "url": format!("{base}?{}", req.query_string())})];
     if let Some(n) = next {
         let mut qs: Vec<String> = req
             .query_string()

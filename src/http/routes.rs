@@ -263,9 +263,10 @@ pub fn register(cfg: &mut web::ServiceConfig) {
         for spec in &by_path[path] {
             let route = (spec.handler)(web::method(spec.method.clone()));
             let spec: &'static RouteSpec = spec;
-            resource = resource.route(route.wrap(actix_web::middleware::from_fn(
-                move |req, next| super::guard::authorize(spec, req, next),
-            )));
+            resource =
+                resource.route(route.wrap(actix_web::middleware::from_fn(move |req, next| {
+                    super::guard::authorize(spec, req, next)
+                })));
         }
         cfg.service(resource);
     }

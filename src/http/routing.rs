@@ -32,7 +32,13 @@ pub async fn contact(
         if let Some(c) = &found {
             let sites = [c.contact.site.as_str(), c.contact.origin_site.as_str()];
             if !sites.iter().any(|s| caller.principal.covers_site(s)) {
-                return Err(guard::deny(&state, &caller, patient, "this contact is outside your sites").await);
+                return Err(guard::deny(
+                    &state,
+                    &caller,
+                    patient,
+                    "this contact is outside your sites",
+                )
+                .await);
             }
         }
     } else {
@@ -107,7 +113,13 @@ pub async fn set_agent_state(
         None => return Err(ApiError::field("site", "is required")),
     };
     if caller.principal.role == Role::Supervisor && !caller.principal.covers_site(site.as_str()) {
-        return Err(guard::deny(&state, &caller, None, "this agent's site is outside your sites").await);
+        return Err(guard::deny(
+            &state,
+            &caller,
+            None,
+            "this agent's site is outside your sites",
+        )
+        .await);
     }
     let kind = parse_agent_state_fields(&obj).map_err(|e| ApiError::Invalid {
         detail: format!("the agent state was rejected: {e}"),

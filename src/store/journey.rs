@@ -229,7 +229,8 @@ impl Store {
             return Ok(false);
         }
         timed("patient_seen_at_sites", async {
-            let placeholders: Vec<String> = (0..sites.len()).map(|i| format!("${}", i + 2)).collect();
+            let placeholders: Vec<String> =
+                (0..sites.len()).map(|i| format!("${}", i + 2)).collect();
             // Built from placeholders only; the sites are bound.
             let sql = format!(
                 "SELECT 1 FROM events WHERE (patient_id = $1 OR patient_id IN \

@@ -71,7 +71,8 @@ impl Canary {
 }
 
 async fn send_all_event_types(app: &TestApp, c: &Canary) {
-    let all_ids = json!({"mrn": c.mrn(), "phone": c.phone, "email": c.email(), "portal_id": c.portal()});
+    let all_ids =
+        json!({"mrn": c.mrn(), "phone": c.phone, "email": c.email(), "portal_id": c.portal()});
     let by_portal = json!({"portal_id": c.portal()});
     let by_mrn = json!({"mrn": c.mrn()});
     let appt = |id: &str| {
@@ -80,57 +81,198 @@ async fn send_all_event_types(app: &TestApp, c: &Canary) {
         "provider": c.text("Dr Name"), "location": c.text("Clinic"),
         "telehealth_url": format!("https://visit.example.org/{}", c.marker)})
     };
-    let agent = desktop("agent.state", json!({"agent_id": "agent-7", "state": "available",
-        "skills": {"billing": 3, "scheduling": 3}, "capacity": {"chat": 5, "voice": 1, "iva": 1}}));
+    let agent = desktop(
+        "agent.state",
+        json!({"agent_id": "agent-7", "state": "available",
+        "skills": {"billing": 3, "scheduling": 3}, "capacity": {"chat": 5, "voice": 1, "iva": 1}}),
+    );
     let events = vec![
         agent,
-        event("appointment.booked", "portal", days_ago(3, 0), all_ids.clone(), appt("appt-c1")),
-        event("appointment.rescheduled", "portal", days_ago(2, 0), by_mrn.clone(), appt("appt-c1")),
-        event("medications.updated", "ehr", days_ago(2, 0), by_mrn.clone(), json!({
-            "medications": [{"name": c.text("methotrexate"), "dose": c.text("dose"), "frequency": c.text("weekly")}]})),
-        event("prescription.routed", "ehr", days_ago(2, 0), by_mrn.clone(), json!({
-            "prescription_id": "rx-c1", "medication": c.text("insulin"), "pharmacy": c.text("Pharmacy")})),
-        event("prescription.ready", "pharmacy", days_ago(1, 0), by_mrn.clone(), json!({
-            "prescription_id": "rx-c1", "medication": c.text("insulin"), "pharmacy": c.text("Pharmacy")})),
-        event("device.readings", "device", days_ago(1, 0), by_mrn.clone(), json!({
-            "device": c.text("cgm"), "summary": {"note": c.text("glucose high")}})),
-        event("contact.started", "iva", days_ago(0, 0), by_portal.clone(), json!({
-            "contact_id": "bot-c1", "intent": "scheduling"})),
-        event("bot.turn", "iva", days_ago(0, 0), by_portal.clone(), json!({
+        event(
+            "appointment.booked",
+            "portal",
+            days_ago(3, 0),
+            all_ids.clone(),
+            appt("appt-c1"),
+        ),
+        event(
+            "appointment.rescheduled",
+            "portal",
+            days_ago(2, 0),
+            by_mrn.clone(),
+            appt("appt-c1"),
+        ),
+        event(
+            "medications.updated",
+            "ehr",
+            days_ago(2, 0),
+            by_mrn.clone(),
+            json!({
+            "medications": [{"name": c.text("methotrexate"), "dose": c.text("dose"), "frequency": c.text("weekly")}]}),
+        ),
+        event(
+            "prescription.routed",
+            "ehr",
+            days_ago(2, 0),
+            by_mrn.clone(),
+            json!({
+            "prescription_id": "rx-c1", "medication": c.text("insulin"), "pharmacy": c.text("Pharmacy")}),
+        ),
+        event(
+            "prescription.ready",
+            "pharmacy",
+            days_ago(1, 0),
+            by_mrn.clone(),
+            json!({
+            "prescription_id": "rx-c1", "medication": c.text("insulin"), "pharmacy": c.text("Pharmacy")}),
+        ),
+        event(
+            "device.readings",
+            "device",
+            days_ago(1, 0),
+            by_mrn.clone(),
+            json!({
+            "device": c.text("cgm"), "summary": {"note": c.text("glucose high")}}),
+        ),
+        event(
+            "contact.started",
+            "iva",
+            days_ago(0, 0),
+            by_portal.clone(),
+            json!({
+            "contact_id": "bot-c1", "intent": "scheduling"}),
+        ),
+        event(
+            "bot.turn",
+            "iva",
+            days_ago(0, 0),
+            by_portal.clone(),
+            json!({
             "contact_id": "bot-c1", "resolved": false, "intent": "scheduling",
-            "patient_text": c.text("my rash is worse"), "bot_text": c.text("let me help")})),
-        event("bot.turn", "iva", days_ago(0, 0), by_portal.clone(), json!({
+            "patient_text": c.text("my rash is worse"), "bot_text": c.text("let me help")}),
+        ),
+        event(
+            "bot.turn",
+            "iva",
+            days_ago(0, 0),
+            by_portal.clone(),
+            json!({
             "contact_id": "bot-c1", "resolved": false,
-            "patient_text": c.text("still worse"), "bot_text": c.text("connecting you")})),
-        event("contact.started", "chat", days_ago(0, 0), by_portal.clone(), json!({
-            "contact_id": "chat-c1", "skill": "billing", "intent": "billing"})),
-        event("contact.message", "chat", days_ago(0, 0), by_portal.clone(), json!({
-            "contact_id": "chat-c1", "from": "patient", "text": c.text("Should I stop my medication")})),
-        desktop("offer.declined", json!({"agent_id": "agent-7", "contact_id": "chat-c1"})),
-        event("contact.transferred", "chat", days_ago(0, 0), by_portal.clone(), json!({
-            "contact_id": "chat-c1", "to": "billing", "from_agent": "agent-7"})),
-        event("note.recorded", "desktop", days_ago(0, 0), by_mrn.clone(), json!({
-            "contact_id": "chat-c1", "author": "rn-jlee", "role": "nurse", "text": c.text("note text")})),
-        event("contact.ended", "chat", days_ago(0, 0), by_portal.clone(), json!({
-            "contact_id": "chat-c1", "disposition": "answered", "summary": c.text("summary"), "agent": "agent-7"})),
-        event("contact.started", "voice", days_ago(0, 0), json!({"phone": c.phone}), json!({
-            "contact_id": "call-c1", "skill": "billing"})),
-        desktop("offer.accepted", json!({"agent_id": "agent-7", "contact_id": "call-c1"})),
-        event("contact.ended", "voice", days_ago(0, 0), json!({"phone": c.phone}), json!({
-            "contact_id": "call-c1", "summary": c.text("call summary")})),
-        desktop("contact.wrapped", json!({"agent_id": "agent-7", "contact_id": "call-c1"})),
-        event("contact.started", "sms", days_ago(0, 0), json!({"phone": c.phone2.clone(), "mrn": c.text("OTHER-MRN").to_uppercase()}),
-            json!({"contact_id": "sms-c1"})),
-        event("contact.abandoned", "sms", days_ago(0, 0), json!({"phone": c.phone2.clone()}), json!({"contact_id": "sms-c1"})),
-        event("identity.linked", "ehr", days_ago(0, 0), json!({"mrn": c.mrn(), "phone": c.phone2.clone()}), json!({})),
-        event("appointment.cancelled", "portal", days_ago(0, 0), by_mrn.clone(), appt("appt-c1")),
-        event("survey.completed", "sms", days_ago(0, 0), by_mrn.clone(), json!({"comment": c.text("survey comment")})),
+            "patient_text": c.text("still worse"), "bot_text": c.text("connecting you")}),
+        ),
+        event(
+            "contact.started",
+            "chat",
+            days_ago(0, 0),
+            by_portal.clone(),
+            json!({
+            "contact_id": "chat-c1", "skill": "billing", "intent": "billing"}),
+        ),
+        event(
+            "contact.message",
+            "chat",
+            days_ago(0, 0),
+            by_portal.clone(),
+            json!({
+            "contact_id": "chat-c1", "from": "patient", "text": c.text("Should I stop my medication")}),
+        ),
+        desktop(
+            "offer.declined",
+            json!({"agent_id": "agent-7", "contact_id": "chat-c1"}),
+        ),
+        event(
+            "contact.transferred",
+            "chat",
+            days_ago(0, 0),
+            by_portal.clone(),
+            json!({
+            "contact_id": "chat-c1", "to": "billing", "from_agent": "agent-7"}),
+        ),
+        event(
+            "note.recorded",
+            "desktop",
+            days_ago(0, 0),
+            by_mrn.clone(),
+            json!({
+            "contact_id": "chat-c1", "author": "rn-jlee", "role": "nurse", "text": c.text("note text")}),
+        ),
+        event(
+            "contact.ended",
+            "chat",
+            days_ago(0, 0),
+            by_portal.clone(),
+            json!({
+            "contact_id": "chat-c1", "disposition": "answered", "summary": c.text("summary"), "agent": "agent-7"}),
+        ),
+        event(
+            "contact.started",
+            "voice",
+            days_ago(0, 0),
+            json!({"phone": c.phone}),
+            json!({
+            "contact_id": "call-c1", "skill": "billing"}),
+        ),
+        desktop(
+            "offer.accepted",
+            json!({"agent_id": "agent-7", "contact_id": "call-c1"}),
+        ),
+        event(
+            "contact.ended",
+            "voice",
+            days_ago(0, 0),
+            json!({"phone": c.phone}),
+            json!({
+            "contact_id": "call-c1", "summary": c.text("call summary")}),
+        ),
+        desktop(
+            "contact.wrapped",
+            json!({"agent_id": "agent-7", "contact_id": "call-c1"}),
+        ),
+        event(
+            "contact.started",
+            "sms",
+            days_ago(0, 0),
+            json!({"phone": c.phone2.clone(), "mrn": c.text("OTHER-MRN").to_uppercase()}),
+            json!({"contact_id": "sms-c1"}),
+        ),
+        event(
+            "contact.abandoned",
+            "sms",
+            days_ago(0, 0),
+            json!({"phone": c.phone2.clone()}),
+            json!({"contact_id": "sms-c1"}),
+        ),
+        event(
+            "identity.linked",
+            "ehr",
+            days_ago(0, 0),
+            json!({"mrn": c.mrn(), "phone": c.phone2.clone()}),
+            json!({}),
+        ),
+        event(
+            "appointment.cancelled",
+            "portal",
+            days_ago(0, 0),
+            by_mrn.clone(),
+            appt("appt-c1"),
+        ),
+        event(
+            "survey.completed",
+            "sms",
+            days_ago(0, 0),
+            by_mrn.clone(),
+            json!({"comment": c.text("survey comment")}),
+        ),
     ];
     for e in &events {
         let res = app.post_event(e).await;
         let status = res.status().as_u16();
         let body = res.text().await.unwrap();
-        assert!(status < 300, "{} was not accepted: {status} {body}", e["type"]);
+        assert!(
+            status < 300,
+            "{} was not accepted: {status} {body}",
+            e["type"]
+        );
     }
 }
 
@@ -149,9 +291,7 @@ async fn call(
     body: Option<String>,
 ) -> (u16, String) {
     let token = who.map(token_for);
-    let res = app
-        .request(method, path, token.as_deref(), &[], body)
-        .await;
+    let res = app.request(method, path, token.as_deref(), &[], body).await;
     (res.status().as_u16(), res.text().await.unwrap())
 }
 
@@ -163,19 +303,31 @@ async fn no_canary_from_any_phi_field_reaches_logs_metrics_or_error_bodies() {
 
     // Reads that succeed (their bodies are PHI by design and are not checked).
     let pid = app.patient_id("mrn", &c.mrn()).await;
-    for (kind, value) in [("phone", c.phone.clone()), ("email", c.email()), ("portal_id", c.portal())] {
+    for (kind, value) in [
+        ("phone", c.phone.clone()),
+        ("email", c.email()),
+        ("portal_id", c.portal()),
+    ] {
         app.patient_id(kind, &value).await;
     }
     let ctx = app.context(&pid).await;
-    assert!(!c.find_in(&ctx.to_string()).is_empty(), "the canaries were stored, served and are detectable");
+    assert!(
+        !c.find_in(&ctx.to_string()).is_empty(),
+        "the canaries were stored, served and are detectable"
+    );
     let enc = crate::helpers::urlencode;
     let mut errors: Vec<(String, u16, String)> = Vec::new();
     let mut record = |what: &str, (status, body): (u16, String)| {
         assert!(status >= 400, "{what}: expected an error, got {status}");
         errors.push((what.to_string(), status, body));
     };
-    for path in ["/v1/contacts/chat-c1", "/v1/contacts/call-c1", "/v1/contacts/bot-c1",
-        &format!("/v1/audit?patient={pid}"), &format!("/v1/audit?format=fhir&patient={pid}")] {
+    for path in [
+        "/v1/contacts/chat-c1",
+        "/v1/contacts/call-c1",
+        "/v1/contacts/bot-c1",
+        &format!("/v1/audit?patient={pid}"),
+        &format!("/v1/audit?format=fhir&patient={pid}"),
+    ] {
         let (status, _) = call(&app, Method::GET, path, Some("test-admin"), None).await;
         assert!(status == 200 || status == 404, "{path}: {status}");
     }
@@ -183,63 +335,267 @@ async fn no_canary_from_any_phi_field_reaches_logs_metrics_or_error_bodies() {
     // Error paths with canaries in the request.
     let lookups = [
         format!("/v1/patients?phone={}", enc(&format!("555-{}", c.marker))),
-        format!("/v1/patients?email={}", enc(&format!("not-an-email-{}", c.marker))),
+        format!(
+            "/v1/patients?email={}",
+            enc(&format!("not-an-email-{}", c.marker))
+        ),
         format!("/v1/patients?mrn={}", enc(&c.text("UNKNOWN"))),
         format!("/v1/patients?mrn={}&phone={}", enc(&c.mrn()), enc(&c.phone)),
-        format!("/v1/patients?portal_id={}", enc(&format!("{} with spaces", c.marker))),
-        format!("/v1/patients?phone={}&phone={}", enc(&c.phone), enc(&c.phone)),
+        format!(
+            "/v1/patients?portal_id={}",
+            enc(&format!("{} with spaces", c.marker))
+        ),
+        format!(
+            "/v1/patients?phone={}&phone={}",
+            enc(&c.phone),
+            enc(&c.phone)
+        ),
     ];
     for path in &lookups {
-        record(path, call(&app, Method::GET, path, Some("test-admin"), None).await);
+        record(
+            path,
+            call(&app, Method::GET, path, Some("test-admin"), None).await,
+        );
     }
     let by_phone = format!("/v1/patients?phone={}", enc(&c.phone));
-    record("lookup, no token", call(&app, Method::GET, &by_phone, None, None).await);
-    record("lookup, adapter", call(&app, Method::GET, &by_phone, Some("ehr-adapter"), None).await);
-    record("lookup, agent not holding", call(&app, Method::GET, &by_phone, Some("agent-8"), None).await);
-    record("lookup, supervisor without reason", call(&app, Method::GET, &by_phone, Some("sup-north"), None).await);
-    let res = app.request(Method::GET, &by_phone, Some("bogus"), &[("X-Access-Reason", &c.text("reason"))], None).await;
-    record("lookup, unknown token", (res.status().as_u16(), res.text().await.unwrap()));
-    let res = app.request(Method::GET, &by_phone, Some(&token_for("sup-south")),
-        &[("X-Access-Reason", &c.text("reason")), ("X-Purpose-Of-Use", &c.marker)], None).await;
-    record("lookup, bad purpose", (res.status().as_u16(), res.text().await.unwrap()));
-    record("context, bad id", call(&app, Method::GET, &format!("/v1/patients/{}/context", c.marker), Some("test-admin"), None).await);
-    record("context, agent", call(&app, Method::GET, &format!("/v1/patients/{}/context", c.marker), Some("agent-7"), None).await);
-    record("unknown route", call(&app, Method::GET, &format!("/v1/{}", enc(&c.mrn())), Some("test-admin"), None).await);
-    record("contact, unknown", call(&app, Method::GET, &format!("/v1/contacts/{}", c.marker), Some("test-admin"), None).await);
-    record("audit, bad principal", call(&app, Method::GET, &format!("/v1/audit?principal={}&limit=0", c.marker), Some("test-admin"), None).await);
-    record("audit, bad patient", call(&app, Method::GET, &format!("/v1/audit?patient={}", c.marker), Some("test-admin"), None).await);
+    record(
+        "lookup, no token",
+        call(&app, Method::GET, &by_phone, None, None).await,
+    );
+    record(
+        "lookup, adapter",
+        call(&app, Method::GET, &by_phone, Some("ehr-adapter"), None).await,
+    );
+    record(
+        "lookup, agent not holding",
+        call(&app, Method::GET, &by_phone, Some("agent-8"), None).await,
+    );
+    record(
+        "lookup, supervisor without reason",
+        call(&app, Method::GET, &by_phone, Some("sup-north"), None).await,
+    );
+    let res = app
+        .request(
+            Method::GET,
+            &by_phone,
+            Some("bogus"),
+            &[("X-Access-Reason", &c.text("reason"))],
+            None,
+        )
+        .await;
+    record(
+        "lookup, unknown token",
+        (res.status().as_u16(), res.text().await.unwrap()),
+    );
+    let res = app
+        .request(
+            Method::GET,
+            &by_phone,
+            Some(&token_for("sup-south")),
+            &[
+                ("X-Access-Reason", &c.text("reason")),
+                ("X-Purpose-Of-Use", &c.marker),
+            ],
+            None,
+        )
+        .await;
+    record(
+        "lookup, bad purpose",
+        (res.status().as_u16(), res.text().await.unwrap()),
+    );
+    record(
+        "context, bad id",
+        call(
+            &app,
+            Method::GET,
+            &format!("/v1/patients/{}/context", c.marker),
+            Some("test-admin"),
+            None,
+        )
+        .await,
+    );
+    record(
+        "context, agent",
+        call(
+            &app,
+            Method::GET,
+            &format!("/v1/patients/{}/context", c.marker),
+            Some("agent-7"),
+            None,
+        )
+        .await,
+    );
+    record(
+        "unknown route",
+        call(
+            &app,
+            Method::GET,
+            &format!("/v1/{}", enc(&c.mrn())),
+            Some("test-admin"),
+            None,
+        )
+        .await,
+    );
+    record(
+        "contact, unknown",
+        call(
+            &app,
+            Method::GET,
+            &format!("/v1/contacts/{}", c.marker),
+            Some("test-admin"),
+            None,
+        )
+        .await,
+    );
+    record(
+        "audit, bad principal",
+        call(
+            &app,
+            Method::GET,
+            &format!("/v1/audit?principal={}&limit=0", c.marker),
+            Some("test-admin"),
+            None,
+        )
+        .await,
+    );
+    record(
+        "audit, bad patient",
+        call(
+            &app,
+            Method::GET,
+            &format!("/v1/audit?patient={}", c.marker),
+            Some("test-admin"),
+            None,
+        )
+        .await,
+    );
     record("agent state, bad body", call(&app, Method::POST, "/v1/agents/agent-7/state", Some("agent-7"),
         Some(json!({"site": c.marker.clone(), "state": c.text("state"), "skills": c.marker.clone()}).to_string())).await);
-    record("agent state, not json", call(&app, Method::POST, "/v1/agents/agent-7/state", Some("agent-7"),
-        Some(format!("{{\"site\": \"{}", c.marker))).await);
-    record("agent state, someone else", call(&app, Method::POST, &format!("/v1/agents/{}/state", c.marker), Some("agent-7"),
-        Some(json!({"site": "north"}).to_string())).await);
+    record(
+        "agent state, not json",
+        call(
+            &app,
+            Method::POST,
+            "/v1/agents/agent-7/state",
+            Some("agent-7"),
+            Some(format!("{{\"site\": \"{}", c.marker)),
+        )
+        .await,
+    );
+    record(
+        "agent state, someone else",
+        call(
+            &app,
+            Method::POST,
+            &format!("/v1/agents/{}/state", c.marker),
+            Some("agent-7"),
+            Some(json!({"site": "north"}).to_string()),
+        )
+        .await,
+    );
 
     // Events refused at the edge, canaries in the fields at fault.
-    let valid = || event("contact.started", "chat", days_ago(0, 0), json!({"mrn": c.mrn()}), json!({"contact_id": "x-1"}));
+    let valid = || {
+        event(
+            "contact.started",
+            "chat",
+            days_ago(0, 0),
+            json!({"mrn": c.mrn()}),
+            json!({"contact_id": "x-1"}),
+        )
+    };
     let mut bad = Vec::new();
-    let mut e = valid(); e["patient"] = json!({"phone": format!("555-{}", c.marker)}); bad.push(e.to_string());
-    let mut e = valid(); e["patient"] = json!({"email": c.marker.clone()}); bad.push(e.to_string());
-    let mut e = valid(); e["patient"] = json!({"mrn": format!("{} has spaces", c.marker)}); bad.push(e.to_string());
-    let mut e = valid(); e["patient"] = json!({"phone": c.phone2.replace('+', "00")}); bad.push(e.to_string());
-    let mut e = valid(); e["occurred_at"] = json!(c.marker.clone()); bad.push(e.to_string());
-    let mut e = valid(); e["channel"] = json!(c.marker.clone()); bad.push(e.to_string());
-    let mut e = valid(); e["id"] = json!(c.marker.clone()); bad.push(e.to_string());
-    let mut e = event("contact.message", "chat", days_ago(0, 0), json!({"mrn": c.mrn()}), json!({"contact_id": "x", "from": c.marker.clone(), "text": c.text("text")})); bad.push(e.to_string());
-    e = event("medications.updated", "ehr", days_ago(0, 0), json!({"mrn": c.mrn()}), json!({"medications": c.text("aspirin")})); bad.push(e.to_string());
-    bad.push(format!("{{\"id\": \"{}\", \"patient\": {{\"mrn\": \"{}\"", c.marker, c.mrn()));
-    let mut e = valid(); e["intent"] = json!(format!("{} {}", c.marker, "x".repeat(70_000))); bad.push(e.to_string());
+    let mut e = valid();
+    e["patient"] = json!({"phone": format!("555-{}", c.marker)});
+    bad.push(e.to_string());
+    let mut e = valid();
+    e["patient"] = json!({"email": c.marker.clone()});
+    bad.push(e.to_string());
+    let mut e = valid();
+    e["patient"] = json!({"mrn": format!("{} has spaces", c.marker)});
+    bad.push(e.to_string());
+    let mut e = valid();
+    e["patient"] = json!({"phone": c.phone2.replace('+', "00")});
+    bad.push(e.to_string());
+    let mut e = valid();
+    e["occurred_at"] = json!(c.marker.clone());
+    bad.push(e.to_string());
+    let mut e = valid();
+    e["channel"] = json!(c.marker.clone());
+    bad.push(e.to_string());
+    let mut e = valid();
+    e["id"] = json!(c.marker.clone());
+    bad.push(e.to_string());
+    let mut e = event(
+        "contact.message",
+        "chat",
+        days_ago(0, 0),
+        json!({"mrn": c.mrn()}),
+        json!({"contact_id": "x", "from": c.marker.clone(), "text": c.text("text")}),
+    );
+    bad.push(e.to_string());
+    e = event(
+        "medications.updated",
+        "ehr",
+        days_ago(0, 0),
+        json!({"mrn": c.mrn()}),
+        json!({"medications": c.text("aspirin")}),
+    );
+    bad.push(e.to_string());
+    bad.push(format!(
+        "{{\"id\": \"{}\", \"patient\": {{\"mrn\": \"{}\"",
+        c.marker,
+        c.mrn()
+    ));
+    let mut e = valid();
+    e["intent"] = json!(format!("{} {}", c.marker, "x".repeat(70_000)));
+    bad.push(e.to_string());
     for body in bad {
-        record("event", call(&app, Method::POST, "/v1/events", Some("ehr-adapter"), Some(body.clone())).await);
+        record(
+            "event",
+            call(
+                &app,
+                Method::POST,
+                "/v1/events",
+                Some("ehr-adapter"),
+                Some(body.clone()),
+            )
+            .await,
+        );
     }
-    record("event, no token", call(&app, Method::POST, "/v1/events", None, Some(valid().to_string())).await);
-    record("event, agent", call(&app, Method::POST, "/v1/events", Some("agent-7"), Some(valid().to_string())).await);
+    record(
+        "event, no token",
+        call(
+            &app,
+            Method::POST,
+            "/v1/events",
+            None,
+            Some(valid().to_string()),
+        )
+        .await,
+    );
+    record(
+        "event, agent",
+        call(
+            &app,
+            Method::POST,
+            "/v1/events",
+            Some("agent-7"),
+            Some(valid().to_string()),
+        )
+        .await,
+    );
 
-    let metrics = call(&app, Method::GET, "/metrics", Some("prometheus"), None).await.1;
+    let metrics = call(&app, Method::GET, "/metrics", Some("prometheus"), None)
+        .await
+        .1;
     // Spans close and log lines flush asynchronously on the server's workers.
     tokio::task::yield_now().await;
     let logs = captured_logs();
-    assert!(logs.contains("http.patient_context"), "the capture sees the server's spans");
+    assert!(
+        logs.contains("http.patient_context"),
+        "the capture sees the server's spans"
+    );
 
     let mut leaks = Vec::new();
     for (what, status, body) in &errors {
@@ -247,7 +603,10 @@ async fn no_canary_from_any_phi_field_reaches_logs_metrics_or_error_bodies() {
             leaks.push(format!("error body of {what} ({status}): …{hit}…"));
         }
         let problem: Value = serde_json::from_str(body).unwrap_or(Value::Null);
-        assert!(problem["status"].is_u64(), "{what}: not problem+json: {body}");
+        assert!(
+            problem["status"].is_u64(),
+            "{what}: not problem+json: {body}"
+        );
     }
     for hit in c.find_in(&metrics) {
         leaks.push(format!("/metrics: …{hit}…"));
@@ -255,5 +614,9 @@ async fn no_canary_from_any_phi_field_reaches_logs_metrics_or_error_bodies() {
     for hit in c.find_in(&logs) {
         leaks.push(format!("logs: …{hit}…"));
     }
-    assert!(leaks.is_empty(), "PHI canaries leaked:\n{}", leaks.join("\n"));
+    assert!(
+        leaks.is_empty(),
+        "PHI canaries leaked:\n{}",
+        leaks.join("\n")
+    );
 }

@@ -121,7 +121,11 @@ pub fn token_for(id: &str) -> String {
 
 /// The test principal of a role (the first listed).
 pub fn principal_of(role: Role) -> &'static str {
-    PRINCIPALS.iter().find(|p| p.1 == role).map(|p| p.0).unwrap()
+    PRINCIPALS
+        .iter()
+        .find(|p| p.1 == role)
+        .map(|p| p.0)
+        .unwrap()
 }
 
 /// Settings for a test: port 0, a fresh database of the given backend.
@@ -225,13 +229,23 @@ impl TestApp {
     }
 
     /// GET a path as the test principal `id` (None: no token), with extra headers.
-    pub async fn get_as(&self, id: Option<&str>, path: &str, headers: &[(&str, &str)]) -> (u16, Value) {
+    pub async fn get_as(
+        &self,
+        id: Option<&str>,
+        path: &str,
+        headers: &[(&str, &str)],
+    ) -> (u16, Value) {
         let token = id.map(token_for);
         self.get_with(path, token.as_deref(), headers).await
     }
 
     /// GET with an explicit token.
-    pub async fn get_with(&self, path: &str, token: Option<&str>, headers: &[(&str, &str)]) -> (u16, Value) {
+    pub async fn get_with(
+        &self,
+        path: &str,
+        token: Option<&str>,
+        headers: &[(&str, &str)],
+    ) -> (u16, Value) {
         let res = self
             .request(reqwest::Method::GET, path, token, headers, None)
             .await;
@@ -249,7 +263,9 @@ impl TestApp {
         headers: &[(&str, &str)],
         body: Option<String>,
     ) -> reqwest::Response {
-        let mut req = self.client.request(method, format!("{}{}", self.address, path));
+        let mut req = self
+            .client
+            .request(method, format!("{}{}", self.address, path));
         if let Some(t) = token {
             req = req.bearer_auth(t);
         }
@@ -264,8 +280,14 @@ impl TestApp {
 
     /// POSTs an event as the test principal `id`.
     pub async fn post_event_as(&self, id: &str, event: &Value) -> reqwest::Response {
-        self.request(reqwest::Method::POST, "/v1/events", Some(&token_for(id)), &[], Some(event.to_string()))
-            .await
+        self.request(
+            reqwest::Method::POST,
+            "/v1/events",
+            Some(&token_for(id)),
+            &[],
+            Some(event.to_string()),
+        )
+        .await
     }
 
     /// Resolves an identifier to a patient id via the API.

@@ -6,6 +6,6 @@ mod canary;
 mod contract;
 mod health;
 mod journeys;
-mod security;
 mod routing;
+mod security;
 mod tls;

@@ -48,20 +48,38 @@ fn desktop_event(ty: &str, site: &str, fields: Value) -> Value {
 
 /// The agent signs in at `site` for billing chats.
 async fn sign_in(app: &TestApp, agent: &str, site: &str) {
-    let e = desktop_event("agent.state", site, json!({"agent_id": agent, "state": "available",
-        "skills": {"billing": 3}, "capacity": {"chat": 10}}));
-    assert_eq!(app.post_event(&e).await.status().as_u16(), 202, "agent.state {agent}");
+    let e = desktop_event(
+        "agent.state",
+        site,
+        json!({"agent_id": agent, "state": "available",
+        "skills": {"billing": 3}, "capacity": {"chat": 10}}),
+    );
+    assert_eq!(
+        app.post_event(&e).await.status().as_u16(),
+        202,
+        "agent.state {agent}"
+    );
 }
 
 /// A billing chat from the patient starts at north (routing offers it).
 async fn start_chat(app: &TestApp, mrn: &str, contact: &str) {
-    app.store_event(&event("contact.started", "chat", days_ago(0, 0), json!({"mrn": mrn}),
-        json!({"contact_id": contact, "skill": "billing"}))).await;
+    app.store_event(&event(
+        "contact.started",
+        "chat",
+        days_ago(0, 0),
+        json!({"mrn": mrn}),
+        json!({"contact_id": contact, "skill": "billing"}),
+    ))
+    .await;
 }
 
 /// An agent desktop action on a contact (offer.accepted, contact.wrapped...).
 async fn desktop(app: &TestApp, ty: &str, agent: &str, contact: &str) -> u16 {
-    let e = desktop_event(ty, "north", json!({"agent_id": agent, "contact_id": contact}));
+    let e = desktop_event(
+        ty,
+        "north",
+        json!({"agent_id": agent, "contact_id": contact}),
+    );
     app.post_event(&e).await.status().as_u16()
 }
 
@@ -412,16 +430,33 @@ mod limits {
         settings.security.events_burst = 3;
         let app = spawn_app_with(settings, dir).await;
         for i in 0..3 {
-            let e = event("contact.started", "sms", days_ago(0, 0), json!({"phone": "+15550111111"}),
-                json!({"contact_id": format!("s-{i}")}));
-            assert_eq!(app.post_event_as("ehr-adapter", &e).await.status().as_u16(), 202);
+            let e = event(
+                "contact.started",
+                "sms",
+                days_ago(0, 0),
+                json!({"phone": "+15550111111"}),
+                json!({"contact_id": format!("s-{i}")}),
+            );
+            assert_eq!(
+                app.post_event_as("ehr-adapter", &e).await.status().as_u16(),
+                202
+            );
         }
-        let e = event("contact.started", "sms", days_ago(0, 0), json!({"phone": "+15550111111"}),
-            json!({"contact_id": "s-9"}));
+        let e = event(
+            "contact.started",
+            "sms",
+            days_ago(0, 0),
+            json!({"phone": "+15550111111"}),
+            json!({"contact_id": "s-9"}),
+        );
         let res = app.post_event_as("ehr-adapter", &e).await;
         assert_eq!(res.status().as_u16(), 429);
         assert_eq!(res.headers()["content-type"], "application/problem+json");
-        let wait: u64 = res.headers()["retry-after"].to_str().unwrap().parse().unwrap();
+        let wait: u64 = res.headers()["retry-after"]
+            .to_str()
+            .unwrap()
+            .parse()
+            .unwrap();
         assert!(wait >= 1);
         // Another token has its own bucket.
         assert_eq!(app.post_event(&e).await.status().as_u16(), 202);
@@ -434,17 +469,28 @@ mod limits {
         let app = spawn_app_with(settings, dir).await;
         assert_eq!(app.get_as(None, "/metrics", &[]).await.0, 401);
         assert_eq!(app.get_as(Some("agent-7"), "/metrics", &[]).await.0, 403);
-        let res = app.request(reqwest::Method::GET, "/metrics", Some(&crate::helpers::token_for("prometheus")), &[], None).await;
+        let res = app
+            .request(
+                reqwest::Method::GET,
+                "/metrics",
+                Some(&crate::helpers::token_for("prometheus")),
+                &[],
+                None,
+            )
+            .await;
         assert_eq!(res.status().as_u16(), 200);
     }
 
     #[actix_web::test]
     async fn a_token_added_to_the_principals_file_works_without_a_restart() {
         let (mut settings, dir) = test_settings(Backend::Sqlite).await;
-        let file = std::env::temp_dir().join(format!("fd-principals-{}.toml", uuid::Uuid::new_v4()));
-        let entry = |id: &str| format!(
+        let file =
+            std::env::temp_dir().join(format!("fd-principals-{}.toml", uuid::Uuid::new_v4()));
+        let entry = |id: &str| {
+            format!(
             "[[principal]]\nid = \"{id}\"\nrole = \"monitor\"\nsites = [\"*\"]\ntoken_sha256 = \"{}\"\n",
-            frontdoor::auth::token_digest(&crate::helpers::token_for(id)));
+            frontdoor::auth::token_digest(&crate::helpers::token_for(id)))
+        };
         std::fs::write(&file, entry("old-monitor")).unwrap();
         settings.security.principals_file = Some(file.clone());
         settings.security.reload_interval_secs = 1;
@@ -456,11 +502,17 @@ mod limits {
         let mut status = 0;
         for _ in 0..60 {
             status = app.get_as(Some("new-monitor"), "/readyz", &[]).await.0;
-            if status == 200 { break; }
+            if status == 200 {
+                break;
+            }
             tokio::time::sleep(std::time::Duration::from_millis(100)).await;
         }
         assert_eq!(status, 200, "the new token is accepted after the reload");
-        assert_eq!(app.get_as(Some("old-monitor"), "/readyz", &[]).await.0, 401, "the old one is gone");
+        assert_eq!(
+            app.get_as(Some("old-monitor"), "/readyz", &[]).await.0,
+            401,
+            "the old one is gone"
+        );
         let _ = std::fs::remove_file(&file);
     }
 }

@@ -24,7 +24,11 @@ async fn the_api_serves_https_with_the_configured_certificate_and_refuses_plain_
         .build()
         .unwrap();
     let https = format!("https://localhost:{port}");
-    let res = client.get(format!("{https}/healthz")).send().await.expect("TLS handshake");
+    let res = client
+        .get(format!("{https}/healthz"))
+        .send()
+        .await
+        .expect("TLS handshake");
     assert_eq!(res.status().as_u16(), 200);
     let res = client
         .get(format!("{https}/readyz"))
@@ -36,7 +40,11 @@ async fn the_api_serves_https_with_the_configured_certificate_and_refuses_plain_
 
     // A client that does not trust the certificate refuses the connection.
     let untrusting = reqwest::Client::builder().build().unwrap();
-    assert!(untrusting.get(format!("{https}/healthz")).send().await.is_err());
+    assert!(untrusting
+        .get(format!("{https}/healthz"))
+        .send()
+        .await
+        .is_err());
     // Plain HTTP to the TLS port gets no HTTP answer.
     let plain = reqwest::Client::new()
         .get(format!("http://127.0.0.1:{port}/healthz"))
