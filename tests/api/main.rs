@@ -6,3 +6,4 @@ mod contract;
 mod health;
 mod journeys;
 mod routing;
+mod supervision;
