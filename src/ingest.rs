@@ -58,6 +58,7 @@ impl From<PatientError> for IngestError {
     fn from(e: PatientError) -> Self {
         match e {
             PatientError::Store(PortError::Rejected(r)) => IngestError::Rejected(r),
+            PatientError::Poison(r) => IngestError::Rejected(r),
             other => IngestError::Unavailable(other.to_string()),
         }
     }

@@ -14,6 +14,8 @@
 //! - [`store`]: all SQL (SQLite or PostgreSQL through sqlx).
 //! - [`http`]: the actix-web API and its problem+json errors.
 //! - [`metrics`]: metric names and the Prometheus recorder.
+//! - [`supervisor`]: restart policies for long-running components; actor statistics.
+//! - [`runtime`]: live reload of thresholds and the `/v1/runtime` view.
 //! - [`telemetry`]: tracing subscriber setup.
 
 pub mod audit;
@@ -22,6 +24,8 @@ pub mod configuration;
 pub mod http;
 pub mod ingest;
 pub mod metrics;
+pub mod runtime;
 pub mod startup;
 pub mod store;
+pub mod supervisor;
 pub mod telemetry;

@@ -8,6 +8,7 @@
 //! - [`patients`]: `GET /v1/patients`, `GET /v1/patients/{id}/context`.
 //! - [`audit`]: `GET /v1/audit` (JSON or FHIR AuditEvent).
 //! - [`health`]: `/healthz`, `/readyz`, `/metrics`.
+//! - [`runtime`]: `/v1/runtime` and `/v1/runtime/config` (live reload).
 //! - [`routing`]: `/v1/contacts/{id}`, `/v1/queues`, `/v1/agents`, `/v1/agents/{id}/state`.
 
 pub mod audit;
@@ -18,6 +19,7 @@ pub mod patients;
 pub mod problem;
 pub mod routes;
 pub mod routing;
+pub mod runtime;
 
 use std::sync::Arc;
 
@@ -33,6 +35,8 @@ use crate::ingest::Ingest;
 pub struct AppState {
     /// The ingest service (store and patient actors).
     pub ingest: Ingest,
+    /// The live runtime (reload, statistics).
+    pub runtime: std::sync::Arc<crate::runtime::Runtime>,
     /// Renders `/metrics`.
     pub metrics: PrometheusHandle,
     /// Largest accepted event body.

@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 use actix_web::http::Method;
 use actix_web::{web, Route};
 
-use super::{audit, events, health, patients, routing};
+use super::{audit, events, health, patients, routing, runtime};
 use crate::auth::Role;
 
 /// What one role may do on one route.
@@ -230,6 +230,48 @@ pub static ROUTES: &[RouteSpec] = &[
         admin: Allow,
         monitor: Deny,
         handler: |r| r.to(routing::set_agent_state),
+    },
+    RouteSpec {
+        method: Method::GET,
+        path: "/v1/runtime",
+        resource: "runtime",
+        patient_data: false,
+        auth: Auth::Required,
+        rate_limited: false,
+        adapter: Deny,
+        agent: Deny,
+        supervisor: Deny,
+        admin: Allow,
+        monitor: Allow,
+        handler: |r| r.to(runtime::show),
+    },
+    RouteSpec {
+        method: Method::GET,
+        path: "/v1/runtime/config",
+        resource: "runtime.config",
+        patient_data: false,
+        auth: Auth::Required,
+        rate_limited: false,
+        adapter: Deny,
+        agent: Deny,
+        supervisor: Allow,
+        admin: Allow,
+        monitor: Allow,
+        handler: |r| r.to(runtime::config),
+    },
+    RouteSpec {
+        method: Method::PUT,
+        path: "/v1/runtime/config",
+        resource: "runtime.config",
+        patient_data: false,
+        auth: Auth::Required,
+        rate_limited: false,
+        adapter: Deny,
+        agent: Deny,
+        supervisor: Deny,
+        admin: Allow,
+        monitor: Deny,
+        handler: |r| r.to(runtime::reload),
     },
     RouteSpec {
         method: Method::GET,

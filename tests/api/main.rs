@@ -8,4 +8,5 @@ mod health;
 mod journeys;
 mod routing;
 mod security;
+mod supervision;
 mod tls;

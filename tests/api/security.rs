@@ -118,7 +118,7 @@ on_both_backends! {
             let mrn = format!("MRN-MATRIX-{i}");
             let contact = format!("mx-{i}");
             let method = Method::from_bytes(spec.method.as_str().as_bytes()).unwrap();
-            let body = (spec.method == actix_web::http::Method::POST).then(|| "{}".to_string());
+            let body = (spec.method == actix_web::http::Method::POST || spec.method == actix_web::http::Method::PUT).then(|| "{}".to_string());
             let query = if spec.path == "/v1/patients" { format!("?mrn={mrn}") } else { String::new() };
             let what = format!("{} {}", spec.method, spec.path);
             // No token, and a token nobody holds.

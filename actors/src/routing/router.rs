@@ -119,16 +119,14 @@ impl Routing {
         }
     }
 
-    /// Runs [`Routing::tick`] every `tick_interval_ms` (read each time: reloadable).
-    pub fn spawn_timers(&self) {
-        let me = self.clone();
-        actix::spawn(async move {
-            loop {
-                let ms = me.config().tick_interval_ms.max(1);
-                tokio::time::sleep(StdDuration::from_millis(ms)).await;
-                me.tick().await;
-            }
-        });
+    /// Runs [`Routing::tick`] every `tick_interval_ms` (read each time: reloadable),
+    /// forever; the runtime runs it under its supervisor.
+    pub async fn run_timers(self) {
+        loop {
+            let ms = self.config().tick_interval_ms.max(1);
+            tokio::time::sleep(StdDuration::from_millis(ms)).await;
+            self.tick().await;
+        }
     }
 
     /// The thresholds in force.
