@@ -332,8 +332,11 @@ impl AuditRecord {
                     "code": "1",
                     "display": "Patient",
                 },
-                "description": self.detail,
             }]);
+            // FHIR JSON has no nulls: the description only when there is one.
+            if let Some(d) = &self.detail {
+                event["entity"][0]["description"] = json!(d);
+            }
         }
         event
     }

@@ -155,6 +155,7 @@ pub enum PrincipalsError {
 /// The principals file: `[[principal]]` tables.
 #[derive(Debug, Deserialize)]
 struct PrincipalsFile {
+    /// The `[[principal]]` entries.
     #[serde(default)]
     principal: Vec<PrincipalEntry>,
 }

@@ -5,7 +5,7 @@ use frontdoor_actors::event::{ContractError, Envelope, EventKind};
 use futures_util::StreamExt;
 use serde_json::json;
 
-use super::guard::Caller;
+use super::guard::{self, Caller};
 use super::problem::ApiError;
 use super::AppState;
 use crate::audit::{Action, AuditEntry, Outcome, Purpose};
@@ -50,6 +50,15 @@ pub async fn post_event(
         };
         rejected(reason, e)
     })?;
+    if !caller.principal.covers_site(event.site.as_str()) {
+        return Err(guard::deny(
+            &state,
+            &caller,
+            None,
+            "this event's site is outside your sites",
+        )
+        .await);
+    }
     let id = event.id;
     let explicit_link = matches!(event.kind, EventKind::IdentityLinked);
     let res = state.ingest.ingest(event).await;

@@ -169,7 +169,7 @@ pub async fn authorize(
     req: ServiceRequest,
     next: Next<BoxBody>,
 ) -> Result<ServiceResponse<BoxBody>, actix_web::Error> {
-    // unwrap-free: AppState is registered on the App; without it nothing is served.
+    // AppState is registered on the App; without it nothing can be decided.
     let Some(state) = req.app_data::<web::Data<AppState>>().cloned() else {
         return Ok(refuse(
             req,
@@ -249,8 +249,13 @@ pub async fn authorize(
     };
     if let Some(detail) = refusal {
         denied("forbidden", Some(caller.principal.role));
+        let action = if spec.method == actix_web::http::Method::GET {
+            Action::Read
+        } else {
+            Action::Execute
+        };
         let entry = caller.audit(
-            Action::Read,
+            action,
             path_patient(&req),
             Outcome::Denied,
             Some(format!("{} {}", spec.method, spec.path)),

@@ -107,12 +107,30 @@ pub async fn set_agent_state(
     let Value::Object(mut obj) = body.into_inner() else {
         return Err(ApiError::field("body", "must be a JSON object"));
     };
-    obj.insert("agent_id".into(), Value::String(path.into_inner()));
+    let path = path.into_inner();
+    obj.insert("agent_id".into(), Value::String(path.clone()));
     let site = match obj.get("site").and_then(Value::as_str) {
         Some(s) => SiteId::parse(s).map_err(|r| ApiError::field("site", r))?,
         None => return Err(ApiError::field("site", "is required")),
     };
-    if caller.principal.role == Role::Supervisor && !caller.principal.covers_site(site.as_str()) {
+    // A supervisor sets agents of its sites only: where the agent is and where it goes.
+    let current_site = if caller.principal.role == Role::Supervisor {
+        let id = path.as_str();
+        state
+            .ingest
+            .routing()
+            .agents()
+            .await
+            .into_iter()
+            .find(|a| a.id == id)
+            .map(|a| a.site)
+    } else {
+        None
+    };
+    let out_of_scope = |s: &str| !caller.principal.covers_site(s);
+    if caller.principal.role == Role::Supervisor
+        && (out_of_scope(site.as_str()) || current_site.is_some_and(|s| out_of_scope(s.as_str())))
+    {
         return Err(guard::deny(
             &state,
             &caller,

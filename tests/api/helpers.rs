@@ -110,6 +110,7 @@ fn init_logs() {
 pub const PRINCIPALS: &[(&str, Role, &[&str])] = &[
     ("test-admin", Role::Admin, &["*"]),
     ("ehr-adapter", Role::Adapter, &["*"]),
+    ("north-adapter", Role::Adapter, &["north"]),
     ("agent-7", Role::Agent, &["north"]),
     ("agent-8", Role::Agent, &["north"]),
     ("sup-north", Role::Supervisor, &["north"]),

@@ -356,6 +356,39 @@ on_both_backends! {
         assert!(update.is_some() && delete.is_some(), "the gate is closed after a purge");
     }
 
+    async fn site_scoped_principals_act_only_for_their_sites(app: TestApp) {
+        // An adapter of north posts north's events, not south's.
+        let mut e = event("contact.started", "sms", days_ago(0, 0), json!({"mrn": "MRN-SITE-1"}),
+            json!({"contact_id": "s-1"}));
+        assert_eq!(app.post_event_as("north-adapter", &e).await.status().as_u16(), 202);
+        e["id"] = json!(uuid::Uuid::new_v4().to_string());
+        e["site"] = json!("south");
+        assert_eq!(app.post_event_as("north-adapter", &e).await.status().as_u16(), 403);
+        // A supervisor of north sets north's agents, and cannot pull a south agent north.
+        sign_in(&app, "s-agent", "south").await;
+        sign_in(&app, "n-agent", "north").await;
+        let away = |site: &str| Some(json!({"site": site, "state": "away"}).to_string());
+        let post = |path: String, body: Option<String>| {
+            let app = &app;
+            async move {
+                app.request(Method::POST, &path, Some(&token_for("sup-north")), &[], body).await.status().as_u16()
+            }
+        };
+        assert_eq!(post("/v1/agents/n-agent/state".into(), away("north")).await, 200);
+        assert_eq!(post("/v1/agents/s-agent/state".into(), away("north")).await, 403);
+        assert_eq!(post("/v1/agents/s-agent/state".into(), away("south")).await, 403);
+        // Supervisors see their sites' agents only.
+        let (_, agents) = app.get_as(Some("sup-north"), "/v1/agents", &[]).await;
+        let ids: Vec<&str> = agents["agents"].as_array().unwrap().iter().map(|a| a["agent_id"].as_str().unwrap()).collect();
+        assert_eq!(ids, ["n-agent"]);
+        // An agent sets its own state only.
+        let own = Some(json!({"site": "north", "state": "available", "skills": {"billing": 3}, "capacity": {"chat": 1}}).to_string());
+        let res = app.request(Method::POST, "/v1/agents/agent-7/state", Some(&token_for("agent-7")), &[], own.clone()).await;
+        assert_eq!(res.status().as_u16(), 200);
+        let res = app.request(Method::POST, "/v1/agents/n-agent/state", Some(&token_for("agent-7")), &[], own).await;
+        assert_eq!(res.status().as_u16(), 403);
+    }
+
     async fn missing_unknown_and_refused_callers_get_problem_details_without_patient_data(app: TestApp) {
         let patient = patient_at(&app, "north", "MRN-PROB-1").await;
         let path = format!("/v1/patients/{patient}/context");
