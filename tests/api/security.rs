@@ -314,6 +314,15 @@ on_both_backends! {
         assert_eq!(e["purposeOfEvent"][0]["coding"][0]["code"], "TREAT");
         assert!(e["source"]["observer"].is_object());
         assert_eq!(bundle["entry"][0]["search"]["mode"], "match");
+        fn no_nulls(v: &Value) -> bool {
+            match v {
+                Value::Null => false,
+                Value::Array(a) => a.iter().all(no_nulls),
+                Value::Object(o) => o.values().all(no_nulls),
+                _ => true,
+            }
+        }
+        assert!(no_nulls(&bundle), "FHIR JSON has no null values: {bundle}");
     }
 
     async fn audit_searches_are_validated_paginated_and_for_admins_only(app: TestApp) {
