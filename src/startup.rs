@@ -109,6 +109,16 @@ impl Application {
         let patients =
             PatientRegistry::start(deps, settings.patients.shards, settings.patients.bounds());
         let ingest = Ingest::new(store, patients.clone(), routing.clone());
+        let started = std::time::Instant::now();
+        let recovered = ingest
+            .recover_routing()
+            .await
+            .context("Failed to recover routing of open contacts")?;
+        tracing::info!(
+            contacts = recovered,
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "routing recovered for open contacts"
+        );
         spawn_resident_gauge(patients.clone());
         let config_dir = Path::new("config");
         let runtime = Arc::new(Runtime::new(
