@@ -6,6 +6,8 @@
 //! telemetry and startup. `main.rs` is a thin shell over [`startup::Application`].
 //!
 //! # Layout
+//! - [`auth`]: principals and their bearer tokens (hashed), roles, the assignment port.
+//! - [`audit`]: what the audit trail records, and its FHIR AuditEvent form.
 //! - [`configuration`]: typed settings from `config/` and `FRONTDOOR__*` variables.
 //! - [`startup`]: builds the application (store, actors, HTTP) and runs it.
 //! - [`ingest`]: the one path an event takes from an edge to the patient's journey.
@@ -16,6 +18,8 @@
 //! - [`runtime`]: live reload of thresholds and the `/v1/runtime` view.
 //! - [`telemetry`]: tracing subscriber setup.
 
+pub mod audit;
+pub mod auth;
 pub mod configuration;
 pub mod http;
 pub mod ingest;

@@ -25,6 +25,19 @@ pub const IDENTITY_RESOLUTIONS_TOTAL: &str = "frontdoor_identity_resolutions_tot
 /// HTTP requests, by `route`, `method` and `status` class.
 pub const HTTP_REQUESTS_TOTAL: &str = "frontdoor_http_requests_total";
 
+/// Requests refused by authentication or authorization, by `reason`
+/// (`missing_token`, `unknown_token`, `forbidden`, `rate_limited`) and `role`.
+pub const AUTH_DENIED_TOTAL: &str = "frontdoor_auth_denied_total";
+/// Principals in force (after the last successful load).
+pub const PRINCIPALS: &str = "frontdoor_principals";
+/// Principals file reloads, by `outcome` (`ok`, `error`).
+pub const PRINCIPAL_RELOADS_TOTAL: &str = "frontdoor_principal_reloads_total";
+/// Audit records written, by `resource` and `outcome`.
+pub const AUDIT_RECORDS_TOTAL: &str = "frontdoor_audit_records_total";
+/// Audit writes that failed (the read they covered was refused), by `resource`.
+pub const AUDIT_FAILURES_TOTAL: &str = "frontdoor_audit_failures_total";
+/// Audit records purged after the retention period.
+pub const AUDIT_PURGED_TOTAL: &str = "frontdoor_audit_purged_total";
 // --- Routing (queues, agents, offers, overflow, escalations) ---
 /// Contacts waiting, by `site`, `skill`.
 pub const QUEUE_DEPTH: &str = "frontdoor_queue_depth";
@@ -134,6 +147,24 @@ fn describe() {
         IDENTITY_RESOLUTIONS_TOTAL,
         "Identity resolutions by grade and outcome."
     );
+    describe_counter!(
+        AUTH_DENIED_TOTAL,
+        "Requests refused by authentication or authorization, by reason and role."
+    );
+    describe_gauge!(PRINCIPALS, "Principals in force.");
+    describe_counter!(
+        PRINCIPAL_RELOADS_TOTAL,
+        "Principals file reloads by outcome."
+    );
+    describe_counter!(
+        AUDIT_RECORDS_TOTAL,
+        "Audit records written by resource and outcome."
+    );
+    describe_counter!(
+        AUDIT_FAILURES_TOTAL,
+        "Audit writes that failed (the covered read was refused)."
+    );
+    describe_counter!(AUDIT_PURGED_TOTAL, "Audit records purged after retention.");
     describe_counter!(
         HTTP_REQUESTS_TOTAL,
         "HTTP requests by route, method and status class."

@@ -13,7 +13,8 @@ use frontdoor_actors::routing::router::{Routing, RoutingDeps};
 use frontdoor_actors::routing::{Clock, SystemClock};
 use frontdoor_actors::shard::PatientRegistry;
 
-use crate::configuration::Settings;
+use crate::auth::{AssignmentCheck, Principals};
+use crate::configuration::{Settings, TlsSettings};
 use crate::http::{self, AppState};
 use crate::ingest::Ingest;
 use crate::metrics as m;
@@ -57,6 +58,11 @@ impl Application {
                 .map_err(|e| anyhow::anyhow!("Invalid [supervision.{name}] configuration: {e}"))?;
         }
         let handle = m::install();
+        let principals =
+            Principals::load(&settings.security).context("Failed to load the principals")?;
+        principals.spawn_reloader(Duration::from_secs(
+            settings.security.reload_interval_secs.max(1),
+        ));
         let stats = Arc::new(ActorStats::default());
         let patient_policy: SharedPolicy =
             Arc::new(RwLock::new(settings.supervision.patient.clone()));
@@ -108,7 +114,9 @@ impl Application {
         };
         let patients =
             PatientRegistry::start(deps, settings.patients.shards, settings.patients.bounds());
-        let ingest = Ingest::new(store, patients.clone(), routing.clone());
+        // Agents read patient data only while routing says they hold a contact.
+        let assignments: Arc<dyn AssignmentCheck> = Arc::new(routing.clone());
+        let ingest = Ingest::new(store.clone(), patients.clone(), routing.clone());
         let started = std::time::Instant::now();
         let recovered = ingest
             .recover_routing()
@@ -120,6 +128,11 @@ impl Application {
             "routing recovered for open contacts"
         );
         spawn_resident_gauge(patients.clone());
+        spawn_audit_purge(
+            store.clone(),
+            settings.security.audit_retention_days,
+            settings.security.audit_purge_interval_secs,
+        );
         let config_dir = Path::new("config");
         let runtime = Arc::new(Runtime::new(
             routing,
@@ -153,24 +166,37 @@ impl Application {
             runtime: runtime.clone(),
             metrics: handle,
             max_event_bytes: settings.application.max_event_bytes,
+            principals,
+            assignments,
+            security: settings.security.clone(),
+            rate_limiter: http::guard::RateLimiter::default(),
         });
+        let max_json = settings.application.max_json_bytes;
         let server = HttpServer::new(move || {
             App::new()
                 .app_data(state.clone())
                 .app_data(web::QueryConfig::default().error_handler(http::query_error))
+                .app_data(web::PathConfig::default().error_handler(http::path_error))
                 .app_data(
                     web::JsonConfig::default()
-                        .limit(64 * 1024)
+                        .limit(max_json)
                         .error_handler(http::json_error),
                 )
+                .app_data(web::PayloadConfig::default().limit(max_json))
                 .configure(http::routes)
                 .default_service(web::to(http::not_found))
         })
-        .shutdown_timeout(settings.application.shutdown_grace_secs)
-        .listen(listener)
-        .context("Failed to listen")?
+        .shutdown_timeout(settings.application.shutdown_grace_secs);
+        let server = if settings.tls.enabled {
+            server
+                .listen_rustls_0_23(listener, tls_config(&settings.tls)?)
+                .context("Failed to listen with TLS")?
+        } else {
+            tracing::warn!("the API serves plain HTTP: for local use only (tls.enabled = false)");
+            server.listen(listener).context("Failed to listen")?
+        }
         .run();
-        tracing::info!(port, "Front Door API listening");
+        tracing::info!(port, tls = settings.tls.enabled, "Front Door API listening");
         Ok(Application {
             port,
             server,
@@ -206,6 +232,53 @@ impl Application {
         store.close().await;
         res
     }
+}
+
+/// The rustls server configuration (ring provider) from PEM files.
+fn tls_config(tls: &TlsSettings) -> anyhow::Result<rustls::ServerConfig> {
+    let cert_pem = std::fs::read(&tls.cert_path).with_context(|| {
+        format!(
+            "Failed to read the TLS certificate {}",
+            tls.cert_path.display()
+        )
+    })?;
+    let key_pem = std::fs::read(&tls.key_path)
+        .with_context(|| format!("Failed to read the TLS key {}", tls.key_path.display()))?;
+    let certs = rustls_pemfile::certs(&mut cert_pem.as_slice())
+        .collect::<Result<Vec<_>, _>>()
+        .context("Failed to parse the TLS certificate chain")?;
+    anyhow::ensure!(
+        !certs.is_empty(),
+        "the TLS certificate file holds no certificate"
+    );
+    let key = rustls_pemfile::private_key(&mut key_pem.as_slice())
+        .context("Failed to parse the TLS key")?
+        .context("the TLS key file holds no private key")?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .context("Failed to choose TLS versions")?
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .context("The TLS certificate and key do not match")
+}
+
+/// Purges audit records past retention, periodically (0: never; see docs/security.md).
+fn spawn_audit_purge(store: Store, retention_days: u32, interval_secs: u64) {
+    if interval_secs == 0 {
+        return;
+    }
+    actix_rt::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(interval_secs));
+        loop {
+            tick.tick().await;
+            let cutoff = chrono::Utc::now() - chrono::Duration::days(i64::from(retention_days));
+            match store.audit_purge(cutoff).await {
+                Ok(n) => tracing::info!(purged = n, retention_days, "audit retention purge ran"),
+                Err(e) => tracing::warn!(error.message = %e, "audit retention purge failed"),
+            }
+        }
+    });
 }
 
 fn spawn_resident_gauge(patients: PatientRegistry) {

@@ -2,8 +2,11 @@
 
 mod helpers;
 
+mod canary;
 mod contract;
 mod health;
 mod journeys;
 mod routing;
+mod security;
 mod supervision;
+mod tls;
