@@ -117,6 +117,16 @@ impl Application {
         // Agents read patient data only while routing says they hold a contact.
         let assignments: Arc<dyn AssignmentCheck> = Arc::new(routing.clone());
         let ingest = Ingest::new(store.clone(), patients.clone(), routing.clone());
+        let started = std::time::Instant::now();
+        let recovered = ingest
+            .recover_routing()
+            .await
+            .context("Failed to recover routing of open contacts")?;
+        tracing::info!(
+            contacts = recovered,
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "routing recovered for open contacts"
+        );
         spawn_resident_gauge(patients.clone());
         spawn_audit_purge(
             store.clone(),

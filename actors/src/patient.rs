@@ -22,7 +22,7 @@ use crate::event::Envelope;
 use crate::ids::PatientId;
 use crate::journey::{ContextView, IdentifierView, Journey, Limits};
 use crate::ports::{ActorObserver, AppendOutcome, JourneyStore, PortError, StoredJourney};
-use crate::routing::request::{current_frustration, route_request};
+use crate::routing::request::{current_frustration, recovery_requests, route_request};
 use crate::routing::router::Routing;
 use crate::shard::{PassivationRequest, PatientShard};
 use crate::supervision::{Decision, RestartTracker, SupervisionPolicy};
@@ -106,6 +106,16 @@ pub struct GetContext {
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct Reload;
+
+/// Route the journey's open contacts again (after a restart of the runtime).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct RecoverRouting {
+    /// The clock reading of the recovery.
+    pub now: DateTime<Utc>,
+    /// Answered with the number of contacts routed.
+    pub reply: oneshot::Sender<Result<usize, PatientError>>,
+}
 
 /// Passivate now if nothing is pending (used by drills and the admin API).
 #[derive(Message)]
@@ -437,6 +447,30 @@ impl Handler<GetContext> for PatientActor {
                 );
             }
         }
+    }
+}
+
+impl Handler<RecoverRouting> for PatientActor {
+    type Result = ResponseFuture<()>;
+
+    fn handle(&mut self, msg: RecoverRouting, _ctx: &mut Self::Context) -> Self::Result {
+        self.touch();
+        let requests = match (&self.journey, &self.deps.routing) {
+            (Some(j), Some(r)) => recovery_requests(j, &r.config(), msg.now),
+            _ => Vec::new(),
+        };
+        let routing = self.deps.routing.clone();
+        Box::pin(async move {
+            let n = requests.len();
+            if let Some(routing) = routing {
+                for req in requests {
+                    if let Err(e) = routing.route(req).await {
+                        tracing::error!(error.message = %e, "recovering a contact's routing failed");
+                    }
+                }
+            }
+            let _ = msg.reply.send(Ok(n));
+        })
     }
 }
 

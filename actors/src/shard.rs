@@ -25,7 +25,8 @@ use crate::event::Envelope;
 use crate::ids::PatientId;
 use crate::journey::{ContextView, IdentifierView};
 use crate::patient::{
-    Applied, Apply, GetContext, PassivateNow, PatientActor, PatientDeps, PatientError, Reload,
+    Applied, Apply, GetContext, PassivateNow, PatientActor, PatientDeps, PatientError,
+    RecoverRouting, Reload,
 };
 
 /// Forward a message to a patient, activating it if needed.
@@ -326,6 +327,16 @@ impl PatientRegistry {
         now: DateTime<Utc>,
     ) -> Result<ContextView, PatientError> {
         self.dispatch(patient, |reply| GetContext { now, reply })
+            .await
+    }
+
+    /// Routes a patient's open contacts again (after a restart); answers how many.
+    pub async fn recover_routing(
+        &self,
+        patient: PatientId,
+        now: DateTime<Utc>,
+    ) -> Result<usize, PatientError> {
+        self.dispatch(patient, |reply| RecoverRouting { now, reply })
             .await
     }
 
