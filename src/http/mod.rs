@@ -67,6 +67,17 @@ pub async fn not_found() -> HttpResponse {
     )
 }
 
+/// Answers a known path with another method with problem+json.
+pub async fn method_not_allowed() -> HttpResponse {
+    problem::problem_response(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method-not-allowed",
+        "Method not allowed",
+        "this path does not take that method".into(),
+        Vec::new(),
+    )
+}
+
 /// Turns query-string errors into problem+json (never echoing the query).
 pub fn query_error(
     _err: actix_web::error::QueryPayloadError,

@@ -413,6 +413,9 @@ on_both_backends! {
         let body: Value = res.json().await.unwrap();
         assert_eq!(body["type"], "urn:frontdoor:problem:forbidden");
         assert!(!body.to_string().contains("MRN-PROB-1"));
+        let res = app.request(Method::DELETE, "/v1/events", Some(&app.token), &[], None).await;
+        assert_eq!(res.status().as_u16(), 405);
+        assert_eq!(res.headers()["content-type"], "application/problem+json");
         // Open: liveness.
         assert_eq!(app.get_as(None, "/healthz", &[]).await.0, 200);
         assert_eq!(app.get_as(None, "/readyz", &[]).await.0, 401);
