@@ -28,6 +28,8 @@ pub const HTTP_REQUESTS_TOTAL: &str = "frontdoor_http_requests_total";
 /// Requests refused by authentication or authorization, by `reason`
 /// (`missing_token`, `unknown_token`, `forbidden`, `rate_limited`) and `role`.
 pub const AUTH_DENIED_TOTAL: &str = "frontdoor_auth_denied_total";
+/// Emergency (break-glass) reads of patient data, by `role`: each one is reviewed.
+pub const BREAK_GLASS_TOTAL: &str = "frontdoor_break_glass_total";
 /// Principals in force (after the last successful load).
 pub const PRINCIPALS: &str = "frontdoor_principals";
 /// Principals file reloads, by `outcome` (`ok`, `error`).
@@ -152,6 +154,10 @@ fn describe() {
         "Requests refused by authentication or authorization, by reason and role."
     );
     describe_gauge!(PRINCIPALS, "Principals in force.");
+    describe_counter!(
+        BREAK_GLASS_TOTAL,
+        "Emergency (break-glass) reads of patient data, by role."
+    );
     describe_counter!(
         PRINCIPAL_RELOADS_TOTAL,
         "Principals file reloads by outcome."
