@@ -13,11 +13,13 @@
 //! - [`http`]: the actix-web API and its problem+json errors.
 //! - [`metrics`]: metric names and the Prometheus recorder.
 //! - [`telemetry`]: tracing subscriber setup.
+//! - [`simulate`]: `frontdoor simulate`, the traffic simulator.
 
 pub mod configuration;
 pub mod http;
 pub mod ingest;
 pub mod metrics;
+pub mod simulate;
 pub mod startup;
 pub mod store;
 pub mod telemetry;

@@ -63,7 +63,8 @@ pub const STAFFING_REQUIRED_AGENTS: &str = "frontdoor_staffing_required_agents";
 /// Agents staffed now (signed in with the skill at the site), by `site`, `skill`.
 pub const STAFFING_STAFFED_AGENTS: &str = "frontdoor_staffing_staffed_agents";
 /// Predicted service level with the agents staffed now, by `site`, `skill`, `model`.
-pub const STAFFING_PREDICTED_SERVICE_LEVEL: &str = "frontdoor_staffing_predicted_service_level_ratio";
+pub const STAFFING_PREDICTED_SERVICE_LEVEL: &str =
+    "frontdoor_staffing_predicted_service_level_ratio";
 /// Predicted occupancy (offered load / staffed agents), by `site`, `skill`.
 pub const STAFFING_OCCUPANCY_RATIO: &str = "frontdoor_staffing_occupancy_ratio";
 /// Offered load in Erlangs over the window, by `site`, `skill`.
