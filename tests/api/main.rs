@@ -3,5 +3,6 @@
 mod helpers;
 
 mod contract;
+mod dashboards;
 mod health;
 mod journeys;
