@@ -21,6 +21,9 @@ pub struct Settings {
     pub telemetry: TelemetrySettings,
     /// Patient notifications (links they carry).
     pub notify: frontdoor_actors::command::NotifySettings,
+    /// Routing thresholds (frustration, priority, relaxation, overflow, timers).
+    #[serde(default)]
+    pub routing: frontdoor_actors::routing::RoutingConfig,
 }
 
 /// HTTP API settings.

@@ -155,3 +155,80 @@ fn describe() {
         "Resident set size of the process."
     );
 }
+
+/// Routing's observations, recorded as the metrics named above.
+pub struct MetricsObserver;
+
+impl frontdoor_actors::ports::RoutingObserver for MetricsObserver {
+    fn queued(&self, site: &str, skill: &str, channel: &str) {
+        metrics::counter!(CONTACTS_QUEUED_TOTAL, "site" => site.to_string(), "skill" => skill.to_string(), "channel" => channel.to_string()).increment(1);
+    }
+
+    fn offer(&self, site: &str, skill: &str, outcome: &'static str) {
+        metrics::counter!(OFFERS_TOTAL, "site" => site.to_string(), "skill" => skill.to_string(), "outcome" => outcome).increment(1);
+    }
+
+    fn answered(&self, site: &str, skill: &str, within_target: bool) {
+        let within = if within_target { "true" } else { "false" };
+        metrics::counter!(CONTACTS_ANSWERED_TOTAL, "site" => site.to_string(), "skill" => skill.to_string(), "within_target" => within).increment(1);
+    }
+
+    fn abandoned(&self, site: &str, skill: &str) {
+        metrics::counter!(CONTACTS_ABANDONED_TOTAL, "site" => site.to_string(), "skill" => skill.to_string()).increment(1);
+    }
+
+    fn escalation(&self, signal: &'static str) {
+        metrics::counter!(ESCALATIONS_TOTAL, "signal" => signal).increment(1);
+    }
+
+    fn overflow(&self, from_site: &str, to_site: &str, skill: &str, count: u64) {
+        metrics::counter!(OVERFLOW_TOTAL, "from_site" => from_site.to_string(), "to_site" => to_site.to_string(), "skill" => skill.to_string()).increment(count);
+    }
+
+    fn bot_contact(&self, outcome: &'static str) {
+        metrics::counter!(BOT_CONTACTS_TOTAL, "outcome" => outcome).increment(1);
+    }
+
+    fn decision(&self, secs: f64) {
+        metrics::histogram!(ROUTING_DECISION_SECONDS).record(secs);
+    }
+
+    fn queue(&self, s: &frontdoor_actors::routing::queue::QueueSnapshot) {
+        let site = s.site.to_string();
+        let skill = s.skill.clone();
+        let labels = [("site", site.clone()), ("skill", skill.clone())];
+        metrics::gauge!(QUEUE_DEPTH, &labels).set(f64::from(s.depth));
+        metrics::gauge!(QUEUE_OLDEST_WAIT_SECONDS, &labels).set(s.oldest_wait_secs as f64);
+        if let Some(w) = s.estimated_wait_secs {
+            metrics::gauge!(QUEUE_ESTIMATED_WAIT_SECONDS, &labels).set(w);
+        }
+        metrics::gauge!(QUEUE_SATURATION_RATIO, &labels).set(s.saturation);
+        metrics::gauge!(QUEUE_AGENTS_AVAILABLE, &labels).set(f64::from(s.agents_available));
+        metrics::gauge!(STAFFING_STAFFED_AGENTS, &labels).set(f64::from(s.agents_staffed));
+        if let Some(sl) = s.service_level {
+            metrics::gauge!(SERVICE_LEVEL_RATIO, &labels).set(sl);
+        }
+        if let Some(st) = &s.staffing {
+            metrics::gauge!(STAFFING_OFFERED_LOAD, &labels).set(st.offered_load_erlangs);
+            metrics::gauge!(STAFFING_OCCUPANCY_RATIO, &labels).set(st.occupancy);
+            if let Some(n) = st.required_agents_erlang_c {
+                metrics::gauge!(STAFFING_REQUIRED_AGENTS, "site" => site.clone(), "skill" => skill.clone(), "model" => "erlang_c").set(f64::from(n));
+            }
+            if let Some(n) = st.required_agents_erlang_a {
+                metrics::gauge!(STAFFING_REQUIRED_AGENTS, "site" => site.clone(), "skill" => skill.clone(), "model" => "erlang_a").set(f64::from(n));
+            }
+            metrics::gauge!(STAFFING_PREDICTED_SERVICE_LEVEL, "site" => site.clone(), "skill" => skill.clone(), "model" => "erlang_c").set(st.predicted_service_level);
+            if let Some(sl) = st.predicted_service_level_erlang_a {
+                metrics::gauge!(STAFFING_PREDICTED_SERVICE_LEVEL, "site" => site, "skill" => skill, "model" => "erlang_a").set(sl);
+            }
+        }
+    }
+
+    fn agents(&self, site: &str, presence: &'static str, count: u64) {
+        metrics::gauge!(AGENTS, "site" => site.to_string(), "state" => presence).set(count as f64);
+    }
+
+    fn containment(&self, ratio: f64) {
+        metrics::gauge!(CONTAINMENT_RATIO).set(ratio);
+    }
+}

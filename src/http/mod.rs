@@ -5,11 +5,13 @@
 //! - [`events`]: `POST /v1/events`.
 //! - [`patients`]: `GET /v1/patients`, `GET /v1/patients/{id}/context`.
 //! - [`health`]: `/healthz`, `/readyz`, `/metrics`.
+//! - [`routing`]: `/v1/contacts/{id}`, `/v1/queues`, `/v1/agents`, `/v1/agents/{id}/state`.
 
 pub mod events;
 pub mod health;
 pub mod patients;
 pub mod problem;
+pub mod routing;
 
 use actix_web::body::MessageBody;
 use actix_web::dev::{ServiceRequest, ServiceResponse};
@@ -57,10 +59,9 @@ pub async fn not_found() -> HttpResponse {
 
 /// Turns query-string errors into problem+json.
 pub fn query_error(
-    err: actix_web::error::QueryPayloadError,
+    _err: actix_web::error::QueryPayloadError,
     _req: &actix_web::HttpRequest,
 ) -> actix_web::Error {
-    let _ = err;
     problem::ApiError::field("query", "could not be parsed").into()
 }
 
@@ -94,4 +95,18 @@ pub async fn count_requests(
     metrics::counter!(m::HTTP_REQUESTS_TOTAL, "route" => route, "method" => method, "status" => class)
         .increment(1);
     res
+}
+
+/// Turns JSON body errors into problem+json (never echoing the body).
+pub fn json_error(
+    err: actix_web::error::JsonPayloadError,
+    _req: &actix_web::HttpRequest,
+) -> actix_web::Error {
+    let reason = match err {
+        actix_web::error::JsonPayloadError::OverflowKnownLength { .. }
+        | actix_web::error::JsonPayloadError::Overflow { .. } => "is too large",
+        actix_web::error::JsonPayloadError::ContentType => "must be application/json",
+        _ => "is not valid JSON",
+    };
+    problem::ApiError::field("body", reason).into()
 }
