@@ -12,11 +12,11 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use frontdoor_actors::event::{is_routing_event, Envelope, EventKind};
-use frontdoor_actors::routing::router::{AgentUpdate, Routing, RoutingError};
 use frontdoor_actors::identity::{MatchGrade, Target};
 use frontdoor_actors::ids::PatientId;
 use frontdoor_actors::patient::{Applied, PatientError};
 use frontdoor_actors::ports::PortError;
+use frontdoor_actors::routing::router::{AgentUpdate, Routing, RoutingError};
 use frontdoor_actors::shard::PatientRegistry;
 
 use crate::metrics as m;
@@ -86,7 +86,11 @@ impl Ingest {
 
     /// Applies a routing event (agent state, offer answers, wrap-up).
     async fn route_event(&self, event: &Envelope) -> Result<IngestOutcome, IngestError> {
-        let contact = event.contact_id.as_ref().map(|c| c.to_string()).unwrap_or_default();
+        let contact = event
+            .contact_id
+            .as_ref()
+            .map(|c| c.to_string())
+            .unwrap_or_default();
         let res = match &event.kind {
             EventKind::AgentState {
                 agent_id,
@@ -104,12 +108,16 @@ impl Ingest {
                 })
                 .await
                 .map(|_| ()),
-            EventKind::OfferAccepted { agent_id } => {
-                self.routing.offer_accepted(agent_id, &contact).await.map(|_| ())
-            }
-            EventKind::OfferDeclined { agent_id } => {
-                self.routing.offer_declined(agent_id, &contact).await.map(|_| ())
-            }
+            EventKind::OfferAccepted { agent_id } => self
+                .routing
+                .offer_accepted(agent_id, &contact)
+                .await
+                .map(|_| ()),
+            EventKind::OfferDeclined { agent_id } => self
+                .routing
+                .offer_declined(agent_id, &contact)
+                .await
+                .map(|_| ()),
             EventKind::ContactWrapped { agent_id } => {
                 self.routing.contact_wrapped(agent_id, &contact).await
             }

@@ -36,7 +36,10 @@ impl Application {
 
     /// As [`Application::build`], with the clock routing timers run on (tests
     /// pass a manual clock and tick routing themselves).
-    pub async fn build_with_clock(settings: Settings, clock: Arc<dyn Clock>) -> anyhow::Result<Application> {
+    pub async fn build_with_clock(
+        settings: Settings,
+        clock: Arc<dyn Clock>,
+    ) -> anyhow::Result<Application> {
         settings
             .routing
             .validate()

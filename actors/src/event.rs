@@ -239,11 +239,17 @@ pub enum EventKind {
         capacity: std::collections::BTreeMap<String, u32>,
     },
     /// `offer.accepted`: the agent took the offered contact.
-    OfferAccepted { agent_id: String },
+    OfferAccepted {
+        agent_id: String,
+    },
     /// `offer.declined`: the agent declined it.
-    OfferDeclined { agent_id: String },
+    OfferDeclined {
+        agent_id: String,
+    },
     /// `contact.wrapped`: the agent finished after-contact work.
-    ContactWrapped { agent_id: String },
+    ContactWrapped {
+        agent_id: String,
+    },
     /// A type this version does not know: stored and shown, never rejected.
     Unknown,
 }
@@ -652,7 +658,11 @@ fn parse_prescription(f: &mut Fields<'_>) -> Option<(Option<String>, String, Opt
 
 fn parse_agent_id(f: &mut Fields<'_>) -> Option<String> {
     let id = f.str_req("agent_id")?;
-    if id.len() > 64 || !id.chars().all(|c| c.is_ascii_alphanumeric() || "-_.:".contains(c)) {
+    if id.len() > 64
+        || !id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_.:".contains(c))
+    {
         f.err("agent_id", "must be 1-64 characters of [A-Za-z0-9-_.:]");
         return None;
     }
@@ -709,7 +719,10 @@ fn parse_agent_state(f: &mut Fields<'_>) -> Option<EventKind> {
                         capacity.insert(ch.as_str().to_string(), n as u32);
                     }
                     (None, _) => f.err(&format!("capacity.{k}"), "is not a channel"),
-                    _ => f.err(&format!("capacity.{k}"), "must be a whole number from 0 to 50"),
+                    _ => f.err(
+                        &format!("capacity.{k}"),
+                        "must be a whole number from 0 to 50",
+                    ),
                 }
             }
         }

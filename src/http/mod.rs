@@ -43,6 +43,13 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .route(
             "/v1/patients/{patient_id}/context",
             web::get().to(patients::context),
+        )
+        .route("/v1/contacts/{contact_id}", web::get().to(routing::contact))
+        .route("/v1/queues", web::get().to(routing::queues))
+        .route("/v1/agents", web::get().to(routing::agents))
+        .route(
+            "/v1/agents/{agent_id}/state",
+            web::post().to(routing::set_agent_state),
         );
 }
 

@@ -12,7 +12,10 @@ use super::AppState;
 
 /// `GET /v1/contacts/{contact_id}`: state, queue, priority, agent and reasons.
 #[tracing::instrument(name = "http.contact", skip_all)]
-pub async fn contact(state: web::Data<AppState>, path: web::Path<String>) -> Result<HttpResponse, ApiError> {
+pub async fn contact(
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
     match state.ingest.routing().contact(&path).await {
         Some(c) => Ok(HttpResponse::Ok().json(c)),
         None => Err(ApiError::NotFound("routing knows no such contact".into())),
@@ -88,8 +91,11 @@ pub async fn set_agent_state(
         })
         .await
         .map_err(|e| match e {
-            RoutingError::Unavailable(_) => ApiError::Unavailable("routing is unavailable; retry".into()),
+            RoutingError::Unavailable(_) => {
+                ApiError::Unavailable("routing is unavailable; retry".into())
+            }
             other => ApiError::Unprocessable(other.to_string()),
         })?;
-    Ok(HttpResponse::Ok().json(json!({"agent_id": agent.id, "state": agent.presence, "site": agent.site})))
+    Ok(HttpResponse::Ok()
+        .json(json!({"agent_id": agent.id, "state": agent.presence, "site": agent.site})))
 }

@@ -6,3 +6,4 @@ mod contract;
 mod dashboards;
 mod health;
 mod journeys;
+mod routing;

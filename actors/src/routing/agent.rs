@@ -273,7 +273,12 @@ impl AgentBoard {
     pub fn views_with_skill(&self, skill: &str) -> Vec<AgentView> {
         self.views
             .read()
-            .map(|v| v.values().filter(|a| a.skills.contains_key(skill)).cloned().collect())
+            .map(|v| {
+                v.values()
+                    .filter(|a| a.skills.contains_key(skill))
+                    .cloned()
+                    .collect()
+            })
             .unwrap_or_default()
     }
 
@@ -365,7 +370,11 @@ pub struct AgentActor {
 impl AgentActor {
     /// A new agent actor.
     pub fn new(state: AgentState, board: Arc<AgentBoard>, clock: Arc<dyn Clock>) -> AgentActor {
-        AgentActor { state, board, clock }
+        AgentActor {
+            state,
+            board,
+            clock,
+        }
     }
 
     fn publish(&self) {
@@ -386,7 +395,9 @@ impl Handler<SetState> for AgentActor {
 
     fn handle(&mut self, m: SetState, _ctx: &mut Self::Context) -> Self::Result {
         let now = self.clock.now();
-        let back = self.state.set(m.site, m.presence, m.skills, m.capacity, now);
+        let back = self
+            .state
+            .set(m.site, m.presence, m.skills, m.capacity, now);
         self.publish();
         MessageResult(back)
     }
@@ -397,7 +408,9 @@ impl Handler<Reserve> for AgentActor {
 
     fn handle(&mut self, m: Reserve, _ctx: &mut Self::Context) -> Self::Result {
         let now = self.clock.now();
-        let r = self.state.reserve(m.contact_id, m.patient_id, m.channel, m.deadline, now);
+        let r = self
+            .state
+            .reserve(m.contact_id, m.patient_id, m.channel, m.deadline, now);
         self.publish();
         r
     }
@@ -495,12 +508,19 @@ mod tests {
         let now = Utc::now();
         let p = PatientId::new();
         for i in 0..3 {
-            a.reserve(cid(&format!("c{i}")), p, Channel::Chat, now, now).unwrap();
+            a.reserve(cid(&format!("c{i}")), p, Channel::Chat, now, now)
+                .unwrap();
             a.accept(&format!("c{i}"), now).unwrap();
         }
-        assert_eq!(a.reserve(cid("c4"), p, Channel::Chat, now, now), Err(Refused::NoRoom));
+        assert_eq!(
+            a.reserve(cid("c4"), p, Channel::Chat, now, now),
+            Err(Refused::NoRoom)
+        );
         a.reserve(cid("v1"), p, Channel::Voice, now, now).unwrap();
-        assert_eq!(a.reserve(cid("v2"), p, Channel::Voice, now, now), Err(Refused::NoRoom));
+        assert_eq!(
+            a.reserve(cid("v2"), p, Channel::Voice, now, now),
+            Err(Refused::NoRoom)
+        );
     }
 
     #[test]
@@ -512,7 +532,10 @@ mod tests {
         a.accept("v1", now).unwrap();
         a.end("v1", now + Duration::seconds(60)).unwrap();
         assert!(a.holds_patient(p));
-        assert_eq!(a.reserve(cid("v2"), p, Channel::Voice, now, now), Err(Refused::NoRoom));
+        assert_eq!(
+            a.reserve(cid("v2"), p, Channel::Voice, now, now),
+            Err(Refused::NoRoom)
+        );
         let (_, wraps) = a.expire(now + Duration::seconds(61));
         assert_eq!(wraps.len(), 1);
         assert!(!a.holds_patient(p));
@@ -523,8 +546,14 @@ mod tests {
     fn an_offer_past_its_deadline_expires_and_frees_the_slot() {
         let mut a = agent(&[("voice", 1)]);
         let now = Utc::now();
-        a.reserve(cid("v1"), PatientId::new(), Channel::Voice, now + Duration::seconds(30), now)
-            .unwrap();
+        a.reserve(
+            cid("v1"),
+            PatientId::new(),
+            Channel::Voice,
+            now + Duration::seconds(30),
+            now,
+        )
+        .unwrap();
         assert!(a.expire(now + Duration::seconds(29)).0.is_empty());
         assert_eq!(a.expire(now + Duration::seconds(30)).0.len(), 1);
         assert!(a.offers.is_empty());
@@ -538,7 +567,13 @@ mod tests {
         a.reserve(cid("c1"), p, Channel::Chat, now, now).unwrap();
         a.accept("c1", now).unwrap();
         a.reserve(cid("c2"), p, Channel::Chat, now, now).unwrap();
-        let back = a.set(a.site.clone(), Presence::Away, a.skills.clone(), a.capacity.clone(), now);
+        let back = a.set(
+            a.site.clone(),
+            Presence::Away,
+            a.skills.clone(),
+            a.capacity.clone(),
+            now,
+        );
         assert_eq!(back.len(), 1);
         assert_eq!(a.assignments.len(), 1);
         assert_eq!(

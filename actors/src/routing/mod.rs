@@ -150,26 +150,52 @@ impl Default for RoutingConfig {
 impl RoutingConfig {
     /// Rejects nonsense with a reason naming the field.
     pub fn validate(&self) -> Result<(), String> {
-        self.frustration.validate().map_err(|e| format!("frustration: {e}"))?;
-        self.priority.validate().map_err(|e| format!("priority: {e}"))?;
-        self.relaxation.validate().map_err(|e| format!("relaxation: {e}"))?;
-        self.overflow.validate().map_err(|e| format!("overflow: {e}"))?;
+        self.frustration
+            .validate()
+            .map_err(|e| format!("frustration: {e}"))?;
+        self.priority
+            .validate()
+            .map_err(|e| format!("priority: {e}"))?;
+        self.relaxation
+            .validate()
+            .map_err(|e| format!("relaxation: {e}"))?;
+        self.overflow
+            .validate()
+            .map_err(|e| format!("overflow: {e}"))?;
         let checks: [(bool, &str); 9] = [
-            (self.offer_timeout_secs == 0, "offer_timeout_secs must be > 0"),
-            (self.preferred_agent_secs == 0, "preferred_agent_secs must be > 0"),
+            (
+                self.offer_timeout_secs == 0,
+                "offer_timeout_secs must be > 0",
+            ),
+            (
+                self.preferred_agent_secs == 0,
+                "preferred_agent_secs must be > 0",
+            ),
             (self.tick_interval_ms == 0, "tick_interval_ms must be > 0"),
-            (self.dispatch_scan_limit == 0, "dispatch_scan_limit must be > 0"),
-            (self.stats_window_secs < 60, "stats_window_secs must be >= 60"),
+            (
+                self.dispatch_scan_limit == 0,
+                "dispatch_scan_limit must be > 0",
+            ),
+            (
+                self.stats_window_secs < 60,
+                "stats_window_secs must be >= 60",
+            ),
             (
                 !(self.default_aht_secs.is_finite() && self.default_aht_secs > 0.0),
                 "default_aht_secs must be > 0",
             ),
-            (self.service_level_target_secs == 0, "service_level_target_secs must be > 0"),
+            (
+                self.service_level_target_secs == 0,
+                "service_level_target_secs must be > 0",
+            ),
             (
                 !(self.service_level_target > 0.0 && self.service_level_target < 1.0),
                 "service_level_target must be between 0 and 1",
             ),
-            (!(1..=5).contains(&self.min_proficiency), "min_proficiency must be 1-5"),
+            (
+                !(1..=5).contains(&self.min_proficiency),
+                "min_proficiency must be 1-5",
+            ),
         ];
         if let Some((_, reason)) = checks.iter().find(|(bad, _)| *bad) {
             return Err((*reason).to_string());

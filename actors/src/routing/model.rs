@@ -106,7 +106,13 @@ pub struct RoutedContact {
 
 impl RoutedContact {
     /// Records a rule that fired.
-    pub fn reason(&mut self, rule: &'static str, detail: impl Into<String>, effect: impl Into<String>, at: DateTime<Utc>) {
+    pub fn reason(
+        &mut self,
+        rule: &'static str,
+        detail: impl Into<String>,
+        effect: impl Into<String>,
+        at: DateTime<Utc>,
+    ) {
         self.reasons.push(Reason {
             rule,
             detail: detail.into(),

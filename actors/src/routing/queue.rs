@@ -208,7 +208,8 @@ impl QueueState {
         }
         for c in self.iter().take(cfg.dispatch_scan_limit.max(1)) {
             let cross = c.cross_site && cfg.overflow.cross_site_skills.contains(&c.skill);
-            let relaxed = relaxed_needs(&c.base_needs(), c.waited_secs(now), &cfg.relaxation, cross);
+            let relaxed =
+                relaxed_needs(&c.base_needs(), c.waited_secs(now), &cfg.relaxation, cross);
             if let Some(choice) = choose_agent(&relaxed.needs, &free, now) {
                 return Some(Proposal {
                     contact_id: c.contact_id.to_string(),
@@ -222,19 +223,30 @@ impl QueueState {
     }
 
     /// The key of the best contact `agent` could take now (cross-queue fairness).
-    pub fn best_for(&self, agent: &AgentView, now: DateTime<Utc>, cfg: &RoutingConfig) -> Option<PriorityKey> {
+    pub fn best_for(
+        &self,
+        agent: &AgentView,
+        now: DateTime<Utc>,
+        cfg: &RoutingConfig,
+    ) -> Option<PriorityKey> {
         self.iter()
             .take(cfg.dispatch_scan_limit.max(1))
             .find(|c| {
                 let cross = c.cross_site && cfg.overflow.cross_site_skills.contains(&c.skill);
-                let relaxed = relaxed_needs(&c.base_needs(), c.waited_secs(now), &cfg.relaxation, cross);
+                let relaxed =
+                    relaxed_needs(&c.base_needs(), c.waited_secs(now), &cfg.relaxation, cross);
                 choose_agent(&relaxed.needs, std::slice::from_ref(agent), now).is_some()
             })
             .map(|c| c.key.clone())
     }
 
     /// Takes up to `count` contacts that may move between sites, best first.
-    pub fn take_for_overflow(&mut self, count: u32, now: DateTime<Utc>, cfg: &RoutingConfig) -> Vec<RoutedContact> {
+    pub fn take_for_overflow(
+        &mut self,
+        count: u32,
+        now: DateTime<Utc>,
+        cfg: &RoutingConfig,
+    ) -> Vec<RoutedContact> {
         let ids: Vec<String> = self
             .iter()
             .filter(|c| overflow::may_move(c.moved_at, now, &cfg.overflow))
@@ -245,7 +257,12 @@ impl QueueState {
     }
 
     /// The queue's load for saturation and overflow planning.
-    pub fn load(&mut self, agents: &[AgentView], now: DateTime<Utc>, cfg: &RoutingConfig) -> (QueueLoad, u32) {
+    pub fn load(
+        &mut self,
+        agents: &[AgentView],
+        now: DateTime<Utc>,
+        cfg: &RoutingConfig,
+    ) -> (QueueLoad, u32) {
         let window = Duration::seconds(i64::from(cfg.stats_window_secs.max(60)));
         self.stats.trim(now, window);
         let at_site: Vec<&AgentView> = agents
@@ -291,10 +308,21 @@ impl QueueState {
     }
 
     /// The snapshot `GET /v1/queues` serves.
-    pub fn snapshot(&mut self, agents: &[AgentView], now: DateTime<Utc>, cfg: &RoutingConfig, overflowing: bool) -> QueueSnapshot {
+    pub fn snapshot(
+        &mut self,
+        agents: &[AgentView],
+        now: DateTime<Utc>,
+        cfg: &RoutingConfig,
+        overflowing: bool,
+    ) -> QueueSnapshot {
         let (load, staffed) = self.load(agents, now, cfg);
         let target = f64::from(cfg.service_level_target_secs);
-        let answered_in_target = self.stats.answered.iter().filter(|(_, w)| *w <= target).count();
+        let answered_in_target = self
+            .stats
+            .answered
+            .iter()
+            .filter(|(_, w)| *w <= target)
+            .count();
         let finished = self.stats.answered.len() + self.stats.abandoned.len();
         let service_level = (finished > 0).then(|| answered_in_target as f64 / finished as f64);
         let total_wait: f64 = self
@@ -304,8 +332,11 @@ impl QueueState {
             .chain(self.stats.abandoned.iter())
             .map(|(_, w)| w)
             .sum();
-        let theta = erlang::abandonment_rate_from_observations(self.stats.abandoned.len() as u64, total_wait)
-            .filter(|t| *t > 0.0);
+        let theta = erlang::abandonment_rate_from_observations(
+            self.stats.abandoned.len() as u64,
+            total_wait,
+        )
+        .filter(|t| *t > 0.0);
         let staffing = erlang::staffing_estimate(
             load.arrival_rate_per_sec,
             load.aht_secs,
@@ -327,7 +358,11 @@ impl QueueState {
             agents_staffed: staffed,
             agents_available: available_agents,
             free_capacity: load.free_capacity,
-            estimated_wait_secs: overflow::estimated_wait_secs(load.depth, load.agents_available, load.aht_secs),
+            estimated_wait_secs: overflow::estimated_wait_secs(
+                load.depth,
+                load.agents_available,
+                load.aht_secs,
+            ),
             saturation: overflow::saturation(&load),
             arrivals_per_min: load.arrival_rate_per_sec * 60.0,
             aht_secs: load.aht_secs,
@@ -438,9 +473,9 @@ impl QueueActor {
     /// reservation is confirmed by the agent's actor (it owns the capacity); a
     /// refused one (the view was stale) skips that agent for this pass.
     fn dispatch(&mut self, ctx: &mut Context<Self>) -> ResponseActFuture<Self, DispatchOutcome> {
-        let fut = async {}.into_actor(self).then(|_, act, _ctx| {
-            act.dispatch_step(DispatchOutcome::default(), BTreeSet::new())
-        });
+        let fut = async {}
+            .into_actor(self)
+            .then(|_, act, _ctx| act.dispatch_step(DispatchOutcome::default(), BTreeSet::new()));
         let _ = ctx;
         Box::pin(fut)
     }
@@ -487,7 +522,10 @@ impl QueueActor {
                                 format!(
                                     "widened to proficiency >= {} ({})",
                                     step.min_proficiency,
-                                    if matches!(step.sites, crate::rules::matching::SiteWidening::Home) {
+                                    if matches!(
+                                        step.sites,
+                                        crate::rules::matching::SiteWidening::Home
+                                    ) {
                                         "home site"
                                     } else {
                                         "any allowed site"
@@ -499,10 +537,21 @@ impl QueueActor {
                         c.relaxation_step = p.step;
                     }
                     let (rule, effect) = match p.reason {
-                        ChoiceReason::PreferredAgent => ("preferred_agent", "offered to the agent who last owned the issue"),
-                        ChoiceReason::BestMatch => ("matching", "offered to the most proficient, longest-idle eligible agent"),
+                        ChoiceReason::PreferredAgent => (
+                            "preferred_agent",
+                            "offered to the agent who last owned the issue",
+                        ),
+                        ChoiceReason::BestMatch => (
+                            "matching",
+                            "offered to the most proficient, longest-idle eligible agent",
+                        ),
                     };
-                    c.reason(rule, format!("skill {} on {}", c.skill, c.channel), effect, now);
+                    c.reason(
+                        rule,
+                        format!("skill {} on {}", c.skill, c.channel),
+                        effect,
+                        now,
+                    );
                     outcome.offered.push(c);
                     outcome.decision_secs.push(elapsed);
                 }
@@ -561,7 +610,8 @@ impl Handler<TakeForOverflow> for QueueActor {
     type Result = Vec<RoutedContact>;
 
     fn handle(&mut self, msg: TakeForOverflow, _ctx: &mut Self::Context) -> Self::Result {
-        self.state.take_for_overflow(msg.0, self.clock.now(), &self.cfg())
+        self.state
+            .take_for_overflow(msg.0, self.clock.now(), &self.cfg())
     }
 }
 
@@ -579,7 +629,10 @@ impl Handler<Snapshot> for QueueActor {
 
     fn handle(&mut self, msg: Snapshot, _ctx: &mut Self::Context) -> Self::Result {
         let agents = self.board.views_with_skill(&self.state.skill);
-        MessageResult(self.state.snapshot(&agents, self.clock.now(), &self.cfg(), msg.overflowing))
+        MessageResult(
+            self.state
+                .snapshot(&agents, self.clock.now(), &self.cfg(), msg.overflowing),
+        )
     }
 }
 

@@ -13,8 +13,12 @@ use uuid::Uuid;
 use super::RoutingConfig;
 use crate::event::{Channel, Envelope, EventKind};
 use crate::ids::{ContactId, PatientId, SiteId};
-use crate::journey::{BotTurnView, ContactState as JourneyContactState, ContactView, Journey, PrescriptionStatus};
-use crate::rules::frustration::{assess, bot_should_hand_off, Assessment, ContactFact, JourneyFacts};
+use crate::journey::{
+    BotTurnView, ContactState as JourneyContactState, ContactView, Journey, PrescriptionStatus,
+};
+use crate::rules::frustration::{
+    assess, bot_should_hand_off, Assessment, ContactFact, JourneyFacts,
+};
 use crate::rules::priority::base_priority;
 
 /// A contact that needs a human.
@@ -96,7 +100,12 @@ fn fact(c: &ContactView) -> ContactFact {
 }
 
 /// The facts the frustration rules read, for one contact of the journey.
-pub fn journey_facts(journey: &Journey, contact: &ContactView, skill: &str, now: DateTime<Utc>) -> JourneyFacts {
+pub fn journey_facts(
+    journey: &Journey,
+    contact: &ContactView,
+    skill: &str,
+    now: DateTime<Utc>,
+) -> JourneyFacts {
     let mut current = fact(contact);
     current.skill = Some(skill.to_string());
     JourneyFacts {
@@ -113,16 +122,21 @@ pub fn journey_facts(journey: &Journey, contact: &ContactView, skill: &str, now:
             .prescriptions
             .values()
             .any(|p| p.status == PrescriptionStatus::Routed)
-            && contact
-                .intent
-                .as_deref()
-                .is_some_and(|i| i.contains("prescription") || i.contains("medication") || i == "refill"),
+            && contact.intent.as_deref().is_some_and(|i| {
+                i.contains("prescription") || i.contains("medication") || i == "refill"
+            }),
         last_owner: None,
     }
 }
 
 /// The agent who last handled a same-skill contact within the window.
-fn returning_to(journey: &Journey, contact: &ContactView, skill: &str, now: DateTime<Utc>, cfg: &RoutingConfig) -> Option<String> {
+fn returning_to(
+    journey: &Journey,
+    contact: &ContactView,
+    skill: &str,
+    now: DateTime<Utc>,
+    cfg: &RoutingConfig,
+) -> Option<String> {
     let since = now - Duration::seconds(i64::from(cfg.returning_window_secs));
     journey
         .contacts
@@ -135,7 +149,11 @@ fn returning_to(journey: &Journey, contact: &ContactView, skill: &str, now: Date
 }
 
 /// Decides what routing must do after `event` was applied to `journey`.
-pub fn route_request(journey: &Journey, event: &Envelope, cfg: &RoutingConfig) -> Option<RouteRequest> {
+pub fn route_request(
+    journey: &Journey,
+    event: &Envelope,
+    cfg: &RoutingConfig,
+) -> Option<RouteRequest> {
     let contact_id = event.contact_id.clone()?;
     let contact = journey.contacts.get(&contact_id)?;
     let now = event.occurred_at;
@@ -161,22 +179,29 @@ pub fn route_request(journey: &Journey, event: &Envelope, cfg: &RoutingConfig) -
             assessment,
             preferred_agent,
             preferred_because,
-            transcript: if from_bot { contact.bot_turns.clone() } else { Vec::new() },
+            transcript: if from_bot {
+                contact.bot_turns.clone()
+            } else {
+                Vec::new()
+            },
             from_bot,
             cause: event.id,
         }))
     };
     match &event.kind {
-        EventKind::ContactStarted { .. } if is_self_service(event) => Some(RouteRequest::SelfService {
-            contact_id: contact_id.clone(),
-            patient_id: journey.patient_id,
-            site: contact.site.clone(),
-            channel: contact.channel,
-        }),
+        EventKind::ContactStarted { .. } if is_self_service(event) => {
+            Some(RouteRequest::SelfService {
+                contact_id: contact_id.clone(),
+                patient_id: journey.patient_id,
+                site: contact.site.clone(),
+                channel: contact.channel,
+            })
+        }
         EventKind::ContactStarted { .. } => Some(needs_human(false)),
-        EventKind::BotTurn { resolved: false, .. }
-            if contact.state == JourneyContactState::Open
-                && bot_should_hand_off(contact.unresolved_bot_exchanges(), &cfg.frustration) =>
+        EventKind::BotTurn {
+            resolved: false, ..
+        } if contact.state == JourneyContactState::Open
+            && bot_should_hand_off(contact.unresolved_bot_exchanges(), &cfg.frustration) =>
         {
             Some(needs_human(true))
         }
@@ -190,14 +215,21 @@ pub fn route_request(journey: &Journey, event: &Envelope, cfg: &RoutingConfig) -
 }
 
 /// The frustration of the patient's latest contact (open first), as the context shows it.
-pub fn current_frustration(journey: &Journey, cfg: &RoutingConfig, now: DateTime<Utc>) -> Option<Assessment> {
+pub fn current_frustration(
+    journey: &Journey,
+    cfg: &RoutingConfig,
+    now: DateTime<Utc>,
+) -> Option<Assessment> {
     let contact = journey
         .open_contacts()
         .into_iter()
         .max_by_key(|c| c.started_at)
         .or_else(|| journey.contacts.values().max_by_key(|c| c.started_at))?;
     let skill = cfg.skill_for(contact.skill.as_deref(), contact.intent.as_deref());
-    Some(assess(&journey_facts(journey, contact, &skill, now), &cfg.frustration))
+    Some(assess(
+        &journey_facts(journey, contact, &skill, now),
+        &cfg.frustration,
+    ))
 }
 
 #[cfg(test)]
@@ -239,9 +271,27 @@ mod tests {
     fn the_third_contact_in_two_days_on_any_channel_is_urgent() {
         let t = Utc::now();
         let (_, r) = run(&[
-            ev(1, "contact.started", "voice", t - Duration::hours(30), json!({"contact_id": "c1", "skill": "scheduling"})),
-            ev(2, "contact.started", "sms", t - Duration::hours(5), json!({"contact_id": "c2", "skill": "scheduling"})),
-            ev(3, "contact.started", "chat", t, json!({"contact_id": "c3", "skill": "scheduling"})),
+            ev(
+                1,
+                "contact.started",
+                "voice",
+                t - Duration::hours(30),
+                json!({"contact_id": "c1", "skill": "scheduling"}),
+            ),
+            ev(
+                2,
+                "contact.started",
+                "sms",
+                t - Duration::hours(5),
+                json!({"contact_id": "c2", "skill": "scheduling"}),
+            ),
+            ev(
+                3,
+                "contact.started",
+                "chat",
+                t,
+                json!({"contact_id": "c3", "skill": "scheduling"}),
+            ),
         ]);
         let n = queued(r);
         assert_eq!(n.assessment.level, Level::Urgent);
@@ -249,10 +299,25 @@ mod tests {
     }
 
     #[test]
-    fn a_bot_contact_is_self_service_until_it_fails_twice_then_goes_to_a_human_with_the_transcript() {
+    fn a_bot_contact_is_self_service_until_it_fails_twice_then_goes_to_a_human_with_the_transcript()
+    {
         let t = Utc::now();
-        let start = ev(1, "contact.started", "iva", t, json!({"contact_id": "b1", "intent": "medication_question"}));
-        let turn = |n, resolved| ev(n, "bot.turn", "iva", t, json!({"contact_id": "b1", "resolved": resolved, "patient_text": "q", "bot_text": "a"}));
+        let start = ev(
+            1,
+            "contact.started",
+            "iva",
+            t,
+            json!({"contact_id": "b1", "intent": "medication_question"}),
+        );
+        let turn = |n, resolved| {
+            ev(
+                n,
+                "bot.turn",
+                "iva",
+                t,
+                json!({"contact_id": "b1", "resolved": resolved, "patient_text": "q", "bot_text": "a"}),
+            )
+        };
         let (_, r) = run(std::slice::from_ref(&start));
         assert!(matches!(r, Some(RouteRequest::SelfService { .. })));
         let (_, r) = run(&[start.clone(), turn(2, false)]);
@@ -270,11 +335,41 @@ mod tests {
     fn a_patient_transferred_twice_calling_back_is_routed_to_the_last_owner() {
         let t = Utc::now();
         let (_, r) = run(&[
-            ev(1, "contact.started", "voice", t - Duration::hours(24), json!({"contact_id": "c1", "skill": "billing"})),
-            ev(2, "contact.transferred", "voice", t - Duration::hours(24), json!({"contact_id": "c1", "to": "scheduling", "from_agent": "ag-bill"})),
-            ev(3, "contact.transferred", "voice", t - Duration::hours(24), json!({"contact_id": "c1", "to": "pharmacy", "from_agent": "ag-sched"})),
-            ev(4, "contact.ended", "voice", t - Duration::hours(23), json!({"contact_id": "c1", "agent": "ag-pharm"})),
-            ev(5, "contact.started", "voice", t, json!({"contact_id": "c2", "skill": "pharmacy"})),
+            ev(
+                1,
+                "contact.started",
+                "voice",
+                t - Duration::hours(24),
+                json!({"contact_id": "c1", "skill": "billing"}),
+            ),
+            ev(
+                2,
+                "contact.transferred",
+                "voice",
+                t - Duration::hours(24),
+                json!({"contact_id": "c1", "to": "scheduling", "from_agent": "ag-bill"}),
+            ),
+            ev(
+                3,
+                "contact.transferred",
+                "voice",
+                t - Duration::hours(24),
+                json!({"contact_id": "c1", "to": "pharmacy", "from_agent": "ag-sched"}),
+            ),
+            ev(
+                4,
+                "contact.ended",
+                "voice",
+                t - Duration::hours(23),
+                json!({"contact_id": "c1", "agent": "ag-pharm"}),
+            ),
+            ev(
+                5,
+                "contact.started",
+                "voice",
+                t,
+                json!({"contact_id": "c2", "skill": "pharmacy"}),
+            ),
         ]);
         let n = queued(r);
         assert!(n.assessment.has(Signal::RepeatedTransfers));
@@ -285,8 +380,20 @@ mod tests {
     fn an_ended_or_abandoned_contact_leaves_routing() {
         let t = Utc::now();
         let (_, r) = run(&[
-            ev(1, "contact.started", "voice", t, json!({"contact_id": "c1"})),
-            ev(2, "contact.abandoned", "voice", t, json!({"contact_id": "c1"})),
+            ev(
+                1,
+                "contact.started",
+                "voice",
+                t,
+                json!({"contact_id": "c1"}),
+            ),
+            ev(
+                2,
+                "contact.abandoned",
+                "voice",
+                t,
+                json!({"contact_id": "c1"}),
+            ),
         ]);
         assert!(matches!(r, Some(RouteRequest::Abandoned { .. })));
     }

@@ -179,7 +179,11 @@ impl Routing {
             st.ended.push_back(id.clone());
             while st.ended.len() > ENDED_KEPT {
                 if let Some(old) = st.ended.pop_front() {
-                    if st.contacts.get(&old).is_some_and(|c| c.state == ContactState::Ended) {
+                    if st
+                        .contacts
+                        .get(&old)
+                        .is_some_and(|c| c.state == ContactState::Ended)
+                    {
                         st.contacts.remove(&old);
                     }
                 }
@@ -212,7 +216,10 @@ impl Routing {
         self.emit(commands).await;
     }
 
-    async fn enqueue(&self, st: &mut RouterState, c: RoutedContact) {
+    async fn enqueue(&self, st: &mut RouterState, mut c: RoutedContact) {
+        c.state = ContactState::Queued;
+        c.offered_to = None;
+        c.offer_deadline = None;
         let addr = self.queue_addr(st, &c.site, &c.skill);
         self.remember(st, c.clone());
         match addr.send(queue::Enqueue(c)).await {
@@ -225,7 +232,9 @@ impl Routing {
     /// dispatched in the order of the best contact each has for it, so the
     /// highest-priority contact anywhere is served first.
     async fn agent_freed(&self, st: &mut RouterState, agent_id: &str) {
-        let Some(view) = self.inner.board.view(agent_id) else { return };
+        let Some(view) = self.inner.board.view(agent_id) else {
+            return;
+        };
         if !view.available {
             return;
         }
@@ -247,7 +256,10 @@ impl Routing {
     }
 
     /// Routes a contact as the patient actor decided.
-    pub async fn route(&self, req: RouteRequest) -> Result<Option<ContactRoutingView>, RoutingError> {
+    pub async fn route(
+        &self,
+        req: RouteRequest,
+    ) -> Result<Option<ContactRoutingView>, RoutingError> {
         let now = self.now();
         let cfg = self.config();
         let mut st = self.inner.state.lock().await;
@@ -267,7 +279,12 @@ impl Routing {
                 if !st.contacts.contains_key(&id) {
                     let mut c = blank(contact_id, patient_id, site, channel, &cfg, now);
                     c.state = ContactState::SelfService;
-                    c.reason("self_service", format!("started on {channel}"), "a virtual agent answers first", now);
+                    c.reason(
+                        "self_service",
+                        format!("started on {channel}"),
+                        "a virtual agent answers first",
+                        now,
+                    );
                     self.remember(&mut st, c);
                 }
             }
@@ -299,7 +316,14 @@ impl Routing {
         }
         let urgent = n.assessment.level == Level::Urgent;
         let boosts = effective_boosts(n.base_priority, n.assessment.score, urgent, &cfg.priority);
-        let mut c = blank(n.contact_id.clone(), n.patient_id, n.site.clone(), n.channel, cfg, now);
+        let mut c = blank(
+            n.contact_id.clone(),
+            n.patient_id,
+            n.site.clone(),
+            n.channel,
+            cfg,
+            now,
+        );
         c.cause = n.cause;
         c.skill = n.skill.clone();
         c.intent = n.intent.clone();
@@ -313,11 +337,20 @@ impl Routing {
         if let Some(p) = previous {
             c.reasons = p.reasons;
             c.offers_made = p.offers_made;
-            c.reason("transfer", format!("from {} to {}", p.skill, n.skill), "queued for the new skill", now);
+            c.reason(
+                "transfer",
+                format!("from {} to {}", p.skill, n.skill),
+                "queued for the new skill",
+                now,
+            );
         }
         c.reason(
             "priority",
-            format!("base {} for intent {}", n.base_priority, n.intent.as_deref().unwrap_or("unknown")),
+            format!(
+                "base {} for intent {}",
+                n.base_priority,
+                n.intent.as_deref().unwrap_or("unknown")
+            ),
             format!("score {} (boosts {boosts})", n.base_priority + boosts),
             now,
         );
@@ -326,8 +359,12 @@ impl Routing {
             let effect = match &s.action {
                 Action::Boost => format!("priority +{}", s.boost),
                 Action::MarkUrgent => format!("marked urgent, priority +{}", s.boost),
-                Action::HandToHuman => "handed to a human with the transcript and intent".to_string(),
-                Action::RouteToLastOwner { .. } => "routed to the agent who last owned the issue".to_string(),
+                Action::HandToHuman => {
+                    "handed to a human with the transcript and intent".to_string()
+                }
+                Action::RouteToLastOwner { .. } => {
+                    "routed to the agent who last owned the issue".to_string()
+                }
             };
             c.reason(s.signal.as_str(), s.detail.clone(), effect, now);
         }
@@ -336,10 +373,15 @@ impl Routing {
             c.reason(
                 "preferred_agent",
                 match n.preferred_because {
-                    Some("repeated_transfers") => "transferred repeatedly: the last owner knows the issue".to_string(),
+                    Some("repeated_transfers") => {
+                        "transferred repeatedly: the last owner knows the issue".to_string()
+                    }
                     _ => "returning patient: the agent who last handled the same issue".to_string(),
                 },
-                format!("offered first to that agent for {}s, then to anyone skilled", cfg.preferred_agent_secs),
+                format!(
+                    "offered first to that agent for {}s, then to anyone skilled",
+                    cfg.preferred_agent_secs
+                ),
                 now,
             );
             c.preferred_agent = Some(agent);
@@ -387,21 +429,39 @@ impl Routing {
         }
     }
 
-    async fn close(&self, st: &mut RouterState, id: &str, abandoned: bool, cfg: &RoutingConfig, now: DateTime<Utc>) {
-        let Some(mut c) = st.contacts.get(id).cloned() else { return };
+    async fn close(
+        &self,
+        st: &mut RouterState,
+        id: &str,
+        abandoned: bool,
+        cfg: &RoutingConfig,
+        now: DateTime<Utc>,
+    ) {
+        let Some(mut c) = st.contacts.get(id).cloned() else {
+            return;
+        };
         let waited = c.waited_secs(now) as f64;
         match c.state {
             ContactState::Ended => return,
             ContactState::SelfService => {
                 self.inner.observer.bot_contact("contained");
                 record_bot(st, now, true, cfg);
-                c.reason("contained", "ended by the virtual agent", "no human needed", now);
+                c.reason(
+                    "contained",
+                    "ended by the virtual agent",
+                    "no human needed",
+                    now,
+                );
             }
             ContactState::Queued | ContactState::Offered => {
                 let q = self.queue_addr(st, &c.site, &c.skill);
                 if abandoned {
                     self.inner.observer.abandoned(c.site.as_str(), &c.skill);
-                    let _ = q.send(queue::Record::Abandoned { waited_secs: waited }).await;
+                    let _ = q
+                        .send(queue::Record::Abandoned {
+                            waited_secs: waited,
+                        })
+                        .await;
                 }
                 self.release(st, &c).await;
             }
@@ -424,7 +484,12 @@ impl Routing {
             }
         }
         if abandoned {
-            c.reason("abandoned", format!("after waiting {waited:.0}s"), "left routing", now);
+            c.reason(
+                "abandoned",
+                format!("after waiting {waited:.0}s"),
+                "left routing",
+                now,
+            );
         }
         c.state = ContactState::Ended;
         c.offered_to = None;
@@ -440,7 +505,8 @@ impl Routing {
             Some(a) => a,
             None => {
                 let state = AgentState::new(u.agent_id.clone(), u.site.clone(), now);
-                let a = AgentActor::new(state, self.inner.board.clone(), self.inner.clock.clone()).start();
+                let a = AgentActor::new(state, self.inner.board.clone(), self.inner.clock.clone())
+                    .start();
                 self.inner.board.register(&u.agent_id, a.clone());
                 a
             }
@@ -458,7 +524,8 @@ impl Routing {
             .await
             .map_err(|e| RoutingError::Unavailable(e.to_string()))?;
         for held in back {
-            self.offer_failed(&mut st, &u.agent_id, held, "agent_left", now).await;
+            self.offer_failed(&mut st, &u.agent_id, held, "agent_left", now)
+                .await;
         }
         self.agent_freed(&mut st, &u.agent_id).await;
         addr.send(agent::GetAgent)
@@ -467,15 +534,29 @@ impl Routing {
     }
 
     /// An offer that ended without acceptance: back to its queue, in its place.
-    async fn offer_failed(&self, st: &mut RouterState, agent_id: &str, held: Held, outcome: &'static str, now: DateTime<Utc>) {
+    async fn offer_failed(
+        &self,
+        st: &mut RouterState,
+        agent_id: &str,
+        held: Held,
+        outcome: &'static str,
+        now: DateTime<Utc>,
+    ) {
         let id = held.contact_id.to_string();
-        let Some(mut c) = st.contacts.get(&id).cloned() else { return };
+        let Some(mut c) = st.contacts.get(&id).cloned() else {
+            return;
+        };
         if c.state != ContactState::Offered || c.offered_to.as_deref() != Some(agent_id) {
             return;
         }
-        self.inner.observer.offer(c.site.as_str(), &c.skill, outcome);
+        self.inner
+            .observer
+            .offer(c.site.as_str(), &c.skill, outcome);
         let detail = match outcome {
-            "timeout" => format!("the agent did not answer within {}s", self.config().offer_timeout_secs),
+            "timeout" => format!(
+                "the agent did not answer within {}s",
+                self.config().offer_timeout_secs
+            ),
             "declined" => "the agent declined".to_string(),
             _ => "the agent went away before answering".to_string(),
         };
@@ -500,12 +581,24 @@ impl Routing {
     }
 
     /// `offer.accepted`.
-    pub async fn offer_accepted(&self, agent_id: &str, contact_id: &str) -> Result<ContactRoutingView, RoutingError> {
+    pub async fn offer_accepted(
+        &self,
+        agent_id: &str,
+        contact_id: &str,
+    ) -> Result<ContactRoutingView, RoutingError> {
         let now = self.now();
         let cfg = self.config();
         let mut st = self.inner.state.lock().await;
-        let addr = self.inner.board.addr(agent_id).ok_or(RoutingError::UnknownAgent)?;
-        let mut c = st.contacts.get(contact_id).cloned().ok_or(RoutingError::UnknownContact)?;
+        let addr = self
+            .inner
+            .board
+            .addr(agent_id)
+            .ok_or(RoutingError::UnknownAgent)?;
+        let mut c = st
+            .contacts
+            .get(contact_id)
+            .cloned()
+            .ok_or(RoutingError::UnknownContact)?;
         if c.state == ContactState::Assigned && c.assigned_agent.as_deref() == Some(agent_id) {
             return Ok(c.view(now)); // a redelivered accept changes nothing
         }
@@ -516,16 +609,29 @@ impl Routing {
             .map_err(|_| RoutingError::NotOffered)?;
         let waited = c.waited_secs(now) as f64;
         let within = waited <= f64::from(cfg.service_level_target_secs);
-        self.inner.observer.offer(c.site.as_str(), &c.skill, "accepted");
-        self.inner.observer.answered(c.site.as_str(), &c.skill, within);
+        self.inner
+            .observer
+            .offer(c.site.as_str(), &c.skill, "accepted");
+        self.inner
+            .observer
+            .answered(c.site.as_str(), &c.skill, within);
         let q = self.queue_addr(&mut st, &c.site, &c.skill);
-        let _ = q.send(queue::Record::Answered { waited_secs: waited }).await;
+        let _ = q
+            .send(queue::Record::Answered {
+                waited_secs: waited,
+            })
+            .await;
         c.state = ContactState::Assigned;
         c.assigned_agent = Some(agent_id.to_string());
         c.offered_to = None;
         c.offer_deadline = None;
         c.answered_at = Some(now);
-        c.reason("accepted", format!("answered after {waited:.0}s"), "assigned to the agent", now);
+        c.reason(
+            "accepted",
+            format!("answered after {waited:.0}s"),
+            "assigned to the agent",
+            now,
+        );
         if held.channel == Channel::Voice {
             self.emit(vec![route_command(&c, agent_id, now)]).await;
         }
@@ -534,10 +640,18 @@ impl Routing {
     }
 
     /// `offer.declined`.
-    pub async fn offer_declined(&self, agent_id: &str, contact_id: &str) -> Result<ContactRoutingView, RoutingError> {
+    pub async fn offer_declined(
+        &self,
+        agent_id: &str,
+        contact_id: &str,
+    ) -> Result<ContactRoutingView, RoutingError> {
         let now = self.now();
         let mut st = self.inner.state.lock().await;
-        let addr = self.inner.board.addr(agent_id).ok_or(RoutingError::UnknownAgent)?;
+        let addr = self
+            .inner
+            .board
+            .addr(agent_id)
+            .ok_or(RoutingError::UnknownAgent)?;
         if !st.contacts.contains_key(contact_id) {
             return Err(RoutingError::UnknownContact);
         }
@@ -546,7 +660,8 @@ impl Routing {
             .await
             .map_err(|e| RoutingError::Unavailable(e.to_string()))?;
         if let Some(held) = held {
-            self.offer_failed(&mut st, agent_id, held, "declined", now).await;
+            self.offer_failed(&mut st, agent_id, held, "declined", now)
+                .await;
             self.agent_freed(&mut st, agent_id).await;
         }
         st.contacts
@@ -556,9 +671,17 @@ impl Routing {
     }
 
     /// `contact.wrapped`: the agent finished after-contact work.
-    pub async fn contact_wrapped(&self, agent_id: &str, contact_id: &str) -> Result<(), RoutingError> {
+    pub async fn contact_wrapped(
+        &self,
+        agent_id: &str,
+        contact_id: &str,
+    ) -> Result<(), RoutingError> {
         let mut st = self.inner.state.lock().await;
-        let addr = self.inner.board.addr(agent_id).ok_or(RoutingError::UnknownAgent)?;
+        let addr = self
+            .inner
+            .board
+            .addr(agent_id)
+            .ok_or(RoutingError::UnknownAgent)?;
         addr.send(agent::Wrapped(contact_id.to_string()))
             .await
             .map_err(|e| RoutingError::Unavailable(e.to_string()))?;
@@ -572,10 +695,15 @@ impl Routing {
         let cfg = self.config();
         let mut st = self.inner.state.lock().await;
         for addr in self.inner.board.addrs() {
-            let Ok((offers, wraps)) = addr.send(agent::Expire).await else { continue };
-            let Ok(agent) = addr.send(agent::GetAgent).await else { continue };
+            let Ok((offers, wraps)) = addr.send(agent::Expire).await else {
+                continue;
+            };
+            let Ok(agent) = addr.send(agent::GetAgent).await else {
+                continue;
+            };
             for held in offers {
-                self.offer_failed(&mut st, &agent.id, held, "timeout", now).await;
+                self.offer_failed(&mut st, &agent.id, held, "timeout", now)
+                    .await;
             }
             if !wraps.is_empty() {
                 self.agent_freed(&mut st, &agent.id).await;
@@ -600,9 +728,13 @@ impl Routing {
         }
         let moves = plan_overflow(&loads, &mut st.overflow, &cfg.overflow, now);
         for m in moves {
-            let Ok(from_site) = SiteId::parse(&m.from_site) else { continue };
+            let Ok(from_site) = SiteId::parse(&m.from_site) else {
+                continue;
+            };
             let from = self.queue_addr(st, &from_site, &m.skill);
-            let Ok(taken) = from.send(queue::TakeForOverflow(m.count)).await else { continue };
+            let Ok(taken) = from.send(queue::TakeForOverflow(m.count)).await else {
+                continue;
+            };
             if taken.is_empty() {
                 continue;
             }
@@ -616,7 +748,12 @@ impl Routing {
             for mut c in taken {
                 c.moved_at = Some(now);
                 c.site = to_site.clone();
-                c.reason("overflow", m.reason.clone(), format!("moved from {} to {}", m.from_site, m.to_site), now);
+                c.reason(
+                    "overflow",
+                    m.reason.clone(),
+                    format!("moved from {} to {}", m.from_site, m.to_site),
+                    now,
+                );
                 self.enqueue(st, c).await;
             }
         }
@@ -648,7 +785,10 @@ impl Routing {
             }
         }
         for (site, counts) in by {
-            for (p, n) in [Presence::Available, Presence::Away, Presence::Offline].iter().zip(counts) {
+            for (p, n) in [Presence::Available, Presence::Away, Presence::Offline]
+                .iter()
+                .zip(counts)
+            {
                 self.inner.observer.agents(&site, p.as_str(), n);
             }
         }
@@ -723,7 +863,14 @@ fn trim_bot(st: &mut RouterState, now: DateTime<Utc>, cfg: &RoutingConfig) {
     }
 }
 
-fn blank(contact_id: ContactId, patient_id: PatientId, site: SiteId, channel: Channel, cfg: &RoutingConfig, now: DateTime<Utc>) -> RoutedContact {
+fn blank(
+    contact_id: ContactId,
+    patient_id: PatientId,
+    site: SiteId,
+    channel: Channel,
+    cfg: &RoutingConfig,
+    now: DateTime<Utc>,
+) -> RoutedContact {
     let id = contact_id.to_string();
     RoutedContact {
         contact_id,
@@ -776,11 +923,20 @@ fn offer_command(c: &RoutedContact, now: DateTime<Utc>) -> Command {
     p.insert("contact_channel".into(), c.channel.as_str().into());
     p.insert("intent".into(), c.intent.clone().into());
     p.insert("level".into(), json!(c.level));
-    p.insert("priority_score".into(), crate::rules::priority::score_at(&c.key, now).into());
+    p.insert(
+        "priority_score".into(),
+        crate::rules::priority::score_at(&c.key, now).into(),
+    );
     p.insert("signals".into(), signals_json(c));
     p.insert("transcript".into(), json!(c.transcript));
-    p.insert("expires_at".into(), c.offer_deadline.map(|d| d.to_rfc3339()).into());
-    p.insert("context".into(), format!("/v1/patients/{}/context", c.patient_id).into());
+    p.insert(
+        "expires_at".into(),
+        c.offer_deadline.map(|d| d.to_rfc3339()).into(),
+    );
+    p.insert(
+        "context".into(),
+        format!("/v1/patients/{}/context", c.patient_id).into(),
+    );
     Command::new(
         CommandType::ContactOffer,
         c.cause,
@@ -835,7 +991,10 @@ pub struct MemorySink {
 }
 
 impl CommandSink for MemorySink {
-    fn enqueue(&self, commands: Vec<Command>) -> crate::ports::BoxFuture<'static, Result<(), crate::ports::PortError>> {
+    fn enqueue(
+        &self,
+        commands: Vec<Command>,
+    ) -> crate::ports::BoxFuture<'static, Result<(), crate::ports::PortError>> {
         if let Ok(mut c) = self.commands.lock() {
             c.extend(commands);
         }
