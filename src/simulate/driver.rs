@@ -91,6 +91,8 @@ enum Action {
     CallBack { site: usize, patient: Patient },
     /// An agent back from a break.
     BackFromBreak(usize),
+    /// An agent signs in (late starters: the small clinic after its huddle).
+    SignIn(usize),
 }
 
 /// An agent on the floor.
@@ -98,6 +100,8 @@ enum Action {
 struct Agent {
     /// Who.
     spec: AgentSpec,
+    /// Signed in (late starters are not, until their start time).
+    signed_in: bool,
     /// On a break.
     away: bool,
     /// Contacts in hand (to decide when a break is possible).
@@ -161,6 +165,7 @@ pub async fn run(opts: SimulateOptions) -> anyhow::Result<Summary> {
         for spec in roster(site, &mut rng) {
             agents.push(Agent {
                 spec,
+                signed_in: false,
                 away: false,
                 active: 0,
             });
@@ -217,11 +222,15 @@ impl Sim {
             surge = self.opts.surge,
             "simulation starting"
         );
-        // The floor opens: everyone signs in.
+        // The floor opens: everyone signs in, late starters at their time.
         for i in 0..self.agents.len() {
-            let spec = self.agents[i].spec.clone();
-            let e = self.events().agent_state(&spec, "available");
-            self.outbox.push(vec![e]);
+            let site = SITES.iter().find(|s| s.id == self.agents[i].spec.site);
+            let after = site.map_or(0.0, |s| s.signs_in_after_mins);
+            if after > 0.0 {
+                self.schedule(after * 60.0, Action::SignIn(i));
+            } else {
+                self.sign_in(i);
+            }
         }
         self.flush().await;
 
@@ -389,11 +398,18 @@ impl Sim {
         self.schedule(now_sim + patience, Action::PatienceOut(idx, generation));
     }
 
+    fn sign_in(&mut self, i: usize) {
+        self.agents[i].signed_in = true;
+        let spec = self.agents[i].spec.clone();
+        let e = self.events().agent_state(&spec, "available");
+        self.outbox.push(vec![e]);
+    }
+
     /// Agents with nothing in hand take short breaks now and then.
     fn breaks(&mut self, now_sim: f64, dt: f64) {
         for i in 0..self.agents.len() {
             let a = &self.agents[i];
-            if a.away || a.active > 0 {
+            if !a.signed_in || a.away || a.active > 0 {
                 continue;
             }
             // About one break per agent every three hours.
@@ -493,6 +509,7 @@ impl Sim {
                     self.start_contact(site, patient, true, now_sim);
                 }
             }
+            Action::SignIn(i) => self.sign_in(i),
             Action::BackFromBreak(i) => {
                 self.agents[i].away = false;
                 let spec = self.agents[i].spec.clone();
@@ -809,6 +826,9 @@ impl Sim {
         }
         self.flush().await;
         for i in 0..self.agents.len() {
+            if !self.agents[i].signed_in {
+                continue;
+            }
             let spec = self.agents[i].spec.clone();
             let e = self.events().agent_state(&spec, "offline");
             self.outbox.push(vec![e]);

@@ -15,25 +15,32 @@ pub struct Site {
     pub daily_volume: f64,
     /// Agents on the floor.
     pub agents: usize,
+    /// Simulated minutes after the start before its agents sign in (a team
+    /// huddle before opening; the other sites cover its queues meanwhile).
+    pub signs_in_after_mins: f64,
 }
 
 /// The sites: a large hospital, a mid-size one and a small clinic that
-/// leans on the others when it is busy (overflow).
+/// leans on the others when it is busy, and while its team is in the morning
+/// huddle (overflow of scheduling and billing).
 pub const SITES: [Site; 3] = [
     Site {
         id: "north",
         daily_volume: 900.0,
         agents: 12,
+        signs_in_after_mins: 0.0,
     },
     Site {
         id: "south",
         daily_volume: 600.0,
         agents: 8,
+        signs_in_after_mins: 0.0,
     },
     Site {
         id: "east",
         daily_volume: 350.0,
         agents: 4,
+        signs_in_after_mins: 15.0,
     },
 ];
 

@@ -12,7 +12,24 @@ use frontdoor::simulate::summary::parse_samples;
 use frontdoor::simulate::{self, SimulateOptions};
 use serde_json::Value;
 
-use crate::helpers::{spawn_app, Backend};
+use frontdoor::startup::Application;
+
+use crate::helpers::{test_settings, Backend};
+
+/// Metrics the dashboards show that the runtime does not export yet, with the
+/// work that adds them. Their panels are reported as pending instead of failing;
+/// once such a metric is exported the test fails until its line is deleted, so
+/// this list only shrinks.
+const PENDING: &[(&str, &str)] = &[
+    (
+        "frontdoor_actor_restarts_total",
+        "issue 7: supervisors count restarts by actor kind",
+    ),
+    (
+        "frontdoor_mailbox_depth",
+        "issue 7: bounded mailboxes report their depth by actor kind",
+    ),
+];
 
 fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -378,15 +395,37 @@ fn exported(text: &str) -> BTreeSet<String> {
 
 #[actix_web::test]
 async fn every_dashboard_query_returns_data_from_a_real_prometheus_scraping_a_simulated_day() {
-    let app = spawn_app(Backend::Sqlite).await;
-    let target = app.address.trim_start_matches("http://").to_string();
+    // The runtime on the wall clock (not the helpers' manual clock): its routing
+    // timers, offer timeouts and sliding windows run as in production.
+    let (mut settings, _dir) = test_settings(Backend::Sqlite).await;
+    // test_settings parks routing's timers for manual-clock tests; run them as configured.
+    settings.routing.tick_interval_ms = frontdoor::configuration::base_configuration()
+        .expect("config/base.toml")
+        .routing
+        .tick_interval_ms;
+    let app = Application::build(settings)
+        .await
+        .expect("Failed to build the application");
+    let address = format!("http://127.0.0.1:{}", app.port());
+    actix_rt::spawn(app.run_until_stopped());
+    let target = address.trim_start_matches("http://").to_string();
     let client = reqwest::Client::new();
+    let get_metrics = || async {
+        client
+            .get(format!("{address}/metrics"))
+            .send()
+            .await
+            .expect("GET /metrics")
+            .text()
+            .await
+            .expect("/metrics body")
+    };
     let mut prom = Prometheus::start(&target);
     prom.wait_ready(&client).await;
 
     // A Monday-morning peak, compressed: 20 real seconds of traffic.
     let opts = SimulateOptions {
-        target: app.address.clone(),
+        target: address.clone(),
         seed: 7,
         day_minutes: 6.0,
         start_hour: 8.0,
@@ -403,7 +442,7 @@ async fn every_dashboard_query_returns_data_from_a_real_prometheus_scraping_a_si
     );
 
     // Wait until Prometheus has scraped what the runtime holds now.
-    let metrics_text = app.get_text("/metrics").await;
+    let metrics_text = get_metrics().await;
     let events_now: f64 = parse_samples(&metrics_text)
         .iter()
         .filter(|s| s.name == "frontdoor_events_total")
@@ -430,9 +469,17 @@ async fn every_dashboard_query_returns_data_from_a_real_prometheus_scraping_a_si
         );
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
-    let exported = exported(&app.get_text("/metrics").await);
+    let exported = exported(&get_metrics().await);
 
     let mut failures = Vec::new();
+    let mut pending = Vec::new();
+    for (name, why) in PENDING {
+        if exported.contains(*name) {
+            failures.push(format!(
+                "{name} is exported now ({why}): delete it from PENDING in tests/api/dashboards.rs"
+            ));
+        }
+    }
     let mut checked = 0;
     for (file, d) in dashboards() {
         for v in d["templating"]["list"].as_array().into_iter().flatten() {
@@ -465,6 +512,14 @@ async fn every_dashboard_query_returns_data_from_a_real_prometheus_scraping_a_si
                     .into_iter()
                     .filter(|n| !exported.contains(n))
                     .collect();
+                let all_pending = unknown.iter().all(|n| PENDING.iter().any(|(p, _)| p == n));
+                if !unknown.is_empty() && all_pending {
+                    pending.push(format!(
+                        "{file} / {title} / {}: waits for {unknown:?}",
+                        t["refId"]
+                    ));
+                    continue;
+                }
                 if !unknown.is_empty() {
                     failures.push(format!(
                         "{file} / {title} / {}: names metrics the runtime does not export: {unknown:?}",
@@ -486,6 +541,18 @@ async fn every_dashboard_query_returns_data_from_a_real_prometheus_scraping_a_si
         }
     }
     assert!(checked > 30, "only {checked} queries found");
+    if !pending.is_empty() {
+        eprintln!(
+            "PENDING: {} dashboard queries wait for metrics not exported yet:\n  {}\n  (see PENDING in tests/api/dashboards.rs: {})",
+            pending.len(),
+            pending.join("\n  "),
+            PENDING
+                .iter()
+                .map(|(n, why)| format!("{n} — {why}"))
+                .collect::<Vec<_>>()
+                .join("; ")
+        );
+    }
     assert!(
         failures.is_empty(),
         "{} of {checked} dashboard queries failed against a live Prometheus:\n  {}",

@@ -160,18 +160,6 @@ impl TestApp {
         (status, body)
     }
 
-    /// GET a path, returning the body as text (e.g. /metrics).
-    pub async fn get_text(&self, path: &str) -> String {
-        self.client
-            .get(format!("{}{}", self.address, path))
-            .send()
-            .await
-            .expect("Failed to GET")
-            .text()
-            .await
-            .expect("Failed to read the body")
-    }
-
     /// Resolves an identifier to a patient id via the API.
     pub async fn patient_id(&self, kind: &str, value: &str) -> String {
         let (status, body) = self
