@@ -194,9 +194,9 @@ impl SimulateOptions {
         if !(o.day_minutes > 0.0 && o.day_minutes <= 24.0 * 60.0) {
             return Err(invalid("--day-minutes", "must be in (0, 1440]"));
         }
-        if !(0.0..24.0).contains(&o.start_hour)
-            || !(o.end_hour > o.start_hour && o.end_hour <= 24.0)
-        {
+        let hours_ok =
+            (0.0..24.0).contains(&o.start_hour) && o.end_hour > o.start_hour && o.end_hour <= 24.0;
+        if !hours_ok {
             return Err(invalid(
                 "--start-hour/--end-hour",
                 "need 0 <= start < end <= 24",

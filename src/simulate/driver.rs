@@ -300,9 +300,9 @@ impl Sim {
     fn arrivals(&mut self, now_sim: f64, dt: f64) {
         let hour = self.opts.start_hour + now_sim / 3600.0;
         let surge = surge_multiplier(self.opts.surge.then_some(now_sim / 60.0));
-        for site in 0..SITES.len() {
+        for (site, spec) in SITES.iter().enumerate() {
             let rate = arrivals_per_hour(
-                SITES[site].daily_volume * self.opts.volume_scale,
+                spec.daily_volume * self.opts.volume_scale,
                 self.opts.weekday,
                 hour,
             ) * surge;
