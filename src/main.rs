@@ -4,7 +4,7 @@
 use std::path::Path;
 
 use anyhow::Context;
-use frontdoor::configuration::get_configuration;
+use frontdoor::configuration::{get_configuration, TelemetrySettings};
 use frontdoor::simulate::{self, ArgsError, SimulateOptions};
 use frontdoor::startup::Application;
 use frontdoor::telemetry;
@@ -13,15 +13,23 @@ use frontdoor::telemetry;
 async fn main() -> anyhow::Result<()> {
     let mut args = std::env::args().skip(1);
     let command = args.next();
-    let settings =
-        get_configuration(Path::new("config")).context("Failed to read configuration")?;
-    telemetry::init(&settings.telemetry);
     match command.as_deref() {
         None | Some("serve") => {
+            let settings =
+                get_configuration(Path::new("config")).context("Failed to read configuration")?;
+            telemetry::init(&settings.telemetry);
             let app = Application::build(settings).await?;
             app.run_until_stopped().await
         }
         Some("simulate") => {
+            // The simulator needs only log settings: run it from any directory.
+            let logs = get_configuration(Path::new("config"))
+                .map(|s| s.telemetry)
+                .unwrap_or_else(|_| TelemetrySettings {
+                    format: "pretty".into(),
+                    level: "info".into(),
+                });
+            telemetry::init(&logs);
             let opts = match SimulateOptions::parse(args) {
                 Ok(o) => o,
                 Err(ArgsError::Help) => {

@@ -200,6 +200,18 @@ fn every_metric_in_src_metrics_is_documented_in_docs_metrics_md() {
         .filter(|n| !doc.contains(&format!("`{n}`")))
         .collect();
     assert!(missing.is_empty(), "not in docs/metrics.md: {missing:?}");
+    // And the page names no metric that no longer exists.
+    let stale: Vec<&str> = doc
+        .split('`')
+        .skip(1)
+        .step_by(2)
+        .filter(|t| t.starts_with("frontdoor_") && !t.contains(|c: char| c == ' ' || c == '('))
+        .filter(|t| !names.iter().any(|n| n == t))
+        .collect();
+    assert!(
+        stale.is_empty(),
+        "docs/metrics.md names undeclared metrics: {stale:?}"
+    );
 }
 
 #[test]
