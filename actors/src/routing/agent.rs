@@ -243,8 +243,8 @@ impl AgentState {
 /// actors (each writes only its own view).
 #[derive(Default)]
 pub struct AgentBoard {
-    /// Latest view of each agent.
-    views: RwLock<BTreeMap<String, AgentView>>,
+    /// Latest view of each agent (shared, so readers copy pointers, not views).
+    views: RwLock<BTreeMap<String, Arc<AgentView>>>,
     /// Each agent's actor.
     addrs: RwLock<HashMap<String, Addr<AgentActor>>>,
 }
@@ -253,7 +253,7 @@ impl AgentBoard {
     /// Publishes an agent's view.
     pub fn publish(&self, view: AgentView) {
         if let Ok(mut v) = self.views.write() {
-            v.insert(view.id.clone(), view);
+            v.insert(view.id.clone(), Arc::new(view));
         }
     }
 
@@ -270,7 +270,7 @@ impl AgentBoard {
     }
 
     /// Views of agents who have a skill (any site).
-    pub fn views_with_skill(&self, skill: &str) -> Vec<AgentView> {
+    pub fn views_with_skill(&self, skill: &str) -> Vec<Arc<AgentView>> {
         self.views
             .read()
             .map(|v| {
@@ -283,7 +283,7 @@ impl AgentBoard {
     }
 
     /// Every agent's view.
-    pub fn all(&self) -> Vec<AgentView> {
+    pub fn all(&self) -> Vec<Arc<AgentView>> {
         self.views
             .read()
             .map(|v| v.values().cloned().collect())
@@ -292,7 +292,7 @@ impl AgentBoard {
 
     /// One agent's view.
     pub fn view(&self, id: &str) -> Option<AgentView> {
-        self.views.read().ok()?.get(id).cloned()
+        self.views.read().ok()?.get(id).map(|v| AgentView::clone(v))
     }
 
     /// Every agent's address.

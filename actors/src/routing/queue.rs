@@ -5,7 +5,8 @@
 //! statistics behind saturation and staffing); [`QueueActor`] is the thin actor that
 //! owns one and reserves agents through their actors.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::borrow::Borrow;
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -16,6 +17,7 @@ use serde::Serialize;
 use super::agent::{AgentBoard, Reserve};
 use super::model::{ContactState, RoutedContact};
 use super::{Clock, RoutingConfig};
+use crate::event::Channel;
 use crate::ids::SiteId;
 use crate::rules::erlang::{self, StaffingEstimate};
 use crate::rules::matching::{choose_agent, has_room, relaxed_needs, AgentView, ChoiceReason};
@@ -190,33 +192,64 @@ impl QueueState {
 
     /// Finds the best (contact, agent) pair among the first `scan_limit` contacts.
     /// `agents` are the agents with this skill (any site; needs filter sites).
-    pub fn propose(
+    ///
+    /// Free agents are bucketed by the channels they have room on, and a contact
+    /// whose needs are the same as one that already found nobody in this pass
+    /// (same channel, proficiency, relaxation step, no preferred or excluded
+    /// agents) is skipped without scanning the agents again.
+    pub fn propose<A: Borrow<AgentView>>(
         &self,
-        agents: &[AgentView],
+        agents: &[A],
         now: DateTime<Utc>,
         cfg: &RoutingConfig,
         skip_agents: &BTreeSet<String>,
     ) -> Option<Proposal> {
-        let free: Vec<AgentView> = agents
+        let mut by_channel: HashMap<&str, Vec<&AgentView>> = HashMap::new();
+        for a in agents
             .iter()
-            .filter(|a| a.available && !skip_agents.contains(&a.id))
-            .filter(|a| a.capacity.keys().any(|ch| has_room(a, ch)))
-            .cloned()
-            .collect();
-        if free.is_empty() {
+            .map(Borrow::borrow)
+            .filter(|a: &&AgentView| a.available && !skip_agents.contains(&a.id))
+        {
+            for ch in a.capacity.keys() {
+                if has_room(a, ch) {
+                    by_channel.entry(ch.as_str()).or_default().push(a);
+                }
+            }
+        }
+        if by_channel.is_empty() {
             return None;
         }
+        let mut failed: HashSet<(Channel, u8, Option<usize>, bool)> = HashSet::new();
         for c in self.iter().take(cfg.dispatch_scan_limit.max(1)) {
+            let Some(candidates) = by_channel.get(c.channel.as_str()) else {
+                continue;
+            };
             let cross = c.cross_site && cfg.overflow.cross_site_skills.contains(&c.skill);
-            let relaxed =
-                relaxed_needs(&c.base_needs(), c.waited_secs(now), &cfg.relaxation, cross);
-            if let Some(choice) = choose_agent(&relaxed.needs, &free, now) {
-                return Some(Proposal {
-                    contact_id: c.contact_id.to_string(),
-                    agent_id: choice.agent_id,
-                    reason: choice.reason,
-                    step: relaxed.step,
-                });
+            let waited = c.waited_secs(now);
+            let plain = c.preferred_agent.is_none() && c.excluded_agents.is_empty();
+            let signature = (
+                c.channel,
+                c.min_proficiency,
+                relaxation_step(waited, cfg),
+                cross,
+            );
+            if plain && failed.contains(&signature) {
+                continue;
+            }
+            let relaxed = relaxed_needs(&c.base_needs(), waited, &cfg.relaxation, cross);
+            match choose_agent(&relaxed.needs, candidates, now) {
+                Some(choice) => {
+                    return Some(Proposal {
+                        contact_id: c.contact_id.to_string(),
+                        agent_id: choice.agent_id,
+                        reason: choice.reason,
+                        step: relaxed.step,
+                    })
+                }
+                None if plain => {
+                    failed.insert(signature);
+                }
+                None => {}
             }
         }
         None
@@ -257,9 +290,9 @@ impl QueueState {
     }
 
     /// The queue's load for saturation and overflow planning.
-    pub fn load(
+    pub fn load<A: Borrow<AgentView>>(
         &mut self,
-        agents: &[AgentView],
+        agents: &[A],
         now: DateTime<Utc>,
         cfg: &RoutingConfig,
     ) -> (QueueLoad, u32) {
@@ -267,7 +300,10 @@ impl QueueState {
         self.stats.trim(now, window);
         let at_site: Vec<&AgentView> = agents
             .iter()
-            .filter(|a| a.site == self.site.as_str() && a.skills.contains_key(&self.skill))
+            .map(Borrow::borrow)
+            .filter(|a: &&AgentView| {
+                a.site == self.site.as_str() && a.skills.contains_key(&self.skill)
+            })
             .collect();
         let staffed = at_site.len() as u32;
         let available = at_site
@@ -308,9 +344,9 @@ impl QueueState {
     }
 
     /// The snapshot `GET /v1/queues` serves.
-    pub fn snapshot(
+    pub fn snapshot<A: Borrow<AgentView>>(
         &mut self,
-        agents: &[AgentView],
+        agents: &[A],
         now: DateTime<Utc>,
         cfg: &RoutingConfig,
         overflowing: bool,
@@ -347,7 +383,10 @@ impl QueueState {
         );
         let available_agents = agents
             .iter()
-            .filter(|a| a.site == self.site.as_str() && a.skills.contains_key(&self.skill))
+            .map(Borrow::borrow)
+            .filter(|a: &&AgentView| {
+                a.site == self.site.as_str() && a.skills.contains_key(&self.skill)
+            })
             .filter(|a| a.available && a.capacity.keys().any(|ch| has_room(a, ch)))
             .count() as u32;
         QueueSnapshot {
@@ -372,6 +411,17 @@ impl QueueState {
             staffing,
         }
     }
+}
+
+/// The relaxation step in force after waiting `waited` seconds (as `relaxed_needs` picks it).
+fn relaxation_step(waited: u64, cfg: &RoutingConfig) -> Option<usize> {
+    cfg.relaxation
+        .steps
+        .iter()
+        .enumerate()
+        .filter(|(_, s)| u64::from(s.after_secs) <= waited)
+        .max_by_key(|(i, s)| (s.after_secs, *i))
+        .map(|(i, _)| i)
 }
 
 /// What a dispatch pass did.
