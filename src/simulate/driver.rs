@@ -3,7 +3,7 @@
 //! actions, and the agents' desktops answering the offers the runtime makes.
 
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap, HashSet, VecDeque};
+use std::collections::{BinaryHeap, HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
@@ -11,7 +11,7 @@ use futures_util::stream::{self, StreamExt};
 use serde_json::{json, Value};
 
 use super::args::SimulateOptions;
-use super::model::{arrivals_per_hour, expected_arrivals, surge_multiplier};
+use super::arrivals::{Arrival, ArrivalStream};
 use super::rng::Rng;
 use super::scenario::{roster, AgentSpec, Events, Patient, CHANNELS, SITES, SKILLS};
 use super::summary::Summary;
@@ -129,10 +129,8 @@ struct Sim {
     agent_index: HashMap<String, usize>,
     /// Offers already answered or being answered, by (agent, contact).
     offers_handled: HashSet<(String, String)>,
-    /// Recent patients per site (repeat contacts come from here).
-    recent: Vec<VecDeque<Patient>>,
-    /// Patients created so far.
-    next_patient: u64,
+    /// New contacts, drawn from the seed alone.
+    arrivals: ArrivalStream,
     /// Scheduled actions: (due simulated ms, sequence).
     queue: BinaryHeap<Reverse<(u64, u64)>>,
     /// Action by sequence.
@@ -176,6 +174,13 @@ pub async fn run(opts: SimulateOptions) -> anyhow::Result<Summary> {
         .enumerate()
         .map(|(i, a)| (a.spec.id.clone(), i))
         .collect();
+    let arrivals = ArrivalStream::new(
+        opts.seed,
+        opts.start_hour,
+        opts.weekday,
+        opts.volume_scale,
+        opts.surge,
+    );
     let mut sim = Sim {
         summary: Summary {
             sl_target_secs: opts.sl_target_secs,
@@ -189,8 +194,7 @@ pub async fn run(opts: SimulateOptions) -> anyhow::Result<Summary> {
         agents,
         agent_index,
         offers_handled: HashSet::new(),
-        recent: vec![VecDeque::new(); SITES.len()],
-        next_patient: 0,
+        arrivals,
         queue: BinaryHeap::new(),
         actions: HashMap::new(),
         seq: 0,
@@ -249,7 +253,7 @@ impl Sim {
                 || elapsed >= self.opts.max_duration
                 || self.summary.contacts_started >= self.opts.max_contacts;
             if !stop {
-                self.arrivals(now_sim, dt);
+                self.arrivals(now_sim);
                 self.breaks(now_sim, dt);
             }
             self.due_actions(now_sim);
@@ -296,46 +300,59 @@ impl Sim {
         );
     }
 
-    /// New contacts for the slice `[now - dt, now)`.
-    fn arrivals(&mut self, now_sim: f64, dt: f64) {
-        let hour = self.opts.start_hour + now_sim / 3600.0;
-        let surge = surge_multiplier(self.opts.surge.then_some(now_sim / 60.0));
-        for (site, spec) in SITES.iter().enumerate() {
-            let rate = arrivals_per_hour(
-                spec.daily_volume * self.opts.volume_scale,
-                self.opts.weekday,
-                hour,
-            ) * surge;
-            let n = self.rng.poisson(expected_arrivals(rate, dt));
-            for _ in 0..n {
-                if self.summary.contacts_started >= self.opts.max_contacts {
-                    return;
-                }
-                let repeat = !self.recent[site].is_empty() && self.rng.chance(0.12);
-                let patient = if repeat {
-                    let i = self.rng.below(self.recent[site].len());
-                    self.recent[site][i].clone()
-                } else {
-                    self.next_patient += 1;
-                    Patient::new(site, self.next_patient)
-                };
-                self.start_contact(site, patient, repeat, now_sim);
+    /// New contacts up to `now_sim`, from the seeded arrival stream.
+    fn arrivals(&mut self, now_sim: f64) {
+        for a in self.arrivals.until(now_sim) {
+            if self.summary.contacts_started >= self.opts.max_contacts {
+                return;
             }
+            self.start_contact(a, now_sim);
         }
     }
 
-    fn start_contact(&mut self, site: usize, patient: Patient, repeat: bool, now_sim: f64) {
-        let surging = self.opts.surge;
+    /// A patient who gave up tries again (not part of the seeded stream: it
+    /// depends on what the runtime did).
+    fn call_back(&mut self, site: usize, patient: Patient, now_sim: f64) {
         let weights: Vec<f64> = SKILLS
             .iter()
-            .map(|s| if surging { s.surge_share } else { s.share })
+            .map(|s| {
+                if self.opts.surge {
+                    s.surge_share
+                } else {
+                    s.share
+                }
+            })
             .collect();
         let skill = self.rng.weighted(&weights);
-        let ch = self
+        let channel = self
             .rng
             .weighted(&CHANNELS.iter().map(|c| c.1).collect::<Vec<_>>());
+        let contact_id = format!("sim-{}", self.rng.uuid().simple());
+        self.start_contact(
+            Arrival {
+                at_sim: now_sim,
+                site,
+                skill,
+                channel,
+                patient,
+                repeat: true,
+                contact_id,
+            },
+            now_sim,
+        );
+    }
+
+    fn start_contact(&mut self, a: Arrival, now_sim: f64) {
+        let Arrival {
+            site,
+            skill,
+            channel: ch,
+            patient,
+            repeat,
+            contact_id: id,
+            ..
+        } = a;
         let (channel, _, patience_mean) = CHANNELS[ch];
-        let id = format!("sim-{}", self.rng.uuid().simple());
         let spec = SKILLS[skill];
         let started = self.events().contact(
             "contact.started",
@@ -370,11 +387,6 @@ impl Sim {
         self.summary.contacts_started += 1;
         if repeat {
             self.summary.repeat_contacts += 1;
-        }
-        let recent = &mut self.recent[site];
-        recent.push_back(patient);
-        if recent.len() > 400 {
-            recent.pop_front();
         }
         if stage == Stage::Bot {
             self.summary.bot_contacts += 1;
@@ -506,7 +518,7 @@ impl Sim {
             }
             Action::CallBack { site, patient } => {
                 if self.summary.contacts_started < self.opts.max_contacts {
-                    self.start_contact(site, patient, true, now_sim);
+                    self.call_back(site, patient, now_sim);
                 }
             }
             Action::SignIn(i) => self.sign_in(i),

@@ -18,12 +18,14 @@
 //! # Layout
 //! - [`args`]: the command's options (hand-parsed) and their checks.
 //! - [`model`]: the arrival model (hourly profile, weekday, surge), pure.
+//! - [`arrivals`]: the seeded stream of new contacts built on the model.
 //! - [`rng`]: a seeded random source (Poisson, exponential, weighted choice).
 //! - [`scenario`]: sites, skills, rosters, channel mix and event builders.
 //! - [`driver`]: the run loop and the patients' and agents' behaviour.
 //! - [`summary`]: the counters and the final report.
 
 pub mod args;
+pub mod arrivals;
 pub mod driver;
 pub mod model;
 pub mod rng;

@@ -40,7 +40,7 @@ pub const SITES: [Site; 3] = [
         id: "east",
         daily_volume: 350.0,
         agents: 4,
-        signs_in_after_mins: 15.0,
+        signs_in_after_mins: 30.0,
     },
 ];
 
@@ -151,7 +151,7 @@ pub fn roster(site: &Site, rng: &mut Rng) -> Vec<AgentSpec> {
 }
 
 /// A synthetic patient (identifiers only; no real data).
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Patient {
     /// Medical record number.
     pub mrn: String,

@@ -320,7 +320,11 @@ impl Prometheus {
             .arg("--storage.tsdb.retention.time=1h")
             .arg("--log.level=warn")
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(
+                std::fs::File::create(dir.join("prometheus.log"))
+                    .map(Stdio::from)
+                    .unwrap_or_else(|_| Stdio::null()),
+            )
             .spawn()
             .expect(
                 "Failed to start `prometheus`: install Debian's package (apt-get install prometheus); .ci/run does",
@@ -336,7 +340,9 @@ impl Prometheus {
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             if let Ok(Some(status)) = self.child.try_wait() {
-                panic!("prometheus exited early: {status}");
+                let log =
+                    std::fs::read_to_string(self.dir.join("prometheus.log")).unwrap_or_default();
+                panic!("prometheus exited early: {status}\n{log}");
             }
             let ready = client
                 .get(format!("{}/-/ready", self.url))
