@@ -24,6 +24,41 @@ pub struct Settings {
     /// Routing thresholds (frustration, priority, relaxation, overflow, timers).
     #[serde(default)]
     pub routing: frontdoor_actors::routing::RoutingConfig,
+    /// Restart policies and drills.
+    #[serde(default)]
+    pub supervision: SupervisionSettings,
+}
+
+/// Restart policies per actor kind (reloadable) and the store probe.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SupervisionSettings {
+    /// Patient actors: a failing event restarts the actor from the store; the same
+    /// event failing `max_restarts` times is dead-lettered.
+    pub patient: frontdoor_actors::supervision::SupervisionPolicy,
+    /// Long-running components (router timers, store probe, broker consumer, outbox relay).
+    pub tasks: frontdoor_actors::supervision::SupervisionPolicy,
+    /// How often the store probe pings the store, milliseconds.
+    pub store_probe_interval_ms: u64,
+    /// Drills only: events carrying `"fault_injection": "panic"` make patient actors fail.
+    pub fault_injection: bool,
+}
+
+impl Default for SupervisionSettings {
+    fn default() -> Self {
+        SupervisionSettings {
+            patient: frontdoor_actors::supervision::SupervisionPolicy::default(),
+            tasks: frontdoor_actors::supervision::SupervisionPolicy {
+                restart: frontdoor_actors::supervision::Restart::Permanent,
+                max_restarts: 5,
+                within_secs: 30,
+                backoff_ms: 200,
+                max_backoff_ms: 10_000,
+            },
+            store_probe_interval_ms: 2_000,
+            fault_injection: false,
+        }
+    }
 }
 
 /// HTTP API settings.
@@ -80,9 +115,39 @@ pub struct PatientSettings {
     pub messages_per_contact_limit: usize,
     /// Device summaries kept.
     pub device_readings_limit: usize,
+    /// Messages queued or in progress across all patient actors at most.
+    #[serde(default = "default_max_in_flight")]
+    pub max_in_flight: usize,
+    /// Milliseconds a producer waits for room before its message is shed (503).
+    #[serde(default = "default_mailbox_wait_ms")]
+    pub mailbox_wait_ms: u64,
+    /// Capacity of each shard's mailbox.
+    #[serde(default = "default_shard_mailbox")]
+    pub shard_mailbox_capacity: usize,
+}
+
+fn default_max_in_flight() -> usize {
+    10_000
+}
+
+fn default_mailbox_wait_ms() -> u64 {
+    2_000
+}
+
+fn default_shard_mailbox() -> usize {
+    1_024
 }
 
 impl PatientSettings {
+    /// The mailbox bounds.
+    pub fn bounds(&self) -> frontdoor_actors::shard::MailboxBounds {
+        frontdoor_actors::shard::MailboxBounds {
+            max_in_flight: self.max_in_flight.max(1),
+            wait: Duration::from_millis(self.mailbox_wait_ms),
+            shard_mailbox: self.shard_mailbox_capacity.max(1),
+        }
+    }
+
     /// The journey memory bounds.
     pub fn limits(&self) -> frontdoor_actors::journey::Limits {
         frontdoor_actors::journey::Limits {

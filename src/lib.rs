@@ -12,6 +12,8 @@
 //! - [`store`]: all SQL (SQLite or PostgreSQL through sqlx).
 //! - [`http`]: the actix-web API and its problem+json errors.
 //! - [`metrics`]: metric names and the Prometheus recorder.
+//! - [`supervisor`]: restart policies for long-running components; actor statistics.
+//! - [`runtime`]: live reload of thresholds and the `/v1/runtime` view.
 //! - [`telemetry`]: tracing subscriber setup.
 //! - [`simulate`]: `frontdoor simulate`, the traffic simulator.
 
@@ -19,7 +21,9 @@ pub mod configuration;
 pub mod http;
 pub mod ingest;
 pub mod metrics;
+pub mod runtime;
 pub mod simulate;
 pub mod startup;
 pub mod store;
+pub mod supervisor;
 pub mod telemetry;

@@ -77,6 +77,18 @@ pub const STAFFING_OFFERED_LOAD: &str = "frontdoor_staffing_offered_load_erlangs
 pub const ACTOR_RESTARTS_TOTAL: &str = "frontdoor_actor_restarts_total";
 /// Messages waiting in mailboxes, by `kind`.
 pub const MAILBOX_DEPTH: &str = "frontdoor_mailbox_depth";
+/// Escalations to the parent (too many restarts within the period), by `kind`.
+pub const ACTOR_ESCALATIONS_TOTAL: &str = "frontdoor_actor_escalations_total";
+/// Messages that failed every retry and went to the dead-letter path, by `kind`.
+pub const POISON_MESSAGES_TOTAL: &str = "frontdoor_poison_messages_total";
+/// Messages refused because mailboxes were full, by `kind`.
+pub const MESSAGES_SHED_TOTAL: &str = "frontdoor_messages_shed_total";
+/// 1 while a supervised component is healthy, 0 after it escalated, by `kind`.
+pub const COMPONENT_UP: &str = "frontdoor_component_up";
+/// 1 while the store answers the health probe, else 0.
+pub const STORE_UP: &str = "frontdoor_store_up";
+/// Configuration version in force (increments on every accepted reload).
+pub const CONFIG_VERSION: &str = "frontdoor_config_version";
 
 /// Buckets around the ingest SLO (p99 under 50 ms on a local store).
 const LATENCY_BUCKETS: &[f64] = &[
@@ -113,6 +125,19 @@ pub const REJECT_REASONS: [&str; 3] = ["validation", "too_large", "syntax"];
 fn zero_known_series() {
     for reason in REJECT_REASONS {
         metrics::counter!(EVENTS_REJECTED_TOTAL, "reason" => reason).increment(0);
+    }
+}
+
+/// Starts the supervision counters of an actor kind at zero (called the first
+/// time supervision sees the kind).
+pub fn zero_actor_series(kind: &'static str) {
+    for name in [
+        ACTOR_RESTARTS_TOTAL,
+        ACTOR_ESCALATIONS_TOTAL,
+        POISON_MESSAGES_TOTAL,
+        MESSAGES_SHED_TOTAL,
+    ] {
+        metrics::counter!(name, "kind" => kind).increment(0);
     }
 }
 

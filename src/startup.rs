@@ -1,7 +1,8 @@
 //! Builds the application from [`Settings`] and runs it until it stops.
 
 use std::net::TcpListener;
-use std::sync::Arc;
+use std::path::Path;
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use actix_web::dev::Server;
@@ -16,7 +17,9 @@ use crate::configuration::Settings;
 use crate::http::{self, AppState};
 use crate::ingest::Ingest;
 use crate::metrics as m;
+use crate::runtime::Runtime;
 use crate::store::Store;
+use crate::supervisor::{store_probe, supervise, ActorStats, SharedPolicy};
 
 /// A built, listening application.
 pub struct Application {
@@ -26,6 +29,8 @@ pub struct Application {
     server: Server,
     /// The ingest service (tests reach the store through it).
     ingest: Ingest,
+    /// The live runtime (reload, statistics).
+    runtime: Arc<Runtime>,
 }
 
 impl Application {
@@ -44,7 +49,18 @@ impl Application {
             .routing
             .validate()
             .map_err(|e| anyhow::anyhow!("Invalid [routing] configuration: {e}"))?;
+        for (name, p) in [
+            ("patient", &settings.supervision.patient),
+            ("tasks", &settings.supervision.tasks),
+        ] {
+            p.validate()
+                .map_err(|e| anyhow::anyhow!("Invalid [supervision.{name}] configuration: {e}"))?;
+        }
         let handle = m::install();
+        let stats = Arc::new(ActorStats::default());
+        let patient_policy: SharedPolicy =
+            Arc::new(RwLock::new(settings.supervision.patient.clone()));
+        let task_policy: SharedPolicy = Arc::new(RwLock::new(settings.supervision.tasks.clone()));
         let store = Store::connect(&settings.store)
             .await
             .context("Failed to connect to the store and run migrations")?;
@@ -54,17 +70,69 @@ impl Application {
             commands: Arc::new(store.clone()),
             observer: Arc::new(m::MetricsObserver),
         });
-        routing.spawn_timers();
+        {
+            let routing = routing.clone();
+            supervise(
+                "router_timers",
+                task_policy.clone(),
+                stats.clone(),
+                move || {
+                    let r = routing.clone();
+                    async move {
+                        r.run_timers().await;
+                        Ok(())
+                    }
+                },
+            );
+        }
+        {
+            let store = store.clone();
+            let every = Duration::from_millis(settings.supervision.store_probe_interval_ms.max(10));
+            let probe_stats = stats.clone();
+            supervise(
+                "store_probe",
+                task_policy.clone(),
+                stats.clone(),
+                move || store_probe(store.clone(), every, probe_stats.clone()),
+            );
+        }
         let deps = PatientDeps {
             store: Arc::new(store.clone()),
             limits: settings.patients.limits(),
             idle_timeout: Duration::from_secs(settings.patients.idle_timeout_secs.max(1)),
             notify: settings.notify.clone(),
             routing: Some(routing.clone()),
+            supervision: patient_policy.clone(),
+            observer: stats.clone(),
+            fault_injection: settings.supervision.fault_injection,
         };
-        let patients = PatientRegistry::start(deps, settings.patients.shards);
-        let ingest = Ingest::new(store, patients.clone(), routing);
-        spawn_resident_gauge(patients);
+        let patients =
+            PatientRegistry::start(deps, settings.patients.shards, settings.patients.bounds());
+        let ingest = Ingest::new(store, patients.clone(), routing.clone());
+        let started = std::time::Instant::now();
+        let recovered = ingest
+            .recover_routing()
+            .await
+            .context("Failed to recover routing of open contacts")?;
+        tracing::info!(
+            contacts = recovered,
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "routing recovered for open contacts"
+        );
+        spawn_resident_gauge(patients.clone());
+        let config_dir = Path::new("config");
+        let runtime = Arc::new(Runtime::new(
+            routing,
+            patients,
+            patient_policy,
+            task_policy,
+            stats,
+            config_dir
+                .join("base.toml")
+                .exists()
+                .then(|| config_dir.to_path_buf()),
+        ));
+        spawn_reload_on_sighup(runtime.clone());
 
         let listener = TcpListener::bind((
             settings.application.host.as_str(),
@@ -82,6 +150,7 @@ impl Application {
             .port();
         let state = web::Data::new(AppState {
             ingest: ingest.clone(),
+            runtime: runtime.clone(),
             metrics: handle,
             max_event_bytes: settings.application.max_event_bytes,
         });
@@ -107,6 +176,7 @@ impl Application {
             port,
             server,
             ingest,
+            runtime,
         })
     }
 
@@ -118,6 +188,11 @@ impl Application {
     /// Routing (tests tick its timers).
     pub fn routing(&self) -> &Routing {
         self.ingest.routing()
+    }
+
+    /// The live runtime.
+    pub fn runtime(&self) -> &Arc<Runtime> {
+        &self.runtime
     }
 
     /// The ingest service.
@@ -143,6 +218,26 @@ fn spawn_resident_gauge(patients: PatientRegistry) {
             metrics::gauge!(m::RESIDENT_PATIENTS).set(n as f64);
             if let Some(bytes) = m::process_resident_bytes() {
                 metrics::gauge!(m::PROCESS_RESIDENT_MEMORY_BYTES).set(bytes);
+            }
+            metrics::gauge!(m::MAILBOX_DEPTH, "kind" => "patient").set(patients.in_flight() as f64);
+        }
+    });
+}
+
+fn spawn_reload_on_sighup(runtime: Arc<Runtime>) {
+    // Registered before build returns, so a SIGHUP from then on reloads (never kills).
+    let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) else {
+        tracing::warn!("cannot listen for SIGHUP; reload through the admin API only");
+        return;
+    };
+    actix_rt::spawn(async move {
+        while hup.recv().await.is_some() {
+            match runtime.reload_from_files() {
+                Ok(v) => tracing::info!(config.version = v, "SIGHUP: configuration reloaded"),
+                Err(reason) => tracing::error!(
+                    reason,
+                    "SIGHUP: configuration rejected; the old values stay"
+                ),
             }
         }
     });

@@ -207,6 +207,7 @@ fn through_actors() {
                 transcript: Vec::new(),
                 from_bot: false,
                 cause: uuid::Uuid::new_v4(),
+                waiting_since: None,
             };
             routing
                 .route(RouteRequest::Queue(Box::new(n)))

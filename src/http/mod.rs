@@ -5,6 +5,7 @@
 //! - [`events`]: `POST /v1/events`.
 //! - [`patients`]: `GET /v1/patients`, `GET /v1/patients/{id}/context`.
 //! - [`health`]: `/healthz`, `/readyz`, `/metrics`.
+//! - [`runtime`]: `/v1/runtime` and `/v1/runtime/config` (live reload).
 //! - [`routing`]: `/v1/contacts/{id}`, `/v1/queues`, `/v1/agents`, `/v1/agents/{id}/state`.
 
 pub mod events;
@@ -12,6 +13,7 @@ pub mod health;
 pub mod patients;
 pub mod problem;
 pub mod routing;
+pub mod runtime;
 
 use actix_web::body::MessageBody;
 use actix_web::dev::{ServiceRequest, ServiceResponse};
@@ -27,6 +29,8 @@ use crate::metrics as m;
 pub struct AppState {
     /// The ingest service (store and patient actors).
     pub ingest: Ingest,
+    /// The live runtime (reload, statistics).
+    pub runtime: std::sync::Arc<crate::runtime::Runtime>,
     /// Renders `/metrics`.
     pub metrics: PrometheusHandle,
     /// Largest accepted event body.
@@ -50,7 +54,10 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .route(
             "/v1/agents/{agent_id}/state",
             web::post().to(routing::set_agent_state),
-        );
+        )
+        .route("/v1/runtime", web::get().to(runtime::show))
+        .route("/v1/runtime/config", web::get().to(runtime::config))
+        .route("/v1/runtime/config", web::put().to(runtime::reload));
 }
 
 /// Answers unknown routes with problem+json.

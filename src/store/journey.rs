@@ -208,6 +208,34 @@ impl Store {
         .await
     }
 
+    /// Patients with a contact started since `since_ms` that has not ended or been
+    /// abandoned (routing recovery after a restart), as surviving records.
+    #[tracing::instrument(name = "store.patients_with_open_contacts", skip_all)]
+    pub async fn patients_with_open_contacts(
+        &self,
+        since_ms: i64,
+    ) -> Result<Vec<PatientId>, StoreError> {
+        timed("patients_with_open_contacts", async {
+            let rows = sqlx::query(
+                "SELECT DISTINCT COALESCE(p.merged_into, e.patient_id) FROM events e \
+                 JOIN patients p ON p.id = e.patient_id \
+                 WHERE e.type = 'contact.started' AND e.occurred_at_ms >= $1 \
+                 AND NOT EXISTS (SELECT 1 FROM events x WHERE x.contact_id = e.contact_id \
+                                 AND x.type IN ('contact.ended', 'contact.abandoned'))",
+            )
+            .bind(since_ms)
+            .fetch_all(self.pool())
+            .await?;
+            let mut out = Vec::with_capacity(rows.len());
+            for r in rows {
+                let id: String = r.try_get(0)?;
+                out.push(parse_patient(&id)?);
+            }
+            Ok(out)
+        })
+        .await
+    }
+
     /// Events stored for a patient (its own log only; tests and drills count with it).
     pub async fn count_events(&self, patient: Option<PatientId>) -> Result<i64, StoreError> {
         let row = match patient {

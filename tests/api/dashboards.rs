@@ -20,16 +20,7 @@ use crate::helpers::{test_settings, Backend};
 /// work that adds them. Their panels are reported as pending instead of failing;
 /// once such a metric is exported the test fails until its line is deleted, so
 /// this list only shrinks.
-const PENDING: &[(&str, &str)] = &[
-    (
-        "frontdoor_actor_restarts_total",
-        "issue 7: supervisors count restarts by actor kind",
-    ),
-    (
-        "frontdoor_mailbox_depth",
-        "issue 7: bounded mailboxes report their depth by actor kind",
-    ),
-];
+const PENDING: &[(&str, &str)] = &[];
 
 fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))

@@ -32,6 +32,9 @@ pub struct TestApp {
     pub clock: Arc<ManualClock>,
     /// Routing, whose timers tests tick after advancing the clock.
     pub routing: Routing,
+    /// The live runtime (statistics, reload).
+    #[allow(dead_code)] // read by some test modules only
+    pub runtime: Arc<frontdoor::runtime::Runtime>,
     /// Temp dir holding the SQLite file (kept alive for the test).
     _dir: Option<TempDir>,
 }
@@ -110,6 +113,7 @@ pub async fn spawn_app_with(settings: Settings, dir: Option<TempDir>) -> TestApp
     let address = format!("http://127.0.0.1:{}", app.port());
     let store = app.ingest().store().clone();
     let routing = app.routing().clone();
+    let runtime = app.runtime().clone();
     actix_rt::spawn(app.run_until_stopped());
     TestApp {
         address,
@@ -117,6 +121,7 @@ pub async fn spawn_app_with(settings: Settings, dir: Option<TempDir>) -> TestApp
         client: reqwest::Client::new(),
         clock,
         routing,
+        runtime,
         _dir: dir,
     }
 }
@@ -167,6 +172,31 @@ impl TestApp {
             .await;
         assert_eq!(status, 200, "lookup {kind}: {body}");
         body["patient_id"].as_str().expect("patient_id").to_string()
+    }
+
+    /// The Prometheus text.
+    pub async fn metrics(&self) -> String {
+        self.client
+            .get(format!("{}/metrics", self.address))
+            .send()
+            .await
+            .expect("Failed to GET /metrics")
+            .text()
+            .await
+            .unwrap_or_default()
+    }
+
+    /// PUTs a JSON body to a path, returning status and JSON body.
+    pub async fn put(&self, path: &str, body: &Value) -> (u16, Value) {
+        let res = self
+            .client
+            .put(format!("{}{}", self.address, path))
+            .json(body)
+            .send()
+            .await
+            .expect("Failed to PUT");
+        let status = res.status().as_u16();
+        (status, res.json().await.unwrap_or(Value::Null))
     }
 
     /// Moves routing's clock forward and runs its timers once.

@@ -7,3 +7,4 @@ mod dashboards;
 mod health;
 mod journeys;
 mod routing;
+mod supervision;

@@ -119,16 +119,14 @@ impl Routing {
         }
     }
 
-    /// Runs [`Routing::tick`] every `tick_interval_ms` (read each time: reloadable).
-    pub fn spawn_timers(&self) {
-        let me = self.clone();
-        actix::spawn(async move {
-            loop {
-                let ms = me.config().tick_interval_ms.max(1);
-                tokio::time::sleep(StdDuration::from_millis(ms)).await;
-                me.tick().await;
-            }
-        });
+    /// Runs [`Routing::tick`] every `tick_interval_ms` (read each time: reloadable),
+    /// forever; the runtime runs it under its supervisor.
+    pub async fn run_timers(self) {
+        loop {
+            let ms = self.config().tick_interval_ms.max(1);
+            tokio::time::sleep(StdDuration::from_millis(ms)).await;
+            self.tick().await;
+        }
     }
 
     /// The thresholds in force.
@@ -217,12 +215,22 @@ impl Routing {
     }
 
     async fn enqueue(&self, st: &mut RouterState, mut c: RoutedContact) {
+        let arrival = c.queued_at.is_none();
+        if arrival {
+            c.queued_at = Some(self.now());
+        }
         c.state = ContactState::Queued;
         c.offered_to = None;
         c.offer_deadline = None;
         let addr = self.queue_addr(st, &c.site, &c.skill);
         self.remember(st, c.clone());
-        match addr.send(queue::Enqueue(c)).await {
+        match addr
+            .send(queue::Enqueue {
+                contact: c,
+                arrival,
+            })
+            .await
+        {
             Ok(outcome) => self.process(st, outcome).await,
             Err(e) => tracing::error!(error.message = %e, "queue actor unavailable"),
         }
@@ -331,7 +339,9 @@ impl Routing {
         c.base_priority = n.base_priority;
         c.boosts = boosts;
         c.level = n.assessment.level;
-        c.key = priority_key(n.base_priority, boosts, now, &id, &cfg.priority);
+        let since = n.waiting_since.unwrap_or(now).min(now);
+        c.key = priority_key(n.base_priority, boosts, since, &id, &cfg.priority);
+        c.queued_at = n.waiting_since.map(|t| t.min(now));
         c.transcript = n.transcript;
         c.signals = n.assessment.signals.clone();
         if let Some(p) = previous {
