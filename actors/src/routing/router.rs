@@ -26,7 +26,7 @@ use super::request::{NeedsHuman, RouteRequest};
 use super::{Clock, RoutingConfig};
 use crate::command::{Command, CommandType};
 use crate::event::Channel;
-use crate::ids::{ContactId, PatientId, SiteId};
+use crate::ids::{PatientId, SiteId};
 use crate::ports::{CommandSink, RoutingObserver};
 use crate::rules::frustration::{Action, Level};
 use crate::rules::overflow::{plan_overflow, OverflowStates};
@@ -285,7 +285,8 @@ impl Routing {
                 channel,
             } => {
                 if !st.contacts.contains_key(&id) {
-                    let mut c = blank(contact_id, patient_id, site, channel, &cfg, now);
+                    let mut c =
+                        RoutedContact::new(contact_id, patient_id, site, channel, &cfg, now);
                     c.state = ContactState::SelfService;
                     c.reason(
                         "self_service",
@@ -324,7 +325,7 @@ impl Routing {
         }
         let urgent = n.assessment.level == Level::Urgent;
         let boosts = effective_boosts(n.base_priority, n.assessment.score, urgent, &cfg.priority);
-        let mut c = blank(
+        let mut c = RoutedContact::new(
             n.contact_id.clone(),
             n.patient_id,
             n.site.clone(),
@@ -870,48 +871,6 @@ fn trim_bot(st: &mut RouterState, now: DateTime<Utc>, cfg: &RoutingConfig) {
     let cut = now - Duration::seconds(i64::from(cfg.stats_window_secs));
     while st.bot_outcomes.front().is_some_and(|(t, _)| *t < cut) {
         st.bot_outcomes.pop_front();
-    }
-}
-
-fn blank(
-    contact_id: ContactId,
-    patient_id: PatientId,
-    site: SiteId,
-    channel: Channel,
-    cfg: &RoutingConfig,
-    now: DateTime<Utc>,
-) -> RoutedContact {
-    let id = contact_id.to_string();
-    RoutedContact {
-        contact_id,
-        patient_id,
-        origin_site: site.clone(),
-        site,
-        skill: cfg.default_skill.clone(),
-        channel,
-        intent: None,
-        state: ContactState::Queued,
-        key: priority_key(0, 0, now, &id, &cfg.priority),
-        base_priority: 0,
-        boosts: 0,
-        level: Level::Normal,
-        min_proficiency: cfg.min_proficiency,
-        cross_site: false,
-        preferred_agent: None,
-        preferred_until: None,
-        excluded_agents: Vec::new(),
-        offered_to: None,
-        offer_deadline: None,
-        assigned_agent: None,
-        queued_at: None,
-        answered_at: None,
-        moved_at: None,
-        relaxation_step: None,
-        transcript: Vec::new(),
-        signals: Vec::new(),
-        reasons: Vec::new(),
-        offers_made: 0,
-        cause: uuid::Uuid::nil(),
     }
 }
 
