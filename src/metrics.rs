@@ -24,6 +24,8 @@ pub const RESIDENT_PATIENTS: &str = "frontdoor_patients_resident";
 pub const IDENTITY_RESOLUTIONS_TOTAL: &str = "frontdoor_identity_resolutions_total";
 /// HTTP requests, by `route`, `method` and `status` class.
 pub const HTTP_REQUESTS_TOTAL: &str = "frontdoor_http_requests_total";
+/// Resident set size of the process (Linux `/proc/self/statm`).
+pub const PROCESS_RESIDENT_MEMORY_BYTES: &str = "frontdoor_process_resident_memory_bytes";
 
 /// Requests refused by authentication or authorization, by `reason`
 /// (`missing_token`, `unknown_token`, `forbidden`, `rate_limited`) and `role`.
@@ -123,9 +125,43 @@ pub fn install() -> PrometheusHandle {
             // Another recorder may exist in tests that install their own; keep ours either way.
             let _ = metrics::set_global_recorder(recorder);
             describe();
+            zero_known_series();
             handle
         })
         .clone()
+}
+
+/// Why an event is rejected at the edge (the `reason` label of
+/// [`EVENTS_REJECTED_TOTAL`]).
+pub const REJECT_REASONS: [&str; 3] = ["validation", "too_large", "syntax"];
+
+/// Counters whose label sets are known up front start at zero, so a dashboard
+/// shows 0 (not "no data") before the first rejection.
+fn zero_known_series() {
+    for reason in REJECT_REASONS {
+        metrics::counter!(EVENTS_REJECTED_TOTAL, "reason" => reason).increment(0);
+    }
+}
+
+/// Starts the supervision counters of an actor kind at zero (called the first
+/// time supervision sees the kind).
+pub fn zero_actor_series(kind: &'static str) {
+    for name in [
+        ACTOR_RESTARTS_TOTAL,
+        ACTOR_ESCALATIONS_TOTAL,
+        POISON_MESSAGES_TOTAL,
+        MESSAGES_SHED_TOTAL,
+    ] {
+        metrics::counter!(name, "kind" => kind).increment(0);
+    }
+}
+
+/// Reads the resident set size from `/proc/self/statm` (None off Linux).
+pub fn process_resident_bytes() -> Option<f64> {
+    let statm = std::fs::read_to_string("/proc/self/statm").ok()?;
+    let pages: f64 = statm.split_whitespace().nth(1)?.parse().ok()?;
+    // The page size is 4 KiB on the x86-64 and arm64 Linux this runs on.
+    Some(pages * 4096.0)
 }
 
 fn describe() {
@@ -174,6 +210,11 @@ fn describe() {
     describe_counter!(
         HTTP_REQUESTS_TOTAL,
         "HTTP requests by route, method and status class."
+    );
+    describe_gauge!(
+        PROCESS_RESIDENT_MEMORY_BYTES,
+        Unit::Bytes,
+        "Resident set size of the process."
     );
 }
 

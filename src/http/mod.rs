@@ -23,13 +23,17 @@ pub mod runtime;
 
 use std::sync::Arc;
 
+use actix_web::body::MessageBody;
+use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::http::StatusCode;
+use actix_web::middleware::Next;
 use actix_web::{web, HttpResponse};
 use metrics_exporter_prometheus::PrometheusHandle;
 
 use crate::auth::{AssignmentCheck, Principals};
 use crate::configuration::SecuritySettings;
 use crate::ingest::Ingest;
+use crate::metrics as m;
 
 /// What every handler can reach.
 pub struct AppState {
@@ -84,6 +88,38 @@ pub fn query_error(
     _req: &actix_web::HttpRequest,
 ) -> actix_web::Error {
     problem::ApiError::field("query", "could not be parsed").into()
+}
+
+/// Counts every request by route pattern (bounded: the registered patterns, or
+/// `unmatched`), method and status class.
+pub async fn count_requests(
+    req: ServiceRequest,
+    next: Next<impl MessageBody>,
+) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
+    let route = req.match_pattern().unwrap_or_else(|| "unmatched".into());
+    let method = match req.method().as_str() {
+        "GET" => "GET",
+        "POST" => "POST",
+        "PUT" => "PUT",
+        "DELETE" => "DELETE",
+        "PATCH" => "PATCH",
+        _ => "other",
+    };
+    let res = next.call(req).await;
+    let status = match &res {
+        Ok(r) => r.status().as_u16(),
+        Err(e) => e.as_response_error().status_code().as_u16(),
+    };
+    let class = match status / 100 {
+        1 => "1xx",
+        2 => "2xx",
+        3 => "3xx",
+        4 => "4xx",
+        _ => "5xx",
+    };
+    metrics::counter!(m::HTTP_REQUESTS_TOTAL, "route" => route, "method" => method, "status" => class)
+        .increment(1);
+    res
 }
 
 /// Turns JSON body errors (too large, malformed) into problem+json (never echoing the body).

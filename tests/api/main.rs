@@ -4,6 +4,7 @@ mod helpers;
 
 mod canary;
 mod contract;
+mod dashboards;
 mod health;
 mod journeys;
 mod routing;
