@@ -185,7 +185,7 @@ fn seed_patient(i: usize) -> SeedPatient {
     let base = |ty: &str, ch: &str, h: i64, n: u128| {
         json!({
             "id": Uuid::from_u128(((i as u128) << 8) | n).to_string(),
-            "type": ty, "occurred_at": at(h), "site": if i % 2 == 0 { "north" } else { "south" },
+            "type": ty, "occurred_at": at(h), "site": if i.is_multiple_of(2) { "north" } else { "south" },
             "channel": ch, "patient": who,
         })
     };
@@ -276,7 +276,7 @@ async fn seed(store: &Store, n: usize) -> anyhow::Result<(Duration, u64)> {
             .await
             .context("Failed to seed a batch")?;
         done += batch.len();
-        if done % 100_000 == 0 {
+        if done.is_multiple_of(100_000) {
             eprintln!(
                 "seeded {done} patients ({events} events) in {:.0} s",
                 started.elapsed().as_secs_f64()
@@ -454,8 +454,11 @@ async fn run() -> anyhow::Result<()> {
         idle_timeout: Duration::from_secs(settings.patients.idle_timeout_secs.max(1)),
         notify: settings.notify.clone(),
         routing: None,
+        supervision: Arc::new(std::sync::RwLock::new(settings.supervision.patient.clone())),
+        observer: Arc::new(frontdoor_actors::ports::NoActorObserver),
+        fault_injection: false,
     };
-    let patients = PatientRegistry::start(deps, SHARDS);
+    let patients = PatientRegistry::start(deps, SHARDS, settings.patients.bounds());
     trim_heap();
     let base = mem();
 

@@ -24,7 +24,24 @@ pub const RESIDENT_PATIENTS: &str = "frontdoor_patients_resident";
 pub const IDENTITY_RESOLUTIONS_TOTAL: &str = "frontdoor_identity_resolutions_total";
 /// HTTP requests, by `route`, `method` and `status` class.
 pub const HTTP_REQUESTS_TOTAL: &str = "frontdoor_http_requests_total";
+/// Resident set size of the process (Linux `/proc/self/statm`).
+pub const PROCESS_RESIDENT_MEMORY_BYTES: &str = "frontdoor_process_resident_memory_bytes";
 
+/// Requests refused by authentication or authorization, by `reason`
+/// (`missing_token`, `unknown_token`, `forbidden`, `rate_limited`) and `role`.
+pub const AUTH_DENIED_TOTAL: &str = "frontdoor_auth_denied_total";
+/// Emergency (break-glass) reads of patient data, by `role`: each one is reviewed.
+pub const BREAK_GLASS_TOTAL: &str = "frontdoor_break_glass_total";
+/// Principals in force (after the last successful load).
+pub const PRINCIPALS: &str = "frontdoor_principals";
+/// Principals file reloads, by `outcome` (`ok`, `error`).
+pub const PRINCIPAL_RELOADS_TOTAL: &str = "frontdoor_principal_reloads_total";
+/// Audit records written, by `resource` and `outcome`.
+pub const AUDIT_RECORDS_TOTAL: &str = "frontdoor_audit_records_total";
+/// Audit writes that failed (the read they covered was refused), by `resource`.
+pub const AUDIT_FAILURES_TOTAL: &str = "frontdoor_audit_failures_total";
+/// Audit records purged after the retention period.
+pub const AUDIT_PURGED_TOTAL: &str = "frontdoor_audit_purged_total";
 // --- Routing (queues, agents, offers, overflow, escalations) ---
 /// Contacts waiting, by `site`, `skill`.
 pub const QUEUE_DEPTH: &str = "frontdoor_queue_depth";
@@ -75,6 +92,18 @@ pub const STAFFING_OFFERED_LOAD: &str = "frontdoor_staffing_offered_load_erlangs
 pub const ACTOR_RESTARTS_TOTAL: &str = "frontdoor_actor_restarts_total";
 /// Messages waiting in mailboxes, by `kind`.
 pub const MAILBOX_DEPTH: &str = "frontdoor_mailbox_depth";
+/// Escalations to the parent (too many restarts within the period), by `kind`.
+pub const ACTOR_ESCALATIONS_TOTAL: &str = "frontdoor_actor_escalations_total";
+/// Messages that failed every retry and went to the dead-letter path, by `kind`.
+pub const POISON_MESSAGES_TOTAL: &str = "frontdoor_poison_messages_total";
+/// Messages refused because mailboxes were full, by `kind`.
+pub const MESSAGES_SHED_TOTAL: &str = "frontdoor_messages_shed_total";
+/// 1 while a supervised component is healthy, 0 after it escalated, by `kind`.
+pub const COMPONENT_UP: &str = "frontdoor_component_up";
+/// 1 while the store answers the health probe, else 0.
+pub const STORE_UP: &str = "frontdoor_store_up";
+/// Configuration version in force (increments on every accepted reload).
+pub const CONFIG_VERSION: &str = "frontdoor_config_version";
 
 /// Buckets around the ingest SLO (p99 under 50 ms on a local store).
 const LATENCY_BUCKETS: &[f64] = &[
@@ -96,9 +125,43 @@ pub fn install() -> PrometheusHandle {
             // Another recorder may exist in tests that install their own; keep ours either way.
             let _ = metrics::set_global_recorder(recorder);
             describe();
+            zero_known_series();
             handle
         })
         .clone()
+}
+
+/// Why an event is rejected at the edge (the `reason` label of
+/// [`EVENTS_REJECTED_TOTAL`]).
+pub const REJECT_REASONS: [&str; 3] = ["validation", "too_large", "syntax"];
+
+/// Counters whose label sets are known up front start at zero, so a dashboard
+/// shows 0 (not "no data") before the first rejection.
+fn zero_known_series() {
+    for reason in REJECT_REASONS {
+        metrics::counter!(EVENTS_REJECTED_TOTAL, "reason" => reason).increment(0);
+    }
+}
+
+/// Starts the supervision counters of an actor kind at zero (called the first
+/// time supervision sees the kind).
+pub fn zero_actor_series(kind: &'static str) {
+    for name in [
+        ACTOR_RESTARTS_TOTAL,
+        ACTOR_ESCALATIONS_TOTAL,
+        POISON_MESSAGES_TOTAL,
+        MESSAGES_SHED_TOTAL,
+    ] {
+        metrics::counter!(name, "kind" => kind).increment(0);
+    }
+}
+
+/// Reads the resident set size from `/proc/self/statm` (None off Linux).
+pub fn process_resident_bytes() -> Option<f64> {
+    let statm = std::fs::read_to_string("/proc/self/statm").ok()?;
+    let pages: f64 = statm.split_whitespace().nth(1)?.parse().ok()?;
+    // The page size is 4 KiB on the x86-64 and arm64 Linux this runs on.
+    Some(pages * 4096.0)
 }
 
 fn describe() {
@@ -123,8 +186,35 @@ fn describe() {
         "Identity resolutions by grade and outcome."
     );
     describe_counter!(
+        AUTH_DENIED_TOTAL,
+        "Requests refused by authentication or authorization, by reason and role."
+    );
+    describe_gauge!(PRINCIPALS, "Principals in force.");
+    describe_counter!(
+        BREAK_GLASS_TOTAL,
+        "Emergency (break-glass) reads of patient data, by role."
+    );
+    describe_counter!(
+        PRINCIPAL_RELOADS_TOTAL,
+        "Principals file reloads by outcome."
+    );
+    describe_counter!(
+        AUDIT_RECORDS_TOTAL,
+        "Audit records written by resource and outcome."
+    );
+    describe_counter!(
+        AUDIT_FAILURES_TOTAL,
+        "Audit writes that failed (the covered read was refused)."
+    );
+    describe_counter!(AUDIT_PURGED_TOTAL, "Audit records purged after retention.");
+    describe_counter!(
         HTTP_REQUESTS_TOTAL,
         "HTTP requests by route, method and status class."
+    );
+    describe_gauge!(
+        PROCESS_RESIDENT_MEMORY_BYTES,
+        Unit::Bytes,
+        "Resident set size of the process."
     );
 }
 

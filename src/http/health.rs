@@ -15,8 +15,15 @@ pub async fn healthz() -> HttpResponse {
 /// `GET /readyz`: the store answers.
 #[tracing::instrument(name = "http.readyz", skip_all)]
 pub async fn readyz(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    let down = state.runtime.stats.down();
     match state.ingest.store().ping().await {
-        Ok(()) => Ok(HttpResponse::Ok().json(json!({"status": "ready", "store": "up"}))),
+        Ok(()) if down.is_empty() => {
+            Ok(HttpResponse::Ok().json(json!({"status": "ready", "store": "up"})))
+        }
+        Ok(()) => Err(ApiError::Unavailable(format!(
+            "components escalated: {}",
+            down.join(", ")
+        ))),
         Err(_) => Err(ApiError::Unavailable("store: down".into())),
     }
 }

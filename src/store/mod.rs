@@ -12,8 +12,10 @@
 //! # Layout
 //! - [`journey`]: patients, identifiers and links, and the append-only event log.
 //! - [`outbox`]: commands written with the state change that causes them, for the relay.
+//! - [`audit`]: the append-only audit log (reads, denials, identity links) and its purge.
 //! - [`seed`]: bulk loading of patients with journeys (benchmarks and drills).
 
+pub mod audit;
 pub mod journey;
 pub mod outbox;
 pub mod seed;

@@ -2,8 +2,13 @@
 
 mod helpers;
 
+mod canary;
 mod contract;
+mod dashboards;
 mod health;
 mod journeys;
 mod passivation;
 mod routing;
+mod security;
+mod supervision;
+mod tls;

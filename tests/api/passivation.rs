@@ -37,8 +37,8 @@ async fn wait_until_resident(patients: &PatientRegistry, n: usize) {
 
 /// Passivates every resident patient and waits until none is left.
 async fn passivate_and_wait(app: &TestApp) {
-    app.patients.passivate_all();
-    wait_until_resident(&app.patients, 0).await;
+    app.runtime.patients.passivate_all();
+    wait_until_resident(&app.runtime.patients, 0).await;
 }
 
 /// The context exactly as served: status and the raw body bytes.
@@ -46,6 +46,7 @@ async fn context_bytes(app: &TestApp, patient_id: &str) -> String {
     let res = app
         .client
         .get(format!("{}/v1/patients/{patient_id}/context", app.address))
+        .bearer_auth(&app.token)
         .send()
         .await
         .expect("Failed to GET the context");
@@ -58,6 +59,7 @@ async fn resident_gauge(app: &TestApp) -> Option<f64> {
     let body = app
         .client
         .get(format!("{}/metrics", app.address))
+        .bearer_auth(&app.token)
         .send()
         .await
         .expect("Failed to GET /metrics")
@@ -359,11 +361,11 @@ on_both_backends! {
         let ctx: Value = serde_json::from_str(&before).unwrap();
         assert_eq!(ctx["events_total"], 32);
         assert_eq!(ctx["merged_from"].as_array().unwrap().len(), 1);
-        assert!(app.patients.resident().await >= 1);
+        assert!(app.runtime.patients.resident().await >= 1);
 
         passivate_and_wait(&app).await;
         let after = context_bytes(&app, &pid).await;
-        assert_eq!(app.patients.resident().await, 1, "the read revived exactly one actor");
+        assert_eq!(app.runtime.patients.resident().await, 1, "the read revived exactly one actor");
         assert_eq!(before, after, "revived context differs from the live one");
 
         // And once more, revived by an event rather than a read.
@@ -385,7 +387,7 @@ on_both_backends! {
         // Another task passivates every resident patient, over and over.
         let stop = Arc::new(AtomicBool::new(false));
         let passivator = {
-            let (patients, stop) = (app.patients.clone(), stop.clone());
+            let (patients, stop) = (app.runtime.patients.clone(), stop.clone());
             actix_rt::spawn(async move {
                 while !stop.load(Ordering::Relaxed) {
                     patients.passivate_all();
@@ -427,7 +429,7 @@ on_both_backends! {
         let passivations = Arc::new(AtomicU32::new(0));
         let stop = Arc::new(AtomicBool::new(false));
         let passivator = {
-            let (patients, stop, n) = (app.patients.clone(), stop.clone(), passivations.clone());
+            let (patients, stop, n) = (app.runtime.patients.clone(), stop.clone(), passivations.clone());
             actix_rt::spawn(async move {
                 while !stop.load(Ordering::Relaxed) {
                     patients.passivate_all();
@@ -451,13 +453,13 @@ on_both_backends! {
                 let body = event("contact.message", "chat", at, json!({"mrn": "MRN-ORDER-2"}),
                     json!({"contact_id": "chat-p", "from": "patient", "text": text.clone()}));
                 let env = Envelope::parse(body.to_string().as_bytes(), 1 << 16).unwrap();
-                batch.push(app.patients.apply(pid, Arc::new(env), Vec::new()));
+                batch.push(app.runtime.patients.apply(pid, Arc::new(env), Vec::new()));
                 sent.push(text);
             }
             for res in futures_util::future::join_all(batch).await {
                 assert!(matches!(res, Ok(Applied::Stored { .. })), "{res:?}");
             }
-            app.patients.passivate_all();
+            app.runtime.patients.passivate_all();
         }
         stop.store(true, Ordering::Relaxed);
         passivator.await.unwrap();
@@ -479,7 +481,7 @@ on_both_backends! {
             app.store_event(&event("contact.started", "voice", days_ago(0, 0),
                 json!({"mrn": format!("MRN-RES-{i}")}), json!({"contact_id": format!("call-r{i}")}))).await;
         }
-        assert_eq!(app.patients.resident().await, 3);
+        assert_eq!(app.runtime.patients.resident().await, 3);
         // Other tests' applications share the process-wide recorder: poll until this
         // application's scrape shows its own count.
         wait_for_gauge(&app, 3.0).await;
@@ -512,8 +514,8 @@ async fn an_idle_patient_passivates_by_itself_and_comes_back_with_the_same_conte
     let pid = store_rich_journey(&app).await;
     let before = context_bytes(&app, &pid).await;
     // No passivation requested: the idle timer alone stops every actor.
-    wait_until_resident(&app.patients, 0).await;
+    wait_until_resident(&app.runtime.patients, 0).await;
     let after = context_bytes(&app, &pid).await;
     assert_eq!(before, after);
-    assert_eq!(app.patients.resident().await, 1);
+    assert_eq!(app.runtime.patients.resident().await, 1);
 }
