@@ -6,6 +6,7 @@
 //! telemetry and startup. `main.rs` is a thin shell over [`startup::Application`].
 //!
 //! # Layout
+//! - [`broker`]: RabbitMQ in (events) and out (commands), at-least-once.
 //! - [`configuration`]: typed settings from `config/` and `FRONTDOOR__*` variables.
 //! - [`startup`]: builds the application (store, actors, HTTP) and runs it.
 //! - [`ingest`]: the one path an event takes from an edge to the patient's journey.
@@ -14,6 +15,7 @@
 //! - [`metrics`]: metric names and the Prometheus recorder.
 //! - [`telemetry`]: tracing subscriber setup.
 
+pub mod broker;
 pub mod configuration;
 pub mod http;
 pub mod ingest;

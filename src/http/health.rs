@@ -11,12 +11,22 @@ pub async fn healthz() -> HttpResponse {
     HttpResponse::Ok().json(json!({"status": "ok"}))
 }
 
-/// `GET /readyz`: the store answers.
+/// `GET /readyz`: the store and the broker, each reported on its own. Ready when
+/// the store answers and the broker is up (or not configured); otherwise 503
+/// problem+json naming which is down.
 #[tracing::instrument(name = "http.readyz", skip_all)]
 pub async fn readyz(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
-    match state.ingest.store().ping().await {
-        Ok(()) => Ok(HttpResponse::Ok().json(json!({"status": "ready", "store": "up"}))),
-        Err(_) => Err(ApiError::Unavailable("store: down".into())),
+    let store = match state.ingest.store().ping().await {
+        Ok(()) => "up",
+        Err(_) => "down",
+    };
+    let broker = state.broker.state();
+    if store == "up" && broker != "down" {
+        Ok(HttpResponse::Ok().json(json!({"status": "ready", "store": store, "broker": broker})))
+    } else {
+        Err(ApiError::Unavailable(format!(
+            "store: {store}; broker: {broker}"
+        )))
     }
 }
 

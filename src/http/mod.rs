@@ -15,6 +15,7 @@ use actix_web::http::StatusCode;
 use actix_web::{web, HttpResponse};
 use metrics_exporter_prometheus::PrometheusHandle;
 
+use crate::broker::BrokerHealth;
 use crate::ingest::Ingest;
 
 /// What every handler can reach.
@@ -25,6 +26,8 @@ pub struct AppState {
     pub metrics: PrometheusHandle,
     /// Largest accepted event body.
     pub max_event_bytes: usize,
+    /// Broker connection state, for `/readyz`.
+    pub broker: BrokerHealth,
 }
 
 /// Registers every route.

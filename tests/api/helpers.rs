@@ -3,6 +3,7 @@
 use std::sync::OnceLock;
 
 use chrono::{DateTime, Duration, Utc};
+use frontdoor::broker::shutdown::ShutdownTrigger;
 use frontdoor::configuration::{base_configuration, Settings};
 use frontdoor::startup::Application;
 use frontdoor::store::Store;
@@ -26,6 +27,12 @@ pub struct TestApp {
     pub store: Store,
     /// HTTP client.
     pub client: reqwest::Client,
+    /// The settings it runs with (broker names, store URL).
+    pub settings: Settings,
+    /// Starts the drain, as SIGTERM would.
+    pub shutdown: ShutdownTrigger,
+    /// Resolves when the application has stopped.
+    pub stopped: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
     /// Temp dir holding the SQLite file (kept alive for the test).
     _dir: Option<TempDir>,
 }
@@ -95,21 +102,35 @@ pub async fn spawn_app(backend: Backend) -> TestApp {
 /// Starts the application with the given settings.
 pub async fn spawn_app_with(settings: Settings, dir: Option<TempDir>) -> TestApp {
     init_logs();
-    let app = Application::build(settings)
+    let app = Application::build(settings.clone())
         .await
         .expect("Failed to build the application");
     let address = format!("http://127.0.0.1:{}", app.port());
     let store = app.ingest().store().clone();
-    actix_rt::spawn(app.run_until_stopped());
+    let shutdown = app.shutdown_trigger();
+    let stopped = actix_rt::spawn(app.run_until_stopped());
     TestApp {
         address,
         store,
         client: reqwest::Client::new(),
+        settings,
+        shutdown,
+        stopped: Some(stopped),
         _dir: dir,
     }
 }
 
 impl TestApp {
+    /// Drains the application as SIGTERM does and waits until it has stopped.
+    pub async fn stop(&mut self) {
+        self.shutdown.trigger();
+        if let Some(h) = self.stopped.take() {
+            h.await
+                .expect("the application task panicked")
+                .expect("the application stopped with an error");
+        }
+    }
+
     /// POSTs a JSON value to /v1/events.
     pub async fn post_event(&self, event: &Value) -> reqwest::Response {
         self.post_raw(event.to_string()).await

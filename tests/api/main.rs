@@ -5,3 +5,6 @@ mod helpers;
 mod contract;
 mod health;
 mod journeys;
+mod amqp;
+mod broker;
+mod chaos;
