@@ -45,6 +45,8 @@ pub struct Application {
     broker: Vec<Part>,
     /// How long the drain may take.
     grace: Duration,
+    /// The broker side's state.
+    health: BrokerHealth,
 }
 
 impl Application {
@@ -77,7 +79,10 @@ impl Application {
             };
             let c = actix_rt::spawn(consumer::run(ctx, shutdown.subscribe()));
             broker.push(Box::pin(async move {
-                ("broker consumer", c.await.unwrap_or_else(|e| format!("failed: {e}")))
+                (
+                    "broker consumer",
+                    c.await.unwrap_or_else(|e| format!("failed: {e}")),
+                )
             }));
             let r = actix_rt::spawn(relay::run(
                 settings.broker.clone(),
@@ -86,7 +91,10 @@ impl Application {
                 shutdown.subscribe(),
             ));
             broker.push(Box::pin(async move {
-                ("outbox relay", r.await.unwrap_or_else(|e| format!("failed: {e}")))
+                (
+                    "outbox relay",
+                    r.await.unwrap_or_else(|e| format!("failed: {e}")),
+                )
             }));
         }
 
@@ -108,7 +116,7 @@ impl Application {
             ingest: ingest.clone(),
             metrics: handle,
             max_event_bytes: settings.application.max_event_bytes,
-            broker: health,
+            broker: health.clone(),
         });
         let server = HttpServer::new(move || {
             App::new()
@@ -123,7 +131,11 @@ impl Application {
         .listen(listener)
         .context("Failed to listen")?
         .run();
-        tracing::info!(port, broker = settings.broker.enabled, "Front Door API listening");
+        tracing::info!(
+            port,
+            broker = settings.broker.enabled,
+            "Front Door API listening"
+        );
         Ok(Application {
             port,
             server,
@@ -131,6 +143,7 @@ impl Application {
             shutdown,
             broker,
             grace: Duration::from_secs(settings.application.shutdown_grace_secs),
+            health,
         })
     }
 
@@ -142,6 +155,11 @@ impl Application {
     /// The ingest service.
     pub fn ingest(&self) -> &Ingest {
         &self.ingest
+    }
+
+    /// The broker side's state (readiness, deliveries in flight).
+    pub fn broker_health(&self) -> BrokerHealth {
+        self.health.clone()
     }
 
     /// Starts the drain when triggered (what SIGINT/SIGTERM do).
@@ -181,7 +199,9 @@ impl Application {
         for part in rest {
             match tokio::time::timeout_at(deadline, part).await {
                 Ok((name, why)) => tracing::info!(part = name, reason = %why, "stopped"),
-                Err(_) => tracing::warn!("grace period over: abandoning the rest (unacked work is redelivered)"),
+                Err(_) => tracing::warn!(
+                    "grace period over: abandoning the rest (unacked work is redelivered)"
+                ),
             }
         }
         ingest.store().close().await;

@@ -165,10 +165,10 @@ async fn consume_partition(
         for d in batch {
             deliveries.push(d?);
         }
-        let n = deliveries.len() as f64;
-        metrics::gauge!(m::BROKER_IN_FLIGHT).increment(n);
+        let n = deliveries.len();
+        ctx.health.took(n);
         let res = process_batch(ctx, deliveries, dead_letters, &mut shutdown).await;
-        metrics::gauge!(m::BROKER_IN_FLIGHT).decrement(n);
+        ctx.health.settled(n);
         res?;
     }
     // Drain: no new deliveries; what the broker already sent and we did not take is
@@ -183,7 +183,7 @@ async fn consume_partition(
 /// Where one delivery stands within its batch.
 enum State {
     /// Valid; waiting to be stored.
-    Pending(Envelope),
+    Pending(Box<Envelope>),
     /// Stored now or before: ack.
     Stored(&'static str),
     /// Not a valid envelope: dead-letter with the reason, then ack.
@@ -242,7 +242,7 @@ async fn process_batch(
     let mut states: Vec<State> = deliveries
         .iter()
         .map(|d| match Envelope::parse(&d.data, ctx.max_event_bytes) {
-            Ok(e) => State::Pending(e),
+            Ok(e) => State::Pending(Box::new(e)),
             Err(e) => invalid(e),
         })
         .collect();
@@ -308,7 +308,7 @@ async fn ingest_pending(ingest: &Ingest, states: &mut [State], keys: &[String]) 
         let events: Vec<(usize, Envelope)> = idxs
             .iter()
             .filter_map(|&i| match &states[i] {
-                State::Pending(e) => Some((i, e.clone())),
+                State::Pending(e) => Some((i, (**e).clone())),
                 _ => None,
             })
             .collect();
@@ -330,7 +330,11 @@ async fn ingest_pending(ingest: &Ingest, states: &mut [State], keys: &[String]) 
             done
         }
     });
-    for (i, s) in futures_util::future::join_all(jobs).await.into_iter().flatten() {
+    for (i, s) in futures_util::future::join_all(jobs)
+        .await
+        .into_iter()
+        .flatten()
+    {
         states[i] = s;
     }
 }
@@ -408,7 +412,11 @@ async fn dead_letter(
         ERRORS_HEADER.into(),
         AMQPValue::LongString(LongString::from(errors.to_string())),
     );
-    let props = d.properties.clone().with_headers(headers).with_delivery_mode(2);
+    let props = d
+        .properties
+        .clone()
+        .with_headers(headers)
+        .with_delivery_mode(2);
     let confirm = channel
         .basic_publish(
             s.dead_letter_exchange.as_str().into(),

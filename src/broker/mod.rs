@@ -21,7 +21,7 @@ pub mod relay;
 pub mod shutdown;
 pub mod topology;
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 /// Why a broker operation failed (the one error type of this boundary).
@@ -39,6 +39,9 @@ pub enum BrokerError {
         /// Which queue.
         queue: String,
     },
+    /// The connection or channel is no longer open (noticed while idle).
+    #[error("the broker connection is closed")]
+    Closed,
     /// The broker did not confirm in time.
     #[error("the broker did not confirm within {0:?}")]
     ConfirmTimeout(std::time::Duration),
@@ -59,6 +62,10 @@ struct HealthInner {
     consumer_up: AtomicBool,
     /// The relay's connection is up.
     relay_up: AtomicBool,
+    /// Deliveries received and not yet settled, over all partitions.
+    in_flight: AtomicUsize,
+    /// The most ever in flight (bounded by prefetch x partitions; drills check it).
+    max_in_flight: AtomicUsize,
 }
 
 impl BrokerHealth {
@@ -82,15 +89,46 @@ impl BrokerHealth {
         }
     }
 
+    /// Deliveries received and not yet settled.
+    pub fn in_flight(&self) -> usize {
+        self.0.in_flight.load(Ordering::Relaxed)
+    }
+
+    /// The most deliveries ever held at once.
+    pub fn max_in_flight(&self) -> usize {
+        self.0.max_in_flight.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn took(&self, n: usize) {
+        let now = self.0.in_flight.fetch_add(n, Ordering::Relaxed) + n;
+        self.0.max_in_flight.fetch_max(now, Ordering::Relaxed);
+        metrics::gauge!(crate::metrics::BROKER_IN_FLIGHT).set(now as f64);
+    }
+
+    pub(crate) fn settled(&self, n: usize) {
+        let now = self
+            .0
+            .in_flight
+            .fetch_sub(n, Ordering::Relaxed)
+            .saturating_sub(n);
+        metrics::gauge!(crate::metrics::BROKER_IN_FLIGHT).set(now as f64);
+    }
+
     pub(crate) fn set_consumer_up(&self, up: bool) {
         self.0.consumer_up.store(up, Ordering::Relaxed);
-        metrics::gauge!(crate::metrics::BROKER_CONNECTED, "component" => "consumer")
-            .set(if up { 1.0 } else { 0.0 });
+        metrics::gauge!(crate::metrics::BROKER_CONNECTED, "component" => "consumer").set(if up {
+            1.0
+        } else {
+            0.0
+        });
     }
 
     pub(crate) fn set_relay_up(&self, up: bool) {
         self.0.relay_up.store(up, Ordering::Relaxed);
-        metrics::gauge!(crate::metrics::BROKER_CONNECTED, "component" => "relay")
-            .set(if up { 1.0 } else { 0.0 });
+        metrics::gauge!(crate::metrics::BROKER_CONNECTED, "component" => "relay").set(if up {
+            1.0
+        } else {
+            0.0
+        });
     }
 }

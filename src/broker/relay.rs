@@ -96,6 +96,9 @@ async fn relay_loop(
         if shutdown.is_triggered() {
             return Ok(());
         }
+        if !channel.status().connected() {
+            return Err(BrokerError::Closed);
+        }
         if last_gauges.elapsed() >= Duration::from_secs(5) {
             last_gauges = Instant::now();
             if let Ok((pending, _, parked)) = store.outbox_counts().await {

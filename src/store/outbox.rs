@@ -177,11 +177,13 @@ impl Store {
         timed("record_relay_failure", async {
             let mut tx = self.pool().begin().await?;
             for s in seqs {
-                sqlx::query("UPDATE outbox SET attempts = attempts + 1, last_error = $1 WHERE seq = $2")
-                    .bind(reason.to_string())
-                    .bind(*s)
-                    .execute(&mut *tx)
-                    .await?;
+                sqlx::query(
+                    "UPDATE outbox SET attempts = attempts + 1, last_error = $1 WHERE seq = $2",
+                )
+                .bind(reason.to_string())
+                .bind(*s)
+                .execute(&mut *tx)
+                .await?;
             }
             tx.commit().await?;
             Ok(())

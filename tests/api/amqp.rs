@@ -12,7 +12,7 @@ use lapin::options::{
     ExchangeDeleteOptions, QueueBindOptions, QueueDeclareOptions, QueueDeleteOptions,
 };
 use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
-use lapin::{BasicProperties, Channel, Confirmation, Connection, ConnectionProperties, ExchangeKind};
+use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, ExchangeKind};
 use secrecy::SecretString;
 use serde_json::Value;
 use uuid::Uuid;
@@ -108,7 +108,13 @@ impl Adapter {
     }
 
     /// Publishes any bytes to the events exchange and waits for the confirm.
-    pub async fn publish_raw(&self, body: &[u8], routing_key: &str, id: &str, patient_key: Option<&str>) {
+    pub async fn publish_raw(
+        &self,
+        body: &[u8],
+        routing_key: &str,
+        id: &str,
+        patient_key: Option<&str>,
+    ) {
         self.publish_no_wait(body, routing_key, id, patient_key)
             .await
             .await
@@ -156,7 +162,11 @@ impl Adapter {
     /// Declares a queue bound to the commands exchange with `pattern` (an agent
     /// desktop's or an SMS gateway's queue).
     pub async fn command_queue(&mut self, pattern: &str) -> String {
-        let name = format!("{}.sink.{}", self.names.commands_exchange, self.queues.len());
+        let name = format!(
+            "{}.sink.{}",
+            self.names.commands_exchange,
+            self.queues.len()
+        );
         self.channel
             .queue_declare(
                 name.as_str().into(),
@@ -251,11 +261,6 @@ impl Adapter {
                 .await;
         }
     }
-}
-
-/// Whether a confirm was a plain ack.
-pub fn acked(c: &Confirmation) -> bool {
-    matches!(c, Confirmation::Ack(None))
 }
 
 /// A header of a fetched message as text.

@@ -23,7 +23,9 @@ pub struct ChaosProxy {
 impl ChaosProxy {
     /// Starts proxying to `target` (`host:port`).
     pub async fn start(target: &str) -> ChaosProxy {
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind the proxy");
+        let listener = TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind the proxy");
         let port = listener.local_addr().expect("proxy address").port();
         let up = Arc::new(AtomicBool::new(true));
         let accepted = Arc::new(AtomicU64::new(0));
@@ -32,7 +34,9 @@ impl ChaosProxy {
         let (up2, accepted2) = (up.clone(), accepted.clone());
         tokio::spawn(async move {
             loop {
-                let Ok((mut inbound, _)) = listener.accept().await else { continue };
+                let Ok((mut inbound, _)) = listener.accept().await else {
+                    continue;
+                };
                 if !up2.load(Ordering::SeqCst) {
                     drop(inbound);
                     continue;
@@ -42,7 +46,9 @@ impl ChaosProxy {
                 let born = *gen.borrow_and_update();
                 let target = target.clone();
                 tokio::spawn(async move {
-                    let Ok(mut outbound) = TcpStream::connect(&target).await else { return };
+                    let Ok(mut outbound) = TcpStream::connect(&target).await else {
+                        return;
+                    };
                     tokio::select! {
                         _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => {}
                         _ = gen.wait_for(|g| *g != born) => {}

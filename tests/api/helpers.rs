@@ -29,6 +29,8 @@ pub struct TestApp {
     pub client: reqwest::Client,
     /// The settings it runs with (broker names, store URL).
     pub settings: Settings,
+    /// The broker side's state (deliveries in flight).
+    pub broker: frontdoor::broker::BrokerHealth,
     /// Starts the drain, as SIGTERM would.
     pub shutdown: ShutdownTrigger,
     /// Resolves when the application has stopped.
@@ -108,12 +110,14 @@ pub async fn spawn_app_with(settings: Settings, dir: Option<TempDir>) -> TestApp
     let address = format!("http://127.0.0.1:{}", app.port());
     let store = app.ingest().store().clone();
     let shutdown = app.shutdown_trigger();
+    let broker = app.broker_health();
     let stopped = actix_rt::spawn(app.run_until_stopped());
     TestApp {
         address,
         store,
         client: reqwest::Client::new(),
         settings,
+        broker,
         shutdown,
         stopped: Some(stopped),
         _dir: dir,

@@ -2,9 +2,10 @@
 
 mod helpers;
 
-mod contract;
-mod health;
-mod journeys;
 mod amqp;
 mod broker;
 mod chaos;
+mod contract;
+mod drills;
+mod health;
+mod journeys;
