@@ -204,7 +204,7 @@ async fn raw_rate(conn: &Connection, msgs: &[Msg], prefetch: u16, tag: &str) -> 
     while let Some(d) = consumer.next().await {
         let d = d.expect("delivery");
         n += 1;
-        if n % 100 == 0 || n == msgs.len() {
+        if n.is_multiple_of(100) || n == msgs.len() {
             d.acker
                 .ack(BasicAckOptions { multiple: true })
                 .await
@@ -264,7 +264,9 @@ async fn run() {
     let store_settings = settings.store.clone();
     let b = settings.broker.clone();
     // An SMS gateway's queue, so the booking confirmations are routed, not parked.
-    topology::declare_commands(&ch, &b).await.expect("declare commands");
+    topology::declare_commands(&ch, &b)
+        .await
+        .expect("declare commands");
     let sink = format!("bench.{tag}.sms");
     ch.queue_declare(
         sink.as_str().into(),
@@ -297,7 +299,9 @@ async fn run() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let e2e = n as f64 / start.elapsed().as_secs_f64();
-    println!("runtime end to end (consume, resolve, store in PostgreSQL, apply, ack): {e2e:.0} events/s");
+    println!(
+        "runtime end to end (consume, resolve, store in PostgreSQL, apply, ack): {e2e:.0} events/s"
+    );
     println!("ratio runtime / raw broker: {:.2}", e2e / raw);
 
     // 3. Publish-to-stored latency at a steady rate of half the end-to-end rate.
@@ -337,7 +341,10 @@ async fn run() {
     let _ = running.await;
     for i in 0..b.partitions {
         let _ = ch
-            .queue_delete(b.partition_queue(i).as_str().into(), QueueDeleteOptions::default())
+            .queue_delete(
+                b.partition_queue(i).as_str().into(),
+                QueueDeleteOptions::default(),
+            )
             .await;
     }
     for q in [b.dead_letter_queue.clone(), sink] {

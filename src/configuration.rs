@@ -24,6 +24,9 @@ pub struct Settings {
     /// RabbitMQ: events in, commands out (off by default: the embedded runtime
     /// needs no broker).
     pub broker: BrokerSettings,
+    /// Routing thresholds (frustration, priority, relaxation, overflow, timers).
+    #[serde(default)]
+    pub routing: frontdoor_actors::routing::RoutingConfig,
 }
 
 /// RabbitMQ settings. Every name is configurable so tests (and several

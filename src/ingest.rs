@@ -11,11 +11,12 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use frontdoor_actors::event::Envelope;
+use frontdoor_actors::event::{is_routing_event, Envelope, EventKind};
 use frontdoor_actors::identity::{MatchGrade, Target};
 use frontdoor_actors::ids::PatientId;
 use frontdoor_actors::patient::{Applied, PatientError};
 use frontdoor_actors::ports::PortError;
+use frontdoor_actors::routing::router::{AgentUpdate, Routing, RoutingError};
 use frontdoor_actors::shard::PatientRegistry;
 
 use crate::metrics as m;
@@ -28,6 +29,8 @@ pub enum IngestOutcome {
     Accepted { patient_id: PatientId, seq: u64 },
     /// Stored before under the same id: nothing changed.
     Duplicate { patient_id: PatientId },
+    /// A routing event (agent state, offer answer, wrap-up) was applied to routing.
+    Routed,
 }
 
 /// Why an event could not be ingested.
@@ -67,12 +70,64 @@ pub struct Ingest {
     store: Store,
     /// The patient actors.
     patients: PatientRegistry,
+    /// Routing (agents, queues, offers).
+    routing: Routing,
 }
 
 impl Ingest {
     /// An ingest service over a store and the patient actors.
-    pub fn new(store: Store, patients: PatientRegistry) -> Ingest {
-        Ingest { store, patients }
+    pub fn new(store: Store, patients: PatientRegistry, routing: Routing) -> Ingest {
+        Ingest {
+            store,
+            patients,
+            routing,
+        }
+    }
+
+    /// Applies a routing event (agent state, offer answers, wrap-up).
+    async fn route_event(&self, event: &Envelope) -> Result<IngestOutcome, IngestError> {
+        let contact = event
+            .contact_id
+            .as_ref()
+            .map(|c| c.to_string())
+            .unwrap_or_default();
+        let res = match &event.kind {
+            EventKind::AgentState {
+                agent_id,
+                presence,
+                skills,
+                capacity,
+            } => self
+                .routing
+                .agent_state(AgentUpdate {
+                    agent_id: agent_id.clone(),
+                    site: event.site.clone(),
+                    presence: *presence,
+                    skills: skills.clone(),
+                    capacity: capacity.clone(),
+                })
+                .await
+                .map(|_| ()),
+            EventKind::OfferAccepted { agent_id } => self
+                .routing
+                .offer_accepted(agent_id, &contact)
+                .await
+                .map(|_| ()),
+            EventKind::OfferDeclined { agent_id } => self
+                .routing
+                .offer_declined(agent_id, &contact)
+                .await
+                .map(|_| ()),
+            EventKind::ContactWrapped { agent_id } => {
+                self.routing.contact_wrapped(agent_id, &contact).await
+            }
+            _ => return Err(IngestError::Rejected("not a routing event".into())),
+        };
+        match res {
+            Ok(()) => Ok(IngestOutcome::Routed),
+            Err(RoutingError::Unavailable(e)) => Err(IngestError::Unavailable(e)),
+            Err(e) => Err(IngestError::Rejected(e.to_string())),
+        }
     }
 
     /// Stores and applies one validated event.
@@ -85,6 +140,7 @@ impl Ingest {
         let outcome = match &res {
             Ok(IngestOutcome::Accepted { .. }) => "accepted",
             Ok(IngestOutcome::Duplicate { .. }) => "duplicate",
+            Ok(IngestOutcome::Routed) => "accepted",
             Err(IngestError::Rejected(_)) => "rejected",
             Err(IngestError::Unavailable(_)) => "failed",
         };
@@ -96,6 +152,9 @@ impl Ingest {
     }
 
     async fn ingest_inner(&self, event: Envelope) -> Result<IngestOutcome, IngestError> {
+        if is_routing_event(&event.event_type) {
+            return self.route_event(&event).await;
+        }
         let ids = event
             .patient
             .as_ref()
@@ -159,6 +218,11 @@ impl Ingest {
     /// The patient actors (context reads go through them).
     pub fn patients(&self) -> &PatientRegistry {
         &self.patients
+    }
+
+    /// Routing.
+    pub fn routing(&self) -> &Routing {
+        &self.routing
     }
 
     /// The store.

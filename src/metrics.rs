@@ -26,7 +26,7 @@ pub const IDENTITY_RESOLUTIONS_TOTAL: &str = "frontdoor_identity_resolutions_tot
 pub const HTTP_REQUESTS_TOTAL: &str = "frontdoor_http_requests_total";
 
 /// Broker deliveries settled by the consumer, by `outcome` (`stored`, `duplicate`,
-/// `dead_lettered`, `requeued`).
+/// `routed`, `dead_lettered`, `requeued`).
 pub const BROKER_DELIVERIES_TOTAL: &str = "frontdoor_broker_deliveries_total";
 /// Deliveries received and not yet settled (bounded by prefetch x partitions).
 pub const BROKER_IN_FLIGHT: &str = "frontdoor_broker_deliveries_in_flight";
@@ -46,6 +46,56 @@ pub const COMMANDS_PUBLISHED_TOTAL: &str = "frontdoor_commands_published_total";
 pub const COMMANDS_UNROUTABLE_TOTAL: &str = "frontdoor_commands_unroutable_total";
 /// Commands waiting in the outbox, by `state` (`pending`, `parked`).
 pub const OUTBOX_COMMANDS: &str = "frontdoor_outbox_commands";
+// --- Routing (queues, agents, offers, overflow, escalations) ---
+/// Contacts waiting, by `site`, `skill`.
+pub const QUEUE_DEPTH: &str = "frontdoor_queue_depth";
+/// Wait of the oldest waiting contact, by `site`, `skill`.
+pub const QUEUE_OLDEST_WAIT_SECONDS: &str = "frontdoor_queue_oldest_wait_seconds";
+/// Estimated wait of a new contact, by `site`, `skill`.
+pub const QUEUE_ESTIMATED_WAIT_SECONDS: &str = "frontdoor_queue_estimated_wait_seconds";
+/// Offered load / available capacity, by `site`, `skill` (above 1: the queue grows).
+pub const QUEUE_SATURATION_RATIO: &str = "frontdoor_queue_saturation_ratio";
+/// Agents signed in for the skill at the site and available, by `site`, `skill`.
+pub const QUEUE_AGENTS_AVAILABLE: &str = "frontdoor_queue_agents_available";
+/// Agents by `site` and `state` (available, away, offline).
+pub const AGENTS: &str = "frontdoor_agents";
+/// Contacts queued for a human, by `site`, `skill`, `channel`.
+pub const CONTACTS_QUEUED_TOTAL: &str = "frontdoor_contacts_queued_total";
+/// Contacts answered (offer accepted), by `site`, `skill`, `within_target` (true/false).
+pub const CONTACTS_ANSWERED_TOTAL: &str = "frontdoor_contacts_answered_total";
+/// Contacts abandoned while queued, by `site`, `skill`.
+pub const CONTACTS_ABANDONED_TOTAL: &str = "frontdoor_contacts_abandoned_total";
+/// Offers by `site`, `skill` and `outcome` (accepted, declined, timeout).
+pub const OFFERS_TOTAL: &str = "frontdoor_offers_total";
+/// Contacts moved between sites, by `from_site`, `to_site`, `skill`.
+pub const OVERFLOW_TOTAL: &str = "frontdoor_overflow_total";
+/// Frustration signals fired, by `signal`.
+pub const ESCALATIONS_TOTAL: &str = "frontdoor_escalations_total";
+/// Virtual-agent contacts by `outcome` (contained, handed_off).
+pub const BOT_CONTACTS_TOTAL: &str = "frontdoor_bot_contacts_total";
+/// Time to take one routing decision (match a contact to an agent or keep it waiting).
+pub const ROUTING_DECISION_SECONDS: &str = "frontdoor_routing_decision_duration_seconds";
+/// Service level over the sliding window (answered within target / (answered + abandoned)), by `site`, `skill`.
+pub const SERVICE_LEVEL_RATIO: &str = "frontdoor_service_level_ratio";
+/// Share of bot contacts ended without a human over the sliding window.
+pub const CONTAINMENT_RATIO: &str = "frontdoor_containment_ratio";
+/// Agents required to meet the service-level target, by `site`, `skill`, `model` (erlang_c, erlang_a).
+pub const STAFFING_REQUIRED_AGENTS: &str = "frontdoor_staffing_required_agents";
+/// Agents staffed now (signed in with the skill at the site), by `site`, `skill`.
+pub const STAFFING_STAFFED_AGENTS: &str = "frontdoor_staffing_staffed_agents";
+/// Predicted service level with the agents staffed now, by `site`, `skill`, `model`.
+pub const STAFFING_PREDICTED_SERVICE_LEVEL: &str =
+    "frontdoor_staffing_predicted_service_level_ratio";
+/// Predicted occupancy (offered load / staffed agents), by `site`, `skill`.
+pub const STAFFING_OCCUPANCY_RATIO: &str = "frontdoor_staffing_occupancy_ratio";
+/// Offered load in Erlangs over the window, by `site`, `skill`.
+pub const STAFFING_OFFERED_LOAD: &str = "frontdoor_staffing_offered_load_erlangs";
+
+// --- Actor system (issue 7) ---
+/// Actor restarts by `kind`.
+pub const ACTOR_RESTARTS_TOTAL: &str = "frontdoor_actor_restarts_total";
+/// Messages waiting in mailboxes, by `kind`.
+pub const MAILBOX_DEPTH: &str = "frontdoor_mailbox_depth";
 
 /// Buckets around the ingest SLO (p99 under 50 ms on a local store).
 const LATENCY_BUCKETS: &[f64] = &[
@@ -125,4 +175,81 @@ fn describe() {
         HTTP_REQUESTS_TOTAL,
         "HTTP requests by route, method and status class."
     );
+}
+
+/// Routing's observations, recorded as the metrics named above.
+pub struct MetricsObserver;
+
+impl frontdoor_actors::ports::RoutingObserver for MetricsObserver {
+    fn queued(&self, site: &str, skill: &str, channel: &str) {
+        metrics::counter!(CONTACTS_QUEUED_TOTAL, "site" => site.to_string(), "skill" => skill.to_string(), "channel" => channel.to_string()).increment(1);
+    }
+
+    fn offer(&self, site: &str, skill: &str, outcome: &'static str) {
+        metrics::counter!(OFFERS_TOTAL, "site" => site.to_string(), "skill" => skill.to_string(), "outcome" => outcome).increment(1);
+    }
+
+    fn answered(&self, site: &str, skill: &str, within_target: bool) {
+        let within = if within_target { "true" } else { "false" };
+        metrics::counter!(CONTACTS_ANSWERED_TOTAL, "site" => site.to_string(), "skill" => skill.to_string(), "within_target" => within).increment(1);
+    }
+
+    fn abandoned(&self, site: &str, skill: &str) {
+        metrics::counter!(CONTACTS_ABANDONED_TOTAL, "site" => site.to_string(), "skill" => skill.to_string()).increment(1);
+    }
+
+    fn escalation(&self, signal: &'static str) {
+        metrics::counter!(ESCALATIONS_TOTAL, "signal" => signal).increment(1);
+    }
+
+    fn overflow(&self, from_site: &str, to_site: &str, skill: &str, count: u64) {
+        metrics::counter!(OVERFLOW_TOTAL, "from_site" => from_site.to_string(), "to_site" => to_site.to_string(), "skill" => skill.to_string()).increment(count);
+    }
+
+    fn bot_contact(&self, outcome: &'static str) {
+        metrics::counter!(BOT_CONTACTS_TOTAL, "outcome" => outcome).increment(1);
+    }
+
+    fn decision(&self, secs: f64) {
+        metrics::histogram!(ROUTING_DECISION_SECONDS).record(secs);
+    }
+
+    fn queue(&self, s: &frontdoor_actors::routing::queue::QueueSnapshot) {
+        let site = s.site.to_string();
+        let skill = s.skill.clone();
+        let labels = [("site", site.clone()), ("skill", skill.clone())];
+        metrics::gauge!(QUEUE_DEPTH, &labels).set(f64::from(s.depth));
+        metrics::gauge!(QUEUE_OLDEST_WAIT_SECONDS, &labels).set(s.oldest_wait_secs as f64);
+        if let Some(w) = s.estimated_wait_secs {
+            metrics::gauge!(QUEUE_ESTIMATED_WAIT_SECONDS, &labels).set(w);
+        }
+        metrics::gauge!(QUEUE_SATURATION_RATIO, &labels).set(s.saturation);
+        metrics::gauge!(QUEUE_AGENTS_AVAILABLE, &labels).set(f64::from(s.agents_available));
+        metrics::gauge!(STAFFING_STAFFED_AGENTS, &labels).set(f64::from(s.agents_staffed));
+        if let Some(sl) = s.service_level {
+            metrics::gauge!(SERVICE_LEVEL_RATIO, &labels).set(sl);
+        }
+        if let Some(st) = &s.staffing {
+            metrics::gauge!(STAFFING_OFFERED_LOAD, &labels).set(st.offered_load_erlangs);
+            metrics::gauge!(STAFFING_OCCUPANCY_RATIO, &labels).set(st.occupancy);
+            if let Some(n) = st.required_agents_erlang_c {
+                metrics::gauge!(STAFFING_REQUIRED_AGENTS, "site" => site.clone(), "skill" => skill.clone(), "model" => "erlang_c").set(f64::from(n));
+            }
+            if let Some(n) = st.required_agents_erlang_a {
+                metrics::gauge!(STAFFING_REQUIRED_AGENTS, "site" => site.clone(), "skill" => skill.clone(), "model" => "erlang_a").set(f64::from(n));
+            }
+            metrics::gauge!(STAFFING_PREDICTED_SERVICE_LEVEL, "site" => site.clone(), "skill" => skill.clone(), "model" => "erlang_c").set(st.predicted_service_level);
+            if let Some(sl) = st.predicted_service_level_erlang_a {
+                metrics::gauge!(STAFFING_PREDICTED_SERVICE_LEVEL, "site" => site, "skill" => skill, "model" => "erlang_a").set(sl);
+            }
+        }
+    }
+
+    fn agents(&self, site: &str, presence: &'static str, count: u64) {
+        metrics::gauge!(AGENTS, "site" => site.to_string(), "state" => presence).set(count as f64);
+    }
+
+    fn containment(&self, ratio: f64) {
+        metrics::gauge!(CONTAINMENT_RATIO).set(ratio);
+    }
 }

@@ -12,12 +12,15 @@
 use std::future::Future;
 use std::net::TcpListener;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::time::Duration;
 
 use actix_web::dev::Server;
 use actix_web::{web, App, HttpServer};
 use anyhow::Context as _;
 use frontdoor_actors::patient::PatientDeps;
+use frontdoor_actors::routing::router::{Routing, RoutingDeps};
+use frontdoor_actors::routing::{Clock, SystemClock};
 use frontdoor_actors::shard::PatientRegistry;
 
 use crate::broker::shutdown::{self, ShutdownTrigger};
@@ -53,20 +56,40 @@ impl Application {
     /// Connects the store, starts the actors, binds the API and (when enabled)
     /// starts the broker consumer and the outbox relay.
     pub async fn build(settings: Settings) -> anyhow::Result<Application> {
+        Application::build_with_clock(settings, Arc::new(SystemClock)).await
+    }
+
+    /// As [`Application::build`], with the clock routing timers run on (tests
+    /// pass a manual clock and tick routing themselves).
+    pub async fn build_with_clock(
+        settings: Settings,
+        clock: Arc<dyn Clock>,
+    ) -> anyhow::Result<Application> {
+        settings
+            .routing
+            .validate()
+            .map_err(|e| anyhow::anyhow!("Invalid [routing] configuration: {e}"))?;
         let handle = m::install();
         let store = Store::connect(&settings.store)
             .await
             .context("Failed to connect to the store and run migrations")?;
+        let routing = Routing::new(RoutingDeps {
+            config: settings.routing.clone(),
+            clock,
+            commands: Arc::new(store.clone()),
+            observer: Arc::new(m::MetricsObserver),
+        });
+        routing.spawn_timers();
         let deps = PatientDeps {
-            store: std::sync::Arc::new(store.clone()),
+            store: Arc::new(store.clone()),
             limits: settings.patients.limits(),
             idle_timeout: Duration::from_secs(settings.patients.idle_timeout_secs.max(1)),
             notify: settings.notify.clone(),
+            routing: Some(routing.clone()),
         };
         let patients = PatientRegistry::start(deps, settings.patients.shards);
-        let ingest = Ingest::new(store.clone(), patients.clone());
+        let ingest = Ingest::new(store.clone(), patients.clone(), routing);
         spawn_resident_gauge(patients);
-
         let (shutdown, _) = shutdown::channel();
         let health = BrokerHealth::new(settings.broker.enabled);
         let mut broker: Vec<Part> = Vec::new();
@@ -122,6 +145,11 @@ impl Application {
             App::new()
                 .app_data(state.clone())
                 .app_data(web::QueryConfig::default().error_handler(http::query_error))
+                .app_data(
+                    web::JsonConfig::default()
+                        .limit(64 * 1024)
+                        .error_handler(http::json_error),
+                )
                 .configure(http::routes)
                 .default_service(web::to(http::not_found))
         })
@@ -150,6 +178,11 @@ impl Application {
     /// The API's port.
     pub fn port(&self) -> u16 {
         self.port
+    }
+
+    /// Routing (tests tick its timers).
+    pub fn routing(&self) -> &Routing {
+        self.ingest.routing()
     }
 
     /// The ingest service.

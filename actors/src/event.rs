@@ -231,6 +231,25 @@ pub enum EventKind {
     },
     /// `identity.linked`: the identifiers in `patient` belong to one person.
     IdentityLinked,
+    /// `agent.state`: an agent's presence, skills and capacity.
+    AgentState {
+        agent_id: String,
+        presence: crate::routing::agent::Presence,
+        skills: std::collections::BTreeMap<String, u8>,
+        capacity: std::collections::BTreeMap<String, u32>,
+    },
+    /// `offer.accepted`: the agent took the offered contact.
+    OfferAccepted {
+        agent_id: String,
+    },
+    /// `offer.declined`: the agent declined it.
+    OfferDeclined {
+        agent_id: String,
+    },
+    /// `contact.wrapped`: the agent finished after-contact work.
+    ContactWrapped {
+        agent_id: String,
+    },
     /// A type this version does not know: stored and shown, never rejected.
     Unknown,
 }
@@ -321,7 +340,10 @@ impl ContractError {
 fn requires_contact(event_type: &str) -> bool {
     matches!(
         event_type,
-        "contact.started"
+        "offer.accepted"
+            | "offer.declined"
+            | "contact.wrapped"
+            | "contact.started"
             | "contact.message"
             | "bot.turn"
             | "contact.transferred"
@@ -634,6 +656,87 @@ fn parse_prescription(f: &mut Fields<'_>) -> Option<(Option<String>, String, Opt
     Some((prescription_id, medication?, pharmacy))
 }
 
+fn parse_agent_id(f: &mut Fields<'_>) -> Option<String> {
+    let id = f.str_req("agent_id")?;
+    if id.len() > 64
+        || !id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_.:".contains(c))
+    {
+        f.err("agent_id", "must be 1-64 characters of [A-Za-z0-9-_.:]");
+        return None;
+    }
+    Some(id)
+}
+
+/// Parses the body of `agent.state` (also `POST /v1/agents/{id}/state`).
+pub fn parse_agent_state_fields(obj: &Map<String, Value>) -> Result<EventKind, ContractError> {
+    let mut f = Fields {
+        obj,
+        errors: Vec::new(),
+    };
+    let kind = parse_agent_state(&mut f);
+    match kind {
+        Some(k) if f.errors.is_empty() => Ok(k),
+        _ => Err(ContractError::Fields(f.errors)),
+    }
+}
+
+fn parse_agent_state(f: &mut Fields<'_>) -> Option<EventKind> {
+    use crate::routing::agent::Presence;
+    let agent_id = parse_agent_id(f);
+    let presence = match f.str_req("state").as_deref() {
+        Some("available") => Some(Presence::Available),
+        Some("away") => Some(Presence::Away),
+        Some("offline") => Some(Presence::Offline),
+        Some(_) => {
+            f.err("state", "must be one of available, away, offline");
+            None
+        }
+        None => None,
+    };
+    let mut skills = std::collections::BTreeMap::new();
+    match f.obj.get("skills") {
+        Some(Value::Object(m)) => {
+            for (k, v) in m {
+                match v.as_u64() {
+                    Some(p @ 1..=5) if !k.is_empty() && k.len() <= 64 => {
+                        skills.insert(k.clone(), p as u8);
+                    }
+                    _ => f.err(&format!("skills.{k}"), "must be a proficiency from 1 to 5"),
+                }
+            }
+        }
+        None | Some(Value::Null) => {}
+        Some(_) => f.err("skills", "must be an object of skill: proficiency (1-5)"),
+    }
+    let mut capacity = std::collections::BTreeMap::new();
+    match f.obj.get("capacity") {
+        Some(Value::Object(m)) => {
+            for (k, v) in m {
+                match (Channel::parse(k), v.as_u64()) {
+                    (Some(ch), Some(n)) if n <= 50 => {
+                        capacity.insert(ch.as_str().to_string(), n as u32);
+                    }
+                    (None, _) => f.err(&format!("capacity.{k}"), "is not a channel"),
+                    _ => f.err(
+                        &format!("capacity.{k}"),
+                        "must be a whole number from 0 to 50",
+                    ),
+                }
+            }
+        }
+        None | Some(Value::Null) => {}
+        Some(_) => f.err("capacity", "must be an object of channel: capacity"),
+    }
+    Some(EventKind::AgentState {
+        agent_id: agent_id?,
+        presence: presence?,
+        skills,
+        capacity,
+    })
+}
+
 fn parse_kind(event_type: &str, f: &mut Fields<'_>) -> Option<EventKind> {
     let kind = match event_type {
         "contact.started" => EventKind::ContactStarted {
@@ -755,6 +858,16 @@ fn parse_kind(event_type: &str, f: &mut Fields<'_>) -> Option<EventKind> {
                 text: text?,
             }
         }
+        "agent.state" => parse_agent_state(f)?,
+        "offer.accepted" => EventKind::OfferAccepted {
+            agent_id: parse_agent_id(f)?,
+        },
+        "offer.declined" => EventKind::OfferDeclined {
+            agent_id: parse_agent_id(f)?,
+        },
+        "contact.wrapped" => EventKind::ContactWrapped {
+            agent_id: parse_agent_id(f)?,
+        },
         "identity.linked" => {
             let n = match f.obj.get("patient") {
                 Some(Value::Object(o)) => o.values().filter(|v| v.is_string()).count(),

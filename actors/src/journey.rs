@@ -469,7 +469,12 @@ impl Journey {
                     self.notes.pop_front();
                 }
             }
-            EventKind::IdentityLinked | EventKind::Unknown => {
+            EventKind::IdentityLinked
+            | EventKind::Unknown
+            | EventKind::AgentState { .. }
+            | EventKind::OfferAccepted { .. }
+            | EventKind::OfferDeclined { .. }
+            | EventKind::ContactWrapped { .. } => {
                 if let Some(cid) = &e.contact_id {
                     if self.contacts.contains_key(cid) {
                         // Unknown events inside a known contact keep it current.
@@ -668,6 +673,7 @@ impl Journey {
             recent_contacts: recent,
             timeline: self.timeline.iter().cloned().collect(),
             events_total: self.events_applied,
+            frustration: None,
         }
     }
 }
@@ -709,6 +715,8 @@ pub struct ContextView {
     pub timeline: Vec<TimelineEntry>,
     /// Events in the journey log.
     pub events_total: u64,
+    /// Frustration of the latest contact (filled by the patient actor, which knows the thresholds).
+    pub frustration: Option<crate::rules::frustration::Assessment>,
 }
 
 fn clip(s: &str, max: usize) -> String {
@@ -818,6 +826,10 @@ pub fn summarize(e: &Envelope) -> String {
             clip(text, 120)
         ),
         EventKind::IdentityLinked => "Identifiers linked to this patient".into(),
+        EventKind::AgentState { .. } => "Agent state changed".into(),
+        EventKind::OfferAccepted { .. } => "Offer accepted by an agent".into(),
+        EventKind::OfferDeclined { .. } => "Offer declined by an agent".into(),
+        EventKind::ContactWrapped { .. } => "Agent finished wrap-up".into(),
         EventKind::Unknown => format!("{} event", e.event_type),
     }
 }

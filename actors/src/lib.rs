@@ -24,5 +24,6 @@ pub mod ids;
 pub mod journey;
 pub mod patient;
 pub mod ports;
+pub mod routing;
 pub mod rules;
 pub mod shard;

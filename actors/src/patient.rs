@@ -19,6 +19,8 @@ use crate::event::Envelope;
 use crate::ids::PatientId;
 use crate::journey::{ContextView, IdentifierView, Journey, Limits};
 use crate::ports::{AppendOutcome, JourneyStore, PortError};
+use crate::routing::request::{current_frustration, route_request};
+use crate::routing::router::Routing;
 use crate::shard::{PassivationRequest, PatientShard};
 
 /// What the patient actors need, shared by all of them.
@@ -32,6 +34,8 @@ pub struct PatientDeps {
     pub idle_timeout: Duration,
     /// Where patient notifications point.
     pub notify: NotifySettings,
+    /// Routing (None: events are stored and shown but not routed).
+    pub routing: Option<Routing>,
 }
 
 /// Why a patient operation failed.
@@ -213,11 +217,24 @@ impl Handler<Apply> for PatientActor {
                     Ok(AppendOutcome::Moved { to }) => Ok(Applied::Moved { to }),
                     Err(e) => Err(PatientError::Store(e)),
                 };
+                let route = match (&answer, act.journey.as_ref(), act.deps.routing.as_ref()) {
+                    (Ok(Applied::Stored { .. }), Some(j), Some(r)) => {
+                        route_request(j, &event, &r.config()).map(|req| (r.clone(), req))
+                    }
+                    _ => None,
+                };
                 let reload = matches!(&answer, Ok(Applied::Stored { relinked, .. }) if !relinked.is_empty())
                     || matches!(&event.kind, crate::event::EventKind::IdentityLinked)
                         && matches!(&answer, Ok(Applied::Stored { .. }));
                 let load = reload.then(|| act.deps.store.load_journey(act.id));
+                let patient_id = act.id;
                 async move {
+                    if let Some((routing, req)) = route {
+                        // The event is stored; a routing failure is logged, not a lost event.
+                        if let Err(e) = routing.route(req).await {
+                            tracing::error!(%patient_id, error.message = %e, "routing the contact failed");
+                        }
+                    }
                     let reloaded = match load {
                         Some(f) => Some(f.await),
                         None => None,
@@ -258,7 +275,11 @@ impl Handler<GetContext> for PatientActor {
         self.touch();
         match &self.journey {
             Some(j) => {
-                let _ = msg.reply.send(Ok(j.context(msg.now)));
+                let mut view = j.context(msg.now);
+                if let Some(r) = &self.deps.routing {
+                    view.frustration = current_frustration(j, &r.config(), msg.now);
+                }
+                let _ = msg.reply.send(Ok(view));
             }
             None => {
                 // The journey was dropped after a failed reload: rebuild, then answer.

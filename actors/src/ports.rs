@@ -67,3 +67,53 @@ pub trait JourneyStore: Send + Sync + 'static {
         commands: Vec<Command>,
     ) -> BoxFuture<'static, Result<AppendOutcome, PortError>>;
 }
+
+/// Where commands go: the outbox (written durably, relayed to the broker later).
+pub trait CommandSink: Send + Sync + 'static {
+    /// Stores commands durably (idempotent by command id).
+    fn enqueue(&self, commands: Vec<Command>) -> BoxFuture<'static, Result<(), PortError>>;
+}
+
+/// What routing reports for the runtime's metrics (the names live in the runtime).
+/// Every label is a bounded value: site, skill, channel, signal, outcome.
+pub trait RoutingObserver: Send + Sync + 'static {
+    /// A contact entered a queue for a human.
+    fn queued(&self, site: &str, skill: &str, channel: &str);
+    /// An offer ended: `accepted`, `declined` or `timeout`.
+    fn offer(&self, site: &str, skill: &str, outcome: &'static str);
+    /// A contact was answered, within the service-level target or not.
+    fn answered(&self, site: &str, skill: &str, within_target: bool);
+    /// A contact was abandoned while queued.
+    fn abandoned(&self, site: &str, skill: &str);
+    /// A frustration signal fired.
+    fn escalation(&self, signal: &'static str);
+    /// Contacts moved between sites.
+    fn overflow(&self, from_site: &str, to_site: &str, skill: &str, count: u64);
+    /// A bot contact ended: `contained` or `handed_off`.
+    fn bot_contact(&self, outcome: &'static str);
+    /// One routing decision took this long.
+    fn decision(&self, secs: f64);
+    /// The live state of a queue.
+    fn queue(&self, snapshot: &crate::routing::queue::QueueSnapshot);
+    /// Agents by site and presence.
+    fn agents(&self, site: &str, presence: &'static str, count: u64);
+    /// Containment over the window.
+    fn containment(&self, ratio: f64);
+}
+
+/// An observer that records nothing (benchmarks, unit tests).
+pub struct NoObserver;
+
+impl RoutingObserver for NoObserver {
+    fn queued(&self, _: &str, _: &str, _: &str) {}
+    fn offer(&self, _: &str, _: &str, _: &'static str) {}
+    fn answered(&self, _: &str, _: &str, _: bool) {}
+    fn abandoned(&self, _: &str, _: &str) {}
+    fn escalation(&self, _: &'static str) {}
+    fn overflow(&self, _: &str, _: &str, _: &str, _: u64) {}
+    fn bot_contact(&self, _: &'static str) {}
+    fn decision(&self, _: f64) {}
+    fn queue(&self, _: &crate::routing::queue::QueueSnapshot) {}
+    fn agents(&self, _: &str, _: &'static str, _: u64) {}
+    fn containment(&self, _: f64) {}
+}

@@ -320,6 +320,7 @@ async fn ingest_pending(ingest: &Ingest, states: &mut [State], keys: &[String]) 
                     Ok(IngestOutcome::Duplicate { .. }) => {
                         done.push((i, State::Stored("duplicate")))
                     }
+                    Ok(IngestOutcome::Routed) => done.push((i, State::Stored("routed"))),
                     Err(IngestError::Rejected(reason)) => {
                         tracing::warn!(error.message = %reason, "event cannot be processed; requeued towards the delivery limit");
                         done.push((i, State::Failed));

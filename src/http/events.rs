@@ -53,6 +53,9 @@ pub async fn post_event(
             .json(json!({"id": id, "status": "stored", "patient_id": patient_id, "seq": seq}))),
         Ok(IngestOutcome::Duplicate { patient_id }) => Ok(HttpResponse::Ok()
             .json(json!({"id": id, "status": "duplicate", "patient_id": patient_id}))),
+        Ok(IngestOutcome::Routed) => {
+            Ok(HttpResponse::Accepted().json(json!({"id": id, "status": "applied"})))
+        }
         Err(IngestError::Unavailable(_)) => Err(ApiError::Unavailable(
             "the event was not stored; retry later".into(),
         )),

@@ -5,11 +5,13 @@
 //! - [`events`]: `POST /v1/events`.
 //! - [`patients`]: `GET /v1/patients`, `GET /v1/patients/{id}/context`.
 //! - [`health`]: `/healthz`, `/readyz`, `/metrics`.
+//! - [`routing`]: `/v1/contacts/{id}`, `/v1/queues`, `/v1/agents`, `/v1/agents/{id}/state`.
 
 pub mod events;
 pub mod health;
 pub mod patients;
 pub mod problem;
+pub mod routing;
 
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpResponse};
@@ -40,6 +42,13 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .route(
             "/v1/patients/{patient_id}/context",
             web::get().to(patients::context),
+        )
+        .route("/v1/contacts/{contact_id}", web::get().to(routing::contact))
+        .route("/v1/queues", web::get().to(routing::queues))
+        .route("/v1/agents", web::get().to(routing::agents))
+        .route(
+            "/v1/agents/{agent_id}/state",
+            web::post().to(routing::set_agent_state),
         );
 }
 
@@ -56,9 +65,22 @@ pub async fn not_found() -> HttpResponse {
 
 /// Turns query-string errors into problem+json.
 pub fn query_error(
-    err: actix_web::error::QueryPayloadError,
+    _err: actix_web::error::QueryPayloadError,
     _req: &actix_web::HttpRequest,
 ) -> actix_web::Error {
-    let _ = err;
     problem::ApiError::field("query", "could not be parsed").into()
+}
+
+/// Turns JSON body errors into problem+json (never echoing the body).
+pub fn json_error(
+    err: actix_web::error::JsonPayloadError,
+    _req: &actix_web::HttpRequest,
+) -> actix_web::Error {
+    let reason = match err {
+        actix_web::error::JsonPayloadError::OverflowKnownLength { .. }
+        | actix_web::error::JsonPayloadError::Overflow { .. } => "is too large",
+        actix_web::error::JsonPayloadError::ContentType => "must be application/json",
+        _ => "is not valid JSON",
+    };
+    problem::ApiError::field("body", reason).into()
 }

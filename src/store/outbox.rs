@@ -3,6 +3,7 @@
 
 use chrono::Utc;
 use frontdoor_actors::command::Command;
+use frontdoor_actors::ports::{BoxFuture, CommandSink, PortError};
 use sqlx::{Any, Row, Transaction};
 
 use super::{timed, Store, StoreError};
@@ -236,5 +237,20 @@ impl Store {
         .fetch_one(self.pool())
         .await?;
         Ok((r.try_get(0)?, r.try_get(1)?, r.try_get(2)?))
+    }
+}
+
+impl CommandSink for Store {
+    fn enqueue(&self, commands: Vec<Command>) -> BoxFuture<'static, Result<(), PortError>> {
+        let store = self.clone();
+        Box::pin(async move {
+            store.enqueue_commands(&commands).await.map_err(|e| {
+                if e.is_transient() {
+                    PortError::Unavailable(e.to_string())
+                } else {
+                    PortError::Rejected(e.to_string())
+                }
+            })
+        })
     }
 }

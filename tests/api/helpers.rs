@@ -1,12 +1,14 @@
 //! `spawn_app()`: a running Front Door on port 0 with a fresh database.
 
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 
 use chrono::{DateTime, Duration, Utc};
 use frontdoor::broker::shutdown::ShutdownTrigger;
 use frontdoor::configuration::{base_configuration, Settings};
 use frontdoor::startup::Application;
 use frontdoor::store::Store;
+use frontdoor_actors::routing::router::Routing;
+use frontdoor_actors::routing::ManualClock;
 use secrecy::SecretString;
 use serde_json::{json, Value};
 use sqlx::Connection;
@@ -35,6 +37,10 @@ pub struct TestApp {
     pub shutdown: ShutdownTrigger,
     /// Resolves when the application has stopped.
     pub stopped: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
+    /// The clock routing timers run on (moves only when a test advances it).
+    pub clock: Arc<ManualClock>,
+    /// Routing, whose timers tests tick after advancing the clock.
+    pub routing: Routing,
     /// Temp dir holding the SQLite file (kept alive for the test).
     _dir: Option<TempDir>,
 }
@@ -70,6 +76,8 @@ fn init_logs() {
 pub async fn test_settings(backend: Backend) -> (Settings, Option<TempDir>) {
     let mut settings = base_configuration().expect("Failed to read config/base.toml");
     settings.application.port = 0;
+    // Routing timers run only when a test ticks them.
+    settings.routing.tick_interval_ms = 3_600_000;
     let dir = match backend {
         Backend::Sqlite => {
             let dir = std::env::temp_dir().join(format!("frontdoor-test-{}", Uuid::new_v4()));
@@ -104,13 +112,15 @@ pub async fn spawn_app(backend: Backend) -> TestApp {
 /// Starts the application with the given settings.
 pub async fn spawn_app_with(settings: Settings, dir: Option<TempDir>) -> TestApp {
     init_logs();
-    let app = Application::build(settings.clone())
+    let clock = Arc::new(ManualClock::new(Utc::now()));
+    let app = Application::build_with_clock(settings.clone(), clock.clone())
         .await
         .expect("Failed to build the application");
     let address = format!("http://127.0.0.1:{}", app.port());
     let store = app.ingest().store().clone();
     let shutdown = app.shutdown_trigger();
     let broker = app.broker_health();
+    let routing = app.routing().clone();
     let stopped = actix_rt::spawn(app.run_until_stopped());
     TestApp {
         address,
@@ -120,6 +130,8 @@ pub async fn spawn_app_with(settings: Settings, dir: Option<TempDir>) -> TestApp
         broker,
         shutdown,
         stopped: Some(stopped),
+        clock,
+        routing,
         _dir: dir,
     }
 }
@@ -180,6 +192,25 @@ impl TestApp {
             .await;
         assert_eq!(status, 200, "lookup {kind}: {body}");
         body["patient_id"].as_str().expect("patient_id").to_string()
+    }
+
+    /// Moves routing's clock forward and runs its timers once.
+    pub async fn advance(&self, secs: u64) {
+        self.clock.advance(std::time::Duration::from_secs(secs));
+        self.routing.tick().await;
+    }
+
+    /// POSTs a JSON body to a path, returning status and JSON body.
+    pub async fn post(&self, path: &str, body: &Value) -> (u16, Value) {
+        let res = self
+            .client
+            .post(format!("{}{}", self.address, path))
+            .json(body)
+            .send()
+            .await
+            .expect("Failed to POST");
+        let status = res.status().as_u16();
+        (status, res.json().await.unwrap_or(Value::Null))
     }
 
     /// Reads a patient's context.

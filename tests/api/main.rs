@@ -9,3 +9,4 @@ mod contract;
 mod drills;
 mod health;
 mod journeys;
+mod routing;

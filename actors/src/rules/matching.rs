@@ -32,6 +32,7 @@
 //! skill that is not cross-site (clinical work tied to a site's licences,
 //! protocols and local knowledge) never widens beyond its home site.
 
+use std::borrow::Borrow;
 use std::cmp::Ordering;
 use std::collections::BTreeMap;
 
@@ -177,9 +178,9 @@ pub fn is_eligible(agent: &AgentView, needs: &ContactNeeds) -> bool {
 /// window is open (`now < preferred_until`) and the preferred agent is
 /// signed in and qualified but not free right now (unavailable or at
 /// capacity). In that case [`choose_agent`] returns `None`.
-pub fn holding_for_preferred(
+pub fn holding_for_preferred<A: Borrow<AgentView>>(
     needs: &ContactNeeds,
-    agents: &[AgentView],
+    agents: &[A],
     now: DateTime<Utc>,
 ) -> bool {
     let window_open = matches!(needs.preferred_until, Some(until) if now < until);
@@ -189,9 +190,12 @@ pub fn holding_for_preferred(
     preferred(needs, agents).is_some_and(|a| qualified(a, needs) && !is_eligible(a, needs))
 }
 
-fn preferred<'a>(needs: &ContactNeeds, agents: &'a [AgentView]) -> Option<&'a AgentView> {
+fn preferred<'a, A: Borrow<AgentView>>(
+    needs: &ContactNeeds,
+    agents: &'a [A],
+) -> Option<&'a AgentView> {
     let id = needs.preferred_agent.as_deref()?;
-    agents.iter().find(|a| a.id == id)
+    agents.iter().map(Borrow::borrow).find(|a| a.id == id)
 }
 
 /// Picks the agent to offer the contact to, or `None` if nobody is eligible
@@ -202,9 +206,9 @@ fn preferred<'a>(needs: &ContactNeeds, agents: &'a [AgentView]) -> Option<&'a Ag
 /// always for a soft preference without `preferred_until`); otherwise the
 /// eligible agent with the highest proficiency, then the longest idle, then
 /// the smallest id.
-pub fn choose_agent(
+pub fn choose_agent<A: Borrow<AgentView>>(
     needs: &ContactNeeds,
-    agents: &[AgentView],
+    agents: &[A],
     now: DateTime<Utc>,
 ) -> Option<Choice> {
     let window_closed = matches!(needs.preferred_until, Some(until) if now >= until);
@@ -223,6 +227,7 @@ pub fn choose_agent(
     }
     agents
         .iter()
+        .map(Borrow::borrow)
         .filter(|a| is_eligible(a, needs))
         .min_by(|a, b| better_first(a, b, &needs.skill))
         .map(|a| Choice {

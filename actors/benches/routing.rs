@@ -1,0 +1,247 @@
+//! Routing decisions with 10,000 waiting contacts and 500 agents.
+//!
+//! Run: `cargo bench -p frontdoor-actors --bench routing`
+//!
+//! Prints two measurements from one run:
+//! 1. the pure decision (`QueueState::propose` + taking the contact) on one queue;
+//! 2. the same through the actors (router -> queue actor -> agent actor), with
+//!    offers written to an in-memory command sink (the outbox write is measured in
+//!    the broker benchmark, not here).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use chrono::{Duration, Utc};
+use frontdoor_actors::event::Channel;
+use frontdoor_actors::ids::{ContactId, PatientId, SiteId};
+use frontdoor_actors::ports::{NoObserver, RoutingObserver};
+use frontdoor_actors::routing::agent::Presence;
+use frontdoor_actors::routing::model::{ContactState, RoutedContact};
+use frontdoor_actors::routing::queue::{QueueSnapshot, QueueState};
+use frontdoor_actors::routing::request::{NeedsHuman, RouteRequest};
+use frontdoor_actors::routing::router::{AgentUpdate, MemorySink, Routing, RoutingDeps};
+use frontdoor_actors::routing::{ManualClock, RoutingConfig};
+use frontdoor_actors::rules::frustration::{Assessment, Level};
+use frontdoor_actors::rules::matching::AgentView;
+use frontdoor_actors::rules::priority::priority_key;
+
+const CONTACTS: usize = 10_000;
+const AGENTS: usize = 500;
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i]
+}
+
+fn report(name: &str, mut lat: Vec<f64>, wall: f64) {
+    lat.sort_by(|a, b| a.total_cmp(b));
+    println!(
+        "{name}: {} decisions in {:.3} s = {:.0} decisions/s; latency p50 {:.1} us, p99 {:.1} us, max {:.1} us",
+        lat.len(),
+        wall,
+        lat.len() as f64 / wall,
+        percentile(&lat, 0.50) * 1e6,
+        percentile(&lat, 0.99) * 1e6,
+        lat.last().copied().unwrap_or(0.0) * 1e6
+    );
+}
+
+fn contact(i: usize, cfg: &RoutingConfig, now: chrono::DateTime<Utc>) -> RoutedContact {
+    let id = format!("c{i}");
+    let base = [50, 100, 200, 300][i % 4];
+    let boosts = if i.is_multiple_of(97) { 500 } else { 0 };
+    let at = now - Duration::milliseconds((CONTACTS - i) as i64);
+    RoutedContact {
+        contact_id: ContactId::parse(&id).unwrap(),
+        patient_id: PatientId::new(),
+        origin_site: SiteId::parse("north").unwrap(),
+        site: SiteId::parse("north").unwrap(),
+        skill: "scheduling".into(),
+        channel: if i.is_multiple_of(3) {
+            Channel::Voice
+        } else {
+            Channel::Chat
+        },
+        intent: None,
+        state: ContactState::Queued,
+        key: priority_key(base, boosts, at, &id, &cfg.priority),
+        base_priority: base,
+        boosts,
+        level: Level::Normal,
+        min_proficiency: 1 + (i % 3) as u8,
+        cross_site: false,
+        preferred_agent: None,
+        preferred_until: None,
+        excluded_agents: Vec::new(),
+        offered_to: None,
+        offer_deadline: None,
+        assigned_agent: None,
+        queued_at: Some(at),
+        answered_at: None,
+        moved_at: None,
+        relaxation_step: None,
+        transcript: Vec::new(),
+        signals: Vec::new(),
+        reasons: Vec::new(),
+        offers_made: 0,
+        cause: uuid::Uuid::nil(),
+    }
+}
+
+fn pure_queue() {
+    let cfg = RoutingConfig::default();
+    let now = Utc::now();
+    let mut q = QueueState::new(SiteId::parse("north").unwrap(), "scheduling".into());
+    for i in 0..CONTACTS {
+        q.insert(contact(i, &cfg, now));
+    }
+    let mut agents: Vec<AgentView> = (0..AGENTS)
+        .map(|i| AgentView {
+            id: format!("a{i}"),
+            site: "north".into(),
+            available: true,
+            skills: BTreeMap::from([("scheduling".to_string(), 1 + (i % 5) as u8)]),
+            capacity: BTreeMap::from([("chat".to_string(), 3), ("voice".to_string(), 1)]),
+            load: BTreeMap::new(),
+            idle_since: now - Duration::seconds(i as i64),
+            pending_offers: 0,
+        })
+        .collect();
+    let skip = BTreeSet::new();
+    let mut lat = Vec::new();
+    let wall = Instant::now();
+    let mut freed = 0usize;
+    while lat.len() < 5_000 {
+        let t = Instant::now();
+        let p = q.propose(&agents, now, &cfg, &skip);
+        match p {
+            Some(p) => {
+                let c = q.remove(&p.contact_id).unwrap();
+                lat.push(t.elapsed().as_secs_f64());
+                let a = agents.iter_mut().find(|a| a.id == p.agent_id).unwrap();
+                *a.load.entry(c.channel.as_str().to_string()).or_default() += 1;
+                // Keep the queue at 10,000 waiting.
+                q.insert(contact(CONTACTS + lat.len(), &cfg, now));
+            }
+            None => {
+                // Everyone is full: free one slot on the next agent (not timed).
+                let a = &mut agents[freed % AGENTS];
+                a.load.clear();
+                freed += 1;
+            }
+        }
+    }
+    report(
+        "pure QueueState, 10,000 waiting, 500 agents",
+        lat,
+        wall.elapsed().as_secs_f64(),
+    );
+}
+
+/// Collects decision latencies reported by the queue actor.
+#[derive(Default)]
+struct Collect(Mutex<Vec<f64>>);
+
+impl RoutingObserver for Collect {
+    fn queued(&self, _: &str, _: &str, _: &str) {}
+    fn offer(&self, _: &str, _: &str, _: &'static str) {}
+    fn answered(&self, _: &str, _: &str, _: bool) {}
+    fn abandoned(&self, _: &str, _: &str) {}
+    fn escalation(&self, _: &'static str) {}
+    fn overflow(&self, _: &str, _: &str, _: &str, _: u64) {}
+    fn bot_contact(&self, _: &'static str) {}
+    fn decision(&self, secs: f64) {
+        self.0.lock().unwrap().push(secs);
+    }
+    fn queue(&self, _: &QueueSnapshot) {}
+    fn agents(&self, _: &str, _: &'static str, _: u64) {}
+    fn containment(&self, _: f64) {}
+}
+
+fn through_actors() {
+    let sys = actix::System::new();
+    sys.block_on(async {
+        let observer = Arc::new(Collect::default());
+        let routing = Routing::new(RoutingDeps {
+            config: RoutingConfig::default(),
+            clock: Arc::new(ManualClock::new(Utc::now())),
+            commands: Arc::new(MemorySink::default()),
+            observer: observer.clone(),
+        });
+        let site = SiteId::parse("north").unwrap();
+        // 500 agents signed in but away, so the contacts wait.
+        for i in 0..AGENTS {
+            routing
+                .agent_state(AgentUpdate {
+                    agent_id: format!("a{i}"),
+                    site: site.clone(),
+                    presence: Presence::Away,
+                    skills: BTreeMap::from([("scheduling".to_string(), 1 + (i % 5) as u8)]),
+                    capacity: BTreeMap::from([("chat".to_string(), 3), ("voice".to_string(), 1)]),
+                })
+                .await
+                .unwrap();
+        }
+        let fill = Instant::now();
+        for i in 0..CONTACTS {
+            let n = NeedsHuman {
+                contact_id: ContactId::parse(&format!("c{i}")).unwrap(),
+                patient_id: PatientId::new(),
+                site: site.clone(),
+                channel: if i.is_multiple_of(3) {
+                    Channel::Voice
+                } else {
+                    Channel::Chat
+                },
+                skill: "scheduling".into(),
+                intent: Some(["billing", "scheduling", "prescription", "clinical"][i % 4].into()),
+                base_priority: [50, 100, 200, 300][i % 4],
+                assessment: Assessment {
+                    score: 0,
+                    level: Level::Normal,
+                    signals: Vec::new(),
+                },
+                preferred_agent: None,
+                preferred_because: None,
+                transcript: Vec::new(),
+                from_bot: false,
+                cause: uuid::Uuid::new_v4(),
+            };
+            routing
+                .route(RouteRequest::Queue(Box::new(n)))
+                .await
+                .unwrap();
+        }
+        println!(
+            "queued {CONTACTS} contacts through the router in {:.3} s (no agent available)",
+            fill.elapsed().as_secs_f64()
+        );
+        // Agents become available one by one: each sign-in triggers decisions.
+        let wall = Instant::now();
+        for i in 0..AGENTS {
+            routing
+                .agent_state(AgentUpdate {
+                    agent_id: format!("a{i}"),
+                    site: site.clone(),
+                    presence: Presence::Available,
+                    skills: BTreeMap::from([("scheduling".to_string(), 1 + (i % 5) as u8)]),
+                    capacity: BTreeMap::from([("chat".to_string(), 3), ("voice".to_string(), 1)]),
+                })
+                .await
+                .unwrap();
+        }
+        let lat = observer.0.lock().unwrap().clone();
+        report(
+            "queue actor via router, 10,000 waiting, 500 agents",
+            lat,
+            wall.elapsed().as_secs_f64(),
+        );
+        let _ = NoObserver;
+    });
+}
+
+fn main() {
+    pure_queue();
+    through_actors();
+}

@@ -1,0 +1,169 @@
+//! What routing knows about a contact, and the views it serves.
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+
+use crate::event::Channel;
+use crate::ids::{ContactId, PatientId, SiteId};
+use crate::journey::BotTurnView;
+use crate::rules::frustration::{FiredSignal, Level};
+use crate::rules::matching::{ContactNeeds, SiteScope};
+use crate::rules::priority::{score_at, PriorityKey};
+
+/// Where a contact is in routing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ContactState {
+    /// A virtual agent is handling it.
+    SelfService,
+    /// Waiting in a queue for a human.
+    Queued,
+    /// Offered to one agent, awaiting accept/decline/timeout.
+    Offered,
+    /// An agent is handling it.
+    Assigned,
+    /// Finished (including abandoned).
+    Ended,
+}
+
+/// One rule that fired for a contact and what it did (explainable routing).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Reason {
+    /// The rule, a bounded name (e.g. `repeat_contacts`, `preferred_agent`, `overflow`).
+    pub rule: &'static str,
+    /// What the rule saw, in words (no patient data).
+    pub detail: String,
+    /// What it did.
+    pub effect: String,
+    /// When.
+    pub at: DateTime<Utc>,
+}
+
+/// A contact as routing holds it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct RoutedContact {
+    /// The channel's contact id.
+    pub contact_id: ContactId,
+    /// The patient.
+    pub patient_id: PatientId,
+    /// Site the contact came in at.
+    pub origin_site: SiteId,
+    /// Site of the queue it is in now.
+    pub site: SiteId,
+    /// Skill it needs.
+    pub skill: String,
+    /// Channel whose capacity it takes (a bot session handed off takes chat).
+    pub channel: Channel,
+    /// Intent, when known.
+    pub intent: Option<String>,
+    /// Routing state.
+    pub state: ContactState,
+    /// Ordering key: the same scale in every queue.
+    #[serde(skip)]
+    pub key: PriorityKey,
+    /// Base priority from the intent.
+    pub base_priority: i64,
+    /// Escalation boosts.
+    pub boosts: i64,
+    /// Frustration level.
+    pub level: Level,
+    /// Lowest proficiency it may go to before relaxation.
+    pub min_proficiency: u8,
+    /// Whether its skill may be served at other sites.
+    pub cross_site: bool,
+    /// Agent offered first (who last owned the issue).
+    pub preferred_agent: Option<String>,
+    /// Until when the preferred agent is waited for.
+    pub preferred_until: Option<DateTime<Utc>>,
+    /// Agents who declined or let an offer time out.
+    pub excluded_agents: Vec<String>,
+    /// Agent it is offered to.
+    pub offered_to: Option<String>,
+    /// When the current offer times out.
+    pub offer_deadline: Option<DateTime<Utc>>,
+    /// Agent handling it.
+    pub assigned_agent: Option<String>,
+    /// When it first entered a queue (waiting time counts from here, across moves).
+    pub queued_at: Option<DateTime<Utc>>,
+    /// When an agent accepted it.
+    pub answered_at: Option<DateTime<Utc>>,
+    /// When it last moved between sites.
+    pub moved_at: Option<DateTime<Utc>>,
+    /// Relaxation step in force (index into the configured steps).
+    pub relaxation_step: Option<usize>,
+    /// The bot transcript handed to the human.
+    pub transcript: Vec<BotTurnView>,
+    /// Frustration signals of the assessment.
+    pub signals: Vec<FiredSignal>,
+    /// Every rule that fired, oldest first.
+    pub reasons: Vec<Reason>,
+    /// Offers made so far (each offer command gets its own deterministic id).
+    pub offers_made: u32,
+    /// The event that put the contact into routing (command ids derive from it).
+    #[serde(skip)]
+    pub cause: uuid::Uuid,
+}
+
+impl RoutedContact {
+    /// Records a rule that fired.
+    pub fn reason(
+        &mut self,
+        rule: &'static str,
+        detail: impl Into<String>,
+        effect: impl Into<String>,
+        at: DateTime<Utc>,
+    ) {
+        self.reasons.push(Reason {
+            rule,
+            detail: detail.into(),
+            effect: effect.into(),
+            at,
+        });
+    }
+
+    /// Seconds waited in queue at `now`.
+    pub fn waited_secs(&self, now: DateTime<Utc>) -> u64 {
+        self.queued_at
+            .map(|t| u64::try_from((now - t).num_seconds()).unwrap_or(0))
+            .unwrap_or(0)
+    }
+
+    /// The matching needs before relaxation.
+    pub fn base_needs(&self) -> ContactNeeds {
+        ContactNeeds {
+            skill: self.skill.clone(),
+            channel: self.channel.as_str().to_string(),
+            min_proficiency: self.min_proficiency,
+            site: self.site.to_string(),
+            allowed_sites: if self.cross_site {
+                SiteScope::Any
+            } else {
+                SiteScope::Home
+            },
+            preferred_agent: self.preferred_agent.clone(),
+            preferred_until: self.preferred_until,
+            excluded_agents: self.excluded_agents.clone(),
+        }
+    }
+
+    /// The view `GET /v1/contacts/{id}` serves.
+    pub fn view(&self, now: DateTime<Utc>) -> ContactRoutingView {
+        ContactRoutingView {
+            contact: self.clone(),
+            priority_score: score_at(&self.key, now),
+            waited_secs: self.waited_secs(now),
+        }
+    }
+}
+
+/// A contact with its live score.
+#[derive(Debug, Clone, Serialize)]
+pub struct ContactRoutingView {
+    /// The contact.
+    #[serde(flatten)]
+    pub contact: RoutedContact,
+    /// Priority score now (comparable across queues).
+    pub priority_score: i64,
+    /// Seconds waited in queue so far.
+    pub waited_secs: u64,
+}

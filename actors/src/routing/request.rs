@@ -1,0 +1,400 @@
+//! From a journey event to a routing request: the patient actor decides, the
+//! queue obeys.
+//!
+//! After the patient actor applies a contact event it calls [`route_request`] with
+//! the updated journey. The frustration assessment reads the whole journey (all
+//! channels), so a third contact in two days is urgent whichever channel it came
+//! on, a bot that failed twice hands over with its transcript, and a patient bounced
+//! between departments goes to the agent who last owned the issue.
+
+use chrono::{DateTime, Duration, Utc};
+use uuid::Uuid;
+
+use super::RoutingConfig;
+use crate::event::{Channel, Envelope, EventKind};
+use crate::ids::{ContactId, PatientId, SiteId};
+use crate::journey::{
+    BotTurnView, ContactState as JourneyContactState, ContactView, Journey, PrescriptionStatus,
+};
+use crate::rules::frustration::{
+    assess, bot_should_hand_off, Assessment, ContactFact, JourneyFacts,
+};
+use crate::rules::priority::base_priority;
+
+/// A contact that needs a human.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NeedsHuman {
+    /// The contact.
+    pub contact_id: ContactId,
+    /// The patient.
+    pub patient_id: PatientId,
+    /// Site it came in at.
+    pub site: SiteId,
+    /// Channel whose capacity it takes.
+    pub channel: Channel,
+    /// Skill it needs.
+    pub skill: String,
+    /// Intent.
+    pub intent: Option<String>,
+    /// Base priority from the intent.
+    pub base_priority: i64,
+    /// The frustration assessment.
+    pub assessment: Assessment,
+    /// The agent to offer first (who last owned the issue), if any.
+    pub preferred_agent: Option<String>,
+    /// Why that agent is preferred.
+    pub preferred_because: Option<&'static str>,
+    /// A virtual agent's transcript, when handed over from a bot.
+    pub transcript: Vec<BotTurnView>,
+    /// True when a bot hands the contact over.
+    pub from_bot: bool,
+    /// The event that caused the request (command ids derive from it).
+    pub cause: Uuid,
+}
+
+/// What routing must do after a journey event.
+#[derive(Debug, Clone, PartialEq)]
+pub enum RouteRequest {
+    /// A virtual agent takes the contact.
+    SelfService {
+        contact_id: ContactId,
+        patient_id: PatientId,
+        site: SiteId,
+        channel: Channel,
+    },
+    /// Queue the contact for a human (also after a transfer to another skill).
+    Queue(Box<NeedsHuman>),
+    /// The patient left while waiting.
+    Abandoned { contact_id: ContactId },
+    /// The contact ended.
+    Ended { contact_id: ContactId },
+}
+
+fn is_self_service(event: &Envelope) -> bool {
+    event.channel == Channel::Iva
+        || event
+            .field("self_service")
+            .and_then(|v| v.as_bool())
+            .unwrap_or(false)
+}
+
+/// The channel whose capacity a human handling this contact uses.
+fn human_channel(channel: Channel) -> Channel {
+    match channel {
+        Channel::Iva | Channel::Portal => Channel::Chat,
+        other => other,
+    }
+}
+
+fn fact(c: &ContactView) -> ContactFact {
+    ContactFact {
+        id: c.id.to_string(),
+        started_at: c.started_at,
+        channel: c.channel.as_str().to_string(),
+        transfers: u32::try_from(c.transfers.len()).unwrap_or(u32::MAX),
+        abandoned: c.state == JourneyContactState::Abandoned,
+        ended: c.state != JourneyContactState::Open,
+        handled_by: c.last_agent.clone(),
+        skill: c.skill.clone(),
+    }
+}
+
+/// The facts the frustration rules read, for one contact of the journey.
+pub fn journey_facts(
+    journey: &Journey,
+    contact: &ContactView,
+    skill: &str,
+    now: DateTime<Utc>,
+) -> JourneyFacts {
+    let mut current = fact(contact);
+    current.skill = Some(skill.to_string());
+    JourneyFacts {
+        now,
+        current,
+        contacts: journey.contacts.values().map(fact).collect(),
+        unresolved_bot_exchanges: contact.unresolved_bot_exchanges(),
+        upcoming_appointments: journey
+            .upcoming_appointments(now)
+            .into_iter()
+            .filter_map(|a| a.starts_at)
+            .collect(),
+        prescription_question_open: journey
+            .prescriptions
+            .values()
+            .any(|p| p.status == PrescriptionStatus::Routed)
+            && contact.intent.as_deref().is_some_and(|i| {
+                i.contains("prescription") || i.contains("medication") || i == "refill"
+            }),
+        last_owner: None,
+    }
+}
+
+/// The agent who last handled a same-skill contact within the window.
+fn returning_to(
+    journey: &Journey,
+    contact: &ContactView,
+    skill: &str,
+    now: DateTime<Utc>,
+    cfg: &RoutingConfig,
+) -> Option<String> {
+    let since = now - Duration::seconds(i64::from(cfg.returning_window_secs));
+    journey
+        .contacts
+        .values()
+        .filter(|c| c.id != contact.id && c.started_at >= since)
+        .filter(|c| c.skill.as_deref() == Some(skill) || c.transfers.iter().any(|t| t.to == skill))
+        .filter(|c| c.last_agent.is_some())
+        .max_by_key(|c| c.closed_at.unwrap_or(c.started_at))
+        .and_then(|c| c.last_agent.clone())
+}
+
+/// Decides what routing must do after `event` was applied to `journey`.
+pub fn route_request(
+    journey: &Journey,
+    event: &Envelope,
+    cfg: &RoutingConfig,
+) -> Option<RouteRequest> {
+    let contact_id = event.contact_id.clone()?;
+    let contact = journey.contacts.get(&contact_id)?;
+    let now = event.occurred_at;
+    let needs_human = |from_bot: bool| {
+        let skill = cfg.skill_for(contact.skill.as_deref(), contact.intent.as_deref());
+        let facts = journey_facts(journey, contact, &skill, now);
+        let assessment = assess(&facts, &cfg.frustration);
+        let (preferred_agent, preferred_because) = match assessment.route_to_last_owner() {
+            Some((Some(agent), _)) => (Some(agent.to_string()), Some("repeated_transfers")),
+            _ => match returning_to(journey, contact, &skill, now, cfg) {
+                Some(agent) => (Some(agent), Some("returning_patient")),
+                None => (None, None),
+            },
+        };
+        RouteRequest::Queue(Box::new(NeedsHuman {
+            contact_id: contact_id.clone(),
+            patient_id: journey.patient_id,
+            site: contact.site.clone(),
+            channel: human_channel(contact.channel),
+            base_priority: base_priority(contact.intent.as_deref(), &cfg.priority),
+            intent: contact.intent.clone(),
+            skill,
+            assessment,
+            preferred_agent,
+            preferred_because,
+            transcript: if from_bot {
+                contact.bot_turns.clone()
+            } else {
+                Vec::new()
+            },
+            from_bot,
+            cause: event.id,
+        }))
+    };
+    match &event.kind {
+        EventKind::ContactStarted { .. } if is_self_service(event) => {
+            Some(RouteRequest::SelfService {
+                contact_id: contact_id.clone(),
+                patient_id: journey.patient_id,
+                site: contact.site.clone(),
+                channel: contact.channel,
+            })
+        }
+        EventKind::ContactStarted { .. } => Some(needs_human(false)),
+        EventKind::BotTurn {
+            resolved: false, ..
+        } if contact.state == JourneyContactState::Open
+            && bot_should_hand_off(contact.unresolved_bot_exchanges(), &cfg.frustration) =>
+        {
+            Some(needs_human(true))
+        }
+        EventKind::ContactTransferred { .. } if contact.state == JourneyContactState::Open => {
+            Some(needs_human(!contact.bot_turns.is_empty()))
+        }
+        EventKind::ContactAbandoned => Some(RouteRequest::Abandoned { contact_id }),
+        EventKind::ContactEnded { .. } => Some(RouteRequest::Ended { contact_id }),
+        _ => None,
+    }
+}
+
+/// The frustration of the patient's latest contact (open first), as the context shows it.
+pub fn current_frustration(
+    journey: &Journey,
+    cfg: &RoutingConfig,
+    now: DateTime<Utc>,
+) -> Option<Assessment> {
+    let contact = journey
+        .open_contacts()
+        .into_iter()
+        .max_by_key(|c| c.started_at)
+        .or_else(|| journey.contacts.values().max_by_key(|c| c.started_at))?;
+    let skill = cfg.skill_for(contact.skill.as_deref(), contact.intent.as_deref());
+    Some(assess(
+        &journey_facts(journey, contact, &skill, now),
+        &cfg.frustration,
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::journey::Limits;
+    use crate::rules::frustration::{Level, Signal};
+    use serde_json::{json, Value};
+
+    fn ev(n: u128, ty: &str, channel: &str, at: DateTime<Utc>, extra: Value) -> Envelope {
+        let mut v = json!({
+            "id": Uuid::from_u128(n).to_string(), "type": ty, "occurred_at": at.to_rfc3339(),
+            "site": "north", "channel": channel, "patient": {"mrn": "M1"},
+        });
+        for (k, val) in extra.as_object().unwrap() {
+            v[k] = val.clone();
+        }
+        Envelope::parse(v.to_string().as_bytes(), 1 << 20).unwrap()
+    }
+
+    fn run(events: &[Envelope]) -> (Journey, Option<RouteRequest>) {
+        let mut j = Journey::new(PatientId::new(), Limits::default());
+        let mut last = None;
+        for (i, e) in events.iter().enumerate() {
+            j.apply(i as u64, e);
+            last = route_request(&j, e, &RoutingConfig::default());
+        }
+        (j, last)
+    }
+
+    fn queued(r: Option<RouteRequest>) -> NeedsHuman {
+        match r {
+            Some(RouteRequest::Queue(n)) => *n,
+            other => panic!("expected a queue request, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn the_third_contact_in_two_days_on_any_channel_is_urgent() {
+        let t = Utc::now();
+        let (_, r) = run(&[
+            ev(
+                1,
+                "contact.started",
+                "voice",
+                t - Duration::hours(30),
+                json!({"contact_id": "c1", "skill": "scheduling"}),
+            ),
+            ev(
+                2,
+                "contact.started",
+                "sms",
+                t - Duration::hours(5),
+                json!({"contact_id": "c2", "skill": "scheduling"}),
+            ),
+            ev(
+                3,
+                "contact.started",
+                "chat",
+                t,
+                json!({"contact_id": "c3", "skill": "scheduling"}),
+            ),
+        ]);
+        let n = queued(r);
+        assert_eq!(n.assessment.level, Level::Urgent);
+        assert!(n.assessment.has(Signal::RepeatContacts));
+    }
+
+    #[test]
+    fn a_bot_contact_is_self_service_until_it_fails_twice_then_goes_to_a_human_with_the_transcript()
+    {
+        let t = Utc::now();
+        let start = ev(
+            1,
+            "contact.started",
+            "iva",
+            t,
+            json!({"contact_id": "b1", "intent": "medication_question"}),
+        );
+        let turn = |n, resolved| {
+            ev(
+                n,
+                "bot.turn",
+                "iva",
+                t,
+                json!({"contact_id": "b1", "resolved": resolved, "patient_text": "q", "bot_text": "a"}),
+            )
+        };
+        let (_, r) = run(std::slice::from_ref(&start));
+        assert!(matches!(r, Some(RouteRequest::SelfService { .. })));
+        let (_, r) = run(&[start.clone(), turn(2, false)]);
+        assert_eq!(r, None);
+        let (_, r) = run(&[start.clone(), turn(2, false), turn(3, false)]);
+        let n = queued(r);
+        assert!(n.from_bot && n.transcript.len() == 2);
+        assert_eq!(n.skill, "nurse_advice");
+        assert_eq!(n.channel, Channel::Chat);
+        let (_, r) = run(&[start, turn(2, true)]);
+        assert_eq!(r, None, "a bot that resolves never reaches a queue");
+    }
+
+    #[test]
+    fn a_patient_transferred_twice_calling_back_is_routed_to_the_last_owner() {
+        let t = Utc::now();
+        let (_, r) = run(&[
+            ev(
+                1,
+                "contact.started",
+                "voice",
+                t - Duration::hours(24),
+                json!({"contact_id": "c1", "skill": "billing"}),
+            ),
+            ev(
+                2,
+                "contact.transferred",
+                "voice",
+                t - Duration::hours(24),
+                json!({"contact_id": "c1", "to": "scheduling", "from_agent": "ag-bill"}),
+            ),
+            ev(
+                3,
+                "contact.transferred",
+                "voice",
+                t - Duration::hours(24),
+                json!({"contact_id": "c1", "to": "pharmacy", "from_agent": "ag-sched"}),
+            ),
+            ev(
+                4,
+                "contact.ended",
+                "voice",
+                t - Duration::hours(23),
+                json!({"contact_id": "c1", "agent": "ag-pharm"}),
+            ),
+            ev(
+                5,
+                "contact.started",
+                "voice",
+                t,
+                json!({"contact_id": "c2", "skill": "pharmacy"}),
+            ),
+        ]);
+        let n = queued(r);
+        assert!(n.assessment.has(Signal::RepeatedTransfers));
+        assert_eq!(n.preferred_agent.as_deref(), Some("ag-pharm"));
+    }
+
+    #[test]
+    fn an_ended_or_abandoned_contact_leaves_routing() {
+        let t = Utc::now();
+        let (_, r) = run(&[
+            ev(
+                1,
+                "contact.started",
+                "voice",
+                t,
+                json!({"contact_id": "c1"}),
+            ),
+            ev(
+                2,
+                "contact.abandoned",
+                "voice",
+                t,
+                json!({"contact_id": "c1"}),
+            ),
+        ]);
+        assert!(matches!(r, Some(RouteRequest::Abandoned { .. })));
+    }
+}
