@@ -12,7 +12,9 @@
 //!    `received_at_ms`, written in the storing transaction.
 //!
 //! Environment: BENCH_EVENTS (N, 20000), BENCH_PATIENTS (M, 2000), BENCH_SITES
-//! (S, 3), BENCH_LATENCY_EVENTS (L, 3000), BENCH_AMQP_URL, BENCH_POSTGRES_URL.
+//! (S, 3), BENCH_LATENCY_EVENTS (L, 3000), BENCH_MIX (`mixed`: a quarter bookings,
+//! half contact starts routed to a queue, a quarter surveys; `surveys`: surveys only),
+//! BENCH_AMQP_URL, BENCH_POSTGRES_URL.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -44,6 +46,12 @@ fn env_str(name: &str, default: &str) -> String {
     std::env::var(name).unwrap_or_else(|_| default.to_string())
 }
 
+/// BENCH_MIX=surveys: only `survey.completed` (no routing, no outbox) to isolate the
+/// store path.
+fn only_surveys() -> bool {
+    std::env::var("BENCH_MIX").is_ok_and(|v| v == "surveys")
+}
+
 /// One event: envelope, routing key, patient key.
 struct Msg {
     id: String,
@@ -62,7 +70,8 @@ fn workload(n: usize, patients: usize, sites: usize, tag: &str) -> Vec<Msg> {
             let mrn = format!("MRN-{tag}-{p}");
             let id = Uuid::new_v4().to_string();
             let now = chrono::Utc::now().to_rfc3339();
-            let (ty, channel, extra): (&str, &str, Value) = match i % 4 {
+            let pick = if only_surveys() { 3 } else { i % 4 };
+            let (ty, channel, extra): (&str, &str, Value) = match pick {
                 0 => (
                     "appointment.booked",
                     "portal",
@@ -288,6 +297,7 @@ async fn run() {
     .await
     .expect("bind the sink");
     let app = Application::build(settings).await.expect("runtime");
+    let port = app.port();
     let start = Instant::now();
     let shutdown = app.shutdown_trigger();
     let running = actix_rt::spawn(app.run_until_stopped());
@@ -302,11 +312,13 @@ async fn run() {
     println!(
         "runtime end to end (consume, resolve, store in PostgreSQL, apply, ack): {e2e:.0} events/s"
     );
-    println!("ratio runtime / raw broker: {:.2}", e2e / raw);
+    println!("ratio runtime / raw broker: {:.3}", e2e / raw);
+    print_store_breakdown(port).await;
 
     // 3. Publish-to-stored latency at a steady rate of half the end-to-end rate.
     let rate = (e2e / 2.0).max(50.0);
-    let late = workload(latency_n, patients, sites, &format!("{tag}l"));
+    // The same patients (warm), new event ids.
+    let late = workload(latency_n, patients, sites, &tag);
     let gap = Duration::from_secs_f64(1.0 / rate);
     let mut sent_at: HashMap<String, i64> = HashMap::new();
     let mut tick = tokio::time::interval(gap);
@@ -362,6 +374,60 @@ async fn run() {
         let _ = ch
             .exchange_delete(ex.as_str().into(), ExchangeDeleteOptions::default())
             .await;
+    }
+}
+
+/// Mean store operation latency by operation, from the runtime's own histograms.
+async fn print_store_breakdown(port: u16) {
+    let Ok(mut stream) = tokio::net::TcpStream::connect(("127.0.0.1", port)).await else {
+        return;
+    };
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let req = "GET /metrics HTTP/1.0\r\nHost: localhost\r\n\r\n";
+    if stream.write_all(req.as_bytes()).await.is_err() {
+        return;
+    }
+    let mut text = String::new();
+    let _ = stream.read_to_string(&mut text).await;
+    let mut sums: HashMap<String, (f64, f64)> = HashMap::new();
+    for line in text.lines() {
+        let (name, value) = match line.rsplit_once(' ') {
+            Some(x) => x,
+            None => continue,
+        };
+        let Ok(v) = value.parse::<f64>() else {
+            continue;
+        };
+        for (suffix, slot) in [("_sum{", 0), ("_count{", 1)] {
+            let prefix = format!("frontdoor_store_operation_duration_seconds{suffix}");
+            let prefix_ingest = format!("frontdoor_event_ingest_duration_seconds{suffix}");
+            let label = if let Some(rest) = name.strip_prefix(&prefix) {
+                rest.split("operation=\"")
+                    .nth(1)
+                    .and_then(|r| r.split('"').next())
+                    .map(|op| format!("store {op}"))
+            } else if name.starts_with(&prefix_ingest) && name.contains("outcome=\"accepted\"") {
+                Some("ingest (whole path)".to_string())
+            } else {
+                None
+            };
+            if let Some(l) = label {
+                let e = sums.entry(l).or_insert((0.0, 0.0));
+                if slot == 0 {
+                    e.0 += v
+                } else {
+                    e.1 += v
+                }
+            }
+        }
+    }
+    let mut rows: Vec<_> = sums.into_iter().filter(|(_, (_, c))| *c > 0.0).collect();
+    rows.sort_by(|a, b| a.0.cmp(&b.0));
+    for (op, (sum, count)) in rows {
+        println!(
+            "  mean {op}: {:.2} ms over {count} calls",
+            sum / count * 1000.0
+        );
     }
 }
 

@@ -23,6 +23,8 @@ pub struct Session {
 impl Session {
     /// Closes the connection politely (best effort: it may be dead already).
     pub async fn close(self, why: &str) {
+        // Stop watching first: a polite close is not an error worth a warning.
+        drop(self._watch);
         let _ = self.connection.close(200, why.into()).await;
     }
 }

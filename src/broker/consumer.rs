@@ -293,17 +293,11 @@ async fn process_batch(
 /// Ingests every pending delivery: one task per key, each key in order; a key
 /// stops at its first "unavailable" so later events of that patient wait too.
 async fn ingest_pending(ingest: &Ingest, states: &mut [State], keys: &[String]) {
-    let mut groups: Vec<Vec<usize>> = Vec::new();
-    let mut by_key: HashMap<&str, usize> = HashMap::new();
-    for (i, s) in states.iter().enumerate() {
-        if let State::Pending(_) = s {
-            let g = *by_key.entry(keys[i].as_str()).or_insert_with(|| {
-                groups.push(Vec::new());
-                groups.len() - 1
-            });
-            groups[g].push(i);
-        }
-    }
+    let pending: Vec<bool> = states
+        .iter()
+        .map(|s| matches!(s, State::Pending(_)))
+        .collect();
+    let groups = group_by_key(keys, &pending);
     let jobs = groups.into_iter().map(|idxs| {
         let events: Vec<(usize, Envelope)> = idxs
             .iter()
@@ -338,6 +332,24 @@ async fn ingest_pending(ingest: &Ingest, states: &mut [State], keys: &[String]) 
     {
         states[i] = s;
     }
+}
+
+/// The pending deliveries grouped by key, each group in delivery order, groups in
+/// order of their first delivery: one group runs sequentially, groups concurrently.
+fn group_by_key(keys: &[String], pending: &[bool]) -> Vec<Vec<usize>> {
+    let mut groups: Vec<Vec<usize>> = Vec::new();
+    let mut by_key: HashMap<&str, usize> = HashMap::new();
+    for (i, key) in keys.iter().enumerate() {
+        if !pending[i] {
+            continue;
+        }
+        let g = *by_key.entry(key.as_str()).or_insert_with(|| {
+            groups.push(Vec::new());
+            groups.len() - 1
+        });
+        groups[g].push(i);
+    }
+    groups
 }
 
 /// Dead-letters the invalid, nacks the failed, acks the rest.
@@ -440,5 +452,32 @@ async fn dead_letter(
             );
             Ok(())
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::group_by_key;
+
+    #[test]
+    fn deliveries_of_one_patient_stay_in_one_group_in_delivery_order() {
+        let keys: Vec<String> = ["a", "b", "a", "c", "b", "a"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        let pending = [true; 6];
+        assert_eq!(
+            group_by_key(&keys, &pending),
+            vec![vec![0, 2, 5], vec![1, 4], vec![3]]
+        );
+    }
+
+    #[test]
+    fn settled_deliveries_are_left_out_of_the_retry() {
+        let keys: Vec<String> = ["a", "a", "b"].iter().map(|s| s.to_string()).collect();
+        assert_eq!(
+            group_by_key(&keys, &[false, true, true]),
+            vec![vec![1], vec![2]]
+        );
     }
 }

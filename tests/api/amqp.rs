@@ -49,7 +49,7 @@ pub fn enable_broker(settings: &mut Settings, url: &str) {
 /// A channel adapter's view of the broker, on the test's topology.
 pub struct Adapter {
     /// Its own connection (never through a drill's proxy).
-    _connection: Connection,
+    connection: Connection,
     /// A channel in confirm mode.
     pub channel: Channel,
     /// The runtime's broker settings (names).
@@ -86,7 +86,7 @@ impl Adapter {
                 .expect("declare exchange");
         }
         Adapter {
-            _connection: connection,
+            connection,
             channel,
             names,
             queues: Vec::new(),
@@ -242,9 +242,12 @@ impl Adapter {
         let mut queues: Vec<String> = (0..n.partitions).map(|i| n.partition_queue(i)).collect();
         queues.push(n.dead_letter_queue.clone());
         queues.extend(self.queues.iter().cloned());
+        // A fresh channel each time: one failed delete closes its channel.
         for q in queues {
-            let _ = self
-                .channel
+            let Ok(channel) = self.connection.create_channel().await else {
+                return;
+            };
+            let _ = channel
                 .queue_delete(q.as_str().into(), QueueDeleteOptions::default())
                 .await;
         }
@@ -255,8 +258,10 @@ impl Adapter {
             n.commands_exchange.clone(),
             n.dead_letter_exchange.clone(),
         ] {
-            let _ = self
-                .channel
+            let Ok(channel) = self.connection.create_channel().await else {
+                return;
+            };
+            let _ = channel
                 .exchange_delete(ex.as_str().into(), ExchangeDeleteOptions::default())
                 .await;
         }
