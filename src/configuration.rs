@@ -24,9 +24,48 @@ pub struct Settings {
     /// RabbitMQ: events in, commands out (off by default: the embedded runtime
     /// needs no broker).
     pub broker: BrokerSettings,
+    /// Authentication, authorization, audit and limits.
+    pub security: SecuritySettings,
+    /// TLS for the HTTP API.
+    pub tls: TlsSettings,
     /// Routing thresholds (frustration, priority, relaxation, overflow, timers).
     #[serde(default)]
     pub routing: frontdoor_actors::routing::RoutingConfig,
+    /// Restart policies and drills.
+    #[serde(default)]
+    pub supervision: SupervisionSettings,
+}
+
+/// Restart policies per actor kind (reloadable) and the store probe.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SupervisionSettings {
+    /// Patient actors: a failing event restarts the actor from the store; the same
+    /// event failing `max_restarts` times is dead-lettered.
+    pub patient: frontdoor_actors::supervision::SupervisionPolicy,
+    /// Long-running components (router timers, store probe, broker consumer, outbox relay).
+    pub tasks: frontdoor_actors::supervision::SupervisionPolicy,
+    /// How often the store probe pings the store, milliseconds.
+    pub store_probe_interval_ms: u64,
+    /// Drills only: events carrying `"fault_injection": "panic"` make patient actors fail.
+    pub fault_injection: bool,
+}
+
+impl Default for SupervisionSettings {
+    fn default() -> Self {
+        SupervisionSettings {
+            patient: frontdoor_actors::supervision::SupervisionPolicy::default(),
+            tasks: frontdoor_actors::supervision::SupervisionPolicy {
+                restart: frontdoor_actors::supervision::Restart::Permanent,
+                max_restarts: 5,
+                within_secs: 30,
+                backoff_ms: 200,
+                max_backoff_ms: 10_000,
+            },
+            store_probe_interval_ms: 2_000,
+            fault_injection: false,
+        }
+    }
 }
 
 /// RabbitMQ settings. Every name is configurable so tests (and several
@@ -100,6 +139,95 @@ pub struct ApplicationSettings {
     pub max_event_bytes: usize,
     /// Grace period for in-flight work at shutdown.
     pub shutdown_grace_secs: u64,
+    /// Largest accepted JSON body on every other endpoint, in bytes.
+    #[serde(default = "default_max_json_bytes")]
+    pub max_json_bytes: usize,
+}
+
+fn default_max_json_bytes() -> usize {
+    16 * 1024
+}
+
+/// One principal: who holds a token (only the token's SHA-256 is kept).
+#[derive(Clone, Deserialize)]
+pub struct PrincipalEntry {
+    /// Stable id (the agent id for agents); recorded in the audit log.
+    pub id: String,
+    /// What the principal may do.
+    pub role: crate::auth::Role,
+    /// Sites it acts for; `*` for all.
+    pub sites: Vec<String>,
+    /// Hex SHA-256 of the bearer token (the token itself is never configured).
+    pub token_sha256: String,
+}
+
+impl std::fmt::Debug for PrincipalEntry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PrincipalEntry")
+            .field("id", &self.id)
+            .field("role", &self.role)
+            .field("sites", &self.sites)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Authentication, authorization, audit and request limits.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
+pub struct SecuritySettings {
+    /// Principals configured inline (tests; small deployments).
+    pub principals: Vec<PrincipalEntry>,
+    /// A TOML file of `[[principal]]` entries, reloaded on SIGHUP and on change.
+    pub principals_file: Option<std::path::PathBuf>,
+    /// How often the principals file's modification time is checked.
+    pub reload_interval_secs: u64,
+    /// When true `/metrics` needs a token (admin or monitor); when false it is open.
+    pub metrics_require_token: bool,
+    /// Audit records are kept this many days (HIPAA: 6 years = 2192 days).
+    pub audit_retention_days: u32,
+    /// How often the audit purge runs, in seconds (0: never; purge by procedure).
+    pub audit_purge_interval_secs: u64,
+    /// Sustained events per second each token may post to `POST /v1/events`.
+    pub events_rate_per_sec: f64,
+    /// Burst above the sustained rate each token may post.
+    pub events_burst: u32,
+}
+
+impl Default for SecuritySettings {
+    fn default() -> Self {
+        SecuritySettings {
+            principals: Vec::new(),
+            principals_file: None,
+            reload_interval_secs: 5,
+            metrics_require_token: false,
+            audit_retention_days: 2192,
+            audit_purge_interval_secs: 86_400,
+            events_rate_per_sec: 500.0,
+            events_burst: 1000,
+        }
+    }
+}
+
+/// TLS for the HTTP API (rustls).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
+pub struct TlsSettings {
+    /// Serve HTTPS. Plain HTTP (false) is for local use only.
+    pub enabled: bool,
+    /// PEM certificate chain.
+    pub cert_path: std::path::PathBuf,
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1).
+    pub key_path: std::path::PathBuf,
+}
+
+impl Default for TlsSettings {
+    fn default() -> Self {
+        TlsSettings {
+            enabled: false,
+            cert_path: "tls/cert.pem".into(),
+            key_path: "tls/key.pem".into(),
+        }
+    }
 }
 
 /// Store settings.
@@ -143,9 +271,39 @@ pub struct PatientSettings {
     pub messages_per_contact_limit: usize,
     /// Device summaries kept.
     pub device_readings_limit: usize,
+    /// Messages queued or in progress across all patient actors at most.
+    #[serde(default = "default_max_in_flight")]
+    pub max_in_flight: usize,
+    /// Milliseconds a producer waits for room before its message is shed (503).
+    #[serde(default = "default_mailbox_wait_ms")]
+    pub mailbox_wait_ms: u64,
+    /// Capacity of each shard's mailbox.
+    #[serde(default = "default_shard_mailbox")]
+    pub shard_mailbox_capacity: usize,
+}
+
+fn default_max_in_flight() -> usize {
+    10_000
+}
+
+fn default_mailbox_wait_ms() -> u64 {
+    2_000
+}
+
+fn default_shard_mailbox() -> usize {
+    1_024
 }
 
 impl PatientSettings {
+    /// The mailbox bounds.
+    pub fn bounds(&self) -> frontdoor_actors::shard::MailboxBounds {
+        frontdoor_actors::shard::MailboxBounds {
+            max_in_flight: self.max_in_flight.max(1),
+            wait: Duration::from_millis(self.mailbox_wait_ms),
+            shard_mailbox: self.shard_mailbox_capacity.max(1),
+        }
+    }
+
     /// The journey memory bounds.
     pub fn limits(&self) -> frontdoor_actors::journey::Limits {
         frontdoor_actors::journey::Limits {

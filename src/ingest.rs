@@ -58,6 +58,7 @@ impl From<PatientError> for IngestError {
     fn from(e: PatientError) -> Self {
         match e {
             PatientError::Store(PortError::Rejected(r)) => IngestError::Rejected(r),
+            PatientError::Poison(r) => IngestError::Rejected(r),
             other => IngestError::Unavailable(other.to_string()),
         }
     }
@@ -213,6 +214,25 @@ impl Ingest {
         Err(IngestError::Unavailable(
             "patient record kept moving while storing the event".into(),
         ))
+    }
+
+    /// Routes again every contact that was open when the runtime stopped (routing
+    /// state lives in memory; the journey log knows what is still open). Answers
+    /// how many contacts were routed.
+    #[tracing::instrument(name = "ingest.recover_routing", skip_all)]
+    pub async fn recover_routing(&self) -> Result<usize, IngestError> {
+        let now = chrono::Utc::now();
+        let window =
+            chrono::Duration::seconds(i64::from(self.routing.config().recovery_window_secs));
+        let patients = self
+            .store
+            .patients_with_open_contacts((now - window).timestamp_millis())
+            .await?;
+        let mut routed = 0;
+        for p in patients {
+            routed += self.patients.recover_routing(p, now).await?;
+        }
+        Ok(routed)
     }
 
     /// The patient actors (context reads go through them).

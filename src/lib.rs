@@ -7,19 +7,27 @@
 //!
 //! # Layout
 //! - [`broker`]: RabbitMQ in (events) and out (commands), at-least-once.
+//! - [`auth`]: principals and their bearer tokens (hashed), roles, the assignment port.
+//! - [`audit`]: what the audit trail records, and its FHIR AuditEvent form.
 //! - [`configuration`]: typed settings from `config/` and `FRONTDOOR__*` variables.
 //! - [`startup`]: builds the application (store, actors, HTTP) and runs it.
 //! - [`ingest`]: the one path an event takes from an edge to the patient's journey.
 //! - [`store`]: all SQL (SQLite or PostgreSQL through sqlx).
 //! - [`http`]: the actix-web API and its problem+json errors.
 //! - [`metrics`]: metric names and the Prometheus recorder.
+//! - [`supervisor`]: restart policies for long-running components; actor statistics.
+//! - [`runtime`]: live reload of thresholds and the `/v1/runtime` view.
 //! - [`telemetry`]: tracing subscriber setup.
 
+pub mod audit;
+pub mod auth;
 pub mod broker;
 pub mod configuration;
 pub mod http;
 pub mod ingest;
 pub mod metrics;
+pub mod runtime;
 pub mod startup;
 pub mod store;
+pub mod supervisor;
 pub mod telemetry;

@@ -46,6 +46,19 @@ pub const COMMANDS_PUBLISHED_TOTAL: &str = "frontdoor_commands_published_total";
 pub const COMMANDS_UNROUTABLE_TOTAL: &str = "frontdoor_commands_unroutable_total";
 /// Commands waiting in the outbox, by `state` (`pending`, `parked`).
 pub const OUTBOX_COMMANDS: &str = "frontdoor_outbox_commands";
+/// Requests refused by authentication or authorization, by `reason`
+/// (`missing_token`, `unknown_token`, `forbidden`, `rate_limited`) and `role`.
+pub const AUTH_DENIED_TOTAL: &str = "frontdoor_auth_denied_total";
+/// Principals in force (after the last successful load).
+pub const PRINCIPALS: &str = "frontdoor_principals";
+/// Principals file reloads, by `outcome` (`ok`, `error`).
+pub const PRINCIPAL_RELOADS_TOTAL: &str = "frontdoor_principal_reloads_total";
+/// Audit records written, by `resource` and `outcome`.
+pub const AUDIT_RECORDS_TOTAL: &str = "frontdoor_audit_records_total";
+/// Audit writes that failed (the read they covered was refused), by `resource`.
+pub const AUDIT_FAILURES_TOTAL: &str = "frontdoor_audit_failures_total";
+/// Audit records purged after the retention period.
+pub const AUDIT_PURGED_TOTAL: &str = "frontdoor_audit_purged_total";
 // --- Routing (queues, agents, offers, overflow, escalations) ---
 /// Contacts waiting, by `site`, `skill`.
 pub const QUEUE_DEPTH: &str = "frontdoor_queue_depth";
@@ -96,6 +109,18 @@ pub const STAFFING_OFFERED_LOAD: &str = "frontdoor_staffing_offered_load_erlangs
 pub const ACTOR_RESTARTS_TOTAL: &str = "frontdoor_actor_restarts_total";
 /// Messages waiting in mailboxes, by `kind`.
 pub const MAILBOX_DEPTH: &str = "frontdoor_mailbox_depth";
+/// Escalations to the parent (too many restarts within the period), by `kind`.
+pub const ACTOR_ESCALATIONS_TOTAL: &str = "frontdoor_actor_escalations_total";
+/// Messages that failed every retry and went to the dead-letter path, by `kind`.
+pub const POISON_MESSAGES_TOTAL: &str = "frontdoor_poison_messages_total";
+/// Messages refused because mailboxes were full, by `kind`.
+pub const MESSAGES_SHED_TOTAL: &str = "frontdoor_messages_shed_total";
+/// 1 while a supervised component is healthy, 0 after it escalated, by `kind`.
+pub const COMPONENT_UP: &str = "frontdoor_component_up";
+/// 1 while the store answers the health probe, else 0.
+pub const STORE_UP: &str = "frontdoor_store_up";
+/// Configuration version in force (increments on every accepted reload).
+pub const CONFIG_VERSION: &str = "frontdoor_config_version";
 
 /// Buckets around the ingest SLO (p99 under 50 ms on a local store).
 const LATENCY_BUCKETS: &[f64] = &[
@@ -171,6 +196,24 @@ fn describe() {
         "Commands the broker could not route, parked."
     );
     describe_gauge!(OUTBOX_COMMANDS, "Commands in the outbox by state.");
+    describe_counter!(
+        AUTH_DENIED_TOTAL,
+        "Requests refused by authentication or authorization, by reason and role."
+    );
+    describe_gauge!(PRINCIPALS, "Principals in force.");
+    describe_counter!(
+        PRINCIPAL_RELOADS_TOTAL,
+        "Principals file reloads by outcome."
+    );
+    describe_counter!(
+        AUDIT_RECORDS_TOTAL,
+        "Audit records written by resource and outcome."
+    );
+    describe_counter!(
+        AUDIT_FAILURES_TOTAL,
+        "Audit writes that failed (the covered read was refused)."
+    );
+    describe_counter!(AUDIT_PURGED_TOTAL, "Audit records purged after retention.");
     describe_counter!(
         HTTP_REQUESTS_TOTAL,
         "HTTP requests by route, method and status class."

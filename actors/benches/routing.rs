@@ -17,7 +17,7 @@ use frontdoor_actors::event::Channel;
 use frontdoor_actors::ids::{ContactId, PatientId, SiteId};
 use frontdoor_actors::ports::{NoObserver, RoutingObserver};
 use frontdoor_actors::routing::agent::Presence;
-use frontdoor_actors::routing::model::{ContactState, RoutedContact};
+use frontdoor_actors::routing::model::RoutedContact;
 use frontdoor_actors::routing::queue::{QueueSnapshot, QueueState};
 use frontdoor_actors::routing::request::{NeedsHuman, RouteRequest};
 use frontdoor_actors::routing::router::{AgentUpdate, MemorySink, Routing, RoutingDeps};
@@ -52,41 +52,25 @@ fn contact(i: usize, cfg: &RoutingConfig, now: chrono::DateTime<Utc>) -> RoutedC
     let base = [50, 100, 200, 300][i % 4];
     let boosts = if i.is_multiple_of(97) { 500 } else { 0 };
     let at = now - Duration::milliseconds((CONTACTS - i) as i64);
-    RoutedContact {
-        contact_id: ContactId::parse(&id).unwrap(),
-        patient_id: PatientId::new(),
-        origin_site: SiteId::parse("north").unwrap(),
-        site: SiteId::parse("north").unwrap(),
-        skill: "scheduling".into(),
-        channel: if i.is_multiple_of(3) {
+    let mut c = RoutedContact::new(
+        ContactId::parse(&id).unwrap(),
+        PatientId::new(),
+        SiteId::parse("north").unwrap(),
+        if i.is_multiple_of(3) {
             Channel::Voice
         } else {
             Channel::Chat
         },
-        intent: None,
-        state: ContactState::Queued,
-        key: priority_key(base, boosts, at, &id, &cfg.priority),
-        base_priority: base,
-        boosts,
-        level: Level::Normal,
-        min_proficiency: 1 + (i % 3) as u8,
-        cross_site: false,
-        preferred_agent: None,
-        preferred_until: None,
-        excluded_agents: Vec::new(),
-        offered_to: None,
-        offer_deadline: None,
-        assigned_agent: None,
-        queued_at: Some(at),
-        answered_at: None,
-        moved_at: None,
-        relaxation_step: None,
-        transcript: Vec::new(),
-        signals: Vec::new(),
-        reasons: Vec::new(),
-        offers_made: 0,
-        cause: uuid::Uuid::nil(),
-    }
+        cfg,
+        now,
+    );
+    c.skill = "scheduling".into();
+    c.key = priority_key(base, boosts, at, &id, &cfg.priority);
+    c.base_priority = base;
+    c.boosts = boosts;
+    c.min_proficiency = 1 + (i % 3) as u8;
+    c.queued_at = Some(at);
+    c
 }
 
 fn pure_queue() {
@@ -207,6 +191,7 @@ fn through_actors() {
                 transcript: Vec::new(),
                 from_bot: false,
                 cause: uuid::Uuid::new_v4(),
+                waiting_since: None,
             };
             routing
                 .route(RouteRequest::Queue(Box::new(n)))

@@ -15,6 +15,7 @@
 //! - [`ports`]: the traits the runtime implements (journey store).
 //! - [`rules`]: frustration, priority, matching, overflow and Erlang staffing math.
 //! - [`patient`]: the patient actor (one per resident patient).
+//! - [`supervision`]: restart policies with intensity and period (OTP), as a plain rule.
 //! - [`shard`]: patient shards and the [`shard::PatientRegistry`] handle (activation, passivation).
 
 pub mod command;
@@ -27,3 +28,4 @@ pub mod ports;
 pub mod routing;
 pub mod rules;
 pub mod shard;
+pub mod supervision;

@@ -7,21 +7,25 @@
 //! reached the actor. When idle for the configured time it asks its shard to
 //! passivate it (see [`crate::shard`]).
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 use chrono::{DateTime, Utc};
 use tokio::sync::oneshot;
+use uuid::Uuid;
 
 use crate::command::{notifications, NotifySettings};
 use crate::event::Envelope;
 use crate::ids::PatientId;
 use crate::journey::{ContextView, IdentifierView, Journey, Limits};
-use crate::ports::{AppendOutcome, JourneyStore, PortError};
-use crate::routing::request::{current_frustration, route_request};
+use crate::ports::{ActorObserver, AppendOutcome, JourneyStore, PortError, StoredJourney};
+use crate::routing::request::{current_frustration, recovery_requests, route_request};
 use crate::routing::router::Routing;
 use crate::shard::{PassivationRequest, PatientShard};
+use crate::supervision::{Decision, RestartTracker, SupervisionPolicy};
 
 /// What the patient actors need, shared by all of them.
 #[derive(Clone)]
@@ -36,6 +40,12 @@ pub struct PatientDeps {
     pub notify: NotifySettings,
     /// Routing (None: events are stored and shown but not routed).
     pub routing: Option<Routing>,
+    /// Restart policy of patient actors (reloadable).
+    pub supervision: Arc<RwLock<SupervisionPolicy>>,
+    /// Where restarts, escalations and poison messages are reported.
+    pub observer: Arc<dyn ActorObserver>,
+    /// Drills only: an event carrying `"fault_injection": "panic"` makes the actor fail.
+    pub fault_injection: bool,
 }
 
 /// Why a patient operation failed.
@@ -47,6 +57,15 @@ pub enum PatientError {
     /// The actor stopped (passivated or failed) before answering; retry.
     #[error("patient actor unavailable")]
     Unavailable,
+    /// Processing the event failed; the actor restarted from the store; retry.
+    #[error("processing failed: {0}")]
+    Failed(String),
+    /// Processing the event failed every time it was tried: dead-letter it.
+    #[error("poison event: {0}")]
+    Poison(String),
+    /// Too much work in flight for patient actors: shed; retry later.
+    #[error("patient actors are overloaded")]
+    Overloaded,
 }
 
 /// The outcome of [`Apply`].
@@ -88,6 +107,16 @@ pub struct GetContext {
 #[rtype(result = "()")]
 pub struct Reload;
 
+/// Route the journey's open contacts again (after a restart of the runtime).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct RecoverRouting {
+    /// The clock reading of the recovery.
+    pub now: DateTime<Utc>,
+    /// Answered with the number of contacts routed.
+    pub reply: oneshot::Sender<Result<usize, PatientError>>,
+}
+
 /// Passivate now if nothing is pending (used by drills and the admin API).
 #[derive(Message)]
 #[rtype(result = "()")]
@@ -109,6 +138,10 @@ pub struct PatientActor {
     processed: u64,
     /// Last time a message arrived.
     last_active: Instant,
+    /// Restarts within the supervision period.
+    tracker: RestartTracker,
+    /// Failures per event id (cleared when the event succeeds or is poisoned).
+    failures: HashMap<Uuid, u32>,
 }
 
 impl PatientActor {
@@ -127,21 +160,125 @@ impl PatientActor {
             generation,
             processed: 0,
             last_active: Instant::now(),
+            tracker: RestartTracker::default(),
+            failures: HashMap::new(),
         }
+    }
+
+    /// Folds a stored journey into the actor's state; a fold that panics (a poison
+    /// event already in the log) leaves the actor without a journey (it stops).
+    fn install(&mut self, stored: StoredJourney) -> bool {
+        let id = self.id;
+        let limits = self.deps.limits;
+        let folded = catch_unwind(AssertUnwindSafe(|| {
+            let mut j = Journey::fold(
+                id,
+                limits,
+                stored.events.iter().map(|(s, e)| (*s, e.as_ref())),
+            );
+            j.identifiers = stored.identifiers.into_iter().collect();
+            j.merged_from = stored.merged_from;
+            j
+        }));
+        match folded {
+            Ok(j) => {
+                self.journey = Some(j);
+                true
+            }
+            Err(p) => {
+                let reason = panic_reason(&p);
+                self.deps.observer.restarted("patient", &reason);
+                tracing::error!(patient_id = %self.id, error.message = %reason, "folding the stored journey failed");
+                self.journey = None;
+                false
+            }
+        }
+    }
+
+    /// Runs the event through the rules on a copy of the journey, catching a
+    /// failure before anything is stored. Answers the commands the event causes.
+    fn probe(&self, event: &Envelope) -> Result<Vec<crate::command::Command>, String> {
+        let Some(j) = self.journey.as_ref() else {
+            return Err("the journey is not loaded".into());
+        };
+        catch_unwind(AssertUnwindSafe(|| {
+            if self.deps.fault_injection
+                && event.field("fault_injection").and_then(|v| v.as_str()) == Some("panic")
+            {
+                panic!("fault injected by a drill");
+            }
+            let commands = notifications(event, j, &self.deps.notify);
+            let mut next = j.clone();
+            next.apply(u64::MAX, event);
+            if let Some(r) = &self.deps.routing {
+                let _ = route_request(&next, event, &r.config());
+            }
+            commands
+        }))
+        .map_err(|p| panic_reason(&p))
+    }
+
+    /// Handles a failure while processing `event_id`: restart from the store after
+    /// backoff, or escalate, per the policy. Answers the error for the caller.
+    fn failed(
+        &mut self,
+        event_id: Option<Uuid>,
+        reason: &str,
+        ctx: &mut Context<Self>,
+    ) -> PatientError {
+        let policy = self
+            .deps
+            .supervision
+            .read()
+            .map(|p| p.clone())
+            .unwrap_or_default();
+        self.deps.observer.restarted("patient", reason);
+        let answer = match event_id {
+            Some(id) => {
+                let n = {
+                    let n = self.failures.entry(id).or_insert(0);
+                    *n += 1;
+                    *n
+                };
+                tracing::error!(patient_id = %self.id, event.id = %id, attempt = n, error.message = %reason, "patient actor failed on an event; restarting from the store");
+                if n >= policy.max_restarts.max(1) {
+                    self.failures.remove(&id);
+                    self.deps.observer.poisoned("patient");
+                    PatientError::Poison(format!("processing failed {n} times: {reason}"))
+                } else {
+                    PatientError::Failed(reason.to_string())
+                }
+            }
+            None => PatientError::Failed(reason.to_string()),
+        };
+        self.journey = None;
+        match self.tracker.record(Instant::now(), &policy) {
+            Decision::Restart { after } => {
+                ctx.wait(
+                    tokio::time::sleep(after)
+                        .into_actor(self)
+                        .map(|_, act, ctx| act.load(ctx)),
+                );
+            }
+            Decision::Escalate => {
+                self.deps.observer.escalated("patient", reason);
+                tracing::error!(patient_id = %self.id, "patient actor restarted too often; escalating to its shard");
+                // The shard sees the stopped actor and starts a fresh incarnation on
+                // the next message.
+                ctx.stop();
+            }
+            Decision::Stop => ctx.stop(),
+        }
+        answer
     }
 
     fn load(&mut self, ctx: &mut Context<Self>) {
         let fut = self.deps.store.load_journey(self.id);
         ctx.wait(fut.into_actor(self).map(|res, act, ctx| match res {
             Ok(stored) => {
-                let mut j = Journey::fold(
-                    act.id,
-                    act.deps.limits,
-                    stored.events.iter().map(|(s, e)| (*s, e.as_ref())),
-                );
-                j.identifiers = stored.identifiers.into_iter().collect();
-                j.merged_from = stored.merged_from;
-                act.journey = Some(j);
+                if !act.install(stored) {
+                    ctx.stop();
+                }
             }
             Err(e) => {
                 tracing::warn!(patient_id = %act.id, error.message = %e, "patient journey could not be loaded; stopping the actor");
@@ -187,18 +324,25 @@ impl Actor for PatientActor {
 impl Handler<Apply> for PatientActor {
     type Result = AtomicResponse<Self, ()>;
 
-    fn handle(&mut self, msg: Apply, _ctx: &mut Self::Context) -> Self::Result {
+    fn handle(&mut self, msg: Apply, ctx: &mut Self::Context) -> Self::Result {
         self.touch();
         let Apply {
             event,
             claims,
             reply,
         } = msg;
-        let commands = self
-            .journey
-            .as_ref()
-            .map(|j| notifications(&event, j, &self.deps.notify))
-            .unwrap_or_default();
+        if self.journey.is_none() {
+            let _ = reply.send(Err(PatientError::Unavailable));
+            return AtomicResponse::new(Box::pin(fut::ready(())));
+        }
+        let commands = match self.probe(&event) {
+            Ok(commands) => commands,
+            Err(reason) => {
+                let answer = self.failed(Some(event.id), &reason, ctx);
+                let _ = reply.send(Err(answer));
+                return AtomicResponse::new(Box::pin(fut::ready(())));
+            }
+        };
         let fut = self
             .deps
             .store
@@ -207,6 +351,7 @@ impl Handler<Apply> for PatientActor {
             move |res, act, _ctx| {
                 let answer = match res {
                     Ok(AppendOutcome::Stored { seq, relinked }) => {
+                        act.failures.remove(&event.id);
                         if let Some(j) = act.journey.as_mut() {
                             j.identifiers.extend(claims);
                             j.apply(seq, &event);
@@ -245,14 +390,7 @@ impl Handler<Apply> for PatientActor {
                 .map(|(answer, reloaded, reply), act, _ctx| {
                     match reloaded {
                         Some(Ok(stored)) => {
-                            let mut j = Journey::fold(
-                                act.id,
-                                act.deps.limits,
-                                stored.events.iter().map(|(s, e)| (*s, e.as_ref())),
-                            );
-                            j.identifiers = stored.identifiers.into_iter().collect();
-                            j.merged_from = stored.merged_from;
-                            act.journey = Some(j);
+                            act.install(stored);
                         }
                         Some(Err(e)) => {
                             // The event is stored; the next activation rebuilds the journey.
@@ -275,11 +413,24 @@ impl Handler<GetContext> for PatientActor {
         self.touch();
         match &self.journey {
             Some(j) => {
-                let mut view = j.context(msg.now);
-                if let Some(r) = &self.deps.routing {
-                    view.frustration = current_frustration(j, &r.config(), msg.now);
+                let routing = self.deps.routing.as_ref().map(|r| r.config());
+                let view = catch_unwind(AssertUnwindSafe(|| {
+                    let mut view = j.context(msg.now);
+                    if let Some(cfg) = &routing {
+                        view.frustration = current_frustration(j, cfg, msg.now);
+                    }
+                    view
+                }));
+                match view {
+                    Ok(view) => {
+                        let _ = msg.reply.send(Ok(view));
+                    }
+                    Err(p) => {
+                        let reason = panic_reason(&p);
+                        let answer = self.failed(None, &reason, ctx);
+                        let _ = msg.reply.send(Err(answer));
+                    }
                 }
-                let _ = msg.reply.send(Ok(view));
             }
             None => {
                 // The journey was dropped after a failed reload: rebuild, then answer.
@@ -296,6 +447,30 @@ impl Handler<GetContext> for PatientActor {
                 );
             }
         }
+    }
+}
+
+impl Handler<RecoverRouting> for PatientActor {
+    type Result = ResponseFuture<()>;
+
+    fn handle(&mut self, msg: RecoverRouting, _ctx: &mut Self::Context) -> Self::Result {
+        self.touch();
+        let requests = match (&self.journey, &self.deps.routing) {
+            (Some(j), Some(r)) => recovery_requests(j, &r.config(), msg.now),
+            _ => Vec::new(),
+        };
+        let routing = self.deps.routing.clone();
+        Box::pin(async move {
+            let n = requests.len();
+            if let Some(routing) = routing {
+                for req in requests {
+                    if let Err(e) = routing.route(req).await {
+                        tracing::error!(error.message = %e, "recovering a contact's routing failed");
+                    }
+                }
+            }
+            let _ = msg.reply.send(Ok(n));
+        })
     }
 }
 
@@ -316,4 +491,16 @@ impl Handler<PassivateNow> for PatientActor {
         self.processed += 1;
         self.request_passivation(ctx);
     }
+}
+
+/// The message of a caught panic (code-controlled text; never patient data).
+pub fn panic_reason(p: &Box<dyn std::any::Any + Send>) -> String {
+    let msg = p
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| p.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "handler panicked".to_string());
+    let mut msg: String = msg.chars().take(200).collect();
+    msg.insert_str(0, "panic: ");
+    msg
 }

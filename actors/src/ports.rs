@@ -117,3 +117,25 @@ impl RoutingObserver for NoObserver {
     fn agents(&self, _: &str, _: &'static str, _: u64) {}
     fn containment(&self, _: f64) {}
 }
+
+/// What supervision reports for the runtime's metrics and logs.
+pub trait ActorObserver: Send + Sync + 'static {
+    /// An actor of `kind` failed and is being restarted (state rebuilt).
+    fn restarted(&self, kind: &'static str, reason: &str);
+    /// An actor of `kind` failed too often within its period: escalated to its parent.
+    fn escalated(&self, kind: &'static str, reason: &str);
+    /// A message failed processing too many times and goes to the dead-letter path.
+    fn poisoned(&self, kind: &'static str);
+    /// A message was refused because the mailboxes of `kind` are full.
+    fn shed(&self, kind: &'static str);
+}
+
+/// An actor observer that records nothing.
+pub struct NoActorObserver;
+
+impl ActorObserver for NoActorObserver {
+    fn restarted(&self, _: &'static str, _: &str) {}
+    fn escalated(&self, _: &'static str, _: &str) {}
+    fn poisoned(&self, _: &'static str) {}
+    fn shed(&self, _: &'static str) {}
+}

@@ -25,7 +25,8 @@ use crate::event::Envelope;
 use crate::ids::PatientId;
 use crate::journey::{ContextView, IdentifierView};
 use crate::patient::{
-    Applied, Apply, GetContext, PassivateNow, PatientActor, PatientDeps, PatientError, Reload,
+    Applied, Apply, GetContext, PassivateNow, PatientActor, PatientDeps, PatientError,
+    RecoverRouting, Reload,
 };
 
 /// Forward a message to a patient, activating it if needed.
@@ -103,6 +104,9 @@ impl PatientShard {
             .is_some_and(|e| !e.addr.connected());
         if stale {
             self.patients.remove(&patient);
+            self.deps
+                .observer
+                .restarted("patient", "actor stopped; restarted by its shard");
         }
         let deps = &self.deps;
         let next = &mut self.next_generation;
@@ -190,26 +194,74 @@ impl Handler<PassivateAll> for PatientShard {
     }
 }
 
+/// Bounds on work in flight to patient actors.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MailboxBounds {
+    /// Messages queued or being processed across all patient actors at most.
+    pub max_in_flight: usize,
+    /// How long a producer waits for room before the message is shed.
+    pub wait: std::time::Duration,
+    /// Capacity of each shard's mailbox.
+    pub shard_mailbox: usize,
+}
+
+impl Default for MailboxBounds {
+    fn default() -> Self {
+        MailboxBounds {
+            max_in_flight: 10_000,
+            wait: std::time::Duration::from_secs(2),
+            shard_mailbox: 1_024,
+        }
+    }
+}
+
 /// The handle the runtime uses to reach patients: routes by patient id to its shard.
+///
+/// Every message to a patient holds a permit of one semaphore until its answer
+/// comes back, so patient mailboxes together never hold more than
+/// `max_in_flight` messages: a producer waits up to `wait` for room, then the
+/// message is shed (counted, and answered "overloaded" so the edge can retry).
 #[derive(Clone)]
 pub struct PatientRegistry {
     /// The shards, each on its own arbiter.
     shards: Arc<Vec<Addr<PatientShard>>>,
+    /// Permits for messages in flight.
+    in_flight: Arc<tokio::sync::Semaphore>,
+    /// The bounds.
+    bounds: MailboxBounds,
+    /// Where shedding is reported.
+    observer: Arc<dyn crate::ports::ActorObserver>,
 }
 
 impl PatientRegistry {
     /// Starts `shards` shards, each on a new arbiter (thread).
-    pub fn start(deps: PatientDeps, shards: usize) -> PatientRegistry {
+    pub fn start(deps: PatientDeps, shards: usize, bounds: MailboxBounds) -> PatientRegistry {
+        let observer = deps.observer.clone();
         let shards = (0..shards.max(1))
             .map(|_| {
                 let arbiter = Arbiter::new();
                 let deps = deps.clone();
-                PatientShard::start_in_arbiter(&arbiter.handle(), move |_| PatientShard::new(deps))
+                let cap = bounds.shard_mailbox.max(1);
+                PatientShard::start_in_arbiter(&arbiter.handle(), move |ctx| {
+                    ctx.set_mailbox_capacity(cap);
+                    PatientShard::new(deps)
+                })
             })
             .collect();
         PatientRegistry {
             shards: Arc::new(shards),
+            in_flight: Arc::new(tokio::sync::Semaphore::new(bounds.max_in_flight.max(1))),
+            bounds,
+            observer,
         }
+    }
+
+    /// Messages to patient actors queued or in progress now.
+    pub fn in_flight(&self) -> usize {
+        self.bounds
+            .max_in_flight
+            .max(1)
+            .saturating_sub(self.in_flight.available_permits())
     }
 
     fn shard(&self, patient: PatientId) -> &Addr<PatientShard> {
@@ -229,6 +281,17 @@ impl PatientRegistry {
         PatientActor: Handler<M>,
         <PatientActor as Actor>::Context: ToEnvelope<PatientActor, M>,
     {
+        let permit =
+            match tokio::time::timeout(self.bounds.wait, self.in_flight.clone().acquire_owned())
+                .await
+            {
+                Ok(Ok(p)) => p,
+                _ => {
+                    self.observer.shed("patient");
+                    tracing::warn!(%patient, "patient mailboxes full; message shed");
+                    return Err(PatientError::Overloaded);
+                }
+            };
         let (tx, rx) = oneshot::channel();
         self.shard(patient)
             .send(Dispatch {
@@ -237,7 +300,9 @@ impl PatientRegistry {
             })
             .await
             .map_err(|_| PatientError::Unavailable)?;
-        rx.await.map_err(|_| PatientError::Unavailable)?
+        let answer = rx.await.map_err(|_| PatientError::Unavailable)?;
+        drop(permit);
+        answer
     }
 
     /// Stores and applies an event to a patient's journey.
@@ -262,6 +327,16 @@ impl PatientRegistry {
         now: DateTime<Utc>,
     ) -> Result<ContextView, PatientError> {
         self.dispatch(patient, |reply| GetContext { now, reply })
+            .await
+    }
+
+    /// Routes a patient's open contacts again (after a restart); answers how many.
+    pub async fn recover_routing(
+        &self,
+        patient: PatientId,
+        now: DateTime<Utc>,
+    ) -> Result<usize, PatientError> {
+        self.dispatch(patient, |reply| RecoverRouting { now, reply })
             .await
     }
 

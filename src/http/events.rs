@@ -1,12 +1,14 @@
 //! `POST /v1/events`: the HTTP edge of the event contract.
 
 use actix_web::{web, HttpResponse};
-use frontdoor_actors::event::{ContractError, Envelope};
+use frontdoor_actors::event::{ContractError, Envelope, EventKind};
 use futures_util::StreamExt;
 use serde_json::json;
 
+use super::guard::{self, Caller};
 use super::problem::ApiError;
 use super::AppState;
+use crate::audit::{Action, AuditEntry, Outcome, Purpose};
 use crate::ingest::{IngestError, IngestOutcome};
 use crate::metrics as m;
 
@@ -36,6 +38,7 @@ async fn read_limited(mut payload: web::Payload, limit: usize) -> Result<web::By
 #[tracing::instrument(name = "http.post_event", skip_all)]
 pub async fn post_event(
     state: web::Data<AppState>,
+    caller: Caller,
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
     let body = read_limited(payload, state.max_event_bytes).await?;
@@ -47,8 +50,42 @@ pub async fn post_event(
         };
         rejected(reason, e)
     })?;
+    if !caller.principal.covers_site(event.site.as_str()) {
+        return Err(guard::deny(
+            &state,
+            &caller,
+            None,
+            "this event's site is outside your sites",
+        )
+        .await);
+    }
     let id = event.id;
-    match state.ingest.ingest(event).await {
+    let explicit_link = matches!(event.kind, EventKind::IdentityLinked);
+    let res = state.ingest.ingest(event).await;
+    if explicit_link && res.is_ok() {
+        // Who asked for the link (the store audits each claim, merge and move it made).
+        let patient = match &res {
+            Ok(IngestOutcome::Accepted { patient_id, .. })
+            | Ok(IngestOutcome::Duplicate { patient_id }) => Some(*patient_id),
+            Ok(IngestOutcome::Routed) | Err(_) => None,
+        };
+        let entry = AuditEntry {
+            principal_id: Some(caller.principal.id.clone()),
+            principal_role: Some(caller.principal.role.as_str().to_string()),
+            action: Action::Update,
+            resource: "identity.link".into(),
+            patient_id: patient,
+            purpose: Purpose::Operations,
+            reason: None,
+            outcome: Outcome::Success,
+            detail: Some("identity.linked event".into()),
+            event_id: Some(id.to_string()),
+        };
+        if state.ingest.store().audit(&entry).await.is_err() {
+            metrics::counter!(m::AUDIT_FAILURES_TOTAL, "resource" => "identity.link").increment(1);
+        }
+    }
+    match res {
         Ok(IngestOutcome::Accepted { patient_id, seq }) => Ok(HttpResponse::Accepted()
             .json(json!({"id": id, "status": "stored", "patient_id": patient_id, "seq": seq}))),
         Ok(IngestOutcome::Duplicate { patient_id }) => Ok(HttpResponse::Ok()

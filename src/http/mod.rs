@@ -1,55 +1,62 @@
 //! The HTTP API (actix-web).
 //!
 //! # Layout
+//! - [`routes`]: the one table of endpoints, handlers and per-role access.
+//! - [`guard`]: authentication, authorization, rate limit and denial audit.
 //! - [`problem`]: RFC 9457 problem+json errors.
 //! - [`events`]: `POST /v1/events`.
 //! - [`patients`]: `GET /v1/patients`, `GET /v1/patients/{id}/context`.
+//! - [`audit`]: `GET /v1/audit` (JSON or FHIR AuditEvent).
 //! - [`health`]: `/healthz`, `/readyz`, `/metrics`.
+//! - [`runtime`]: `/v1/runtime` and `/v1/runtime/config` (live reload).
 //! - [`routing`]: `/v1/contacts/{id}`, `/v1/queues`, `/v1/agents`, `/v1/agents/{id}/state`.
 
+pub mod audit;
 pub mod events;
+pub mod guard;
 pub mod health;
 pub mod patients;
 pub mod problem;
+pub mod routes;
 pub mod routing;
+pub mod runtime;
+
+use std::sync::Arc;
 
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpResponse};
 use metrics_exporter_prometheus::PrometheusHandle;
 
+use crate::auth::{AssignmentCheck, Principals};
 use crate::broker::BrokerHealth;
+use crate::configuration::SecuritySettings;
 use crate::ingest::Ingest;
 
 /// What every handler can reach.
 pub struct AppState {
     /// The ingest service (store and patient actors).
     pub ingest: Ingest,
+    /// The live runtime (reload, statistics).
+    pub runtime: std::sync::Arc<crate::runtime::Runtime>,
     /// Renders `/metrics`.
     pub metrics: PrometheusHandle,
     /// Largest accepted event body.
     pub max_event_bytes: usize,
     /// Broker connection state, for `/readyz`.
     pub broker: BrokerHealth,
+    /// Who holds which token.
+    pub principals: Principals,
+    /// Which agent holds which patient's contact (routing).
+    pub assignments: Arc<dyn AssignmentCheck>,
+    /// Rate limits and the `/metrics` setting.
+    pub security: SecuritySettings,
+    /// Per-token buckets for `POST /v1/events`.
+    pub rate_limiter: guard::RateLimiter,
 }
 
-/// Registers every route.
+/// Registers every route (from [`routes::ROUTES`], each behind its policy).
 pub fn routes(cfg: &mut web::ServiceConfig) {
-    cfg.route("/healthz", web::get().to(health::healthz))
-        .route("/readyz", web::get().to(health::readyz))
-        .route("/metrics", web::get().to(health::metrics))
-        .route("/v1/events", web::post().to(events::post_event))
-        .route("/v1/patients", web::get().to(patients::lookup))
-        .route(
-            "/v1/patients/{patient_id}/context",
-            web::get().to(patients::context),
-        )
-        .route("/v1/contacts/{contact_id}", web::get().to(routing::contact))
-        .route("/v1/queues", web::get().to(routing::queues))
-        .route("/v1/agents", web::get().to(routing::agents))
-        .route(
-            "/v1/agents/{agent_id}/state",
-            web::post().to(routing::set_agent_state),
-        );
+    routes::register(cfg);
 }
 
 /// Answers unknown routes with problem+json.
@@ -63,7 +70,7 @@ pub async fn not_found() -> HttpResponse {
     )
 }
 
-/// Turns query-string errors into problem+json.
+/// Turns query-string errors into problem+json (never echoing the query).
 pub fn query_error(
     _err: actix_web::error::QueryPayloadError,
     _req: &actix_web::HttpRequest,
@@ -71,16 +78,25 @@ pub fn query_error(
     problem::ApiError::field("query", "could not be parsed").into()
 }
 
-/// Turns JSON body errors into problem+json (never echoing the body).
+/// Turns JSON body errors (too large, malformed) into problem+json (never echoing the body).
 pub fn json_error(
     err: actix_web::error::JsonPayloadError,
     _req: &actix_web::HttpRequest,
 ) -> actix_web::Error {
     let reason = match err {
-        actix_web::error::JsonPayloadError::OverflowKnownLength { .. }
-        | actix_web::error::JsonPayloadError::Overflow { .. } => "is too large",
+        actix_web::error::JsonPayloadError::Overflow { .. }
+        | actix_web::error::JsonPayloadError::OverflowKnownLength { .. } => "is too large",
         actix_web::error::JsonPayloadError::ContentType => "must be application/json",
-        _ => "is not valid JSON",
+        _ => "is not valid JSON of the expected shape",
     };
     problem::ApiError::field("body", reason).into()
+}
+
+/// Turns path-segment errors into problem+json.
+pub fn path_error(
+    err: actix_web::error::PathError,
+    _req: &actix_web::HttpRequest,
+) -> actix_web::Error {
+    let _ = err;
+    problem::ApiError::field("path", "could not be parsed").into()
 }

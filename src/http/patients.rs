@@ -1,12 +1,16 @@
-//! Patient lookup and the context a staff desktop reads.
+//! Patient lookup and the context a staff desktop reads. Both are patient data:
+//! every attempt is decided per patient ([`guard::authorize_patient`]) and audited.
 
 use actix_web::{web, HttpResponse};
 use frontdoor_actors::ids::{Identifier, IdentifierKind, PatientId};
 use serde::Deserialize;
 use serde_json::json;
 
+use super::guard::{self, Caller};
 use super::problem::ApiError;
+use super::routes::Access;
 use super::AppState;
+use crate::audit::{Action, Outcome};
 use crate::store::StoreError;
 
 fn store_unavailable(_: StoreError) -> ApiError {
@@ -23,9 +27,13 @@ pub struct LookupQuery {
 }
 
 /// `GET /v1/patients?mrn=|phone=|email=|portal_id=`: the patient id.
+///
+/// An agent gets an answer only for a patient it holds; for anyone else, and for
+/// nobody, it gets 403 (so lookups are no oracle of who is a patient).
 #[tracing::instrument(name = "http.lookup_patient", skip_all)]
 pub async fn lookup(
     state: web::Data<AppState>,
+    caller: Caller,
     query: web::Query<LookupQuery>,
 ) -> Result<HttpResponse, ApiError> {
     let q = query.into_inner();
@@ -46,15 +54,31 @@ pub async fn lookup(
     };
     let id =
         Identifier::parse(*kind, value).map_err(|reason| ApiError::field(kind.as_str(), reason))?;
-    match state
+    let found = state
         .ingest
         .store()
         .find_patient(&id)
         .await
-        .map_err(store_unavailable)?
-    {
-        Some(p) => Ok(HttpResponse::Ok().json(json!({"patient_id": p}))),
-        None => Err(ApiError::NotFound("no patient has that identifier".into())),
+        .map_err(store_unavailable)?;
+    guard::authorize_patient(&state, &caller, found, found).await?;
+    let detail = Some(format!("by {}", kind.as_str()));
+    match found {
+        Some(p) => {
+            guard::audit_success(
+                &state,
+                caller.audit(Action::Execute, Some(p), Outcome::Success, detail),
+            )
+            .await?;
+            Ok(HttpResponse::Ok().json(json!({"patient_id": p})))
+        }
+        None => {
+            guard::audit_success(
+                &state,
+                caller.audit(Action::Execute, None, Outcome::NotFound, detail),
+            )
+            .await?;
+            Err(ApiError::NotFound("no patient has that identifier".into()))
+        }
     }
 }
 
@@ -62,17 +86,32 @@ pub async fn lookup(
 #[tracing::instrument(name = "http.patient_context", skip_all, fields(patient_id))]
 pub async fn context(
     state: web::Data<AppState>,
+    caller: Caller,
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    let requested =
-        PatientId::parse(&path).ok_or_else(|| ApiError::field("patient_id", "must be a UUID"))?;
-    let patient = state
+    let requested = PatientId::parse(&path);
+    let Some(requested) = requested else {
+        if caller.access == Access::WhileAssigned {
+            // An agent holds no such patient: same answer as for any other patient.
+            guard::authorize_patient(&state, &caller, None, None).await?;
+        }
+        return Err(ApiError::field("patient_id", "must be a UUID"));
+    };
+    let surviving = state
         .ingest
         .store()
         .surviving_patient(requested)
         .await
-        .map_err(store_unavailable)?
-        .ok_or_else(|| ApiError::NotFound("no such patient".into()))?;
+        .map_err(store_unavailable)?;
+    guard::authorize_patient(&state, &caller, Some(requested), surviving).await?;
+    let Some(patient) = surviving else {
+        guard::audit_success(
+            &state,
+            caller.audit(Action::Read, Some(requested), Outcome::NotFound, None),
+        )
+        .await?;
+        return Err(ApiError::NotFound("no such patient".into()));
+    };
     tracing::Span::current().record("patient_id", tracing::field::display(patient));
     let ctx = state
         .ingest
@@ -82,5 +121,11 @@ pub async fn context(
         .map_err(|_| {
             ApiError::Unavailable("the patient's journey could not be loaded; retry later".into())
         })?;
+    let detail = (requested != patient).then(|| format!("requested as Patient/{requested}"));
+    guard::audit_success(
+        &state,
+        caller.audit(Action::Read, Some(patient), Outcome::Success, detail),
+    )
+    .await?;
     Ok(HttpResponse::Ok().json(ctx))
 }

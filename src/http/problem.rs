@@ -41,6 +41,15 @@ pub enum ApiError {
     /// A dependency (the store) is down; retry later.
     #[error("{0}")]
     Unavailable(String),
+    /// No token, or a token nobody holds.
+    #[error("{0}")]
+    Unauthorized(String),
+    /// A known principal that may not do this.
+    #[error("{0}")]
+    Forbidden(String),
+    /// Over the rate limit; retry after this many seconds.
+    #[error("too many requests; retry in {0} s")]
+    TooManyRequests(u64),
 }
 
 impl ApiError {
@@ -61,6 +70,9 @@ impl ApiError {
             ApiError::NotFound(_) => ("not-found", "Not found"),
             ApiError::Unprocessable(_) => ("unprocessable", "The event cannot be processed"),
             ApiError::Unavailable(_) => ("unavailable", "Temporarily unavailable"),
+            ApiError::Unauthorized(_) => ("unauthorized", "Authentication required"),
+            ApiError::Forbidden(_) => ("forbidden", "Not allowed"),
+            ApiError::TooManyRequests(_) => ("rate-limited", "Too many requests"),
         }
     }
 }
@@ -72,6 +84,9 @@ impl ResponseError for ApiError {
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::Unprocessable(_) => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
+            ApiError::TooManyRequests(_) => StatusCode::TOO_MANY_REQUESTS,
         }
     }
 
@@ -82,7 +97,24 @@ impl ResponseError for ApiError {
             ApiError::Invalid { errors, .. } => errors.clone(),
             _ => Vec::new(),
         };
-        problem_response(status, slug, title, self.to_string(), errors)
+        let mut res = problem_response(status, slug, title, self.to_string(), errors);
+        let headers = res.headers_mut();
+        match self {
+            ApiError::Unauthorized(_) => {
+                headers.insert(
+                    actix_web::http::header::WWW_AUTHENTICATE,
+                    actix_web::http::header::HeaderValue::from_static("Bearer realm=\"frontdoor\""),
+                );
+            }
+            ApiError::TooManyRequests(secs) => {
+                headers.insert(
+                    actix_web::http::header::RETRY_AFTER,
+                    actix_web::http::header::HeaderValue::from(*secs),
+                );
+            }
+            _ => {}
+        }
+        res
     }
 }
 

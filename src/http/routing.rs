@@ -1,5 +1,9 @@
 //! Routing's live state: contacts (with the reasons behind each decision), queues
 //! and agents; and an agent's desktop setting its own state.
+//!
+//! A contact's record is patient data (patient id, intent, bot transcript): it is
+//! decided per patient like the context ([`guard::authorize_patient`]) and audited.
+//! Supervisors see the queues and agents of their sites only.
 
 use actix_web::{web, HttpResponse};
 use frontdoor_actors::event::{parse_agent_state_fields, EventKind};
@@ -7,36 +11,77 @@ use frontdoor_actors::ids::SiteId;
 use frontdoor_actors::routing::router::{AgentUpdate, RoutingError};
 use serde_json::{json, Value};
 
+use super::guard::{self, Caller};
 use super::problem::ApiError;
+use super::routes::Access;
 use super::AppState;
+use crate::audit::{Action, Outcome};
+use crate::auth::Role;
 
 /// `GET /v1/contacts/{contact_id}`: state, queue, priority, agent and reasons.
 #[tracing::instrument(name = "http.contact", skip_all)]
 pub async fn contact(
     state: web::Data<AppState>,
+    caller: Caller,
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    match state.ingest.routing().contact(&path).await {
-        Some(c) => Ok(HttpResponse::Ok().json(c)),
-        None => Err(ApiError::NotFound("routing knows no such contact".into())),
+    let found = state.ingest.routing().contact(&path).await;
+    let patient = found.as_ref().map(|c| c.contact.patient_id);
+    if caller.access == Access::WithReason {
+        // A supervisor: the contact's site, not the patient's history, is the scope.
+        if let Some(c) = &found {
+            let sites = [c.contact.site.as_str(), c.contact.origin_site.as_str()];
+            if !sites.iter().any(|s| caller.principal.covers_site(s)) {
+                return Err(guard::deny(
+                    &state,
+                    &caller,
+                    patient,
+                    "this contact is outside your sites",
+                )
+                .await);
+            }
+        }
+    } else {
+        guard::authorize_patient(&state, &caller, patient, patient).await?;
+    }
+    match found {
+        Some(c) => {
+            guard::audit_success(
+                &state,
+                caller.audit(Action::Read, patient, Outcome::Success, None),
+            )
+            .await?;
+            Ok(HttpResponse::Ok().json(c))
+        }
+        None => {
+            guard::audit_success(
+                &state,
+                caller.audit(Action::Read, None, Outcome::NotFound, None),
+            )
+            .await?;
+            Err(ApiError::NotFound("routing knows no such contact".into()))
+        }
     }
 }
 
 /// `GET /v1/queues`: every queue's live state with staffing.
 #[tracing::instrument(name = "http.queues", skip_all)]
-pub async fn queues(state: web::Data<AppState>) -> HttpResponse {
-    HttpResponse::Ok().json(json!({"queues": state.ingest.routing().queues().await}))
+pub async fn queues(state: web::Data<AppState>, caller: Caller) -> HttpResponse {
+    let mut queues = state.ingest.routing().queues().await;
+    queues.retain(|q| caller.principal.covers_site(q.site.as_str()));
+    HttpResponse::Ok().json(json!({ "queues": queues }))
 }
 
 /// `GET /v1/agents`: each agent's presence, load, site, skills, offers and contacts.
 #[tracing::instrument(name = "http.agents", skip_all)]
-pub async fn agents(state: web::Data<AppState>) -> HttpResponse {
+pub async fn agents(state: web::Data<AppState>, caller: Caller) -> HttpResponse {
     let agents: Vec<Value> = state
         .ingest
         .routing()
         .agents()
         .await
         .into_iter()
+        .filter(|a| caller.principal.covers_site(a.site.as_str()))
         .map(|a| {
             let view = a.view();
             json!({
@@ -55,17 +100,45 @@ pub async fn agents(state: web::Data<AppState>) -> HttpResponse {
 #[tracing::instrument(name = "http.set_agent_state", skip_all)]
 pub async fn set_agent_state(
     state: web::Data<AppState>,
+    caller: Caller,
     path: web::Path<String>,
     body: web::Json<Value>,
 ) -> Result<HttpResponse, ApiError> {
     let Value::Object(mut obj) = body.into_inner() else {
         return Err(ApiError::field("body", "must be a JSON object"));
     };
-    obj.insert("agent_id".into(), Value::String(path.into_inner()));
+    let path = path.into_inner();
+    obj.insert("agent_id".into(), Value::String(path.clone()));
     let site = match obj.get("site").and_then(Value::as_str) {
         Some(s) => SiteId::parse(s).map_err(|r| ApiError::field("site", r))?,
         None => return Err(ApiError::field("site", "is required")),
     };
+    // A supervisor sets agents of its sites only: where the agent is and where it goes.
+    let current_site = if caller.principal.role == Role::Supervisor {
+        let id = path.as_str();
+        state
+            .ingest
+            .routing()
+            .agents()
+            .await
+            .into_iter()
+            .find(|a| a.id == id)
+            .map(|a| a.site)
+    } else {
+        None
+    };
+    let out_of_scope = |s: &str| !caller.principal.covers_site(s);
+    if caller.principal.role == Role::Supervisor
+        && (out_of_scope(site.as_str()) || current_site.is_some_and(|s| out_of_scope(s.as_str())))
+    {
+        return Err(guard::deny(
+            &state,
+            &caller,
+            None,
+            "this agent's site is outside your sites",
+        )
+        .await);
+    }
     let kind = parse_agent_state_fields(&obj).map_err(|e| ApiError::Invalid {
         detail: format!("the agent state was rejected: {e}"),
         errors: e.field_errors(),

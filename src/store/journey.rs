@@ -66,7 +66,7 @@ async fn record_link(
         "INSERT INTO identity_links (event_id, action, kind, value, from_patient, to_patient, at_ms) \
          VALUES ($1, $2, $3, $4, $5, $6, $7)",
     )
-    .bind(event_id)
+    .bind(event_id.clone())
     .bind(action.to_string())
     .bind(identifier.map(|i| i.kind().as_str().to_string()))
     .bind(identifier.map(|i| i.value().to_string()))
@@ -75,7 +75,16 @@ async fn record_link(
     .bind(Utc::now().timestamp_millis())
     .execute(&mut **tx)
     .await?;
-    Ok(())
+    // Every link is audited in the transaction that makes it.
+    super::audit::record_identity_link(
+        tx,
+        event_id,
+        action,
+        identifier.map(|i| i.kind().as_str()),
+        from,
+        to,
+    )
+    .await
 }
 
 /// Inserts an identifier for a patient unless someone holds it; true when inserted.
@@ -204,6 +213,63 @@ impl Store {
                 Some(to) => Ok(Some(parse_patient(&to)?)),
                 None => Ok(Some(patient)),
             }
+        })
+        .await
+    }
+
+    /// Patients with a contact started since `since_ms` that has not ended or been
+    /// abandoned (routing recovery after a restart), as surviving records.
+    #[tracing::instrument(name = "store.patients_with_open_contacts", skip_all)]
+    pub async fn patients_with_open_contacts(
+        &self,
+        since_ms: i64,
+    ) -> Result<Vec<PatientId>, StoreError> {
+        timed("patients_with_open_contacts", async {
+            let rows = sqlx::query(
+                "SELECT DISTINCT COALESCE(p.merged_into, e.patient_id) FROM events e \
+                 JOIN patients p ON p.id = e.patient_id \
+                 WHERE e.type = 'contact.started' AND e.occurred_at_ms >= $1 \
+                 AND NOT EXISTS (SELECT 1 FROM events x WHERE x.contact_id = e.contact_id \
+                                 AND x.type IN ('contact.ended', 'contact.abandoned'))",
+            )
+            .bind(since_ms)
+            .fetch_all(self.pool())
+            .await?;
+            let mut out = Vec::with_capacity(rows.len());
+            for r in rows {
+                let id: String = r.try_get(0)?;
+                out.push(parse_patient(&id)?);
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    /// True when the patient (or a record merged into it) has an event at one of
+    /// `sites`: a supervisor's site scope over patient data.
+    #[tracing::instrument(name = "store.patient_seen_at_sites", skip_all, fields(patient_id = %patient))]
+    pub async fn patient_seen_at_sites(
+        &self,
+        patient: PatientId,
+        sites: &[String],
+    ) -> Result<bool, StoreError> {
+        if sites.is_empty() {
+            return Ok(false);
+        }
+        timed("patient_seen_at_sites", async {
+            let placeholders: Vec<String> =
+                (0..sites.len()).map(|i| format!("${}", i + 2)).collect();
+            // Built from placeholders only; the sites are bound.
+            let sql = format!(
+                "SELECT 1 FROM events WHERE (patient_id = $1 OR patient_id IN \
+                 (SELECT id FROM patients WHERE merged_into = $1)) AND site IN ({}) LIMIT 1",
+                placeholders.join(", ")
+            );
+            let mut q = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(patient.to_string());
+            for site in sites {
+                q = q.bind(site.clone());
+            }
+            Ok(q.fetch_optional(self.pool()).await?.is_some())
         })
         .await
     }

@@ -12,7 +12,9 @@
 //! # Layout
 //! - [`journey`]: patients, identifiers and links, and the append-only event log.
 //! - [`outbox`]: commands written with the state change that causes them, for the relay.
+//! - [`audit`]: the append-only audit log (reads, denials, identity links) and its purge.
 
+pub mod audit;
 pub mod journey;
 pub mod outbox;
 

@@ -115,3 +115,28 @@ on_both_backends! {
         assert_eq!((status, body["title"].as_str()), (404, Some("Not found")));
     }
 }
+
+#[test]
+fn the_published_json_schema_names_the_same_channels_and_required_fields_as_the_parser() {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/docs/envelope.schema.json");
+    let schema: Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    let channels: Vec<&str> = schema["properties"]["channel"]["enum"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c.as_str().unwrap())
+        .collect();
+    let ours: Vec<&str> = frontdoor_actors::event::Channel::ALL
+        .iter()
+        .map(|c| c.as_str())
+        .collect();
+    assert_eq!(channels, ours);
+    assert_eq!(
+        schema["required"],
+        json!(["id", "type", "occurred_at", "site", "channel"])
+    );
+    let text = schema.to_string();
+    for t in frontdoor_actors::event::KNOWN_TYPES {
+        assert!(text.contains(t), "schema does not describe {t}");
+    }
+}

@@ -1,10 +1,12 @@
 //! `spawn_app()`: a running Front Door on port 0 with a fresh database.
 
-use std::sync::{Arc, OnceLock};
+use std::io::Write;
+use std::sync::{Arc, Mutex, OnceLock};
 
 use chrono::{DateTime, Duration, Utc};
+use frontdoor::auth::{token_digest, Role};
 use frontdoor::broker::shutdown::ShutdownTrigger;
-use frontdoor::configuration::{base_configuration, Settings};
+use frontdoor::configuration::{base_configuration, PrincipalEntry, Settings};
 use frontdoor::startup::Application;
 use frontdoor::store::Store;
 use frontdoor_actors::routing::router::Routing;
@@ -37,10 +39,15 @@ pub struct TestApp {
     pub shutdown: ShutdownTrigger,
     /// Resolves when the application has stopped.
     pub stopped: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
+    /// The token sent by default (admin).
+    pub token: String,
     /// The clock routing timers run on (moves only when a test advances it).
     pub clock: Arc<ManualClock>,
     /// Routing, whose timers tests tick after advancing the clock.
     pub routing: Routing,
+    /// The live runtime (statistics, reload).
+    #[allow(dead_code)] // read by some test modules only
+    pub runtime: Arc<frontdoor::runtime::Runtime>,
     /// Temp dir holding the SQLite file (kept alive for the test).
     _dir: Option<TempDir>,
 }
@@ -60,22 +67,93 @@ pub fn postgres_server_url() -> String {
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".to_string())
 }
 
+/// Every log line (and closed span with its fields) any test's app wrote, at debug
+/// level for the frontdoor crates: the PHI canary test searches it.
+pub fn captured_logs() -> String {
+    init_logs();
+    // unwrap: the buffer's lock is only held to append or copy.
+    String::from_utf8_lossy(&LOGS.lock().unwrap()).into_owned()
+}
+
+static LOGS: Mutex<Vec<u8>> = Mutex::new(Vec::new());
+
+/// Appends formatted log output to [`LOGS`].
+struct Capture;
+
+impl Write for Capture {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        // unwrap: see `captured_logs`.
+        LOGS.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
 fn init_logs() {
+    use tracing_subscriber::fmt::format::FmtSpan;
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    use tracing_subscriber::{fmt, EnvFilter, Layer};
     static ONCE: OnceLock<()> = OnceLock::new();
     ONCE.get_or_init(|| {
-        if std::env::var("TEST_LOG").is_ok() {
-            frontdoor::telemetry::init(&frontdoor::configuration::TelemetrySettings {
-                format: "pretty".into(),
-                level: "debug".into(),
-            });
-        }
+        let capture = fmt::layer()
+            .with_ansi(false)
+            .with_span_events(FmtSpan::CLOSE)
+            .with_writer(|| Capture)
+            .with_filter(EnvFilter::new(
+                "info,frontdoor=debug,frontdoor_actors=debug,sqlx=debug,actix_web=debug",
+            ));
+        let print = std::env::var("TEST_LOG")
+            .is_ok()
+            .then(|| fmt::layer().with_filter(EnvFilter::new("debug")));
+        let _ = tracing_subscriber::registry()
+            .with(capture)
+            .with(print)
+            .try_init();
     });
+}
+
+/// The test principals: (id, role, sites). Each one's token is [`token_for`] its id.
+pub const PRINCIPALS: &[(&str, Role, &[&str])] = &[
+    ("test-admin", Role::Admin, &["*"]),
+    ("ehr-adapter", Role::Adapter, &["*"]),
+    ("north-adapter", Role::Adapter, &["north"]),
+    ("agent-7", Role::Agent, &["north"]),
+    ("agent-8", Role::Agent, &["north"]),
+    ("sup-north", Role::Supervisor, &["north"]),
+    ("sup-south", Role::Supervisor, &["south"]),
+    ("prometheus", Role::Monitor, &["*"]),
+];
+
+/// The bearer token of a test principal.
+pub fn token_for(id: &str) -> String {
+    format!("{id}-token-7c1d9f0e5b2a4c8d")
+}
+
+/// The test principal of a role (the first listed).
+pub fn principal_of(role: Role) -> &'static str {
+    PRINCIPALS
+        .iter()
+        .find(|p| p.1 == role)
+        .map(|p| p.0)
+        .unwrap()
 }
 
 /// Settings for a test: port 0, a fresh database of the given backend.
 pub async fn test_settings(backend: Backend) -> (Settings, Option<TempDir>) {
     let mut settings = base_configuration().expect("Failed to read config/base.toml");
     settings.application.port = 0;
+    settings.security.principals = PRINCIPALS
+        .iter()
+        .map(|(id, role, sites)| PrincipalEntry {
+            id: id.to_string(),
+            role: *role,
+            sites: sites.iter().map(|s| s.to_string()).collect(),
+            token_sha256: token_digest(&token_for(id)),
+        })
+        .collect();
     // Routing timers run only when a test ticks them.
     settings.routing.tick_interval_ms = 3_600_000;
     let dir = match backend {
@@ -121,6 +199,7 @@ pub async fn spawn_app_with(settings: Settings, dir: Option<TempDir>) -> TestApp
     let shutdown = app.shutdown_trigger();
     let broker = app.broker_health();
     let routing = app.routing().clone();
+    let runtime = app.runtime().clone();
     let stopped = actix_rt::spawn(app.run_until_stopped());
     TestApp {
         address,
@@ -130,8 +209,10 @@ pub async fn spawn_app_with(settings: Settings, dir: Option<TempDir>) -> TestApp
         broker,
         shutdown,
         stopped: Some(stopped),
+        token: token_for(principal_of(Role::Admin)),
         clock,
         routing,
+        runtime,
         _dir: dir,
     }
 }
@@ -156,6 +237,7 @@ impl TestApp {
     pub async fn post_raw(&self, body: impl Into<reqwest::Body>) -> reqwest::Response {
         self.client
             .post(format!("{}/v1/events", self.address))
+            .bearer_auth(&self.token)
             .header("Content-Type", "application/json")
             .body(body)
             .send()
@@ -172,17 +254,71 @@ impl TestApp {
         body
     }
 
-    /// GET a path, returning status and JSON body.
+    /// GET a path as the admin, returning status and JSON body.
     pub async fn get(&self, path: &str) -> (u16, Value) {
+        self.get_with(path, Some(&self.token), &[]).await
+    }
+
+    /// GET a path as the test principal `id` (None: no token), with extra headers.
+    pub async fn get_as(
+        &self,
+        id: Option<&str>,
+        path: &str,
+        headers: &[(&str, &str)],
+    ) -> (u16, Value) {
+        let token = id.map(token_for);
+        self.get_with(path, token.as_deref(), headers).await
+    }
+
+    /// GET with an explicit token.
+    pub async fn get_with(
+        &self,
+        path: &str,
+        token: Option<&str>,
+        headers: &[(&str, &str)],
+    ) -> (u16, Value) {
         let res = self
-            .client
-            .get(format!("{}{}", self.address, path))
-            .send()
-            .await
-            .expect("Failed to GET");
+            .request(reqwest::Method::GET, path, token, headers, None)
+            .await;
         let status = res.status().as_u16();
         let body = res.json().await.unwrap_or(Value::Null);
         (status, body)
+    }
+
+    /// Any request, with an explicit token, headers and body.
+    pub async fn request(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        token: Option<&str>,
+        headers: &[(&str, &str)],
+        body: Option<String>,
+    ) -> reqwest::Response {
+        let mut req = self
+            .client
+            .request(method, format!("{}{}", self.address, path));
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        if let Some(b) = body {
+            req = req.header("Content-Type", "application/json").body(b);
+        }
+        req.send().await.expect("Failed to send a request")
+    }
+
+    /// POSTs an event as the test principal `id`.
+    pub async fn post_event_as(&self, id: &str, event: &Value) -> reqwest::Response {
+        self.request(
+            reqwest::Method::POST,
+            "/v1/events",
+            Some(&token_for(id)),
+            &[],
+            Some(event.to_string()),
+        )
+        .await
     }
 
     /// Resolves an identifier to a patient id via the API.
@@ -192,6 +328,32 @@ impl TestApp {
             .await;
         assert_eq!(status, 200, "lookup {kind}: {body}");
         body["patient_id"].as_str().expect("patient_id").to_string()
+    }
+
+    /// The Prometheus text.
+    pub async fn metrics(&self) -> String {
+        self.client
+            .get(format!("{}/metrics", self.address))
+            .send()
+            .await
+            .expect("Failed to GET /metrics")
+            .text()
+            .await
+            .unwrap_or_default()
+    }
+
+    /// PUTs a JSON body to a path, returning status and JSON body.
+    pub async fn put(&self, path: &str, body: &Value) -> (u16, Value) {
+        let res = self
+            .client
+            .put(format!("{}{}", self.address, path))
+            .bearer_auth(&self.token)
+            .json(body)
+            .send()
+            .await
+            .expect("Failed to PUT");
+        let status = res.status().as_u16();
+        (status, res.json().await.unwrap_or(Value::Null))
     }
 
     /// Moves routing's clock forward and runs its timers once.
@@ -205,6 +367,7 @@ impl TestApp {
         let res = self
             .client
             .post(format!("{}{}", self.address, path))
+            .bearer_auth(&self.token)
             .json(body)
             .send()
             .await

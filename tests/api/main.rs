@@ -4,9 +4,13 @@ mod helpers;
 
 mod amqp;
 mod broker;
+mod canary;
 mod chaos;
 mod contract;
 mod drills;
 mod health;
 mod journeys;
 mod routing;
+mod security;
+mod supervision;
+mod tls;

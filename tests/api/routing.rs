@@ -642,3 +642,76 @@ async fn agent_state_over_http_is_validated_and_unknown_contacts_are_not_found()
     assert_eq!(status, 200);
     assert_eq!(app.get("/v1/contacts/nope").await.0, 404);
 }
+
+#[actix_web::test]
+async fn after_a_restart_waiting_contacts_are_routed_again_keeping_their_place() {
+    use crate::helpers::{spawn_app_with, test_settings};
+    let (settings, dir) = test_settings(Backend::Sqlite).await;
+    let before = spawn_app_with(settings.clone(), dir).await;
+    start(
+        &before,
+        json!({"mrn": "RST-1"}),
+        "voice",
+        "rst-call",
+        json!({"skill": "billing"}),
+        days_ago(0, 0),
+    )
+    .await;
+    start(
+        &before,
+        json!({"mrn": "RST-2"}),
+        "iva",
+        "rst-bot",
+        json!({"intent": "clinic_hours"}),
+        days_ago(0, 0),
+    )
+    .await;
+    start(
+        &before,
+        json!({"mrn": "RST-3"}),
+        "chat",
+        "rst-done",
+        json!({"skill": "billing"}),
+        days_ago(0, 0),
+    )
+    .await;
+    before
+        .store_event(&event(
+            "contact.ended",
+            "chat",
+            days_ago(0, 0),
+            json!({"mrn": "RST-3"}),
+            json!({"contact_id": "rst-done"}),
+        ))
+        .await;
+    let waited_from = routed(&before, "rst-call").await["queued_at"].clone();
+
+    // A second runtime on the same store: its routing starts empty and recovers.
+    let after = spawn_app_with(settings, None).await;
+    let call = routed(&after, "rst-call").await;
+    assert_eq!(call["state"], "queued");
+    assert_eq!(call["skill"], "billing");
+    let t = |v: &Value| chrono::DateTime::parse_from_rfc3339(v.as_str().unwrap()).unwrap();
+    let drift = (t(&call["queued_at"]) - t(&waited_from))
+        .num_milliseconds()
+        .abs();
+    assert!(
+        drift < 1000,
+        "keeps its waiting time (drift {drift} ms): {call}"
+    );
+    assert_eq!(routed(&after, "rst-bot").await["state"], "self_service");
+    assert_eq!(
+        after.get("/v1/contacts/rst-done").await.0,
+        404,
+        "an ended contact is not routed again"
+    );
+    agent(
+        &after,
+        "b-1",
+        "north",
+        json!({"billing": 3}),
+        json!({"voice": 1}),
+    )
+    .await;
+    assert_eq!(routed(&after, "rst-call").await["offered_to"], "b-1");
+}

@@ -112,6 +112,8 @@ pub struct RoutingConfig {
     pub default_skill: String,
     /// Lowest proficiency before relaxation (relaxation steps may require more).
     pub min_proficiency: u8,
+    /// At start, open contacts that began within this many seconds are routed again.
+    pub recovery_window_secs: u32,
 }
 
 impl Default for RoutingConfig {
@@ -143,6 +145,7 @@ impl Default for RoutingConfig {
             ]),
             default_skill: "general".into(),
             min_proficiency: 1,
+            recovery_window_secs: 24 * 3600,
         }
     }
 }

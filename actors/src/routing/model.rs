@@ -8,7 +8,7 @@ use crate::ids::{ContactId, PatientId, SiteId};
 use crate::journey::BotTurnView;
 use crate::rules::frustration::{FiredSignal, Level};
 use crate::rules::matching::{ContactNeeds, SiteScope};
-use crate::rules::priority::{score_at, PriorityKey};
+use crate::rules::priority::{priority_key, score_at, PriorityKey};
 
 /// Where a contact is in routing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -105,6 +105,49 @@ pub struct RoutedContact {
 }
 
 impl RoutedContact {
+    /// A contact entering routing now, before any rule has looked at it.
+    pub fn new(
+        contact_id: ContactId,
+        patient_id: PatientId,
+        site: SiteId,
+        channel: Channel,
+        cfg: &super::RoutingConfig,
+        now: DateTime<Utc>,
+    ) -> RoutedContact {
+        let id = contact_id.to_string();
+        RoutedContact {
+            contact_id,
+            patient_id,
+            origin_site: site.clone(),
+            site,
+            skill: cfg.default_skill.clone(),
+            channel,
+            intent: None,
+            state: ContactState::Queued,
+            key: priority_key(0, 0, now, &id, &cfg.priority),
+            base_priority: 0,
+            boosts: 0,
+            level: Level::Normal,
+            min_proficiency: cfg.min_proficiency,
+            cross_site: false,
+            preferred_agent: None,
+            preferred_until: None,
+            excluded_agents: Vec::new(),
+            offered_to: None,
+            offer_deadline: None,
+            assigned_agent: None,
+            queued_at: None,
+            answered_at: None,
+            moved_at: None,
+            relaxation_step: None,
+            transcript: Vec::new(),
+            signals: Vec::new(),
+            reasons: Vec::new(),
+            offers_made: 0,
+            cause: uuid::Uuid::nil(),
+        }
+    }
+
     /// Records a rule that fired.
     pub fn reason(
         &mut self,

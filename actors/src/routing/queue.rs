@@ -436,7 +436,13 @@ pub struct DispatchOutcome {
 /// Add a contact and dispatch.
 #[derive(Message)]
 #[rtype(result = "DispatchOutcome")]
-pub struct Enqueue(pub RoutedContact);
+pub struct Enqueue {
+    /// The contact (its `queued_at` set).
+    pub contact: RoutedContact,
+    /// True for a new arrival (counted in the queue's statistics), false for a
+    /// contact coming back (offer declined, moved, recovered).
+    pub arrival: bool,
+}
 
 /// Try to offer waiting contacts to free agents (after relaxation or a freed agent).
 #[derive(Message)]
@@ -622,12 +628,10 @@ impl Handler<Enqueue> for QueueActor {
 
     fn handle(&mut self, msg: Enqueue, ctx: &mut Self::Context) -> Self::Result {
         let now = self.clock.now();
-        let mut c = msg.0;
-        if c.queued_at.is_none() {
-            c.queued_at = Some(now);
+        if msg.arrival {
             self.state.stats.arrived(now);
         }
-        self.state.insert(c);
+        self.state.insert(msg.contact);
         AtomicResponse::new(self.dispatch(ctx))
     }
 }

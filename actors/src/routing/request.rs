@@ -50,6 +50,8 @@ pub struct NeedsHuman {
     pub from_bot: bool,
     /// The event that caused the request (command ids derive from it).
     pub cause: Uuid,
+    /// When the contact started waiting, if before now (recovery after a restart).
+    pub waiting_since: Option<DateTime<Utc>>,
 }
 
 /// What routing must do after a journey event.
@@ -148,6 +150,92 @@ fn returning_to(
         .and_then(|c| c.last_agent.clone())
 }
 
+/// The request to queue `contact` for a human, with its frustration assessment and
+/// the agent to offer first.
+fn needs_human(
+    journey: &Journey,
+    contact: &ContactView,
+    now: DateTime<Utc>,
+    cfg: &RoutingConfig,
+    from_bot: bool,
+    cause: Uuid,
+    waiting_since: Option<DateTime<Utc>>,
+) -> NeedsHuman {
+    let skill = cfg.skill_for(contact.skill.as_deref(), contact.intent.as_deref());
+    let facts = journey_facts(journey, contact, &skill, now);
+    let assessment = assess(&facts, &cfg.frustration);
+    let (preferred_agent, preferred_because) = match assessment.route_to_last_owner() {
+        Some((Some(agent), _)) => (Some(agent.to_string()), Some("repeated_transfers")),
+        _ => match returning_to(journey, contact, &skill, now, cfg) {
+            Some(agent) => (Some(agent), Some("returning_patient")),
+            None => (None, None),
+        },
+    };
+    NeedsHuman {
+        contact_id: contact.id.clone(),
+        patient_id: journey.patient_id,
+        site: contact.site.clone(),
+        channel: human_channel(contact.channel),
+        base_priority: base_priority(contact.intent.as_deref(), &cfg.priority),
+        intent: contact.intent.clone(),
+        skill,
+        assessment,
+        preferred_agent,
+        preferred_because,
+        transcript: if from_bot {
+            contact.bot_turns.clone()
+        } else {
+            Vec::new()
+        },
+        from_bot,
+        cause,
+        waiting_since,
+    }
+}
+
+/// After a restart, what routing must do for each open contact of the journey:
+/// a bot session that has not failed is self-service again; anything else waits for
+/// a human from when it started (or was last transferred), so it keeps its place.
+pub fn recovery_requests(
+    journey: &Journey,
+    cfg: &RoutingConfig,
+    now: DateTime<Utc>,
+) -> Vec<RouteRequest> {
+    journey
+        .open_contacts()
+        .into_iter()
+        .map(|c| {
+            let unresolved = c.unresolved_bot_exchanges();
+            let staff_spoke = c
+                .messages
+                .iter()
+                .any(|m| m.from == crate::event::Author::Staff);
+            let bot_session =
+                (c.channel == Channel::Iva || !c.bot_turns.is_empty()) && c.transfers.is_empty();
+            let handed_off = bot_should_hand_off(unresolved, &cfg.frustration);
+            if bot_session && !handed_off && !staff_spoke {
+                return RouteRequest::SelfService {
+                    contact_id: c.id.clone(),
+                    patient_id: journey.patient_id,
+                    site: c.site.clone(),
+                    channel: c.channel,
+                };
+            }
+            let since = c.transfers.last().map(|t| t.at).unwrap_or(c.started_at);
+            let cause = Uuid::new_v5(&Uuid::NAMESPACE_OID, format!("recover:{}", c.id).as_bytes());
+            RouteRequest::Queue(Box::new(needs_human(
+                journey,
+                c,
+                now,
+                cfg,
+                handed_off,
+                cause,
+                Some(since),
+            )))
+        })
+        .collect()
+}
+
 /// Decides what routing must do after `event` was applied to `journey`.
 pub fn route_request(
     journey: &Journey,
@@ -158,35 +246,9 @@ pub fn route_request(
     let contact = journey.contacts.get(&contact_id)?;
     let now = event.occurred_at;
     let needs_human = |from_bot: bool| {
-        let skill = cfg.skill_for(contact.skill.as_deref(), contact.intent.as_deref());
-        let facts = journey_facts(journey, contact, &skill, now);
-        let assessment = assess(&facts, &cfg.frustration);
-        let (preferred_agent, preferred_because) = match assessment.route_to_last_owner() {
-            Some((Some(agent), _)) => (Some(agent.to_string()), Some("repeated_transfers")),
-            _ => match returning_to(journey, contact, &skill, now, cfg) {
-                Some(agent) => (Some(agent), Some("returning_patient")),
-                None => (None, None),
-            },
-        };
-        RouteRequest::Queue(Box::new(NeedsHuman {
-            contact_id: contact_id.clone(),
-            patient_id: journey.patient_id,
-            site: contact.site.clone(),
-            channel: human_channel(contact.channel),
-            base_priority: base_priority(contact.intent.as_deref(), &cfg.priority),
-            intent: contact.intent.clone(),
-            skill,
-            assessment,
-            preferred_agent,
-            preferred_because,
-            transcript: if from_bot {
-                contact.bot_turns.clone()
-            } else {
-                Vec::new()
-            },
-            from_bot,
-            cause: event.id,
-        }))
+        RouteRequest::Queue(Box::new(needs_human(
+            journey, contact, now, cfg, from_bot, event.id, None,
+        )))
     };
     match &event.kind {
         EventKind::ContactStarted { .. } if is_self_service(event) => {

@@ -26,7 +26,7 @@ use super::request::{NeedsHuman, RouteRequest};
 use super::{Clock, RoutingConfig};
 use crate::command::{Command, CommandType};
 use crate::event::Channel;
-use crate::ids::{ContactId, PatientId, SiteId};
+use crate::ids::{PatientId, SiteId};
 use crate::ports::{CommandSink, RoutingObserver};
 use crate::rules::frustration::{Action, Level};
 use crate::rules::overflow::{plan_overflow, OverflowStates};
@@ -119,16 +119,14 @@ impl Routing {
         }
     }
 
-    /// Runs [`Routing::tick`] every `tick_interval_ms` (read each time: reloadable).
-    pub fn spawn_timers(&self) {
-        let me = self.clone();
-        actix::spawn(async move {
-            loop {
-                let ms = me.config().tick_interval_ms.max(1);
-                tokio::time::sleep(StdDuration::from_millis(ms)).await;
-                me.tick().await;
-            }
-        });
+    /// Runs [`Routing::tick`] every `tick_interval_ms` (read each time: reloadable),
+    /// forever; the runtime runs it under its supervisor.
+    pub async fn run_timers(self) {
+        loop {
+            let ms = self.config().tick_interval_ms.max(1);
+            tokio::time::sleep(StdDuration::from_millis(ms)).await;
+            self.tick().await;
+        }
     }
 
     /// The thresholds in force.
@@ -217,12 +215,22 @@ impl Routing {
     }
 
     async fn enqueue(&self, st: &mut RouterState, mut c: RoutedContact) {
+        let arrival = c.queued_at.is_none();
+        if arrival {
+            c.queued_at = Some(self.now());
+        }
         c.state = ContactState::Queued;
         c.offered_to = None;
         c.offer_deadline = None;
         let addr = self.queue_addr(st, &c.site, &c.skill);
         self.remember(st, c.clone());
-        match addr.send(queue::Enqueue(c)).await {
+        match addr
+            .send(queue::Enqueue {
+                contact: c,
+                arrival,
+            })
+            .await
+        {
             Ok(outcome) => self.process(st, outcome).await,
             Err(e) => tracing::error!(error.message = %e, "queue actor unavailable"),
         }
@@ -277,7 +285,8 @@ impl Routing {
                 channel,
             } => {
                 if !st.contacts.contains_key(&id) {
-                    let mut c = blank(contact_id, patient_id, site, channel, &cfg, now);
+                    let mut c =
+                        RoutedContact::new(contact_id, patient_id, site, channel, &cfg, now);
                     c.state = ContactState::SelfService;
                     c.reason(
                         "self_service",
@@ -316,7 +325,7 @@ impl Routing {
         }
         let urgent = n.assessment.level == Level::Urgent;
         let boosts = effective_boosts(n.base_priority, n.assessment.score, urgent, &cfg.priority);
-        let mut c = blank(
+        let mut c = RoutedContact::new(
             n.contact_id.clone(),
             n.patient_id,
             n.site.clone(),
@@ -331,7 +340,9 @@ impl Routing {
         c.base_priority = n.base_priority;
         c.boosts = boosts;
         c.level = n.assessment.level;
-        c.key = priority_key(n.base_priority, boosts, now, &id, &cfg.priority);
+        let since = n.waiting_since.unwrap_or(now).min(now);
+        c.key = priority_key(n.base_priority, boosts, since, &id, &cfg.priority);
+        c.queued_at = n.waiting_since.map(|t| t.min(now));
         c.transcript = n.transcript;
         c.signals = n.assessment.signals.clone();
         if let Some(p) = previous {
@@ -860,48 +871,6 @@ fn trim_bot(st: &mut RouterState, now: DateTime<Utc>, cfg: &RoutingConfig) {
     let cut = now - Duration::seconds(i64::from(cfg.stats_window_secs));
     while st.bot_outcomes.front().is_some_and(|(t, _)| *t < cut) {
         st.bot_outcomes.pop_front();
-    }
-}
-
-fn blank(
-    contact_id: ContactId,
-    patient_id: PatientId,
-    site: SiteId,
-    channel: Channel,
-    cfg: &RoutingConfig,
-    now: DateTime<Utc>,
-) -> RoutedContact {
-    let id = contact_id.to_string();
-    RoutedContact {
-        contact_id,
-        patient_id,
-        origin_site: site.clone(),
-        site,
-        skill: cfg.default_skill.clone(),
-        channel,
-        intent: None,
-        state: ContactState::Queued,
-        key: priority_key(0, 0, now, &id, &cfg.priority),
-        base_priority: 0,
-        boosts: 0,
-        level: Level::Normal,
-        min_proficiency: cfg.min_proficiency,
-        cross_site: false,
-        preferred_agent: None,
-        preferred_until: None,
-        excluded_agents: Vec::new(),
-        offered_to: None,
-        offer_deadline: None,
-        assigned_agent: None,
-        queued_at: None,
-        answered_at: None,
-        moved_at: None,
-        relaxation_step: None,
-        transcript: Vec::new(),
-        signals: Vec::new(),
-        reasons: Vec::new(),
-        offers_made: 0,
-        cause: uuid::Uuid::nil(),
     }
 }
 

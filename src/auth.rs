@@ -1,0 +1,394 @@
+//! Who is calling: principals, their roles and site scopes, found by the SHA-256 of
+//! the bearer token they present.
+//!
+//! Tokens are never stored: configuration and the principals file hold only the
+//! hex SHA-256 of each token. A fast hash is adequate here (and a password hash such
+//! as Argon2 is not needed) because tokens are machine-generated with at least 128
+//! bits of entropy: no dictionary exists to try, and a preimage search on 2^128
+//! candidates is infeasible at any hash speed. Slow hashes exist to protect
+//! low-entropy human passwords. A hash-map lookup by digest also means the presented
+//! token is never compared byte by byte with a stored secret (no timing oracle).
+//!
+//! Agents' access to patient data also depends on routing state, asked through the
+//! [`AssignmentCheck`] port.
+//!
+//! Rotation without restart: the principals file is re-read on SIGHUP and whenever
+//! its modification time changes (polled every `reload_interval_secs`). A principal
+//! may be listed with two tokens during a rotation window. A file that fails to
+//! parse is refused as a whole and the previous set stays in force.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, SystemTime};
+
+use frontdoor_actors::ids::PatientId;
+use frontdoor_actors::ports::BoxFuture;
+use serde::Deserialize;
+use sha2::{Digest, Sha256};
+
+use crate::configuration::{PrincipalEntry, SecuritySettings};
+use crate::metrics as m;
+
+/// What a principal may do, in broad strokes (the route table refines it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// A channel adapter: posts events, nothing else.
+    Adapter,
+    /// A front-line agent: its own state; a patient's context only while holding one
+    /// of that patient's contacts.
+    Agent,
+    /// A supervisor: queues, agents and contacts of its sites; patient context with a
+    /// stated reason.
+    Supervisor,
+    /// Everything, including the audit log.
+    Admin,
+    /// A monitoring system: readiness and metrics only.
+    Monitor,
+}
+
+impl Role {
+    /// Every role (the role matrix test walks these).
+    pub const ALL: [Role; 5] = [
+        Role::Adapter,
+        Role::Agent,
+        Role::Supervisor,
+        Role::Admin,
+        Role::Monitor,
+    ];
+
+    /// The role's name (a bounded metric label, and what the audit log records).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Adapter => "adapter",
+            Role::Agent => "agent",
+            Role::Supervisor => "supervisor",
+            Role::Admin => "admin",
+            Role::Monitor => "monitor",
+        }
+    }
+}
+
+/// An authenticated caller.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Principal {
+    /// Stable id: the agent id for agents, a system name for adapters. Staff and
+    /// system ids, never patient data; recorded in the audit log.
+    pub id: String,
+    /// The role.
+    pub role: Role,
+    /// Sites the principal acts for; `*` means all.
+    pub sites: Vec<String>,
+}
+
+impl Principal {
+    /// True when the principal may act for `site`.
+    pub fn covers_site(&self, site: &str) -> bool {
+        self.sites.iter().any(|s| s == "*" || s == site)
+    }
+
+    /// True when the principal's scope is every site.
+    pub fn all_sites(&self) -> bool {
+        self.sites.iter().any(|s| s == "*")
+    }
+}
+
+impl fmt::Debug for Principal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Principal")
+            .field("id", &self.id)
+            .field("role", &self.role)
+            .field("sites", &self.sites)
+            .finish()
+    }
+}
+
+/// Whether an agent holds one of a patient's contacts (offered to it or assigned to
+/// it) right now: the minimum-necessary rule for agents. Routing implements it; the
+/// HTTP layer only asks.
+pub trait AssignmentCheck: Send + Sync {
+    /// True while a contact of `patient` is offered or assigned to `agent_id`.
+    fn agent_holds_patient(&self, agent_id: &str, patient: PatientId) -> BoxFuture<'static, bool>;
+}
+
+/// Knows no assignments: without a routing engine an agent holds nothing, so agents
+/// read no patient context.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct NoAssignments;
+
+impl AssignmentCheck for NoAssignments {
+    fn agent_holds_patient(&self, _: &str, _: PatientId) -> BoxFuture<'static, bool> {
+        Box::pin(std::future::ready(false))
+    }
+}
+
+/// Routing knows which agent holds which contact (offered, assigned or wrapping up).
+impl AssignmentCheck for frontdoor_actors::routing::router::Routing {
+    fn agent_holds_patient(&self, agent_id: &str, patient: PatientId) -> BoxFuture<'static, bool> {
+        let routing = self.clone();
+        let agent = agent_id.to_string();
+        Box::pin(async move { routing.agent_holds_patient(&agent, patient).await })
+    }
+}
+
+/// The hex SHA-256 of a token (what configuration stores).
+pub fn token_digest(token: &str) -> String {
+    hex::encode(Sha256::digest(token.as_bytes()))
+}
+
+/// Why a principal set could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum PrincipalsError {
+    /// The file could not be read.
+    #[error("cannot read the principals file: {0}")]
+    Io(#[from] std::io::Error),
+    /// The file is not valid TOML of the expected shape.
+    #[error("the principals file is invalid: {0}")]
+    Parse(String),
+    /// An entry is unusable.
+    #[error("principal {id}: {reason}")]
+    Invalid { id: String, reason: &'static str },
+}
+
+/// The principals file: `[[principal]]` tables.
+#[derive(Debug, Deserialize)]
+struct PrincipalsFile {
+    /// The `[[principal]]` entries.
+    #[serde(default)]
+    principal: Vec<PrincipalEntry>,
+}
+
+fn index(entries: &[PrincipalEntry]) -> Result<HashMap<[u8; 32], Principal>, PrincipalsError> {
+    let mut out = HashMap::with_capacity(entries.len());
+    for e in entries {
+        let invalid = |reason| PrincipalsError::Invalid {
+            id: e.id.clone(),
+            reason,
+        };
+        if e.id.trim().is_empty() || e.id.len() > 128 {
+            return Err(invalid("id must be 1 to 128 characters"));
+        }
+        let mut digest = [0u8; 32];
+        hex::decode_to_slice(e.token_sha256.trim(), &mut digest)
+            .map_err(|_| invalid("token_sha256 must be 64 hex characters"))?;
+        if e.sites.is_empty() {
+            return Err(invalid("sites must name at least one site, or \"*\""));
+        }
+        let principal = Principal {
+            id: e.id.clone(),
+            role: e.role,
+            sites: e.sites.clone(),
+        };
+        if out.insert(digest, principal).is_some() {
+            return Err(invalid("the same token hash is listed twice"));
+        }
+    }
+    Ok(out)
+}
+
+/// The principals in force (cheap to clone; reloads are visible to every clone).
+#[derive(Clone)]
+pub struct Principals {
+    /// Digest → principal.
+    by_digest: Arc<RwLock<HashMap<[u8; 32], Principal>>>,
+    /// Principals from configuration (always in force, merged with the file's).
+    inline: Arc<Vec<PrincipalEntry>>,
+    /// The principals file, if configured.
+    file: Option<PathBuf>,
+}
+
+impl fmt::Debug for Principals {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Principals")
+            .field("file", &self.file)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Principals {
+    /// Loads the configured principals (inline and file).
+    pub fn load(settings: &SecuritySettings) -> Result<Principals, PrincipalsError> {
+        let file = settings
+            .principals_file
+            .as_ref()
+            .filter(|p| !p.as_os_str().is_empty())
+            .cloned();
+        let p = Principals {
+            by_digest: Arc::new(RwLock::new(HashMap::new())),
+            inline: Arc::new(settings.principals.clone()),
+            file,
+        };
+        p.reload()?;
+        Ok(p)
+    }
+
+    /// Re-reads the principals file; on error the previous set stays in force.
+    pub fn reload(&self) -> Result<usize, PrincipalsError> {
+        let mut entries: Vec<PrincipalEntry> = self.inline.as_ref().clone();
+        if let Some(path) = &self.file {
+            entries.extend(read_file(path)?);
+        }
+        let fresh = index(&entries)?;
+        let n = fresh.len();
+        // unwrap: the lock is only held for a swap or a lookup, neither of which panics.
+        *self.by_digest.write().unwrap() = fresh;
+        metrics::gauge!(m::PRINCIPALS).set(n as f64);
+        Ok(n)
+    }
+
+    /// The principal holding `token`, if any.
+    pub fn authenticate(&self, token: &str) -> Option<Principal> {
+        let digest: [u8; 32] = Sha256::digest(token.as_bytes()).into();
+        // unwrap: see `reload`.
+        self.by_digest.read().unwrap().get(&digest).cloned()
+    }
+
+    /// Reloads on SIGHUP and when the file's modification time changes.
+    pub fn spawn_reloader(&self, interval: Duration) {
+        let Some(path) = self.file.clone() else {
+            return;
+        };
+        let this = self.clone();
+        actix_rt::spawn(async move {
+            let mut last = modified(&path);
+            let mut tick = tokio::time::interval(interval.max(Duration::from_millis(50)));
+            #[cfg(unix)]
+            let mut hup =
+                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
+            loop {
+                #[cfg(unix)]
+                let why = match hup.as_mut() {
+                    Some(h) => tokio::select! {
+                        _ = tick.tick() => "poll",
+                        _ = h.recv() => "sighup",
+                    },
+                    None => {
+                        tick.tick().await;
+                        "poll"
+                    }
+                };
+                #[cfg(not(unix))]
+                let why = {
+                    tick.tick().await;
+                    "poll"
+                };
+                let now = modified(&path);
+                if why == "poll" && now == last {
+                    continue;
+                }
+                last = now;
+                match this.reload() {
+                    Ok(n) => {
+                        metrics::counter!(m::PRINCIPAL_RELOADS_TOTAL, "outcome" => "ok")
+                            .increment(1);
+                        tracing::info!(principals = n, trigger = why, "principals reloaded");
+                    }
+                    Err(e) => {
+                        metrics::counter!(m::PRINCIPAL_RELOADS_TOTAL, "outcome" => "error")
+                            .increment(1);
+                        tracing::error!(error.message = %e, trigger = why, "principals file refused; the previous set stays in force");
+                    }
+                }
+            }
+        });
+    }
+}
+
+fn modified(path: &Path) -> Option<SystemTime> {
+    std::fs::metadata(path).and_then(|m| m.modified()).ok()
+}
+
+fn read_file(path: &Path) -> Result<Vec<PrincipalEntry>, PrincipalsError> {
+    let text = std::fs::read_to_string(path)?;
+    let parsed: PrincipalsFile = toml_from_str(&text)?;
+    Ok(parsed.principal)
+}
+
+fn toml_from_str(text: &str) -> Result<PrincipalsFile, PrincipalsError> {
+    config::Config::builder()
+        .add_source(config::File::from_str(text, config::FileFormat::Toml))
+        .build()
+        .and_then(|c| c.try_deserialize())
+        .map_err(|e| PrincipalsError::Parse(e.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(id: &str, role: Role, token: &str) -> PrincipalEntry {
+        PrincipalEntry {
+            id: id.into(),
+            role,
+            sites: vec!["north".into()],
+            token_sha256: token_digest(token),
+        }
+    }
+
+    fn settings(entries: Vec<PrincipalEntry>, file: Option<PathBuf>) -> SecuritySettings {
+        SecuritySettings {
+            principals: entries,
+            principals_file: file,
+            ..SecuritySettings::default()
+        }
+    }
+
+    #[test]
+    fn a_token_authenticates_by_its_digest_and_an_unknown_one_does_not() {
+        let p = Principals::load(&settings(
+            vec![entry(
+                "agent-7",
+                Role::Agent,
+                "tok-agent-7-abcdefghijklmnop",
+            )],
+            None,
+        ))
+        .unwrap();
+        let who = p.authenticate("tok-agent-7-abcdefghijklmnop").unwrap();
+        assert_eq!((who.id.as_str(), who.role), ("agent-7", Role::Agent));
+        assert!(p.authenticate("tok-agent-7-abcdefghijklmnoq").is_none());
+        assert!(p.authenticate("").is_none());
+    }
+
+    #[test]
+    fn a_malformed_hash_or_a_duplicate_token_is_refused() {
+        let mut bad = entry("a", Role::Admin, "x");
+        bad.token_sha256 = "abc".into();
+        assert!(Principals::load(&settings(vec![bad], None)).is_err());
+        let dup = vec![
+            entry("a", Role::Admin, "same"),
+            entry("b", Role::Agent, "same"),
+        ];
+        assert!(Principals::load(&settings(dup, None)).is_err());
+    }
+
+    #[test]
+    fn the_file_is_reloaded_and_a_broken_file_keeps_the_previous_set() {
+        let dir = std::env::temp_dir().join(format!("fd-principals-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("principals.toml");
+        let write = |token: &str| {
+            std::fs::write(
+                &path,
+                format!(
+                    "[[principal]]\nid = \"ehr\"\nrole = \"adapter\"\nsites = [\"north\"]\ntoken_sha256 = \"{}\"\n",
+                    token_digest(token)
+                ),
+            )
+            .unwrap();
+        };
+        write("old-token");
+        let p = Principals::load(&settings(Vec::new(), Some(path.clone()))).unwrap();
+        assert!(p.authenticate("old-token").is_some());
+        write("new-token");
+        p.reload().unwrap();
+        assert!(p.authenticate("old-token").is_none());
+        assert!(p.authenticate("new-token").is_some());
+        std::fs::write(&path, "[[principal]]\nid = ").unwrap();
+        assert!(p.reload().is_err());
+        assert!(p.authenticate("new-token").is_some(), "previous set kept");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}

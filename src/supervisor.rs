@@ -1,0 +1,182 @@
+//! Supervision of the runtime's actors and long-running tasks.
+//!
+//! [`ActorStats`] receives what the actors report (restarts, escalations, poison
+//! messages, shed messages), records it as metrics and keeps counts for
+//! `GET /v1/runtime`. [`supervise`] runs a long-running task (router timers, the
+//! store probe, the broker consumer...) under a [`SupervisionPolicy`]: a task that
+//! fails or panics is restarted after backoff; more than `max_restarts` within
+//! `within_secs` escalates: the component is marked down (readiness, metric) and
+//! retried at the longest backoff until it recovers, instead of looping hot.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::panic::AssertUnwindSafe;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+use frontdoor_actors::patient::panic_reason;
+use frontdoor_actors::ports::ActorObserver;
+use frontdoor_actors::supervision::{Decision, Restart, RestartTracker, SupervisionPolicy};
+use futures_util::FutureExt;
+use serde::Serialize;
+
+use crate::metrics as m;
+
+/// Counts per actor or component kind.
+#[derive(Debug, Clone, Copy, Default, Serialize)]
+pub struct KindStats {
+    /// Restarts.
+    pub restarts: u64,
+    /// Escalations to the parent.
+    pub escalations: u64,
+    /// Messages sent to the dead-letter path.
+    pub poisoned: u64,
+    /// Messages shed because mailboxes were full.
+    pub shed: u64,
+    /// False after an escalation, until the component runs again.
+    pub up: bool,
+}
+
+/// What supervision has seen, by kind.
+#[derive(Default)]
+pub struct ActorStats {
+    /// Counts by kind.
+    kinds: Mutex<BTreeMap<&'static str, KindStats>>,
+}
+
+impl ActorStats {
+    fn with(&self, kind: &'static str, f: impl FnOnce(&mut KindStats)) {
+        if let Ok(mut k) = self.kinds.lock() {
+            let e = k.entry(kind).or_insert(KindStats {
+                up: true,
+                ..KindStats::default()
+            });
+            f(e);
+        }
+    }
+
+    /// Marks a component up or down.
+    pub fn set_up(&self, kind: &'static str, up: bool) {
+        self.with(kind, |k| k.up = up);
+        metrics::gauge!(m::COMPONENT_UP, "kind" => kind).set(if up { 1.0 } else { 0.0 });
+    }
+
+    /// A snapshot of every kind.
+    pub fn snapshot(&self) -> BTreeMap<&'static str, KindStats> {
+        self.kinds.lock().map(|k| k.clone()).unwrap_or_default()
+    }
+
+    /// Components that escalated and are not running normally.
+    pub fn down(&self) -> Vec<&'static str> {
+        self.snapshot()
+            .into_iter()
+            .filter(|(_, s)| !s.up)
+            .map(|(k, _)| k)
+            .collect()
+    }
+}
+
+impl ActorObserver for ActorStats {
+    fn restarted(&self, kind: &'static str, reason: &str) {
+        self.with(kind, |k| k.restarts += 1);
+        metrics::counter!(m::ACTOR_RESTARTS_TOTAL, "kind" => kind).increment(1);
+        tracing::warn!(actor.kind = kind, reason, "restarted");
+    }
+
+    fn escalated(&self, kind: &'static str, reason: &str) {
+        self.with(kind, |k| k.escalations += 1);
+        metrics::counter!(m::ACTOR_ESCALATIONS_TOTAL, "kind" => kind).increment(1);
+        tracing::error!(
+            actor.kind = kind,
+            reason,
+            "restart intensity exceeded; escalated"
+        );
+    }
+
+    fn poisoned(&self, kind: &'static str) {
+        self.with(kind, |k| k.poisoned += 1);
+        metrics::counter!(m::POISON_MESSAGES_TOTAL, "kind" => kind).increment(1);
+    }
+
+    fn shed(&self, kind: &'static str) {
+        self.with(kind, |k| k.shed += 1);
+        metrics::counter!(m::MESSAGES_SHED_TOTAL, "kind" => kind).increment(1);
+    }
+}
+
+/// A restart policy shared with the reload path.
+pub type SharedPolicy = Arc<RwLock<SupervisionPolicy>>;
+
+/// Runs `task` forever under `policy`: restarted after an error, a panic or (for
+/// a permanent task) a normal return; escalated when it fails too often.
+pub fn supervise<F, Fut>(
+    kind: &'static str,
+    policy: SharedPolicy,
+    stats: Arc<ActorStats>,
+    mut task: F,
+) where
+    F: FnMut() -> Fut + 'static,
+    Fut: Future<Output = anyhow::Result<()>> + 'static,
+{
+    stats.set_up(kind, true);
+    actix_rt::spawn(async move {
+        let mut tracker = RestartTracker::default();
+        loop {
+            let outcome = AssertUnwindSafe(task()).catch_unwind().await;
+            let p = policy.read().map(|p| p.clone()).unwrap_or_default();
+            let reason = match outcome {
+                Ok(Ok(())) if p.restart != Restart::Permanent => {
+                    tracing::info!(component = kind, "finished");
+                    return;
+                }
+                Ok(Ok(())) => "stopped".to_string(),
+                Ok(Err(e)) => format!("{e:#}"),
+                Err(panic) => panic_reason(&panic),
+            };
+            match tracker.record(Instant::now(), &p) {
+                Decision::Restart { after } => {
+                    stats.restarted(kind, &reason);
+                    tokio::time::sleep(after).await;
+                }
+                Decision::Escalate => {
+                    stats.escalated(kind, &reason);
+                    stats.set_up(kind, false);
+                    tracker.reset();
+                    tokio::time::sleep(Duration::from_millis(p.max_backoff_ms)).await;
+                }
+                Decision::Stop => {
+                    tracing::warn!(
+                        component = kind,
+                        reason,
+                        "stopped; temporary components are not restarted"
+                    );
+                    stats.set_up(kind, false);
+                    return;
+                }
+            }
+        }
+    });
+}
+
+/// The store probe: pings the store every `interval`; fails (for the supervisor to
+/// count and escalate) while the store does not answer; marks itself up again
+/// once it does.
+pub async fn store_probe(
+    store: crate::store::Store,
+    interval: Duration,
+    stats: Arc<ActorStats>,
+) -> anyhow::Result<()> {
+    loop {
+        match store.ping().await {
+            Ok(()) => {
+                metrics::gauge!(m::STORE_UP).set(1.0);
+                stats.set_up("store_probe", true);
+            }
+            Err(e) => {
+                metrics::gauge!(m::STORE_UP).set(0.0);
+                return Err(anyhow::anyhow!("store unavailable: {e}"));
+            }
+        }
+        tokio::time::sleep(interval).await;
+    }
+}
