@@ -258,10 +258,32 @@ async fn process_batch(
     let (min, max) = ctx.settings.backoff();
     let mut store_backoff = Backoff::new(min, max);
     let mut paused = false;
+    // "Unavailable" while the store answers its ping: not an outage but something
+    // about these events (an actor that keeps failing on them, shedding). Retried
+    // here a few times, then returned to the broker, whose delivery limit decides.
+    let mut unexplained = vec![0u32; states.len()];
     loop {
         ingest_pending(&ctx.ingest, &mut states, &keys).await;
         if !states.iter().any(|s| matches!(s, State::Pending(_))) {
             break;
+        }
+        if ctx.ingest.store().ping().await.is_ok() {
+            for (i, s) in states.iter_mut().enumerate() {
+                if matches!(s, State::Pending(_)) {
+                    unexplained[i] += 1;
+                    if unexplained[i] >= ctx.settings.delivery_limit.max(1) {
+                        tracing::warn!("event keeps failing while the store is up; returned to the broker towards the delivery limit");
+                        *s = State::Failed;
+                    }
+                }
+            }
+            if shutdown
+                .sleep_or_triggered(store_backoff.next_delay())
+                .await
+            {
+                return settle(&deliveries, &states, dead_letters, ctx).await;
+            }
+            continue;
         }
         // The store is unavailable: keep the deliveries unacked, take nothing new,
         // and wait for it to come back.

@@ -270,3 +270,46 @@ async fn sigterm_drains_acks_what_was_stored_and_stops_within_the_grace_period()
     next.stop().await;
     adapter.cleanup().await;
 }
+
+#[actix_web::test]
+async fn an_event_that_crashes_its_patient_actor_every_time_is_dead_lettered_and_the_partition_moves_on(
+) {
+    let (mut settings, dir) = test_settings(Backend::Postgres).await;
+    enable_broker(&mut settings, &amqp_url());
+    settings.supervision.fault_injection = true;
+    settings.supervision.patient.max_restarts = 3;
+    settings.supervision.patient.backoff_ms = 5;
+    let adapter = Adapter::connect(&settings).await;
+    let mut app = spawn_app_with(settings, dir).await;
+    wait_until_ready(&app).await;
+    let mut poison = booking("MRN-B-6", "+15550101006");
+    poison["fault_injection"] = json!("panic");
+    adapter.publish_event(&poison, "MRN-B-6").await;
+    let after = booking("MRN-B-6", "+15550101006");
+    adapter.publish_event(&after, "MRN-B-6").await;
+    let dead = &adapter.names.dead_letter_queue;
+    eventually(WITHIN, "the crashing event dead-lettered", || async {
+        (adapter.ready(dead).await == 1).then_some(())
+    })
+    .await;
+    let letters = adapter.take_all(dead).await;
+    assert_eq!(
+        letters[0]
+            .delivery
+            .properties
+            .message_id()
+            .as_ref()
+            .map(|s| s.to_string()),
+        poison["id"].as_str().map(str::to_string)
+    );
+    wait_stored(&app, 1).await;
+    let log = app.store.event_log().await.unwrap();
+    assert_eq!(log.len(), 1, "the crashing event was never stored");
+    assert_eq!(
+        log[0].1,
+        after["id"].as_str().unwrap(),
+        "the patient's next event went through"
+    );
+    app.stop().await;
+    adapter.cleanup().await;
+}
