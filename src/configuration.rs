@@ -191,6 +191,9 @@ pub struct SecuritySettings {
     pub events_rate_per_sec: f64,
     /// Burst above the sustained rate each token may post.
     pub events_burst: u32,
+    /// Emergency access: agents and supervisors stating `X-Purpose-Of-Use: emergency`
+    /// and a reason may read a patient they would otherwise be refused (audited).
+    pub break_glass_enabled: bool,
 }
 
 impl Default for SecuritySettings {
@@ -204,6 +207,7 @@ impl Default for SecuritySettings {
             audit_purge_interval_secs: 86_400,
             events_rate_per_sec: 500.0,
             events_burst: 1000,
+            break_glass_enabled: false,
         }
     }
 }

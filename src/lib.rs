@@ -18,6 +18,7 @@
 //! - [`supervisor`]: restart policies for long-running components; actor statistics.
 //! - [`runtime`]: live reload of thresholds and the `/v1/runtime` view.
 //! - [`telemetry`]: tracing subscriber setup.
+//! - [`simulate`]: `frontdoor simulate`, the traffic simulator.
 
 pub mod audit;
 pub mod auth;
@@ -27,6 +28,7 @@ pub mod http;
 pub mod ingest;
 pub mod metrics;
 pub mod runtime;
+pub mod simulate;
 pub mod startup;
 pub mod store;
 pub mod supervisor;

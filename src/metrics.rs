@@ -24,6 +24,8 @@ pub const RESIDENT_PATIENTS: &str = "frontdoor_patients_resident";
 pub const IDENTITY_RESOLUTIONS_TOTAL: &str = "frontdoor_identity_resolutions_total";
 /// HTTP requests, by `route`, `method` and `status` class.
 pub const HTTP_REQUESTS_TOTAL: &str = "frontdoor_http_requests_total";
+/// Resident set size of the process (Linux `/proc/self/statm`).
+pub const PROCESS_RESIDENT_MEMORY_BYTES: &str = "frontdoor_process_resident_memory_bytes";
 
 /// Broker deliveries settled by the consumer, by `outcome` (`stored`, `duplicate`,
 /// `routed`, `dead_lettered`, `requeued`).
@@ -49,6 +51,8 @@ pub const OUTBOX_COMMANDS: &str = "frontdoor_outbox_commands";
 /// Requests refused by authentication or authorization, by `reason`
 /// (`missing_token`, `unknown_token`, `forbidden`, `rate_limited`) and `role`.
 pub const AUTH_DENIED_TOTAL: &str = "frontdoor_auth_denied_total";
+/// Emergency (break-glass) reads of patient data, by `role`: each one is reviewed.
+pub const BREAK_GLASS_TOTAL: &str = "frontdoor_break_glass_total";
 /// Principals in force (after the last successful load).
 pub const PRINCIPALS: &str = "frontdoor_principals";
 /// Principals file reloads, by `outcome` (`ok`, `error`).
@@ -142,9 +146,43 @@ pub fn install() -> PrometheusHandle {
             // Another recorder may exist in tests that install their own; keep ours either way.
             let _ = metrics::set_global_recorder(recorder);
             describe();
+            zero_known_series();
             handle
         })
         .clone()
+}
+
+/// Why an event is rejected at the edge (the `reason` label of
+/// [`EVENTS_REJECTED_TOTAL`]).
+pub const REJECT_REASONS: [&str; 3] = ["validation", "too_large", "syntax"];
+
+/// Counters whose label sets are known up front start at zero, so a dashboard
+/// shows 0 (not "no data") before the first rejection.
+fn zero_known_series() {
+    for reason in REJECT_REASONS {
+        metrics::counter!(EVENTS_REJECTED_TOTAL, "reason" => reason).increment(0);
+    }
+}
+
+/// Starts the supervision counters of an actor kind at zero (called the first
+/// time supervision sees the kind).
+pub fn zero_actor_series(kind: &'static str) {
+    for name in [
+        ACTOR_RESTARTS_TOTAL,
+        ACTOR_ESCALATIONS_TOTAL,
+        POISON_MESSAGES_TOTAL,
+        MESSAGES_SHED_TOTAL,
+    ] {
+        metrics::counter!(name, "kind" => kind).increment(0);
+    }
+}
+
+/// Reads the resident set size from `/proc/self/statm` (None off Linux).
+pub fn process_resident_bytes() -> Option<f64> {
+    let statm = std::fs::read_to_string("/proc/self/statm").ok()?;
+    let pages: f64 = statm.split_whitespace().nth(1)?.parse().ok()?;
+    // The page size is 4 KiB on the x86-64 and arm64 Linux this runs on.
+    Some(pages * 4096.0)
 }
 
 fn describe() {
@@ -202,6 +240,10 @@ fn describe() {
     );
     describe_gauge!(PRINCIPALS, "Principals in force.");
     describe_counter!(
+        BREAK_GLASS_TOTAL,
+        "Emergency (break-glass) reads of patient data, by role."
+    );
+    describe_counter!(
         PRINCIPAL_RELOADS_TOTAL,
         "Principals file reloads by outcome."
     );
@@ -217,6 +259,11 @@ fn describe() {
     describe_counter!(
         HTTP_REQUESTS_TOTAL,
         "HTTP requests by route, method and status class."
+    );
+    describe_gauge!(
+        PROCESS_RESIDENT_MEMORY_BYTES,
+        Unit::Bytes,
+        "Resident set size of the process."
     );
 }
 

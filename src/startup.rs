@@ -231,6 +231,7 @@ impl Application {
         let max_json = settings.application.max_json_bytes;
         let server = HttpServer::new(move || {
             App::new()
+                .wrap(actix_web::middleware::from_fn(http::count_requests))
                 .app_data(state.clone())
                 .app_data(web::QueryConfig::default().error_handler(http::query_error))
                 .app_data(web::PathConfig::default().error_handler(http::path_error))
@@ -427,6 +428,9 @@ fn spawn_resident_gauge(patients: PatientRegistry) {
             tick.tick().await;
             let n = patients.resident().await;
             metrics::gauge!(m::RESIDENT_PATIENTS).set(n as f64);
+            if let Some(bytes) = m::process_resident_bytes() {
+                metrics::gauge!(m::PROCESS_RESIDENT_MEMORY_BYTES).set(bytes);
+            }
             metrics::gauge!(m::MAILBOX_DEPTH, "kind" => "patient").set(patients.in_flight() as f64);
         }
     });

@@ -47,9 +47,13 @@ pub struct ActorStats {
 impl ActorStats {
     fn with(&self, kind: &'static str, f: impl FnOnce(&mut KindStats)) {
         if let Ok(mut k) = self.kinds.lock() {
-            let e = k.entry(kind).or_insert(KindStats {
-                up: true,
-                ..KindStats::default()
+            let e = k.entry(kind).or_insert_with(|| {
+                // A kind's counters start at 0, so dashboards show 0, not "no data".
+                m::zero_actor_series(kind);
+                KindStats {
+                    up: true,
+                    ..KindStats::default()
+                }
             });
             f(e);
         }

@@ -219,6 +219,8 @@ pub async fn authorize(
     let stated_purpose = header(&req, PURPOSE_HEADER).map(Purpose::parse);
     let reason = header(&req, REASON_HEADER).and_then(valid_reason);
     let purpose = match (principal.role, stated_purpose) {
+        // Agents act for treatment; only break-glass (emergency) is theirs to state.
+        (Role::Agent, Some(Some(Purpose::Emergency))) => Purpose::Emergency,
         (Role::Agent, _) => Purpose::Treatment,
         (_, Some(Some(p))) => p,
         _ => Purpose::Operations,
@@ -335,11 +337,37 @@ pub async fn authorize_patient(
     if patient_decision(caller.access, holds, in_scope) {
         return Ok(());
     }
+    if break_glass(state, caller, surviving) {
+        return Ok(());
+    }
     let detail = match caller.access {
         Access::WhileAssigned => "no contact of this patient is offered or assigned to you",
         _ => "this patient is outside your sites",
     };
     Err(deny(state, caller, surviving.or(requested), detail).await)
+}
+
+/// Emergency access (break-glass, HIPAA 164.312(a)(2)(ii)): when enabled, an agent or
+/// supervisor that states `X-Purpose-Of-Use: emergency` and a reason reads an existing
+/// patient it would otherwise be refused. The read is audited with purpose
+/// `emergency` and the reason like any other, counted, and logged as a warning (staff
+/// id and internal patient id only) so that every use is reviewed.
+fn break_glass(state: &AppState, caller: &Caller, patient: Option<PatientId>) -> bool {
+    let Some(patient) = patient else {
+        return false;
+    };
+    let eligible = matches!(caller.access, Access::WhileAssigned | Access::WithReason);
+    if !(state.security.break_glass_enabled
+        && eligible
+        && caller.purpose == Purpose::Emergency
+        && caller.reason.is_some())
+    {
+        return false;
+    }
+    let role = caller.principal.role.as_str();
+    metrics::counter!(m::BREAK_GLASS_TOTAL, "role" => role).increment(1);
+    tracing::warn!(principal.id = %caller.principal.id, principal.role = role, patient_id = %patient, "break-glass access to patient data");
+    true
 }
 
 /// Refuses `caller` (403), auditing the refusal.

@@ -23,7 +23,10 @@ pub mod runtime;
 
 use std::sync::Arc;
 
+use actix_web::body::MessageBody;
+use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::http::StatusCode;
+use actix_web::middleware::Next;
 use actix_web::{web, HttpResponse};
 use metrics_exporter_prometheus::PrometheusHandle;
 
@@ -31,6 +34,7 @@ use crate::auth::{AssignmentCheck, Principals};
 use crate::broker::BrokerHealth;
 use crate::configuration::SecuritySettings;
 use crate::ingest::Ingest;
+use crate::metrics as m;
 
 /// What every handler can reach.
 pub struct AppState {
@@ -70,12 +74,55 @@ pub async fn not_found() -> HttpResponse {
     )
 }
 
+/// Answers a known path with another method with problem+json.
+pub async fn method_not_allowed() -> HttpResponse {
+    problem::problem_response(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method-not-allowed",
+        "Method not allowed",
+        "this path does not take that method".into(),
+        Vec::new(),
+    )
+}
+
 /// Turns query-string errors into problem+json (never echoing the query).
 pub fn query_error(
     _err: actix_web::error::QueryPayloadError,
     _req: &actix_web::HttpRequest,
 ) -> actix_web::Error {
     problem::ApiError::field("query", "could not be parsed").into()
+}
+
+/// Counts every request by route pattern (bounded: the registered patterns, or
+/// `unmatched`), method and status class.
+pub async fn count_requests(
+    req: ServiceRequest,
+    next: Next<impl MessageBody>,
+) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
+    let route = req.match_pattern().unwrap_or_else(|| "unmatched".into());
+    let method = match req.method().as_str() {
+        "GET" => "GET",
+        "POST" => "POST",
+        "PUT" => "PUT",
+        "DELETE" => "DELETE",
+        "PATCH" => "PATCH",
+        _ => "other",
+    };
+    let res = next.call(req).await;
+    let status = match &res {
+        Ok(r) => r.status().as_u16(),
+        Err(e) => e.as_response_error().status_code().as_u16(),
+    };
+    let class = match status / 100 {
+        1 => "1xx",
+        2 => "2xx",
+        3 => "3xx",
+        4 => "4xx",
+        _ => "5xx",
+    };
+    metrics::counter!(m::HTTP_REQUESTS_TOTAL, "route" => route, "method" => method, "status" => class)
+        .increment(1);
+    res
 }
 
 /// Turns JSON body errors (too large, malformed) into problem+json (never echoing the body).

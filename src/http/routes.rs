@@ -301,7 +301,7 @@ pub fn register(cfg: &mut web::ServiceConfig) {
         by_path.entry(spec.path).or_default().push(spec);
     }
     for path in order {
-        let mut resource = web::resource(path);
+        let mut resource = web::resource(path).default_service(web::to(super::method_not_allowed));
         for spec in &by_path[path] {
             let route = (spec.handler)(web::method(spec.method.clone()));
             let spec: &'static RouteSpec = spec;

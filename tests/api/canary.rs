@@ -296,8 +296,17 @@ async fn call(
 }
 
 #[actix_web::test]
-async fn no_canary_from_any_phi_field_reaches_logs_metrics_or_error_bodies() {
-    let app = spawn_app(Backend::Sqlite).await;
+async fn no_canary_from_any_phi_field_reaches_logs_metrics_or_error_bodies_on_sqlite() {
+    canary_run(Backend::Sqlite).await;
+}
+
+#[actix_web::test]
+async fn no_canary_from_any_phi_field_reaches_logs_metrics_or_error_bodies_on_postgres() {
+    canary_run(Backend::Postgres).await;
+}
+
+async fn canary_run(backend: Backend) {
+    let app = spawn_app(backend).await;
     let c = Canary::new();
     send_all_event_types(&app, &c).await;
 

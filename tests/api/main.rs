@@ -7,6 +7,7 @@ mod broker;
 mod canary;
 mod chaos;
 mod contract;
+mod dashboards;
 mod drills;
 mod health;
 mod journeys;

@@ -314,6 +314,15 @@ on_both_backends! {
         assert_eq!(e["purposeOfEvent"][0]["coding"][0]["code"], "TREAT");
         assert!(e["source"]["observer"].is_object());
         assert_eq!(bundle["entry"][0]["search"]["mode"], "match");
+        fn no_nulls(v: &Value) -> bool {
+            match v {
+                Value::Null => false,
+                Value::Array(a) => a.iter().all(no_nulls),
+                Value::Object(o) => o.values().all(no_nulls),
+                _ => true,
+            }
+        }
+        assert!(no_nulls(&bundle), "FHIR JSON has no null values: {bundle}");
     }
 
     async fn audit_searches_are_validated_paginated_and_for_admins_only(app: TestApp) {
@@ -404,6 +413,9 @@ on_both_backends! {
         let body: Value = res.json().await.unwrap();
         assert_eq!(body["type"], "urn:frontdoor:problem:forbidden");
         assert!(!body.to_string().contains("MRN-PROB-1"));
+        let res = app.request(Method::DELETE, "/v1/events", Some(&app.token), &[], None).await;
+        assert_eq!(res.status().as_u16(), 405);
+        assert_eq!(res.headers()["content-type"], "application/problem+json");
         // Open: liveness.
         assert_eq!(app.get_as(None, "/healthz", &[]).await.0, 200);
         assert_eq!(app.get_as(None, "/readyz", &[]).await.0, 401);
@@ -449,6 +461,60 @@ fn no_route_is_registered_outside_the_route_table() {
         offenders.is_empty(),
         "register endpoints in src/http/routes.rs ROUTES: {offenders:?}"
     );
+}
+
+mod emergency {
+    use serde_json::json;
+
+    use crate::helpers::{days_ago, event, spawn_app_with, test_settings, Backend};
+
+    #[actix_web::test]
+    async fn break_glass_reads_are_allowed_only_when_enabled_with_a_reason_and_are_audited_as_emergency(
+    ) {
+        for enabled in [false, true] {
+            let (mut settings, dir) = test_settings(Backend::Sqlite).await;
+            settings.security.break_glass_enabled = enabled;
+            let app = spawn_app_with(settings, dir).await;
+            let mut e = event(
+                "contact.started",
+                "voice",
+                days_ago(0, 0),
+                json!({"mrn": "MRN-BG-1"}),
+                json!({"contact_id": "bg-1"}),
+            );
+            e["site"] = json!("south");
+            app.store_event(&e).await;
+            let pid = app.patient_id("mrn", "MRN-BG-1").await;
+            let path = format!("/v1/patients/{pid}/context");
+            let glass = [
+                ("X-Purpose-Of-Use", "emergency"),
+                ("X-Access-Reason", "patient collapsed on the line"),
+            ];
+            // Without a reason: refused either way.
+            let no_reason = [("X-Purpose-Of-Use", "emergency")];
+            assert_eq!(app.get_as(Some("agent-7"), &path, &no_reason).await.0, 403);
+            let expected = if enabled { 200 } else { 403 };
+            assert_eq!(
+                app.get_as(Some("agent-7"), &path, &glass).await.0,
+                expected,
+                "agent, enabled={enabled}"
+            );
+            assert_eq!(
+                app.get_as(Some("sup-north"), &path, &glass).await.0,
+                expected,
+                "supervisor, enabled={enabled}"
+            );
+            // Never for a role that has no access at all.
+            assert_eq!(app.get_as(Some("ehr-adapter"), &path, &glass).await.0, 403);
+            let (_, body) = app
+                .get(&format!("/v1/audit?patient={pid}&principal=agent-7"))
+                .await;
+            let last = body["records"].as_array().unwrap().last().unwrap().clone();
+            assert_eq!(last["purpose"], "emergency");
+            assert_eq!(last["reason"], "patient collapsed on the line");
+            assert_eq!(last["outcome"], if enabled { "success" } else { "denied" });
+        }
+    }
 }
 
 mod limits {

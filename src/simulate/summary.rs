@@ -1,0 +1,296 @@
+//! What a run did: counted by the simulator, plus the runtime's own totals for
+//! what only it knows (escalations, overflows), read from `/metrics`.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+/// Counters of one run.
+#[derive(Debug, Clone, Default)]
+pub struct Summary {
+    /// Events sent, by type.
+    pub events_by_type: BTreeMap<String, u64>,
+    /// Responses by status class (`2xx`, `4xx`, `5xx`, `transport`).
+    pub responses: BTreeMap<String, u64>,
+    /// The first few failures (type and status only: bodies may name fields).
+    pub error_samples: Vec<String>,
+    /// Contacts started.
+    pub contacts_started: u64,
+    /// Of those, repeat contacts (same patient again, incl. callbacks after abandoning).
+    pub repeat_contacts: u64,
+    /// Virtual-agent contacts.
+    pub bot_contacts: u64,
+    /// Virtual-agent contacts resolved without a human.
+    pub bot_contained: u64,
+    /// Virtual-agent contacts handed to a human after failing twice.
+    pub bot_handed_off: u64,
+    /// Contacts queued for a human (incl. transfers and hand-offs).
+    pub queued: u64,
+    /// Offers the desktops saw.
+    pub offers_seen: u64,
+    /// Offers declined.
+    pub offers_declined: u64,
+    /// Contacts answered (offer accepted).
+    pub answered: u64,
+    /// Answered within the service-level target (real seconds).
+    pub answered_within_target: u64,
+    /// Sum of real waits of answered contacts, seconds.
+    pub wait_secs_sum: f64,
+    /// Contacts served to the end by an agent.
+    pub served: u64,
+    /// Transfers.
+    pub transfers: u64,
+    /// Contacts abandoned while waiting.
+    pub abandoned: u64,
+    /// Contacts still waiting when the run closed (abandoned at close).
+    pub left_at_close: u64,
+    /// Appointments booked, prescriptions routed, notes recorded.
+    pub follow_ups: u64,
+    /// Escalations by signal, from the runtime's `/metrics` at the end.
+    pub escalations: BTreeMap<String, f64>,
+    /// Contacts moved between sites, from the runtime's `/metrics` at the end.
+    pub overflows: f64,
+    /// The runtime's own service level by site/skill at the end, if exported.
+    pub runtime_service_level: BTreeMap<String, f64>,
+    /// Real seconds the run took.
+    pub elapsed_secs: f64,
+    /// Simulated hours covered.
+    pub simulated_hours: f64,
+    /// The service-level target used, real seconds.
+    pub sl_target_secs: f64,
+}
+
+impl Summary {
+    /// Events sent in total.
+    pub fn events_sent(&self) -> u64 {
+        self.events_by_type.values().sum()
+    }
+
+    /// Failed requests (4xx, 5xx and transport errors).
+    pub fn errors(&self) -> u64 {
+        self.responses
+            .iter()
+            .filter(|(k, _)| k.as_str() != "2xx")
+            .map(|(_, v)| v)
+            .sum()
+    }
+
+    /// Answered within target over answered + abandoned (abandons count against it).
+    pub fn service_level(&self) -> Option<f64> {
+        let denom = self.answered + self.abandoned;
+        (denom > 0).then(|| self.answered_within_target as f64 / denom as f64)
+    }
+
+    /// Contained over all bot contacts that finished in the bot or were handed off.
+    pub fn containment(&self) -> Option<f64> {
+        let denom = self.bot_contained + self.bot_handed_off;
+        (denom > 0).then(|| self.bot_contained as f64 / denom as f64)
+    }
+
+    /// Fills the runtime-side figures from a `/metrics` text.
+    pub fn read_runtime_metrics(&mut self, text: &str) {
+        for s in parse_samples(text) {
+            match s.name.as_str() {
+                "frontdoor_escalations_total" => {
+                    let signal = s.label("signal").unwrap_or("unknown").to_string();
+                    *self.escalations.entry(signal).or_default() += s.value;
+                }
+                "frontdoor_overflow_total" => self.overflows += s.value,
+                "frontdoor_service_level_ratio" => {
+                    let key = format!(
+                        "{}/{}",
+                        s.label("site").unwrap_or("?"),
+                        s.label("skill").unwrap_or("?")
+                    );
+                    self.runtime_service_level.insert(key, s.value);
+                }
+                _ => {}
+            }
+        }
+    }
+}
+
+fn pct(x: Option<f64>) -> String {
+    x.map(|v| format!("{:.1} %", v * 100.0))
+        .unwrap_or_else(|| "n/a".into())
+}
+
+impl fmt::Display for Summary {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(
+            f,
+            "simulated {:.1} h in {:.1} s",
+            self.simulated_hours, self.elapsed_secs
+        )?;
+        writeln!(
+            f,
+            "events sent: {} ({:.0}/s)",
+            self.events_sent(),
+            self.events_sent() as f64 / self.elapsed_secs.max(0.001)
+        )?;
+        for (t, n) in &self.events_by_type {
+            writeln!(f, "  {t:<24} {n}")?;
+        }
+        let responses: Vec<String> = self
+            .responses
+            .iter()
+            .map(|(k, v)| format!("{k} {v}"))
+            .collect();
+        writeln!(f, "responses: {}", responses.join(", "))?;
+        writeln!(f, "errors: {}", self.errors())?;
+        for e in &self.error_samples {
+            writeln!(f, "  {e}")?;
+        }
+        writeln!(
+            f,
+            "contacts started: {} (repeat {})",
+            self.contacts_started, self.repeat_contacts
+        )?;
+        writeln!(
+            f,
+            "virtual agent: {} contacts, {} contained, {} handed off (containment {})",
+            self.bot_contacts,
+            self.bot_contained,
+            self.bot_handed_off,
+            pct(self.containment())
+        )?;
+        writeln!(
+            f,
+            "queued for a human: {}; offers seen {} (declined {}); answered {}; served {}; transferred {}; abandoned {}; left at close {}",
+            self.queued, self.offers_seen, self.offers_declined, self.answered, self.served, self.transfers, self.abandoned, self.left_at_close
+        )?;
+        let asa = if self.answered > 0 {
+            format!("{:.2} s", self.wait_secs_sum / self.answered as f64)
+        } else {
+            "n/a".into()
+        };
+        writeln!(
+            f,
+            "service level achieved ({:.0} s, real clock, abandons count against): {}; average speed of answer {asa}",
+            self.sl_target_secs,
+            pct(self.service_level())
+        )?;
+        writeln!(
+            f,
+            "follow-ups (appointments, prescriptions, notes): {}",
+            self.follow_ups
+        )?;
+        let esc: f64 = self.escalations.values().fold(0.0, |a, b| a + b);
+        let by: Vec<String> = self
+            .escalations
+            .iter()
+            .map(|(k, v)| format!("{k} {v}"))
+            .collect();
+        writeln!(f, "escalations (runtime): {esc} [{}]", by.join(", "))?;
+        writeln!(f, "overflows between sites (runtime): {}", self.overflows)?;
+        if !self.runtime_service_level.is_empty() {
+            let sl: Vec<String> = self
+                .runtime_service_level
+                .iter()
+                .map(|(k, v)| format!("{k} {:.2}", v))
+                .collect();
+            writeln!(f, "runtime service level by queue: {}", sl.join(", "))?;
+        }
+        Ok(())
+    }
+}
+
+/// One sample line of the Prometheus text format.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Sample {
+    /// Metric name.
+    pub name: String,
+    /// Labels in order.
+    pub labels: Vec<(String, String)>,
+    /// Value.
+    pub value: f64,
+}
+
+impl Sample {
+    /// A label's value.
+    pub fn label(&self, k: &str) -> Option<&str> {
+        self.labels
+            .iter()
+            .find(|(key, _)| key == k)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// Parses the samples of a Prometheus text exposition (comments skipped;
+/// label values without escaped quotes, which is all this runtime emits).
+pub fn parse_samples(text: &str) -> Vec<Sample> {
+    let mut out = Vec::new();
+    for line in text.lines() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let (head, value) = match line.rfind('}') {
+            Some(i) => (&line[..=i], line[i + 1..].trim()),
+            None => match line.split_once(' ') {
+                Some((h, v)) => (h, v.trim()),
+                None => continue,
+            },
+        };
+        let value = value.split_whitespace().next().unwrap_or("");
+        let Ok(value) = value.parse::<f64>() else {
+            continue;
+        };
+        let (name, labels) = match head.split_once('{') {
+            Some((n, rest)) => {
+                let body = rest.trim_end_matches('}');
+                let labels = body
+                    .split("\",")
+                    .filter_map(|kv| {
+                        let (k, v) = kv.split_once('=')?;
+                        Some((k.trim().to_string(), v.trim().trim_matches('"').to_string()))
+                    })
+                    .collect();
+                (n.to_string(), labels)
+            }
+            None => (head.to_string(), Vec::new()),
+        };
+        out.push(Sample {
+            name,
+            labels,
+            value,
+        });
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn samples_parse_with_and_without_labels() {
+        let text = "# HELP x y\n# TYPE frontdoor_overflow_total counter\nfrontdoor_overflow_total{from_site=\"east\",to_site=\"north\",skill=\"billing\"} 3\nfrontdoor_patients_resident 12\n";
+        let s = parse_samples(text);
+        assert_eq!(s.len(), 2);
+        assert_eq!(s[0].label("to_site"), Some("north"));
+        assert_eq!(s[0].value, 3.0);
+        assert_eq!(s[1].name, "frontdoor_patients_resident");
+    }
+
+    #[test]
+    fn the_summary_reads_escalations_and_overflows_from_the_runtime() {
+        let mut sum = Summary::default();
+        sum.read_runtime_metrics(
+            "frontdoor_escalations_total{signal=\"repeat_contacts\"} 2\nfrontdoor_escalations_total{signal=\"bot_not_resolving\"} 5\nfrontdoor_overflow_total{from_site=\"east\",to_site=\"north\",skill=\"billing\"} 3\nfrontdoor_overflow_total{from_site=\"east\",to_site=\"south\",skill=\"billing\"} 1\n",
+        );
+        assert_eq!(sum.escalations.values().sum::<f64>(), 7.0);
+        assert_eq!(sum.overflows, 4.0);
+    }
+
+    #[test]
+    fn service_level_counts_abandons_against_it() {
+        let s = Summary {
+            answered: 8,
+            answered_within_target: 6,
+            abandoned: 2,
+            ..Summary::default()
+        };
+        assert_eq!(s.service_level(), Some(0.6));
+        assert_eq!(Summary::default().service_level(), None);
+    }
+}
