@@ -152,12 +152,19 @@ async fn malformed_envelopes_are_dead_lettered_with_their_reason_and_nothing_is_
 
 #[actix_web::test]
 async fn an_event_that_fails_every_time_is_dead_lettered_after_the_delivery_limit() {
-    let (mut app, adapter) = spawn_with_broker(None).await;
-    // Passes the contract but PostgreSQL refuses a NUL byte in text: every attempt
-    // fails the same way (a poison message, not an outage).
-    let poison = booking("MRN-B-3", "+15550101003");
-    let mut poison = poison;
-    poison["patient"] = json!({"email": "nul\u{0}byte@example.org"});
+    // Processing fails on every attempt while the store answers (a failing actor
+    // whose restart limit is never reached locally): the broker's delivery limit,
+    // not an endless requeue, ends it.
+    let (mut settings, dir) = test_settings(Backend::Postgres).await;
+    enable_broker(&mut settings, &amqp_url());
+    settings.supervision.fault_injection = true;
+    settings.supervision.patient.max_restarts = 1_000;
+    settings.supervision.patient.backoff_ms = 1;
+    let adapter = Adapter::connect(&settings).await;
+    let mut app = spawn_app_with(settings, dir).await;
+    wait_until_ready(&app).await;
+    let mut poison = booking("MRN-B-3", "+15550101003");
+    poison["fault_injection"] = json!("panic");
     adapter.publish_event(&poison, "poison").await;
     let fine = booking("MRN-B-4", "+15550101004");
     adapter.publish_event(&fine, "MRN-B-4").await;
