@@ -33,7 +33,7 @@ use crate::ingest::Ingest;
 use crate::metrics as m;
 use crate::runtime::Runtime;
 use crate::store::Store;
-use crate::supervisor::{store_probe, supervise, ActorStats, SharedPolicy};
+use crate::supervisor::{store_probe, supervise, ActorStats, RestartBook, SharedPolicy};
 
 /// A part of the application that runs until it stops, saying why.
 type Part = Pin<Box<dyn Future<Output = (&'static str, String)>>>;
@@ -163,8 +163,8 @@ impl Application {
             routing,
             patients,
             patient_policy,
-            task_policy,
-            stats,
+            task_policy.clone(),
+            stats.clone(),
             config_dir
                 .join("base.toml")
                 .exists()
@@ -181,6 +181,7 @@ impl Application {
                 ingest: ingest.clone(),
                 health: health.clone(),
                 max_event_bytes: settings.application.max_event_bytes,
+                restarts: RestartBook::new("broker_consumer", stats.clone(), task_policy.clone()),
             };
             let c = actix_rt::spawn(consumer::run(ctx, shutdown.subscribe()));
             broker.push(Box::pin(async move {
@@ -193,6 +194,7 @@ impl Application {
                 settings.broker.clone(),
                 store,
                 health.clone(),
+                RestartBook::new("outbox_relay", stats.clone(), task_policy.clone()),
                 shutdown.subscribe(),
             ));
             broker.push(Box::pin(async move {

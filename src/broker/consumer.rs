@@ -48,6 +48,8 @@ pub struct ConsumerContext {
     pub health: BrokerHealth,
     /// Largest accepted envelope.
     pub max_event_bytes: usize,
+    /// Restarts (reconnects) counted and escalated under the task policy.
+    pub restarts: std::sync::Arc<crate::supervisor::RestartBook>,
 }
 
 /// Runs the consumer until the drain: connect, declare, consume every partition,
@@ -72,6 +74,7 @@ pub async fn run(ctx: ConsumerContext, mut shutdown: Shutdown) -> String {
                 ctx.health.set_consumer_up(false);
                 metrics::counter!(m::BROKER_RECONNECTS_TOTAL, "component" => "consumer")
                     .increment(1);
+                ctx.restarts.failed(&e.to_string());
                 let delay = backoff.next_delay();
                 tracing::warn!(error.message = %e, retry_in_ms = delay.as_millis() as u64, "broker consumer lost its connection; reconnecting");
                 if shutdown.sleep_or_triggered(delay).await {
@@ -115,6 +118,7 @@ async fn consume_all(
         partitions.push((ctx.settings.partition_queue(i), channel));
     }
     ctx.health.set_consumer_up(true);
+    ctx.restarts.running();
     backoff.reset();
     tracing::info!(
         partitions = partitions.len(),

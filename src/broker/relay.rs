@@ -24,12 +24,15 @@ use crate::configuration::BrokerSettings;
 use crate::metrics as m;
 use crate::store::outbox::OutboxRow;
 use crate::store::Store;
+use crate::supervisor::RestartBook;
+use std::sync::Arc;
 
 /// Runs the relay until the drain. Returns why it stopped.
 pub async fn run(
     settings: BrokerSettings,
     store: Store,
     health: BrokerHealth,
+    restarts: Arc<RestartBook>,
     mut shutdown: Shutdown,
 ) -> String {
     let (min, max) = settings.backoff();
@@ -38,7 +41,16 @@ pub async fn run(
         if shutdown.is_triggered() {
             return "drained on shutdown".into();
         }
-        match session(&settings, &store, &health, &shutdown, &mut backoff).await {
+        match session(
+            &settings,
+            &store,
+            &health,
+            &restarts,
+            &shutdown,
+            &mut backoff,
+        )
+        .await
+        {
             Ok(()) => {
                 health.set_relay_up(false);
                 return "drained on shutdown".into();
@@ -50,6 +62,7 @@ pub async fn run(
             Err(e) => {
                 health.set_relay_up(false);
                 metrics::counter!(m::BROKER_RECONNECTS_TOTAL, "component" => "relay").increment(1);
+                restarts.failed(&e.to_string());
                 let delay = backoff.next_delay();
                 tracing::warn!(error.message = %e, retry_in_ms = delay.as_millis() as u64, "outbox relay lost its broker connection; commands stay in the outbox");
                 if shutdown.sleep_or_triggered(delay).await {
@@ -64,6 +77,7 @@ async fn session(
     settings: &BrokerSettings,
     store: &Store,
     health: &BrokerHealth,
+    restarts: &RestartBook,
     shutdown: &Shutdown,
     backoff: &mut Backoff,
 ) -> Result<(), BrokerError> {
@@ -75,6 +89,7 @@ async fn session(
             .confirm_select(ConfirmSelectOptions::default())
             .await?;
         health.set_relay_up(true);
+        restarts.running();
         backoff.reset();
         tracing::info!("outbox relay connected");
         relay_loop(settings, store, &channel, shutdown.clone()).await
