@@ -21,6 +21,9 @@ pub struct Settings {
     pub telemetry: TelemetrySettings,
     /// Patient notifications (links they carry).
     pub notify: frontdoor_actors::command::NotifySettings,
+    /// RabbitMQ: events in, commands out (off by default: the embedded runtime
+    /// needs no broker).
+    pub broker: BrokerSettings,
     /// Authentication, authorization, audit and limits.
     pub security: SecuritySettings,
     /// TLS for the HTTP API.
@@ -62,6 +65,66 @@ impl Default for SupervisionSettings {
             store_probe_interval_ms: 2_000,
             fault_injection: false,
         }
+    }
+}
+
+/// RabbitMQ settings. Every name is configurable so tests (and several
+/// environments sharing one broker) never share topology.
+#[derive(Debug, Clone, Deserialize)]
+pub struct BrokerSettings {
+    /// Consume events and relay commands through RabbitMQ at all.
+    pub enabled: bool,
+    /// `amqp://user:password@host:port/vhost`; a secret because it holds a password.
+    pub url: SecretString,
+    /// Name shown in the broker's connection list (`rabbitmqctl list_connections`).
+    pub connection_name: String,
+    /// Topic exchange adapters publish envelopes to (`<site>.<channel>.<type>`).
+    pub events_exchange: String,
+    /// Consistent-hash exchange that spreads events over the partition queues by
+    /// the `x-patient-key` header.
+    pub partition_exchange: String,
+    /// Prefix of the partition queues (`<prefix>.0` .. `<prefix>.<partitions-1>`).
+    pub queue_prefix: String,
+    /// Number of partition queues (and consumers on each node); per-patient order
+    /// holds within one partition.
+    pub partitions: u16,
+    /// Topic exchange commands are published to (`<site>.<channel>.<command>`).
+    pub commands_exchange: String,
+    /// Dead-letter exchange: rejected envelopes and deliveries past the limit.
+    pub dead_letter_exchange: String,
+    /// Queue bound to the dead-letter exchange, kept for operators.
+    pub dead_letter_queue: String,
+    /// Unacknowledged deliveries per consumer (bounds memory and in-flight work).
+    pub prefetch: u16,
+    /// Heartbeat interval in seconds (a dead peer is noticed after about two).
+    pub heartbeat_secs: u16,
+    /// First reconnect delay in milliseconds (doubles per failure).
+    pub reconnect_min_ms: u64,
+    /// Longest reconnect delay in milliseconds.
+    pub reconnect_max_ms: u64,
+    /// Deliveries of one message before the broker dead-letters it (`x-delivery-limit`).
+    pub delivery_limit: u32,
+    /// Commands the relay publishes per round.
+    pub relay_batch: u32,
+    /// Milliseconds between relay rounds when the outbox is empty.
+    pub relay_interval_ms: u64,
+    /// Milliseconds to wait for the broker to confirm a relay round.
+    pub confirm_timeout_ms: u64,
+    /// Seconds after which an unroutable (parked) command is tried again.
+    pub park_retry_secs: u64,
+}
+
+impl BrokerSettings {
+    /// The backoff bounds for reconnects and store-recovery checks.
+    pub fn backoff(&self) -> (Duration, Duration) {
+        let min = Duration::from_millis(self.reconnect_min_ms.max(1));
+        let max = Duration::from_millis(self.reconnect_max_ms.max(self.reconnect_min_ms.max(1)));
+        (min, max)
+    }
+
+    /// The name of partition queue `i`.
+    pub fn partition_queue(&self, i: u16) -> String {
+        format!("{}.{i}", self.queue_prefix)
     }
 }
 

@@ -6,6 +6,7 @@
 //! telemetry and startup. `main.rs` is a thin shell over [`startup::Application`].
 //!
 //! # Layout
+//! - [`broker`]: RabbitMQ in (events) and out (commands), at-least-once.
 //! - [`auth`]: principals and their bearer tokens (hashed), roles, the assignment port.
 //! - [`audit`]: what the audit trail records, and its FHIR AuditEvent form.
 //! - [`configuration`]: typed settings from `config/` and `FRONTDOOR__*` variables.
@@ -21,6 +22,7 @@
 
 pub mod audit;
 pub mod auth;
+pub mod broker;
 pub mod configuration;
 pub mod http;
 pub mod ingest;

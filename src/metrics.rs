@@ -27,6 +27,27 @@ pub const HTTP_REQUESTS_TOTAL: &str = "frontdoor_http_requests_total";
 /// Resident set size of the process (Linux `/proc/self/statm`).
 pub const PROCESS_RESIDENT_MEMORY_BYTES: &str = "frontdoor_process_resident_memory_bytes";
 
+/// Broker deliveries settled by the consumer, by `outcome` (`stored`, `duplicate`,
+/// `routed`, `dead_lettered`, `requeued`).
+pub const BROKER_DELIVERIES_TOTAL: &str = "frontdoor_broker_deliveries_total";
+/// Deliveries received and not yet settled (bounded by prefetch x partitions).
+pub const BROKER_IN_FLIGHT: &str = "frontdoor_broker_deliveries_in_flight";
+/// 1 while the broker connection of a `component` (`consumer`, `relay`) is up.
+pub const BROKER_CONNECTED: &str = "frontdoor_broker_connected";
+/// Broker connection attempts that failed or connections lost, by `component`.
+pub const BROKER_RECONNECTS_TOTAL: &str = "frontdoor_broker_reconnects_total";
+/// 1 while the broker blocks a `component`'s connection (resource alarm).
+pub const BROKER_BLOCKED: &str = "frontdoor_broker_blocked";
+/// Times the broker blocked a connection, by `component`.
+pub const BROKER_BLOCKED_TOTAL: &str = "frontdoor_broker_blocked_total";
+/// Times the consumer paused because the store was unavailable.
+pub const BROKER_STORE_PAUSES_TOTAL: &str = "frontdoor_broker_store_pauses_total";
+/// Commands relayed and confirmed by the broker, by `type`.
+pub const COMMANDS_PUBLISHED_TOTAL: &str = "frontdoor_commands_published_total";
+/// Commands the broker could not route (`basic.return`), parked, by `type`.
+pub const COMMANDS_UNROUTABLE_TOTAL: &str = "frontdoor_commands_unroutable_total";
+/// Commands waiting in the outbox, by `state` (`pending`, `parked`).
+pub const OUTBOX_COMMANDS: &str = "frontdoor_outbox_commands";
 /// Requests refused by authentication or authorization, by `reason`
 /// (`missing_token`, `unknown_token`, `forbidden`, `rate_limited`) and `role`.
 pub const AUTH_DENIED_TOTAL: &str = "frontdoor_auth_denied_total";
@@ -185,6 +206,34 @@ fn describe() {
         IDENTITY_RESOLUTIONS_TOTAL,
         "Identity resolutions by grade and outcome."
     );
+    describe_counter!(
+        BROKER_DELIVERIES_TOTAL,
+        "Broker deliveries settled by outcome."
+    );
+    describe_gauge!(BROKER_IN_FLIGHT, "Broker deliveries received, not settled.");
+    describe_gauge!(BROKER_CONNECTED, "1 while the broker connection is up.");
+    describe_counter!(
+        BROKER_RECONNECTS_TOTAL,
+        "Broker connections failed or lost."
+    );
+    describe_gauge!(BROKER_BLOCKED, "1 while the broker blocks the connection.");
+    describe_counter!(
+        BROKER_BLOCKED_TOTAL,
+        "Times the broker blocked a connection."
+    );
+    describe_counter!(
+        BROKER_STORE_PAUSES_TOTAL,
+        "Consumer pauses because the store was unavailable."
+    );
+    describe_counter!(
+        COMMANDS_PUBLISHED_TOTAL,
+        "Commands relayed and confirmed by type."
+    );
+    describe_counter!(
+        COMMANDS_UNROUTABLE_TOTAL,
+        "Commands the broker could not route, parked."
+    );
+    describe_gauge!(OUTBOX_COMMANDS, "Commands in the outbox by state.");
     describe_counter!(
         AUTH_DENIED_TOTAL,
         "Requests refused by authentication or authorization, by reason and role."

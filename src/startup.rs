@@ -1,7 +1,18 @@
 //! Builds the application from [`Settings`] and runs it until it stops.
+//!
+//! Three parts run side by side: the HTTP server, the broker consumer and the
+//! outbox relay (the last two only with `[broker] enabled`). SIGINT/SIGTERM start
+//! one drain for all of them: the server stops accepting and finishes its requests,
+//! the consumer stops taking deliveries, finishes the batch in hand and acks what
+//! was stored, the relay finishes its round. Whatever is still running when the
+//! grace period ends is abandoned (unacked deliveries are redelivered, unconfirmed
+//! commands stay in the outbox). If one part stops on its own, the others are
+//! drained too, and the log says why each stopped.
 
+use std::future::Future;
 use std::net::TcpListener;
 use std::path::Path;
+use std::pin::Pin;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
@@ -14,13 +25,18 @@ use frontdoor_actors::routing::{Clock, SystemClock};
 use frontdoor_actors::shard::PatientRegistry;
 
 use crate::auth::{AssignmentCheck, Principals};
+use crate::broker::shutdown::{self, ShutdownTrigger};
+use crate::broker::{consumer, relay, BrokerHealth};
 use crate::configuration::{Settings, TlsSettings};
 use crate::http::{self, AppState};
 use crate::ingest::Ingest;
 use crate::metrics as m;
 use crate::runtime::Runtime;
 use crate::store::Store;
-use crate::supervisor::{store_probe, supervise, ActorStats, SharedPolicy};
+use crate::supervisor::{store_probe, supervise, ActorStats, RestartBook, SharedPolicy};
+
+/// A part of the application that runs until it stops, saying why.
+type Part = Pin<Box<dyn Future<Output = (&'static str, String)>>>;
 
 /// A built, listening application.
 pub struct Application {
@@ -32,10 +48,19 @@ pub struct Application {
     ingest: Ingest,
     /// The live runtime (reload, statistics).
     runtime: Arc<Runtime>,
+    /// Starts the drain (signals, tests).
+    shutdown: ShutdownTrigger,
+    /// The broker consumer and relay, when the broker is enabled.
+    broker: Vec<Part>,
+    /// How long the drain may take.
+    grace: Duration,
+    /// The broker side's state.
+    health: BrokerHealth,
 }
 
 impl Application {
-    /// Connects the store, starts the actors and binds the API.
+    /// Connects the store, starts the actors, binds the API and (when enabled)
+    /// starts the broker consumer and the outbox relay.
     pub async fn build(settings: Settings) -> anyhow::Result<Application> {
         Application::build_with_clock(settings, Arc::new(SystemClock)).await
     }
@@ -138,14 +163,47 @@ impl Application {
             routing,
             patients,
             patient_policy,
-            task_policy,
-            stats,
+            task_policy.clone(),
+            stats.clone(),
             config_dir
                 .join("base.toml")
                 .exists()
                 .then(|| config_dir.to_path_buf()),
         ));
         spawn_reload_on_sighup(runtime.clone());
+
+        let (shutdown, _) = shutdown::channel();
+        let health = BrokerHealth::new(settings.broker.enabled);
+        let mut broker: Vec<Part> = Vec::new();
+        if settings.broker.enabled {
+            let ctx = consumer::ConsumerContext {
+                settings: settings.broker.clone(),
+                ingest: ingest.clone(),
+                health: health.clone(),
+                max_event_bytes: settings.application.max_event_bytes,
+                restarts: RestartBook::new("broker_consumer", stats.clone(), task_policy.clone()),
+            };
+            let c = actix_rt::spawn(consumer::run(ctx, shutdown.subscribe()));
+            broker.push(Box::pin(async move {
+                (
+                    "broker consumer",
+                    c.await.unwrap_or_else(|e| format!("failed: {e}")),
+                )
+            }));
+            let r = actix_rt::spawn(relay::run(
+                settings.broker.clone(),
+                store,
+                health.clone(),
+                RestartBook::new("outbox_relay", stats.clone(), task_policy.clone()),
+                shutdown.subscribe(),
+            ));
+            broker.push(Box::pin(async move {
+                (
+                    "outbox relay",
+                    r.await.unwrap_or_else(|e| format!("failed: {e}")),
+                )
+            }));
+        }
 
         let listener = TcpListener::bind((
             settings.application.host.as_str(),
@@ -170,6 +228,7 @@ impl Application {
             assignments,
             security: settings.security.clone(),
             rate_limiter: http::guard::RateLimiter::default(),
+            broker: health.clone(),
         });
         let max_json = settings.application.max_json_bytes;
         let server = HttpServer::new(move || {
@@ -187,6 +246,8 @@ impl Application {
                 .configure(http::routes)
                 .default_service(web::to(http::not_found))
         })
+        // One drain for everything: our signal listener stops the server.
+        .disable_signals()
         .shutdown_timeout(settings.application.shutdown_grace_secs);
         let server = if settings.tls.enabled {
             server
@@ -197,12 +258,21 @@ impl Application {
             server.listen(listener).context("Failed to listen")?
         }
         .run();
-        tracing::info!(port, tls = settings.tls.enabled, "Front Door API listening");
+        tracing::info!(
+            port,
+            tls = settings.tls.enabled,
+            broker = settings.broker.enabled,
+            "Front Door API listening"
+        );
         Ok(Application {
             port,
             server,
             ingest,
             runtime,
+            shutdown,
+            broker,
+            grace: Duration::from_secs(settings.application.shutdown_grace_secs),
+            health,
         })
     }
 
@@ -226,13 +296,84 @@ impl Application {
         &self.ingest
     }
 
-    /// Serves until the server stops (SIGINT/SIGTERM drain in-flight requests).
-    pub async fn run_until_stopped(self) -> anyhow::Result<()> {
-        let store = self.ingest.store().clone();
-        let res = self.server.await.context("HTTP server failed");
-        store.close().await;
-        res
+    /// The broker side's state (readiness, deliveries in flight).
+    pub fn broker_health(&self) -> BrokerHealth {
+        self.health.clone()
     }
+
+    /// Starts the drain when triggered (what SIGINT/SIGTERM do).
+    pub fn shutdown_trigger(&self) -> ShutdownTrigger {
+        self.shutdown.clone()
+    }
+
+    /// Runs until the drain (a signal, a trigger, or one part stopping), then gives
+    /// the rest the grace period and reports why each part stopped.
+    pub async fn run_until_stopped(self) -> anyhow::Result<()> {
+        let Application {
+            server,
+            ingest,
+            shutdown,
+            broker,
+            grace,
+            ..
+        } = self;
+        spawn_signal_listener(shutdown.clone());
+        let server_handle = server.handle();
+        let mut drain = shutdown.subscribe();
+        actix_rt::spawn(async move {
+            drain.wait().await;
+            server_handle.stop(true).await;
+        });
+        let mut parts: Vec<Part> = broker;
+        parts.push(Box::pin(async move {
+            match server.await {
+                Ok(()) => ("http server", "stopped".to_string()),
+                Err(e) => ("http server", format!("failed: {e}")),
+            }
+        }));
+        let ((first, why), _, rest) = futures_util::future::select_all(parts).await;
+        tracing::info!(part = first, reason = %why, "stopped; draining the rest");
+        shutdown.trigger();
+        let deadline = tokio::time::Instant::now() + grace;
+        for part in rest {
+            match tokio::time::timeout_at(deadline, part).await {
+                Ok((name, why)) => tracing::info!(part = name, reason = %why, "stopped"),
+                Err(_) => tracing::warn!(
+                    "grace period over: abandoning the rest (unacked work is redelivered)"
+                ),
+            }
+        }
+        ingest.store().close().await;
+        Ok(())
+    }
+}
+
+/// SIGINT and SIGTERM start the drain.
+fn spawn_signal_listener(shutdown: ShutdownTrigger) {
+    actix_rt::spawn(async move {
+        #[cfg(unix)]
+        {
+            let mut term =
+                match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                    Ok(s) => s,
+                    Err(e) => {
+                        tracing::warn!(error.message = %e, "cannot listen for SIGTERM");
+                        let _ = tokio::signal::ctrl_c().await;
+                        shutdown.trigger();
+                        return;
+                    }
+                };
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT: draining"),
+                _ = term.recv() => tracing::info!("SIGTERM: draining"),
+            }
+        }
+        #[cfg(not(unix))]
+        {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+        shutdown.trigger();
+    });
 }
 
 /// The rustls server configuration (ring provider) from PEM files.

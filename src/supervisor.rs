@@ -184,3 +184,61 @@ pub async fn store_probe(
         tokio::time::sleep(interval).await;
     }
 }
+
+/// Supervision for a component that restarts itself (a reconnect loop, such as the
+/// broker consumer and the outbox relay): each failure is a counted restart, and
+/// more than the policy allows within its period escalates (component marked down
+/// until it runs again), exactly as for [`supervise`]d tasks.
+pub struct RestartBook {
+    /// The component kind (metric label).
+    kind: &'static str,
+    /// Where restarts and escalations are recorded.
+    stats: Arc<ActorStats>,
+    /// The policy in force (reloadable).
+    policy: SharedPolicy,
+    /// Restarts within the period.
+    tracker: Mutex<RestartTracker>,
+}
+
+impl RestartBook {
+    /// A book for `kind` under `policy`.
+    pub fn new(
+        kind: &'static str,
+        stats: Arc<ActorStats>,
+        policy: SharedPolicy,
+    ) -> Arc<RestartBook> {
+        stats.set_up(kind, true);
+        Arc::new(RestartBook {
+            kind,
+            stats,
+            policy,
+            tracker: Mutex::new(RestartTracker::default()),
+        })
+    }
+
+    /// The component failed and is about to restart itself.
+    pub fn failed(&self, reason: &str) {
+        let p = self.policy.read().map(|p| p.clone()).unwrap_or_default();
+        let decision = self
+            .tracker
+            .lock()
+            .map(|mut t| {
+                let d = t.record(Instant::now(), &p);
+                if d == Decision::Escalate {
+                    t.reset();
+                }
+                d
+            })
+            .unwrap_or(Decision::Escalate);
+        self.stats.restarted(self.kind, reason);
+        if decision == Decision::Escalate {
+            self.stats.escalated(self.kind, reason);
+            self.stats.set_up(self.kind, false);
+        }
+    }
+
+    /// The component is running normally again.
+    pub fn running(&self) {
+        self.stats.set_up(self.kind, true);
+    }
+}

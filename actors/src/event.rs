@@ -461,6 +461,11 @@ impl Envelope {
             obj: &obj,
             errors: Vec::new(),
         };
+        // A NUL character is valid JSON but no text column (PostgreSQL) stores it:
+        // refuse it here, naming the field, instead of failing at every retry.
+        for (k, v) in &obj {
+            nul_fields(k, v, &mut f.errors);
+        }
         let id = match f.str_req("id") {
             Some(s) => match Uuid::parse_str(&s) {
                 Ok(id) => Some(id),
@@ -566,6 +571,32 @@ impl Envelope {
     /// A raw field beside the envelope (for routing events parsed elsewhere).
     pub fn field(&self, name: &str) -> Option<&Value> {
         self.raw.get(name)
+    }
+}
+
+fn nul_fields(path: &str, v: &Value, errors: &mut Vec<FieldError>) {
+    match v {
+        Value::String(s) if s.contains('\0') => errors.push(FieldError {
+            field: path.to_string(),
+            reason: "must not contain a NUL character".into(),
+        }),
+        Value::Array(items) => {
+            for (i, item) in items.iter().enumerate() {
+                nul_fields(&format!("{path}[{i}]"), item, errors);
+            }
+        }
+        Value::Object(m) => {
+            for (k, item) in m {
+                if k.contains('\0') {
+                    errors.push(FieldError {
+                        field: path.to_string(),
+                        reason: "must not contain a key with a NUL character".into(),
+                    });
+                }
+                nul_fields(&format!("{path}.{k}"), item, errors);
+            }
+        }
+        _ => {}
     }
 }
 
@@ -960,6 +991,19 @@ mod tests {
         assert_eq!(fields_of(parse(&v).unwrap_err()), vec!["resolved"]);
         v["resolved"] = json!(false);
         assert!(parse(&v).is_ok());
+    }
+
+    #[test]
+    fn a_nul_character_anywhere_is_refused_naming_its_field() {
+        let mut v = base();
+        v["patient"] = json!({"email": "nul\u{0}byte@example.org"});
+        v["medications"] = json!([{"name": "a\u{0}b"}]);
+        let fields = fields_of(parse(&v).unwrap_err());
+        assert!(fields.contains(&"patient.email".to_string()), "{fields:?}");
+        assert!(
+            fields.contains(&"medications[0].name".to_string()),
+            "{fields:?}"
+        );
     }
 
     #[test]

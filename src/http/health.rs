@@ -12,20 +12,28 @@ pub async fn healthz() -> HttpResponse {
     HttpResponse::Ok().json(json!({"status": "ok"}))
 }
 
-/// `GET /readyz`: the store answers.
+/// `GET /readyz`: the store and the broker, each reported on its own, and the
+/// supervised components. Ready when the store answers, the broker is up (or not
+/// configured) and no component has escalated; otherwise 503 problem+json naming
+/// each side (`store: down; broker: up`).
 #[tracing::instrument(name = "http.readyz", skip_all)]
 pub async fn readyz(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     let down = state.runtime.stats.down();
-    match state.ingest.store().ping().await {
-        Ok(()) if down.is_empty() => {
-            Ok(HttpResponse::Ok().json(json!({"status": "ready", "store": "up"})))
-        }
-        Ok(()) => Err(ApiError::Unavailable(format!(
-            "components escalated: {}",
-            down.join(", ")
-        ))),
-        Err(_) => Err(ApiError::Unavailable("store: down".into())),
+    let store = match state.ingest.store().ping().await {
+        Ok(()) => "up",
+        Err(_) => "down",
+    };
+    let broker = state.broker.state();
+    if store == "up" && broker != "down" && down.is_empty() {
+        return Ok(
+            HttpResponse::Ok().json(json!({"status": "ready", "store": store, "broker": broker}))
+        );
     }
+    let mut detail = format!("store: {store}; broker: {broker}");
+    if !down.is_empty() {
+        detail.push_str(&format!("; components escalated: {}", down.join(", ")));
+    }
+    Err(ApiError::Unavailable(detail))
 }
 
 /// `GET /metrics`: Prometheus text format.

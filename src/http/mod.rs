@@ -31,6 +31,7 @@ use actix_web::{web, HttpResponse};
 use metrics_exporter_prometheus::PrometheusHandle;
 
 use crate::auth::{AssignmentCheck, Principals};
+use crate::broker::BrokerHealth;
 use crate::configuration::SecuritySettings;
 use crate::ingest::Ingest;
 use crate::metrics as m;
@@ -45,6 +46,8 @@ pub struct AppState {
     pub metrics: PrometheusHandle,
     /// Largest accepted event body.
     pub max_event_bytes: usize,
+    /// Broker connection state, for `/readyz`.
+    pub broker: BrokerHealth,
     /// Who holds which token.
     pub principals: Principals,
     /// Which agent holds which patient's contact (routing).

@@ -292,6 +292,38 @@ impl Store {
         Ok(row.try_get(0)?)
     }
 
+    /// The whole event log in store order as (patient id, event id): drills compare it
+    /// with what they published (lost, duplicated, out of order).
+    #[tracing::instrument(name = "store.event_log", skip_all)]
+    pub async fn event_log(&self) -> Result<Vec<(String, String)>, StoreError> {
+        timed("event_log", async {
+            let rows = sqlx::query("SELECT patient_id, id FROM events ORDER BY seq")
+                .fetch_all(self.pool())
+                .await?;
+            rows.into_iter()
+                .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
+                .collect::<Result<Vec<_>, sqlx::Error>>()
+                .map_err(StoreError::from)
+        })
+        .await
+    }
+
+    /// Every event id with the time it was stored (ms since the epoch): the broker
+    /// benchmark measures publish-to-stored latency with it.
+    #[tracing::instrument(name = "store.event_receipts", skip_all)]
+    pub async fn event_receipts(&self) -> Result<Vec<(String, i64)>, StoreError> {
+        timed("event_receipts", async {
+            let rows = sqlx::query("SELECT id, received_at_ms FROM events ORDER BY seq")
+                .fetch_all(self.pool())
+                .await?;
+            rows.into_iter()
+                .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
+                .collect::<Result<Vec<_>, sqlx::Error>>()
+                .map_err(StoreError::from)
+        })
+        .await
+    }
+
     /// Loads the log of a patient and of every record merged into it.
     #[tracing::instrument(name = "store.load_journey", skip_all, fields(patient_id = %patient))]
     pub async fn load_journey(&self, patient: PatientId) -> Result<StoredJourney, StoreError> {

@@ -88,18 +88,57 @@ impl Store {
         .await
     }
 
-    /// Marks commands as published (confirmed by the broker).
+    /// What the relay should publish now, oldest first: pending commands, and parked
+    /// ones whose park is older than `parked_before_ms` (tried again after a delay).
+    #[tracing::instrument(name = "store.relay_batch", skip_all)]
+    pub async fn relay_batch(
+        &self,
+        limit: i64,
+        parked_before_ms: i64,
+    ) -> Result<Vec<OutboxRow>, StoreError> {
+        timed("relay_batch", async {
+            let rows = sqlx::query(
+                "SELECT seq, id, command_type, routing_key, body, attempts FROM outbox \
+                 WHERE published_at_ms IS NULL AND (parked_at_ms IS NULL OR parked_at_ms < $1) \
+                 ORDER BY seq LIMIT $2",
+            )
+            .bind(parked_before_ms)
+            .bind(limit)
+            .fetch_all(self.pool())
+            .await?;
+            rows.into_iter()
+                .map(|r| {
+                    Ok(OutboxRow {
+                        seq: r.try_get(0)?,
+                        id: r.try_get(1)?,
+                        command_type: r.try_get(2)?,
+                        routing_key: r.try_get(3)?,
+                        body: r.try_get(4)?,
+                        attempts: r.try_get(5)?,
+                    })
+                })
+                .collect::<Result<Vec<_>, sqlx::Error>>()
+                .map_err(StoreError::from)
+        })
+        .await
+    }
+
+    /// Marks commands as published (confirmed by the broker); a parked command that
+    /// went out on a retry is unparked.
     #[tracing::instrument(name = "store.mark_published", skip_all, fields(commands = seqs.len()))]
     pub async fn mark_published(&self, seqs: &[i64]) -> Result<(), StoreError> {
         timed("mark_published", async {
             let now = Utc::now().timestamp_millis();
             let mut tx = self.pool().begin().await?;
             for s in seqs {
-                sqlx::query("UPDATE outbox SET published_at_ms = $1, attempts = attempts + 1 WHERE seq = $2")
-                    .bind(now)
-                    .bind(*s)
-                    .execute(&mut *tx)
-                    .await?;
+                sqlx::query(
+                    "UPDATE outbox SET published_at_ms = $1, attempts = attempts + 1, \
+                     parked_at_ms = NULL WHERE seq = $2",
+                )
+                .bind(now)
+                .bind(*s)
+                .execute(&mut *tx)
+                .await?;
             }
             tx.commit().await?;
             Ok(())
@@ -107,7 +146,88 @@ impl Store {
         .await
     }
 
+    /// Parks commands the broker could not route: kept, visible, retried after the
+    /// configured delay or when an operator unparks them. `reason` names the broker
+    /// reply, never command contents.
+    #[tracing::instrument(name = "store.park_commands", skip_all, fields(commands = seqs.len()))]
+    pub async fn park_commands(&self, seqs: &[i64], reason: &str) -> Result<(), StoreError> {
+        timed("park_commands", async {
+            let now = Utc::now().timestamp_millis();
+            let mut tx = self.pool().begin().await?;
+            for s in seqs {
+                sqlx::query(
+                    "UPDATE outbox SET parked_at_ms = $1, attempts = attempts + 1, last_error = $2 \
+                     WHERE seq = $3",
+                )
+                .bind(now)
+                .bind(reason.to_string())
+                .bind(*s)
+                .execute(&mut *tx)
+                .await?;
+            }
+            tx.commit().await?;
+            Ok(())
+        })
+        .await
+    }
+
+    /// Records a failed relay attempt (broker nack or no confirm); the command stays
+    /// pending.
+    #[tracing::instrument(name = "store.record_relay_failure", skip_all, fields(commands = seqs.len()))]
+    pub async fn record_relay_failure(&self, seqs: &[i64], reason: &str) -> Result<(), StoreError> {
+        timed("record_relay_failure", async {
+            let mut tx = self.pool().begin().await?;
+            for s in seqs {
+                sqlx::query(
+                    "UPDATE outbox SET attempts = attempts + 1, last_error = $1 WHERE seq = $2",
+                )
+                .bind(reason.to_string())
+                .bind(*s)
+                .execute(&mut *tx)
+                .await?;
+            }
+            tx.commit().await?;
+            Ok(())
+        })
+        .await
+    }
+
+    /// Unparks every parked command now (an operator fixed the binding); returns how
+    /// many.
+    #[tracing::instrument(name = "store.unpark_commands", skip_all)]
+    pub async fn unpark_commands(&self) -> Result<u64, StoreError> {
+        timed("unpark_commands", async {
+            let r = sqlx::query(
+                "UPDATE outbox SET parked_at_ms = NULL WHERE parked_at_ms IS NOT NULL \
+                 AND published_at_ms IS NULL",
+            )
+            .execute(self.pool())
+            .await?;
+            Ok(r.rows_affected())
+        })
+        .await
+    }
+
+    /// The parked commands with their last error: (id, command type, last error).
+    #[tracing::instrument(name = "store.parked_commands", skip_all)]
+    pub async fn parked_commands(&self) -> Result<Vec<(String, String, String)>, StoreError> {
+        timed("parked_commands", async {
+            let rows = sqlx::query(
+                "SELECT id, command_type, COALESCE(last_error, '') FROM outbox \
+                 WHERE parked_at_ms IS NOT NULL AND published_at_ms IS NULL ORDER BY seq",
+            )
+            .fetch_all(self.pool())
+            .await?;
+            rows.into_iter()
+                .map(|r| Ok((r.try_get(0)?, r.try_get(1)?, r.try_get(2)?)))
+                .collect::<Result<Vec<_>, sqlx::Error>>()
+                .map_err(StoreError::from)
+        })
+        .await
+    }
+
     /// Commands in the outbox by state: (pending, published, parked).
+    #[tracing::instrument(name = "store.outbox_counts", skip_all)]
     pub async fn outbox_counts(&self) -> Result<(i64, i64, i64), StoreError> {
         let r = sqlx::query(
             "SELECT CAST(COALESCE(SUM(CASE WHEN published_at_ms IS NULL AND parked_at_ms IS NULL THEN 1 ELSE 0 END), 0) AS BIGINT), \

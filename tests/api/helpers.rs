@@ -5,6 +5,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 
 use chrono::{DateTime, Duration, Utc};
 use frontdoor::auth::{token_digest, Role};
+use frontdoor::broker::shutdown::ShutdownTrigger;
 use frontdoor::configuration::{base_configuration, PrincipalEntry, Settings};
 use frontdoor::startup::Application;
 use frontdoor::store::Store;
@@ -30,6 +31,14 @@ pub struct TestApp {
     pub store: Store,
     /// HTTP client.
     pub client: reqwest::Client,
+    /// The settings it runs with (broker names, store URL).
+    pub settings: Settings,
+    /// The broker side's state (deliveries in flight).
+    pub broker: frontdoor::broker::BrokerHealth,
+    /// Starts the drain, as SIGTERM would.
+    pub shutdown: ShutdownTrigger,
+    /// Resolves when the application has stopped.
+    pub stopped: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
     /// The token sent by default (admin).
     pub token: String,
     /// The clock routing timers run on (moves only when a test advances it).
@@ -182,18 +191,24 @@ pub async fn spawn_app(backend: Backend) -> TestApp {
 pub async fn spawn_app_with(settings: Settings, dir: Option<TempDir>) -> TestApp {
     init_logs();
     let clock = Arc::new(ManualClock::new(Utc::now()));
-    let app = Application::build_with_clock(settings, clock.clone())
+    let app = Application::build_with_clock(settings.clone(), clock.clone())
         .await
         .expect("Failed to build the application");
     let address = format!("http://127.0.0.1:{}", app.port());
     let store = app.ingest().store().clone();
+    let shutdown = app.shutdown_trigger();
+    let broker = app.broker_health();
     let routing = app.routing().clone();
     let runtime = app.runtime().clone();
-    actix_rt::spawn(app.run_until_stopped());
+    let stopped = actix_rt::spawn(app.run_until_stopped());
     TestApp {
         address,
         store,
         client: reqwest::Client::new(),
+        settings,
+        broker,
+        shutdown,
+        stopped: Some(stopped),
         token: token_for(principal_of(Role::Admin)),
         clock,
         routing,
@@ -203,6 +218,16 @@ pub async fn spawn_app_with(settings: Settings, dir: Option<TempDir>) -> TestApp
 }
 
 impl TestApp {
+    /// Drains the application as SIGTERM does and waits until it has stopped.
+    pub async fn stop(&mut self) {
+        self.shutdown.trigger();
+        if let Some(h) = self.stopped.take() {
+            h.await
+                .expect("the application task panicked")
+                .expect("the application stopped with an error");
+        }
+    }
+
     /// POSTs a JSON value to /v1/events.
     pub async fn post_event(&self, event: &Value) -> reqwest::Response {
         self.post_raw(event.to_string()).await

@@ -2,9 +2,13 @@
 
 mod helpers;
 
+mod amqp;
+mod broker;
 mod canary;
+mod chaos;
 mod contract;
 mod dashboards;
+mod drills;
 mod health;
 mod journeys;
 mod passivation;

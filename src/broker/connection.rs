@@ -1,0 +1,138 @@
+//! Connecting to RabbitMQ: heartbeats from the settings, a named connection, the
+//! reconnect backoff, and `connection.blocked` logged and counted.
+
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use lapin::uri::AMQPUri;
+use lapin::{Connection, ConnectionProperties, Event};
+use secrecy::ExposeSecret;
+
+use super::BrokerError;
+use crate::configuration::BrokerSettings;
+use crate::metrics as m;
+
+/// An open connection and the watch over its events (ends with the connection).
+pub struct Session {
+    /// The connection.
+    pub connection: Connection,
+    /// Dropping it stops the event watch.
+    _watch: tokio::sync::oneshot::Sender<()>,
+}
+
+impl Session {
+    /// Closes the connection politely (best effort: it may be dead already).
+    pub async fn close(self, why: &str) {
+        // Stop watching first: a polite close is not an error worth a warning.
+        drop(self._watch);
+        let _ = self.connection.close(200, why.into()).await;
+    }
+}
+
+/// Opens a connection for `component` (`consumer`, `relay`, ...).
+#[tracing::instrument(name = "broker.connect", skip_all, fields(component))]
+pub async fn connect(
+    settings: &BrokerSettings,
+    component: &'static str,
+) -> Result<Session, BrokerError> {
+    let mut uri: AMQPUri = settings
+        .url
+        .expose_secret()
+        .parse()
+        // The parse error may quote the URL (and its password): say only what failed.
+        .map_err(|_| BrokerError::Config("broker.url is not an amqp:// URL".into()))?;
+    uri.query.heartbeat = Some(settings.heartbeat_secs);
+    let props = ConnectionProperties::default()
+        .with_connection_name(format!("{}-{component}", settings.connection_name).into());
+    let connection = Connection::connect_uri(uri, props).await?;
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    watch_events(&connection, component, rx);
+    Ok(Session {
+        connection,
+        _watch: tx,
+    })
+}
+
+/// Logs and counts `connection.blocked` / `unblocked` until the session ends.
+fn watch_events(
+    connection: &Connection,
+    component: &'static str,
+    mut done: tokio::sync::oneshot::Receiver<()>,
+) {
+    let mut events = connection.events_listener();
+    actix_rt::spawn(async move {
+        loop {
+            tokio::select! {
+                _ = &mut done => break,
+                ev = events.next() => match ev {
+                    None => break,
+                    Some(Event::ConnectionBlocked(reason)) => {
+                        tracing::warn!(component, broker.reason = %reason, "broker blocked the connection (resource alarm): publishing paused");
+                        metrics::counter!(m::BROKER_BLOCKED_TOTAL, "component" => component).increment(1);
+                        metrics::gauge!(m::BROKER_BLOCKED, "component" => component).set(1.0);
+                    }
+                    Some(Event::ConnectionUnblocked) => {
+                        tracing::info!(component, "broker unblocked the connection");
+                        metrics::gauge!(m::BROKER_BLOCKED, "component" => component).set(0.0);
+                    }
+                    Some(Event::Error(e)) => {
+                        tracing::warn!(component, error.message = %e, "broker connection error");
+                    }
+                    Some(_) => {}
+                },
+            }
+        }
+        metrics::gauge!(m::BROKER_BLOCKED, "component" => component).set(0.0);
+    });
+}
+
+/// Exponential backoff with jitter between `min` and `max`.
+#[derive(Debug, Clone)]
+pub struct Backoff {
+    /// First delay.
+    min: Duration,
+    /// Longest delay.
+    max: Duration,
+    /// The next delay before jitter.
+    next: Duration,
+}
+
+impl Backoff {
+    /// A backoff starting at `min`, doubling up to `max`.
+    pub fn new(min: Duration, max: Duration) -> Backoff {
+        Backoff {
+            min,
+            max: max.max(min),
+            next: min,
+        }
+    }
+
+    /// The delay to wait now (75–100 % of the current step, so nodes spread out).
+    pub fn next_delay(&mut self) -> Duration {
+        let step = self.next;
+        self.next = (self.next * 2).min(self.max);
+        let jitter = (uuid::Uuid::new_v4().as_u128() % 1000) as u32;
+        step.mul_f64(0.75 + f64::from(jitter) / 4000.0)
+    }
+
+    /// Back to the first step after a success.
+    pub fn reset(&mut self) {
+        self.next = self.min;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_up_to_the_maximum_and_resets() {
+        let mut b = Backoff::new(Duration::from_millis(100), Duration::from_millis(400));
+        let d: Vec<Duration> = (0..4).map(|_| b.next_delay()).collect();
+        assert!(d[0] >= Duration::from_millis(75) && d[0] <= Duration::from_millis(100));
+        assert!(d[1] >= Duration::from_millis(150) && d[1] <= Duration::from_millis(200));
+        assert!(d[3] >= Duration::from_millis(300) && d[3] <= Duration::from_millis(400));
+        b.reset();
+        assert!(b.next_delay() <= Duration::from_millis(100));
+    }
+}

@@ -1,0 +1,443 @@
+//! The fault drills of the broker issue, against the real RabbitMQ and PostgreSQL.
+//! Each counts what was published against what is in the journey log (and in the
+//! command stream): lost = 0, duplicates = 0.
+//!
+//! Faults are made with a throwaway TCP proxy ([`ChaosProxy`]) between the runtime
+//! and RabbitMQ or PostgreSQL, so the machine's shared services keep running.
+//!
+//! Sizes: N = 10,000 for the in-flight drill (about 20 s here); set
+//! `FRONTDOOR_DRILL_EVENTS` for a bigger manual run or a smaller one on a slow box.
+
+use std::collections::{HashMap, HashSet};
+use std::time::Duration;
+
+use serde_json::{json, Value};
+use uuid::Uuid;
+
+use crate::amqp::{amqp_url, enable_broker, eventually, Adapter};
+use crate::broker::{spawn_with_broker, wait_until_ready};
+use crate::chaos::ChaosProxy;
+use crate::helpers::{days_ago, event, spawn_app_with, test_settings, Backend, TestApp};
+use frontdoor::store::Store;
+
+const WITHIN: Duration = Duration::from_secs(60);
+
+/// N for the in-flight drill.
+fn drill_events() -> usize {
+    std::env::var("FRONTDOOR_DRILL_EVENTS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(10_000)
+}
+
+/// One published event: its envelope and its patient key.
+struct Published {
+    event: Value,
+    key: String,
+}
+
+/// `n` events over `patients` patients and three sites, interleaved patient by
+/// patient (round r of every patient before round r+1).
+fn workload(n: usize, patients: usize) -> Vec<Published> {
+    let tag = &Uuid::new_v4().simple().to_string()[..6];
+    let sites = ["north", "south", "east"];
+    (0..n)
+        .map(|i| {
+            let p = i % patients;
+            let round = i / patients;
+            let key = format!("MRN-{tag}-{p}");
+            let mut e = event(
+                "survey.completed",
+                "sms",
+                days_ago(0, 0),
+                json!({"mrn": key}),
+                json!({"round": round, "score": round % 10}),
+            );
+            e["site"] = json!(sites[p % sites.len()]);
+            Published { event: e, key }
+        })
+        .collect()
+}
+
+/// Publishes with pipelined confirms (windows of 500), as a busy adapter does.
+async fn publish_all(adapter: &Adapter, events: &[Published]) {
+    for chunk in events.chunks(500) {
+        for p in chunk {
+            let e = &p.event;
+            let key = format!("{}.sms.survey.completed", e["site"].as_str().unwrap());
+            // The confirm is awaited for the whole window below.
+            drop(
+                adapter
+                    .publish_no_wait(
+                        e.to_string().as_bytes(),
+                        &key,
+                        e["id"].as_str().unwrap(),
+                        Some(&p.key),
+                    )
+                    .await,
+            );
+        }
+        adapter.wait_for_confirms().await;
+    }
+}
+
+/// A store connection of the test's own (not through any proxy).
+async fn direct_store(app: &TestApp, direct_url: Option<&str>) -> Store {
+    let mut s = app.settings.store.clone();
+    if let Some(u) = direct_url {
+        s.url = secrecy::SecretString::from(u.to_string());
+    }
+    Store::connect(&s).await.expect("a direct store connection")
+}
+
+/// Waits until every published event is stored and no delivery is left.
+async fn wait_all_stored(store: &Store, adapter: &Adapter, n: usize) {
+    eventually(
+        WITHIN * 4,
+        &format!("all {n} events stored and acked"),
+        || async {
+            let stored = store.count_events(None).await.ok()? as usize;
+            (stored >= n && adapter.ready_in_partitions().await == 0).then_some(())
+        },
+    )
+    .await;
+}
+
+/// lost = 0 and duplicates = 0: the log holds exactly the published ids.
+async fn assert_exactly_once(store: &Store, published: &[Published]) {
+    let log = store.event_log().await.expect("the event log");
+    let ids: Vec<&str> = log.iter().map(|(_, id)| id.as_str()).collect();
+    let unique: HashSet<&str> = ids.iter().copied().collect();
+    let sent: HashSet<&str> = published
+        .iter()
+        .map(|p| p.event["id"].as_str().unwrap())
+        .collect();
+    let lost = sent.difference(&unique).count();
+    let duplicates = ids.len() - unique.len();
+    let unexpected = unique.difference(&sent).count();
+    assert_eq!(
+        (lost, duplicates, unexpected),
+        (0, 0, 0),
+        "lost, duplicated, unexpected"
+    );
+}
+
+fn proxied_amqp(proxy: &ChaosProxy) -> String {
+    format!("amqp://guest:guest@127.0.0.1:{}/%2f", proxy.port)
+}
+
+#[actix_web::test]
+async fn drill_1_connection_lost_twice_with_events_in_flight_every_event_is_stored_once() {
+    let proxy = ChaosProxy::start("127.0.0.1:5672").await;
+    let (mut app, adapter) = spawn_with_broker(Some(&proxied_amqp(&proxy))).await;
+    let n = drill_events();
+    let published = workload(n, 500);
+    publish_all(&adapter, &published).await;
+    let mut in_flight_at_cut = Vec::new();
+    for fraction in [4, 2] {
+        let stored = eventually(WITHIN * 2, "part of the events stored", || async {
+            let stored = app.store.count_events(None).await.ok()? as usize;
+            (stored >= n / fraction).then_some(stored)
+        })
+        .await;
+        let connections = proxy.accepted();
+        proxy.cut();
+        in_flight_at_cut.push(n - stored);
+        eventually(WITHIN, "the consumer and the relay reconnected", || async {
+            (proxy.accepted() >= connections + 2).then_some(())
+        })
+        .await;
+    }
+    assert!(
+        in_flight_at_cut.iter().all(|&left| left > 0),
+        "events were in flight at each cut: {in_flight_at_cut:?}"
+    );
+    wait_all_stored(&app.store, &adapter, n).await;
+    assert_exactly_once(&app.store, &published).await;
+    // Each reconnect is a supervised restart of the component, visible in /v1/runtime.
+    let sup = app.runtime.stats.snapshot();
+    assert!(sup["broker_consumer"].restarts >= 2, "{:?}", sup.get("broker_consumer"));
+    assert!(sup["outbox_relay"].restarts >= 2, "{:?}", sup.get("outbox_relay"));
+    assert!(sup["broker_consumer"].up && sup["outbox_relay"].up);
+    app.stop().await;
+    adapter.cleanup().await;
+}
+
+#[actix_web::test]
+async fn drill_2_a_runtime_killed_between_storing_and_acking_leaves_redeliveries_that_change_nothing(
+) {
+    let proxy = ChaosProxy::start("127.0.0.1:5672").await;
+    let (mut first, adapter) = spawn_with_broker(Some(&proxied_amqp(&proxy))).await;
+    let published = workload(1_000, 100);
+    publish_all(&adapter, &published).await;
+    eventually(WITHIN, "the first runtime storing", || async {
+        (first.store.count_events(None).await.ok()? >= 200).then_some(())
+    })
+    .await;
+    // The first runtime dies as far as the broker knows: its connection is gone and
+    // never comes back; what it stored but had not acked is redelivered.
+    proxy.down();
+    let store = direct_store(&first, None).await;
+    let before = store.event_log().await.unwrap();
+    // The replacement starts on the same database and topology, straight to RabbitMQ.
+    let mut settings = first.settings.clone();
+    settings.broker.url = secrecy::SecretString::from(amqp_url());
+    let mut second = spawn_app_with(settings, None).await;
+    wait_until_ready(&second).await;
+    wait_all_stored(&store, &adapter, published.len()).await;
+    let after = store.event_log().await.unwrap();
+    assert_eq!(
+        &after[..before.len()],
+        &before[..],
+        "what was stored before is untouched"
+    );
+    assert_exactly_once(&store, &published).await;
+    second.stop().await;
+    first.stop().await;
+    adapter.cleanup().await;
+}
+
+/// Posts appointment bookings over HTTP (each writes one notify.send command).
+async fn book(app: &TestApp, n: usize) -> Vec<Value> {
+    let mut out = Vec::new();
+    for i in 0..n {
+        let e = event(
+            "appointment.booked",
+            "portal",
+            days_ago(0, 0),
+            json!({"mrn": format!("MRN-C-{i}"), "phone": format!("+1555030{i:04}")}),
+            json!({"appointment_id": format!("appt-{i}"), "starts_at": days_ago(-2, 0).to_rfc3339(),
+                   "department": "oncology", "location": "East Clinic"}),
+        );
+        app.store_event(&e).await;
+        out.push(e);
+    }
+    out
+}
+
+#[actix_web::test]
+async fn drill_3_commands_produced_while_the_broker_is_down_wait_in_the_outbox_and_go_out_once() {
+    let proxy = ChaosProxy::start("127.0.0.1:5672").await;
+    let (mut app, mut adapter) = spawn_with_broker(Some(&proxied_amqp(&proxy))).await;
+    let sms = adapter.command_queue("*.sms.notify.send").await;
+    proxy.down();
+    eventually(WITHIN, "readyz reporting the broker down", || async {
+        let (status, body) = app.get("/readyz").await;
+        (status == 503 && body["detail"].as_str()?.contains("broker: down")).then_some(())
+    })
+    .await;
+    let m = 100;
+    book(&app, m).await;
+    assert_eq!(
+        app.store.outbox_counts().await.unwrap(),
+        (m as i64, 0, 0),
+        "held in the outbox"
+    );
+    assert_eq!(adapter.ready(&sms).await, 0, "nothing reached the broker");
+    proxy.up();
+    eventually(WITHIN, "every command published after recovery", || async {
+        (app.store.outbox_counts().await.ok()? == (0, m as i64, 0)).then_some(())
+    })
+    .await;
+    eventually(WITHIN, "every command in the adapter's queue", || async {
+        (adapter.ready(&sms).await as usize >= m).then_some(())
+    })
+    .await;
+    let messages = adapter.take_all(&sms).await;
+    let ids: HashSet<String> = messages
+        .iter()
+        .filter_map(|m| {
+            m.delivery
+                .properties
+                .message_id()
+                .as_ref()
+                .map(|s| s.to_string())
+        })
+        .collect();
+    assert_eq!(
+        (messages.len(), ids.len()),
+        (m, m),
+        "each command published once"
+    );
+    app.stop().await;
+    adapter.cleanup().await;
+}
+
+#[actix_web::test]
+async fn drill_4_an_unroutable_command_is_counted_parked_and_delivered_once_an_operator_unparks_it()
+{
+    let (mut app, mut adapter) = spawn_with_broker(None).await;
+    // No adapter has bound a queue for SMS yet.
+    book(&app, 1).await;
+    eventually(WITHIN, "the command parked", || async {
+        (app.store.outbox_counts().await.ok()? == (0, 0, 1)).then_some(())
+    })
+    .await;
+    let parked = app.store.parked_commands().await.unwrap();
+    assert_eq!(parked.len(), 1);
+    assert_eq!(parked[0].1, "notify.send");
+    assert!(parked[0].2.contains("unroutable"), "{}", parked[0].2);
+    let metrics = app
+        .client
+        .get(format!("{}/metrics", app.address))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains(r#"frontdoor_commands_unroutable_total{type="notify.send"}"#),
+        "{metrics}"
+    );
+    // The SMS gateway binds its queue; the operator unparks.
+    let sms = adapter.command_queue("*.sms.notify.send").await;
+    assert_eq!(app.store.unpark_commands().await.unwrap(), 1);
+    eventually(WITHIN, "the command delivered", || async {
+        (app.store.outbox_counts().await.ok()? == (0, 1, 0)).then_some(())
+    })
+    .await;
+    let messages = adapter.take_all(&sms).await;
+    assert_eq!(messages.len(), 1, "delivered exactly once");
+    assert_eq!(
+        messages[0]
+            .delivery
+            .properties
+            .message_id()
+            .as_ref()
+            .map(|s| s.to_string()),
+        Some(parked[0].0.clone())
+    );
+    app.stop().await;
+    adapter.cleanup().await;
+}
+
+#[actix_web::test]
+async fn drill_6_interleaved_events_of_1000_patients_through_4_consumers_on_two_nodes_keep_publish_order(
+) {
+    let (mut settings, dir) = test_settings(Backend::Postgres).await;
+    enable_broker(&mut settings, &amqp_url());
+    settings.broker.partitions = 4;
+    let adapter = Adapter::connect(&settings).await;
+    let mut a = spawn_app_with(settings.clone(), dir).await;
+    let mut b = spawn_app_with(settings, None).await;
+    wait_until_ready(&a).await;
+    wait_until_ready(&b).await;
+    let published = workload(3_000, 1_000);
+    publish_all(&adapter, &published).await;
+    wait_all_stored(&a.store, &adapter, published.len()).await;
+    assert_exactly_once(&a.store, &published).await;
+    let key_of: HashMap<&str, (&str, u64)> = published
+        .iter()
+        .map(|p| {
+            (
+                p.event["id"].as_str().unwrap(),
+                (p.key.as_str(), p.event["round"].as_u64().unwrap()),
+            )
+        })
+        .collect();
+    let mut last_round: HashMap<&str, u64> = HashMap::new();
+    let mut out_of_order = 0;
+    for (_, id) in a.store.event_log().await.unwrap() {
+        let (key, round) = key_of[id.as_str()];
+        if let Some(prev) = last_round.insert(key, round) {
+            if prev > round {
+                out_of_order += 1;
+            }
+        }
+    }
+    assert_eq!(last_round.len(), 1_000);
+    assert_eq!(
+        out_of_order, 0,
+        "every patient's journey is in publish order"
+    );
+    a.stop().await;
+    b.stop().await;
+    adapter.cleanup().await;
+}
+
+#[actix_web::test]
+async fn drill_7_postgresql_down_under_load_means_no_ack_503_and_full_recovery() {
+    let pg = ChaosProxy::start("127.0.0.1:5432").await;
+    let (mut settings, dir) = test_settings(Backend::Postgres).await;
+    use secrecy::ExposeSecret;
+    let direct_url = settings.store.url.expose_secret().to_string();
+    settings.store.url = secrecy::SecretString::from(
+        direct_url.replace("127.0.0.1:5432", &format!("127.0.0.1:{}", pg.port)),
+    );
+    settings.store.acquire_timeout_secs = 1;
+    enable_broker(&mut settings, &amqp_url());
+    let adapter = Adapter::connect(&settings).await;
+    let mut app = spawn_app_with(settings, dir).await;
+    wait_until_ready(&app).await;
+    let store = direct_store(&app, Some(&direct_url)).await;
+    let published = workload(2_000, 200);
+    let (first, second) = published.split_at(1_000);
+    publish_all(&adapter, first).await;
+    eventually(WITHIN, "the runtime storing", || async {
+        (store.count_events(None).await.ok()? >= 200).then_some(())
+    })
+    .await;
+    pg.down();
+    publish_all(&adapter, second).await;
+    eventually(WITHIN, "readyz reporting the store down", || async {
+        let (status, body) = app.get("/readyz").await;
+        (status == 503 && body["detail"].as_str()?.contains("store: down")).then_some(())
+    })
+    .await;
+    let post = app.post_event(&first[0].event).await;
+    assert_eq!(
+        post.status().as_u16(),
+        503,
+        "the API answers 503 while the store is down"
+    );
+    // During the outage nothing is stored and nothing is acked: deliveries the
+    // consumer holds are neither stored nor back in the queue.
+    let stored = store.count_events(None).await.unwrap();
+    let ready = i64::from(adapter.ready_in_partitions().await);
+    assert!(app.broker.in_flight() > 0, "deliveries held unacked");
+    assert!(
+        stored + ready < published.len() as i64,
+        "some deliveries are held, not acked"
+    );
+    assert_eq!(
+        store.count_events(None).await.unwrap(),
+        stored,
+        "nothing stored while down"
+    );
+    pg.up();
+    wait_all_stored(&store, &adapter, published.len()).await;
+    wait_until_ready(&app).await;
+    assert_exactly_once(&store, &published).await;
+    app.stop().await;
+    adapter.cleanup().await;
+}
+
+#[actix_web::test]
+async fn drill_8_a_10x_burst_waits_in_the_queue_within_the_prefetch_bound_and_loses_nothing() {
+    let (mut settings, dir) = test_settings(Backend::Postgres).await;
+    enable_broker(&mut settings, &amqp_url());
+    settings.broker.prefetch = 20;
+    settings.broker.partitions = 2;
+    let bound = 20 * 2;
+    let adapter = Adapter::connect(&settings).await;
+    let mut app = spawn_app_with(settings, dir).await;
+    wait_until_ready(&app).await;
+    // Steady: 200 events. Then a burst of 10x that, published as fast as RabbitMQ
+    // confirms (far faster than the runtime stores): the backlog waits in the queue,
+    // not in the runtime's memory.
+    let published = workload(2_200, 400);
+    let (steady, burst) = published.split_at(200);
+    publish_all(&adapter, steady).await;
+    wait_all_stored(&app.store, &adapter, steady.len()).await;
+    publish_all(&adapter, burst).await;
+    wait_all_stored(&app.store, &adapter, published.len()).await;
+    assert!(
+        app.broker.max_in_flight() <= bound,
+        "at most prefetch x partitions deliveries held: {} > {bound}",
+        app.broker.max_in_flight()
+    );
+    assert_exactly_once(&app.store, &published).await;
+    app.stop().await;
+    adapter.cleanup().await;
+}
