@@ -156,8 +156,16 @@ async fn drill_1_connection_lost_twice_with_events_in_flight_every_event_is_stor
     assert_exactly_once(&app.store, &published).await;
     // Each reconnect is a supervised restart of the component, visible in /v1/runtime.
     let sup = app.runtime.stats.snapshot();
-    assert!(sup["broker_consumer"].restarts >= 2, "{:?}", sup.get("broker_consumer"));
-    assert!(sup["outbox_relay"].restarts >= 2, "{:?}", sup.get("outbox_relay"));
+    assert!(
+        sup["broker_consumer"].restarts >= 2,
+        "{:?}",
+        sup.get("broker_consumer")
+    );
+    assert!(
+        sup["outbox_relay"].restarts >= 2,
+        "{:?}",
+        sup.get("outbox_relay")
+    );
     assert!(sup["broker_consumer"].up && sup["outbox_relay"].up);
     app.stop().await;
     adapter.cleanup().await;
