@@ -153,6 +153,12 @@ impl Handler<PassivationRequest> for PatientShard {
         match self.patients.get(&msg.patient) {
             Some(e) if e.generation == msg.generation && e.dispatched == msg.processed => {
                 self.patients.remove(&msg.patient);
+                // Give memory back after a wave of passivations (a map keeps its capacity).
+                if self.patients.capacity() > 1_024
+                    && self.patients.capacity() > 4 * self.patients.len()
+                {
+                    self.patients.shrink_to(self.patients.len() * 2);
+                }
                 true
             }
             Some(e) if e.generation == msg.generation => false,
