@@ -61,31 +61,9 @@ impl Store {
     }
 
     /// The oldest unpublished, unparked commands.
-    #[tracing::instrument(name = "store.pending_commands", skip_all)]
     pub async fn pending_commands(&self, limit: i64) -> Result<Vec<OutboxRow>, StoreError> {
-        timed("pending_commands", async {
-            let rows = sqlx::query(
-                "SELECT seq, id, command_type, routing_key, body, attempts FROM outbox \
-                 WHERE published_at_ms IS NULL AND parked_at_ms IS NULL ORDER BY seq LIMIT $1",
-            )
-            .bind(limit)
-            .fetch_all(self.pool())
-            .await?;
-            rows.into_iter()
-                .map(|r| {
-                    Ok(OutboxRow {
-                        seq: r.try_get(0)?,
-                        id: r.try_get(1)?,
-                        command_type: r.try_get(2)?,
-                        routing_key: r.try_get(3)?,
-                        body: r.try_get(4)?,
-                        attempts: r.try_get(5)?,
-                    })
-                })
-                .collect::<Result<Vec<_>, sqlx::Error>>()
-                .map_err(StoreError::from)
-        })
-        .await
+        // No park is older than i64::MIN: only commands never parked.
+        self.relay_batch(limit, i64::MIN).await
     }
 
     /// What the relay should publish now, oldest first: pending commands, and parked
