@@ -243,6 +243,10 @@ pub struct StoreSettings {
     pub max_connections: u32,
     /// How long to wait for a connection before answering "unavailable".
     pub acquire_timeout_secs: u64,
+    /// Group commit: journey appends that arrive together are committed in one
+    /// transaction of at most this many (0: one transaction per append).
+    #[serde(default = "default_group_commit")]
+    pub group_commit_max_batch: usize,
 }
 
 impl StoreSettings {
@@ -284,6 +288,10 @@ pub struct PatientSettings {
     /// Capacity of each shard's mailbox.
     #[serde(default = "default_shard_mailbox")]
     pub shard_mailbox_capacity: usize,
+}
+
+fn default_group_commit() -> usize {
+    256
 }
 
 fn default_max_in_flight() -> usize {

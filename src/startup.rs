@@ -94,7 +94,8 @@ impl Application {
         let task_policy: SharedPolicy = Arc::new(RwLock::new(settings.supervision.tasks.clone()));
         let store = Store::connect(&settings.store)
             .await
-            .context("Failed to connect to the store and run migrations")?;
+            .context("Failed to connect to the store and run migrations")?
+            .with_group_commit(settings.store.group_commit_max_batch);
         let routing = Routing::new(RoutingDeps {
             config: settings.routing.clone(),
             clock,

@@ -6,7 +6,7 @@
 
 use chrono::{DateTime, Utc};
 use frontdoor_actors::ids::PatientId;
-use sqlx::{Any, AnyConnection, Row, Transaction};
+use sqlx::{AnyConnection, Row};
 
 use super::{millis, timed, Store, StoreError};
 use crate::audit::{Action, AuditEntry, AuditRecord, Outcome, Purpose};
@@ -75,7 +75,7 @@ fn resource_label(resource: &str) -> &'static str {
 
 /// Records an identity link (claim, merge, move) inside the transaction that makes it.
 pub(crate) async fn record_identity_link(
-    tx: &mut Transaction<'static, Any>,
+    tx: &mut AnyConnection,
     event_id: Option<String>,
     action: &str,
     kind: Option<&str>,

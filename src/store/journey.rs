@@ -9,7 +9,7 @@ use frontdoor_actors::identity::{self, KnownIdentifier, LinkAction, Resolution, 
 use frontdoor_actors::ids::{Identifier, IdentifierKind, PatientId};
 use frontdoor_actors::journey::IdentifierView;
 use frontdoor_actors::ports::{AppendOutcome, BoxFuture, JourneyStore, PortError, StoredJourney};
-use sqlx::{Any, AnyConnection, Row, Transaction};
+use sqlx::{AnyConnection, Row};
 
 use super::{millis, timed, Store, StoreError};
 
@@ -55,7 +55,7 @@ async fn known_identifiers(
 }
 
 async fn record_link(
-    tx: &mut Transaction<'static, Any>,
+    tx: &mut AnyConnection,
     event_id: Option<String>,
     action: &str,
     identifier: Option<&Identifier>,
@@ -73,7 +73,7 @@ async fn record_link(
     .bind(from.map(|p| p.to_string()))
     .bind(to.to_string())
     .bind(Utc::now().timestamp_millis())
-    .execute(&mut **tx)
+    .execute(&mut *tx)
     .await?;
     // Every link is audited in the transaction that makes it.
     super::audit::record_identity_link(
@@ -89,7 +89,7 @@ async fn record_link(
 
 /// Inserts an identifier for a patient unless someone holds it; true when inserted.
 async fn claim(
-    tx: &mut Transaction<'static, Any>,
+    tx: &mut AnyConnection,
     id: &Identifier,
     patient: PatientId,
     now_ms: i64,
@@ -102,7 +102,7 @@ async fn claim(
     .bind(id.value().to_string())
     .bind(patient.to_string())
     .bind(now_ms)
-    .execute(&mut **tx)
+    .execute(&mut *tx)
     .await?;
     Ok(done.rows_affected() == 1)
 }
@@ -386,54 +386,107 @@ impl Store {
     ) -> Result<AppendOutcome, StoreError> {
         timed("append_event", async {
             let mut tx = self.pool().begin().await?;
-            let seq = sqlx::query(
-                "INSERT INTO events (id, patient_id, type, channel, site, contact_id, occurred_at_ms, received_at_ms, body) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT (id) DO NOTHING RETURNING seq",
-            )
-            .bind(event.id.to_string())
-            .bind(patient.to_string())
-            .bind(event.event_type.clone())
-            .bind(event.channel.as_str())
-            .bind(event.site.to_string())
-            .bind(event.contact_id.as_ref().map(|c| c.to_string()))
-            .bind(millis(event.occurred_at))
-            .bind(Utc::now().timestamp_millis())
-            .bind(event.to_json())
-            .fetch_optional(&mut *tx)
-            .await?;
-            let Some(seq) = seq else {
+            let outcome = append_in(&mut tx, patient, event, commands).await?;
+            if matches!(outcome, AppendOutcome::Stored { .. }) {
+                tx.commit().await?;
+            } else {
                 tx.rollback().await?;
-                return Ok(AppendOutcome::Duplicate);
-            };
-            let seq: i64 = seq.try_get(0)?;
-            let merged_into: Option<Option<String>> = sqlx::query("SELECT merged_into FROM patients WHERE id = $1")
-                .bind(patient.to_string())
-                .fetch_optional(&mut *tx)
-                .await?
-                .map(|r| r.try_get(0))
-                .transpose()?;
-            if let Some(Some(to)) = merged_into {
-                tx.rollback().await?;
-                return Ok(AppendOutcome::Moved { to: parse_patient(&to)? });
             }
-            let mut relinked = Vec::new();
-            if matches!(event.kind, EventKind::IdentityLinked) {
-                relinked = link_identities(&mut tx, patient, event).await?;
+            Ok(outcome)
+        })
+        .await
+    }
+
+    /// Appends several events in one transaction (group commit), each in its own
+    /// savepoint: a duplicate, a moved patient or a non-transient error undoes only
+    /// its own event. A transient error fails the whole batch (nothing committed;
+    /// every caller retries). Outcomes are known only once the batch committed.
+    #[tracing::instrument(name = "store.append_batch", skip_all, fields(events = jobs.len()))]
+    pub async fn append_batch(
+        &self,
+        jobs: &[(PatientId, Arc<Envelope>, Vec<Command>)],
+    ) -> Result<Vec<Result<AppendOutcome, StoreError>>, StoreError> {
+        timed("append_batch", async {
+            let mut tx = self.pool().begin().await?;
+            let mut out = Vec::with_capacity(jobs.len());
+            for (patient, event, commands) in jobs {
+                let mut sp = sqlx::Connection::begin(&mut *tx).await?;
+                match append_in(&mut sp, *patient, event, commands).await {
+                    Ok(o @ AppendOutcome::Stored { .. }) => {
+                        sp.commit().await?;
+                        out.push(Ok(o));
+                    }
+                    Ok(o) => {
+                        sp.rollback().await?;
+                        out.push(Ok(o));
+                    }
+                    Err(e) if e.is_transient() => return Err(e),
+                    Err(e) => {
+                        sp.rollback().await?;
+                        out.push(Err(e));
+                    }
+                }
             }
-            super::outbox::insert_commands(&mut tx, commands).await?;
             tx.commit().await?;
-            Ok(AppendOutcome::Stored {
-                seq: u64::try_from(seq).unwrap_or_default(),
-                relinked,
-            })
+            Ok(out)
         })
         .await
     }
 }
 
+/// One event appended inside an open transaction; the caller commits it only when
+/// the outcome is `Stored` (otherwise it rolls back: nothing half-stored).
+async fn append_in(
+    conn: &mut AnyConnection,
+    patient: PatientId,
+    event: &Envelope,
+    commands: &[Command],
+) -> Result<AppendOutcome, StoreError> {
+    let seq = sqlx::query(
+        "INSERT INTO events (id, patient_id, type, channel, site, contact_id, occurred_at_ms, received_at_ms, body) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT (id) DO NOTHING RETURNING seq",
+    )
+    .bind(event.id.to_string())
+    .bind(patient.to_string())
+    .bind(event.event_type.clone())
+    .bind(event.channel.as_str())
+    .bind(event.site.to_string())
+    .bind(event.contact_id.as_ref().map(|c| c.to_string()))
+    .bind(millis(event.occurred_at))
+    .bind(Utc::now().timestamp_millis())
+    .bind(event.to_json())
+    .fetch_optional(&mut *conn)
+    .await?;
+    let Some(seq) = seq else {
+        return Ok(AppendOutcome::Duplicate);
+    };
+    let seq: i64 = seq.try_get(0)?;
+    let merged_into: Option<Option<String>> =
+        sqlx::query("SELECT merged_into FROM patients WHERE id = $1")
+            .bind(patient.to_string())
+            .fetch_optional(&mut *conn)
+            .await?
+            .map(|r| r.try_get(0))
+            .transpose()?;
+    if let Some(Some(to)) = merged_into {
+        return Ok(AppendOutcome::Moved {
+            to: parse_patient(&to)?,
+        });
+    }
+    let mut relinked = Vec::new();
+    if matches!(event.kind, EventKind::IdentityLinked) {
+        relinked = link_identities(conn, patient, event).await?;
+    }
+    super::outbox::insert_commands(conn, commands).await?;
+    Ok(AppendOutcome::Stored {
+        seq: u64::try_from(seq).unwrap_or_default(),
+        relinked,
+    })
+}
+
 /// Applies an explicit `identity.linked` to `target` inside the event's transaction.
 async fn link_identities(
-    tx: &mut Transaction<'static, Any>,
+    tx: &mut AnyConnection,
     target: PatientId,
     event: &Envelope,
 ) -> Result<Vec<PatientId>, StoreError> {
@@ -459,12 +512,12 @@ async fn link_identities(
                 )
                 .bind(target.to_string())
                 .bind(from.to_string())
-                .execute(&mut **tx)
+                .execute(&mut *tx)
                 .await?;
                 sqlx::query("UPDATE identities SET patient_id = $1 WHERE patient_id = $2")
                     .bind(target.to_string())
                     .bind(from.to_string())
-                    .execute(&mut **tx)
+                    .execute(&mut *tx)
                     .await?;
                 record_link(tx, event_id.clone(), "merge", None, Some(from), target).await?;
                 relinked.push(from);
@@ -475,7 +528,7 @@ async fn link_identities(
                     .bind(now_ms)
                     .bind(identifier.kind().as_str())
                     .bind(identifier.value().to_string())
-                    .execute(&mut **tx)
+                    .execute(&mut *tx)
                     .await?;
                 record_link(
                     tx,
@@ -519,10 +572,11 @@ impl JourneyStore for Store {
     ) -> BoxFuture<'static, Result<AppendOutcome, PortError>> {
         let store = self.clone();
         Box::pin(async move {
-            store
-                .append_event(patient, &event, &commands)
-                .await
-                .map_err(port_error)
+            match store.writer() {
+                Some(w) => w.append(patient, event, commands).await,
+                None => store.append_event(patient, &event, &commands).await,
+            }
+            .map_err(port_error)
         })
     }
 }

@@ -12,6 +12,7 @@
 //! # Layout
 //! - [`journey`]: patients, identifiers and links, and the append-only event log.
 //! - [`outbox`]: commands written with the state change that causes them, for the relay.
+//! - [`writer`]: group commit of journey appends.
 //! - [`audit`]: the append-only audit log (reads, denials, identity links) and its purge.
 //! - [`seed`]: bulk loading of patients with journeys (benchmarks and drills).
 
@@ -19,6 +20,7 @@ pub mod audit;
 pub mod journey;
 pub mod outbox;
 pub mod seed;
+pub mod writer;
 
 use std::future::Future;
 use std::path::Path;
@@ -53,6 +55,9 @@ pub enum StoreError {
     /// Stored data could not be read back (a bug or a manual edit).
     #[error("stored data is unreadable: {0}")]
     Corrupt(String),
+    /// A group commit failed as a whole (the store answered nothing durable); retry.
+    #[error("store batch failed: {0}")]
+    Batch(String),
     /// The data directory could not be created.
     #[error("cannot prepare the data directory: {0}")]
     DataDir(#[from] std::io::Error),
@@ -83,7 +88,7 @@ impl From<sqlx::Error> for StoreError {
 impl StoreError {
     /// True when retrying later may succeed.
     pub fn is_transient(&self) -> bool {
-        matches!(self, StoreError::Unavailable(_))
+        matches!(self, StoreError::Unavailable(_) | StoreError::Batch(_))
     }
 }
 
@@ -94,6 +99,8 @@ pub struct Store {
     pool: AnyPool,
     /// Which backend the pool talks to.
     backend: Backend,
+    /// Group commit of journey appends, when started.
+    writer: Option<writer::Writer>,
 }
 
 impl Store {
@@ -111,7 +118,11 @@ impl Store {
             .acquire_timeout(settings.acquire_timeout())
             .connect(&url)
             .await?;
-        let store = Store { pool, backend };
+        let store = Store {
+            pool,
+            backend,
+            writer: None,
+        };
         store.migrate().await?;
         Ok(store)
     }
@@ -136,6 +147,24 @@ impl Store {
             }
         }
         Ok(())
+    }
+
+    /// This store with journey appends group-committed by a writer task
+    /// (`max_batch` 0 keeps one transaction per append).
+    pub fn with_group_commit(self, max_batch: usize) -> Store {
+        if max_batch == 0 {
+            return self;
+        }
+        let writer = writer::Writer::start(self.clone(), max_batch);
+        Store {
+            writer: Some(writer),
+            ..self
+        }
+    }
+
+    /// The group-commit writer, when started.
+    pub(crate) fn writer(&self) -> Option<&writer::Writer> {
+        self.writer.as_ref()
     }
 
     /// The backend in use.

@@ -4,7 +4,7 @@
 use chrono::Utc;
 use frontdoor_actors::command::Command;
 use frontdoor_actors::ports::{BoxFuture, CommandSink, PortError};
-use sqlx::{Any, Row, Transaction};
+use sqlx::{AnyConnection, Row};
 
 use super::{timed, Store, StoreError};
 
@@ -27,7 +27,7 @@ pub struct OutboxRow {
 
 /// Inserts commands in an open transaction (idempotent by command id).
 pub(crate) async fn insert_commands(
-    tx: &mut Transaction<'static, Any>,
+    tx: &mut AnyConnection,
     commands: &[Command],
 ) -> Result<(), StoreError> {
     let now = Utc::now().timestamp_millis();
@@ -41,7 +41,7 @@ pub(crate) async fn insert_commands(
         .bind(c.routing_key())
         .bind(c.to_wire().to_string())
         .bind(now)
-        .execute(&mut **tx)
+        .execute(&mut *tx)
         .await?;
     }
     Ok(())
