@@ -221,6 +221,17 @@ impl Default for MailboxBounds {
     }
 }
 
+/// The shards' arbiter threads; dropping the set stops them.
+struct Arbiters(Vec<Arbiter>);
+
+impl Drop for Arbiters {
+    fn drop(&mut self) {
+        for a in &self.0 {
+            a.stop();
+        }
+    }
+}
+
 /// The handle the runtime uses to reach patients: routes by patient id to its shard.
 ///
 /// Every message to a patient holds a permit of one semaphore until its answer
@@ -231,6 +242,9 @@ impl Default for MailboxBounds {
 pub struct PatientRegistry {
     /// The shards, each on its own arbiter.
     shards: Arc<Vec<Addr<PatientShard>>>,
+    /// The shards' arbiters, stopped when the last registry handle goes away (an
+    /// arbiter thread otherwise runs until told to stop, keeping its actors alive).
+    _arbiters: Arc<Arbiters>,
     /// Permits for messages in flight.
     in_flight: Arc<tokio::sync::Semaphore>,
     /// The bounds.
@@ -243,19 +257,23 @@ impl PatientRegistry {
     /// Starts `shards` shards, each on a new arbiter (thread).
     pub fn start(deps: PatientDeps, shards: usize, bounds: MailboxBounds) -> PatientRegistry {
         let observer = deps.observer.clone();
+        let mut arbiters = Vec::new();
         let shards = (0..shards.max(1))
             .map(|_| {
                 let arbiter = Arbiter::new();
                 let deps = deps.clone();
                 let cap = bounds.shard_mailbox.max(1);
-                PatientShard::start_in_arbiter(&arbiter.handle(), move |ctx| {
+                let addr = PatientShard::start_in_arbiter(&arbiter.handle(), move |ctx| {
                     ctx.set_mailbox_capacity(cap);
                     PatientShard::new(deps)
-                })
+                });
+                arbiters.push(arbiter);
+                addr
             })
             .collect();
         PatientRegistry {
             shards: Arc::new(shards),
+            _arbiters: Arc::new(Arbiters(arbiters)),
             in_flight: Arc::new(tokio::sync::Semaphore::new(bounds.max_in_flight.max(1))),
             bounds,
             observer,

@@ -156,10 +156,6 @@ pub async fn test_settings(backend: Backend) -> (Settings, Option<TempDir>) {
         .collect();
     // Routing timers run only when a test ticks them.
     settings.routing.tick_interval_ms = 3_600_000;
-    // Each test app keeps its pool until the test process exits (its HTTP workers
-    // outlive the test's runtime): a small pool keeps ~45 PostgreSQL-backed apps
-    // within the server's connection limit.
-    settings.store.max_connections = 4;
     let dir = match backend {
         Backend::Sqlite => {
             let dir = std::env::temp_dir().join(format!("frontdoor-test-{}", Uuid::new_v4()));
