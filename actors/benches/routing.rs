@@ -15,7 +15,7 @@ use std::time::Instant;
 use chrono::{Duration, Utc};
 use frontdoor_actors::event::Channel;
 use frontdoor_actors::ids::{ContactId, PatientId, SiteId};
-use frontdoor_actors::ports::{NoObserver, RoutingObserver};
+use frontdoor_actors::ports::RoutingObserver;
 use frontdoor_actors::routing::agent::Presence;
 use frontdoor_actors::routing::model::RoutedContact;
 use frontdoor_actors::routing::queue::{QueueSnapshot, QueueState};
@@ -222,7 +222,6 @@ fn through_actors() {
             lat,
             wall.elapsed().as_secs_f64(),
         );
-        let _ = NoObserver;
     });
 }
 

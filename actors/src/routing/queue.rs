@@ -6,7 +6,7 @@
 //! owns one and reserves agents through their actors.
 
 use std::borrow::Borrow;
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
+use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -20,7 +20,9 @@ use super::{Clock, RoutingConfig};
 use crate::event::Channel;
 use crate::ids::SiteId;
 use crate::rules::erlang::{self, StaffingEstimate};
-use crate::rules::matching::{choose_agent, has_room, relaxed_needs, AgentView, ChoiceReason};
+use crate::rules::matching::{
+    choose_agent, has_room, relaxation_step, relaxed_needs, AgentView, ChoiceReason,
+};
 use crate::rules::overflow::{self, QueueLoad};
 use crate::rules::priority::PriorityKey;
 
@@ -230,7 +232,7 @@ impl QueueState {
             let signature = (
                 c.channel,
                 c.min_proficiency,
-                relaxation_step(waited, cfg),
+                relaxation_step(waited, &cfg.relaxation),
                 cross,
             );
             if plain && failed.contains(&signature) {
@@ -289,13 +291,14 @@ impl QueueState {
         ids.iter().filter_map(|id| self.remove(id)).collect()
     }
 
-    /// The queue's load for saturation and overflow planning.
+    /// The queue's load for saturation and overflow planning, with the agents
+    /// staffed at the site for the skill and those available with room now.
     pub fn load<A: Borrow<AgentView>>(
         &mut self,
         agents: &[A],
         now: DateTime<Utc>,
         cfg: &RoutingConfig,
-    ) -> (QueueLoad, u32) {
+    ) -> (QueueLoad, u32, u32) {
         let window = Duration::seconds(i64::from(cfg.stats_window_secs.max(60)));
         self.stats.trim(now, window);
         let at_site: Vec<&AgentView> = agents
@@ -306,7 +309,7 @@ impl QueueState {
             })
             .collect();
         let staffed = at_site.len() as u32;
-        let available = at_site
+        let with_room = at_site
             .iter()
             .filter(|a| a.available && a.capacity.keys().any(|ch| has_room(a, ch)))
             .count() as u32;
@@ -331,8 +334,7 @@ impl QueueState {
             arrival_rate_per_sec: self.stats.arrivals.len() as f64 / window.num_seconds() as f64,
             aht_secs: self.aht(cfg),
         };
-        let _ = available;
-        (load, staffed)
+        (load, staffed, with_room)
     }
 
     fn aht(&self, cfg: &RoutingConfig) -> f64 {
@@ -351,7 +353,7 @@ impl QueueState {
         cfg: &RoutingConfig,
         overflowing: bool,
     ) -> QueueSnapshot {
-        let (load, staffed) = self.load(agents, now, cfg);
+        let (load, staffed, available_agents) = self.load(agents, now, cfg);
         let target = f64::from(cfg.service_level_target_secs);
         let answered_in_target = self
             .stats
@@ -381,14 +383,6 @@ impl QueueState {
             target,
             cfg.service_level_target,
         );
-        let available_agents = agents
-            .iter()
-            .map(Borrow::borrow)
-            .filter(|a: &&AgentView| {
-                a.site == self.site.as_str() && a.skills.contains_key(&self.skill)
-            })
-            .filter(|a| a.available && a.capacity.keys().any(|ch| has_room(a, ch)))
-            .count() as u32;
         QueueSnapshot {
             site: self.site.clone(),
             skill: self.skill.clone(),
@@ -411,17 +405,6 @@ impl QueueState {
             staffing,
         }
     }
-}
-
-/// The relaxation step in force after waiting `waited` seconds (as `relaxed_needs` picks it).
-fn relaxation_step(waited: u64, cfg: &RoutingConfig) -> Option<usize> {
-    cfg.relaxation
-        .steps
-        .iter()
-        .enumerate()
-        .filter(|(_, s)| u64::from(s.after_secs) <= waited)
-        .max_by_key(|(i, s)| (s.after_secs, *i))
-        .map(|(i, _)| i)
 }
 
 /// What a dispatch pass did.
@@ -528,12 +511,8 @@ impl QueueActor {
     /// Offers waiting contacts to free agents until no pair matches. Each
     /// reservation is confirmed by the agent's actor (it owns the capacity); a
     /// refused one (the view was stale) skips that agent for this pass.
-    fn dispatch(&mut self, ctx: &mut Context<Self>) -> ResponseActFuture<Self, DispatchOutcome> {
-        let fut = async {}
-            .into_actor(self)
-            .then(|_, act, _ctx| act.dispatch_step(DispatchOutcome::default(), BTreeSet::new()));
-        let _ = ctx;
-        Box::pin(fut)
+    fn dispatch(&mut self) -> ResponseActFuture<Self, DispatchOutcome> {
+        self.dispatch_step(DispatchOutcome::default(), BTreeSet::new())
     }
 
     fn dispatch_step(
@@ -626,21 +605,21 @@ impl Actor for QueueActor {
 impl Handler<Enqueue> for QueueActor {
     type Result = AtomicResponse<Self, DispatchOutcome>;
 
-    fn handle(&mut self, msg: Enqueue, ctx: &mut Self::Context) -> Self::Result {
+    fn handle(&mut self, msg: Enqueue, _ctx: &mut Self::Context) -> Self::Result {
         let now = self.clock.now();
         if msg.arrival {
             self.state.stats.arrived(now);
         }
         self.state.insert(msg.contact);
-        AtomicResponse::new(self.dispatch(ctx))
+        AtomicResponse::new(self.dispatch())
     }
 }
 
 impl Handler<Dispatch> for QueueActor {
     type Result = AtomicResponse<Self, DispatchOutcome>;
 
-    fn handle(&mut self, _msg: Dispatch, ctx: &mut Self::Context) -> Self::Result {
-        AtomicResponse::new(self.dispatch(ctx))
+    fn handle(&mut self, _msg: Dispatch, _ctx: &mut Self::Context) -> Self::Result {
+        AtomicResponse::new(self.dispatch())
     }
 }
 
@@ -702,6 +681,3 @@ impl Handler<Record> for QueueActor {
         }
     }
 }
-
-/// Waiting contacts by queue, for tests and the runtime view.
-pub type QueueDepths = BTreeMap<(String, String), usize>;

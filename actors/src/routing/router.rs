@@ -591,6 +591,14 @@ impl Routing {
         self.enqueue(st, c).await;
     }
 
+    /// The actor of a known agent.
+    fn agent(&self, agent_id: &str) -> Result<Addr<AgentActor>, RoutingError> {
+        self.inner
+            .board
+            .addr(agent_id)
+            .ok_or(RoutingError::UnknownAgent)
+    }
+
     /// `offer.accepted`.
     pub async fn offer_accepted(
         &self,
@@ -600,11 +608,7 @@ impl Routing {
         let now = self.now();
         let cfg = self.config();
         let mut st = self.inner.state.lock().await;
-        let addr = self
-            .inner
-            .board
-            .addr(agent_id)
-            .ok_or(RoutingError::UnknownAgent)?;
+        let addr = self.agent(agent_id)?;
         let mut c = st
             .contacts
             .get(contact_id)
@@ -658,11 +662,7 @@ impl Routing {
     ) -> Result<ContactRoutingView, RoutingError> {
         let now = self.now();
         let mut st = self.inner.state.lock().await;
-        let addr = self
-            .inner
-            .board
-            .addr(agent_id)
-            .ok_or(RoutingError::UnknownAgent)?;
+        let addr = self.agent(agent_id)?;
         if !st.contacts.contains_key(contact_id) {
             return Err(RoutingError::UnknownContact);
         }
@@ -688,11 +688,7 @@ impl Routing {
         contact_id: &str,
     ) -> Result<(), RoutingError> {
         let mut st = self.inner.state.lock().await;
-        let addr = self
-            .inner
-            .board
-            .addr(agent_id)
-            .ok_or(RoutingError::UnknownAgent)?;
+        let addr = self.agent(agent_id)?;
         addr.send(agent::Wrapped(contact_id.to_string()))
             .await
             .map_err(|e| RoutingError::Unavailable(e.to_string()))?;

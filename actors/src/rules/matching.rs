@@ -244,6 +244,17 @@ fn better_first(a: &AgentView, b: &AgentView, skill: &str) -> Ordering {
         .then_with(|| a.id.cmp(&b.id))
 }
 
+/// The relaxation step in force after waiting `waited_secs` (index into `cfg.steps`):
+/// the latest step whose `after_secs` has passed.
+pub fn relaxation_step(waited_secs: u64, cfg: &RelaxationConfig) -> Option<usize> {
+    cfg.steps
+        .iter()
+        .enumerate()
+        .filter(|(_, s)| u64::from(s.after_secs) <= waited_secs)
+        .max_by_key(|(i, s)| (s.after_secs, *i))
+        .map(|(i, _)| i)
+}
+
 /// How far a relaxation step widens the sites.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -383,12 +394,7 @@ pub fn relaxed_needs(
     cross_site_allowed: bool,
 ) -> RelaxedNeeds {
     let mut needs = base.clone();
-    let applied = cfg
-        .steps
-        .iter()
-        .enumerate()
-        .filter(|(_, s)| u64::from(s.after_secs) <= waited_secs)
-        .max_by_key(|(i, s)| (s.after_secs, *i));
+    let applied = relaxation_step(waited_secs, cfg).map(|i| (i, &cfg.steps[i]));
     if let Some((_, step)) = applied {
         needs.min_proficiency = base.min_proficiency.max(step.min_proficiency);
         if step.sites == SiteWidening::Home {
