@@ -124,15 +124,6 @@ impl AssignmentCheck for NoAssignments {
     }
 }
 
-/// Routing knows which agent holds which contact (offered, assigned or wrapping up).
-impl AssignmentCheck for frontdoor_actors::routing::router::Routing {
-    fn agent_holds_patient(&self, agent_id: &str, patient: PatientId) -> BoxFuture<'static, bool> {
-        let routing = self.clone();
-        let agent = agent_id.to_string();
-        Box::pin(async move { routing.agent_holds_patient(&agent, patient).await })
-    }
-}
-
 /// The hex SHA-256 of a token (what configuration stores).
 pub fn token_digest(token: &str) -> String {
     hex::encode(Sha256::digest(token.as_bytes()))

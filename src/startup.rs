@@ -32,6 +32,7 @@ use crate::http::{self, AppState};
 use crate::ingest::Ingest;
 use crate::metrics as m;
 use crate::runtime::Runtime;
+use crate::store::routing::RoutingTables;
 use crate::store::Store;
 use crate::supervisor::{store_probe, supervise, ActorStats, RestartBook, SharedPolicy};
 
@@ -99,7 +100,7 @@ impl Application {
         let routing = Routing::new(RoutingDeps {
             config: settings.routing.clone(),
             clock,
-            commands: Arc::new(store.clone()),
+            store: Arc::new(RoutingTables::unfenced(store.clone())),
             observer: Arc::new(m::MetricsObserver),
         });
         {
@@ -141,17 +142,22 @@ impl Application {
         let patients =
             PatientRegistry::start(deps, settings.patients.shards, settings.patients.bounds());
         // Agents read patient data only while routing says they hold a contact.
-        let assignments: Arc<dyn AssignmentCheck> = Arc::new(routing.clone());
+        let assignments: Arc<dyn AssignmentCheck> = Arc::new(store.clone());
         let ingest = Ingest::new(store.clone(), patients.clone(), routing.clone());
         let started = std::time::Instant::now();
+        let restored = routing
+            .activate()
+            .await
+            .map_err(|e| anyhow::anyhow!("Failed to rebuild routing from the store: {e}"))?;
         let recovered = ingest
             .recover_routing()
             .await
             .context("Failed to recover routing of open contacts")?;
         tracing::info!(
-            contacts = recovered,
+            contacts = restored,
+            reconciled = recovered,
             elapsed_ms = started.elapsed().as_millis() as u64,
-            "routing recovered for open contacts"
+            "routing rebuilt from the store"
         );
         spawn_resident_gauge(patients.clone());
         spawn_audit_purge(

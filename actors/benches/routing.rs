@@ -4,9 +4,9 @@
 //!
 //! Prints two measurements from one run:
 //! 1. the pure decision (`QueueState::propose` + taking the contact) on one queue;
-//! 2. the same through the actors (router -> queue actor -> agent actor), with
-//!    offers written to an in-memory command sink (the outbox write is measured in
-//!    the broker benchmark, not here).
+//! 2. the same through the actors (router task -> queue actor -> agent actor), with
+//!    routing state and offers written to an in-memory routing store (the database
+//!    write is measured in the broker benchmark, not here).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
@@ -20,7 +20,7 @@ use frontdoor_actors::routing::agent::Presence;
 use frontdoor_actors::routing::model::RoutedContact;
 use frontdoor_actors::routing::queue::{QueueSnapshot, QueueState};
 use frontdoor_actors::routing::request::{NeedsHuman, RouteRequest};
-use frontdoor_actors::routing::router::{AgentUpdate, MemorySink, Routing, RoutingDeps};
+use frontdoor_actors::routing::router::{AgentUpdate, MemoryRoutingStore, Routing, RoutingDeps};
 use frontdoor_actors::routing::{ManualClock, RoutingConfig};
 use frontdoor_actors::rules::frustration::{Assessment, Level};
 use frontdoor_actors::rules::matching::AgentView;
@@ -123,7 +123,7 @@ fn pure_queue() {
     );
 }
 
-/// Collects decision latencies reported by the queue actor.
+/// Collects decision latencies reported by the router.
 #[derive(Default)]
 struct Collect(Mutex<Vec<f64>>);
 
@@ -150,9 +150,10 @@ fn through_actors() {
         let routing = Routing::new(RoutingDeps {
             config: RoutingConfig::default(),
             clock: Arc::new(ManualClock::new(Utc::now())),
-            commands: Arc::new(MemorySink::default()),
+            store: Arc::new(MemoryRoutingStore::default()),
             observer: observer.clone(),
         });
+        routing.activate().await.unwrap();
         let site = SiteId::parse("north").unwrap();
         // 500 agents signed in but away, so the contacts wait.
         for i in 0..AGENTS {
@@ -218,7 +219,7 @@ fn through_actors() {
         }
         let lat = observer.0.lock().unwrap().clone();
         report(
-            "queue actor via router, 10,000 waiting, 500 agents",
+            "router task + queue and agent actors, 10,000 waiting, 500 agents",
             lat,
             wall.elapsed().as_secs_f64(),
         );

@@ -10,7 +10,7 @@
 use std::collections::VecDeque;
 
 use chrono::{DateTime, Utc};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use uuid::Uuid;
 
@@ -181,7 +181,7 @@ pub struct MessageView {
 }
 
 /// One exchange with a virtual agent.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct BotTurnView {
     /// Whether the bot resolved the request in this exchange.
     pub resolved: bool,

@@ -10,6 +10,8 @@ use crate::command::Command;
 use crate::event::Envelope;
 use crate::ids::PatientId;
 use crate::journey::IdentifierView;
+use crate::routing::agent::AgentState;
+use crate::routing::model::RoutedContact;
 
 /// A boxed, sendable future (what a port returns).
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
@@ -23,6 +25,10 @@ pub enum PortError {
     /// The call was understood and failed; retrying the same input will fail again.
     #[error("rejected: {0}")]
     Rejected(String),
+    /// The write depended on a lease (a patient partition, the router) that this
+    /// node no longer holds: another node owns that work now. Nothing was written.
+    #[error("fenced: {0}")]
+    Fenced(String),
 }
 
 /// A patient's stored journey, as needed to rebuild the actor's state.
@@ -68,10 +74,50 @@ pub trait JourneyStore: Send + Sync + 'static {
     ) -> BoxFuture<'static, Result<AppendOutcome, PortError>>;
 }
 
-/// Where commands go: the outbox (written durably, relayed to the broker later).
-pub trait CommandSink: Send + Sync + 'static {
-    /// Stores commands durably (idempotent by command id).
-    fn enqueue(&self, commands: Vec<Command>) -> BoxFuture<'static, Result<(), PortError>>;
+/// Routing state as persisted: what a router (the next leader, or this one after a
+/// restart) rebuilds from.
+#[derive(Debug, Clone, Default)]
+pub struct RoutingSnapshot {
+    /// Contacts not ended: self-service, queued (with their place), offered (with
+    /// the agent and the deadline), assigned.
+    pub contacts: Vec<RoutedContact>,
+    /// Every known agent: presence, skills, capacity, offers and assignments.
+    pub agents: Vec<AgentState>,
+}
+
+/// What one router step changed, written in one transaction.
+#[derive(Debug, Clone, Default)]
+pub struct RoutingChanges {
+    /// Contacts whose record changed (ended ones included, for reads).
+    pub contacts: Vec<RoutedContact>,
+    /// Agents whose state changed.
+    pub agents: Vec<AgentState>,
+    /// Commands the step decided (offers, routes, escalations), for the outbox.
+    pub commands: Vec<Command>,
+    /// Ids of the routing inputs applied by the step, so a redelivery of one is
+    /// recognised and applied only once.
+    pub inputs: Vec<uuid::Uuid>,
+}
+
+impl RoutingChanges {
+    /// True when there is nothing to write.
+    pub fn is_empty(&self) -> bool {
+        self.contacts.is_empty()
+            && self.agents.is_empty()
+            && self.commands.is_empty()
+            && self.inputs.is_empty()
+    }
+}
+
+/// Where routing keeps its state: every change is written (with the commands it
+/// causes) before anyone hears of it, so the next router rebuilds exactly what
+/// was promised. The runtime's implementation is fenced by the router's lease.
+pub trait RoutingStore: Send + Sync + 'static {
+    /// The persisted routing state.
+    fn load_routing(&self) -> BoxFuture<'static, Result<RoutingSnapshot, PortError>>;
+
+    /// Writes one step's changes and commands atomically.
+    fn save_routing(&self, changes: RoutingChanges) -> BoxFuture<'static, Result<(), PortError>>;
 }
 
 /// What routing reports for the runtime's metrics (the names live in the runtime).

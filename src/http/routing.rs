@@ -25,7 +25,12 @@ pub async fn contact(
     caller: Caller,
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    let found = state.ingest.routing().contact(&path).await;
+    let found = state
+        .ingest
+        .store()
+        .routing_contact(&path, chrono::Utc::now())
+        .await
+        .map_err(|_| ApiError::Unavailable("the store is unavailable; retry later".into()))?;
     let patient = found.as_ref().map(|c| c.contact.patient_id);
     if caller.access == Access::WithReason {
         // A supervisor: the contact's site, not the patient's history, is the scope.
@@ -74,12 +79,13 @@ pub async fn queues(state: web::Data<AppState>, caller: Caller) -> HttpResponse 
 
 /// `GET /v1/agents`: each agent's presence, load, site, skills, offers and contacts.
 #[tracing::instrument(name = "http.agents", skip_all)]
-pub async fn agents(state: web::Data<AppState>, caller: Caller) -> HttpResponse {
+pub async fn agents(state: web::Data<AppState>, caller: Caller) -> Result<HttpResponse, ApiError> {
     let agents: Vec<Value> = state
         .ingest
-        .routing()
-        .agents()
+        .store()
+        .routing_agents()
         .await
+        .map_err(|_| ApiError::Unavailable("the store is unavailable; retry later".into()))?
         .into_iter()
         .filter(|a| caller.principal.covers_site(a.site.as_str()))
         .map(|a| {
@@ -93,7 +99,7 @@ pub async fn agents(state: web::Data<AppState>, caller: Caller) -> HttpResponse 
             })
         })
         .collect();
-    HttpResponse::Ok().json(json!({ "agents": agents }))
+    Ok(HttpResponse::Ok().json(json!({ "agents": agents })))
 }
 
 /// `POST /v1/agents/{agent_id}/state`: `{site, state, skills, capacity}`.
@@ -118,9 +124,10 @@ pub async fn set_agent_state(
         let id = path.as_str();
         state
             .ingest
-            .routing()
-            .agents()
+            .store()
+            .routing_agents()
             .await
+            .map_err(|_| ApiError::Unavailable("the store is unavailable; retry later".into()))?
             .into_iter()
             .find(|a| a.id == id)
             .map(|a| a.site)

@@ -218,7 +218,8 @@ impl Store {
     }
 
     /// Patients with a contact started since `since_ms` that has not ended or been
-    /// abandoned (routing recovery after a restart), as surviving records.
+    /// abandoned and that routing has no record of (its route request was lost:
+    /// routing reconciles them when it becomes active), as surviving records.
     #[tracing::instrument(name = "store.patients_with_open_contacts", skip_all)]
     pub async fn patients_with_open_contacts(
         &self,
@@ -230,7 +231,8 @@ impl Store {
                  JOIN patients p ON p.id = e.patient_id \
                  WHERE e.type = 'contact.started' AND e.occurred_at_ms >= $1 \
                  AND NOT EXISTS (SELECT 1 FROM events x WHERE x.contact_id = e.contact_id \
-                                 AND x.type IN ('contact.ended', 'contact.abandoned'))",
+                                 AND x.type IN ('contact.ended', 'contact.abandoned')) \
+                 AND NOT EXISTS (SELECT 1 FROM routing_contacts r WHERE r.contact_id = e.contact_id)",
             )
             .bind(since_ms)
             .fetch_all(self.pool())
@@ -386,7 +388,8 @@ impl Store {
     ) -> Result<AppendOutcome, StoreError> {
         timed("append_event", async {
             let mut tx = self.pool().begin().await?;
-            let outcome = append_in(&mut tx, patient, event, commands).await?;
+            let partition = patient.partition(self.partitions());
+            let outcome = append_in(&mut tx, patient, event, commands, partition).await?;
             if matches!(outcome, AppendOutcome::Stored { .. }) {
                 tx.commit().await?;
             } else {
@@ -411,7 +414,8 @@ impl Store {
             let mut out = Vec::with_capacity(jobs.len());
             for (patient, event, commands) in jobs {
                 let mut sp = sqlx::Connection::begin(&mut *tx).await?;
-                match append_in(&mut sp, *patient, event, commands).await {
+                let partition = patient.partition(self.partitions());
+                match append_in(&mut sp, *patient, event, commands, partition).await {
                     Ok(o @ AppendOutcome::Stored { .. }) => {
                         sp.commit().await?;
                         out.push(Ok(o));
@@ -441,6 +445,7 @@ async fn append_in(
     patient: PatientId,
     event: &Envelope,
     commands: &[Command],
+    partition: u32,
 ) -> Result<AppendOutcome, StoreError> {
     let seq = sqlx::query(
         "INSERT INTO events (id, patient_id, type, channel, site, contact_id, occurred_at_ms, received_at_ms, body) \
@@ -477,7 +482,7 @@ async fn append_in(
     if matches!(event.kind, EventKind::IdentityLinked) {
         relinked = link_identities(conn, patient, event).await?;
     }
-    super::outbox::insert_commands(conn, commands).await?;
+    super::outbox::insert_commands(conn, commands, Some(partition)).await?;
     Ok(AppendOutcome::Stored {
         seq: u64::try_from(seq).unwrap_or_default(),
         relinked,

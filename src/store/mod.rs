@@ -13,12 +13,15 @@
 //! - [`journey`]: patients, identifiers and links, and the append-only event log.
 //! - [`outbox`]: commands written with the state change that causes them, for the relay.
 //! - [`writer`]: group commit of journey appends.
+//! - [`routing`]: routing state (contacts, agents, holds, applied inputs), written
+//!   by the router with its commands, fenced by its lease in a cluster.
 //! - [`audit`]: the append-only audit log (reads, denials, identity links) and its purge.
 //! - [`seed`]: bulk loading of patients with journeys (benchmarks and drills).
 
 pub mod audit;
 pub mod journey;
 pub mod outbox;
+pub mod routing;
 pub mod seed;
 pub mod writer;
 
@@ -61,6 +64,10 @@ pub enum StoreError {
     /// The data directory could not be created.
     #[error("cannot prepare the data directory: {0}")]
     DataDir(#[from] std::io::Error),
+    /// The write depended on a lease this node no longer holds (another node owns
+    /// that work now); nothing was written.
+    #[error("fenced: this node no longer holds the lease {0}")]
+    Fenced(String),
 }
 
 impl From<sqlx::Error> for StoreError {
@@ -101,6 +108,8 @@ pub struct Store {
     backend: Backend,
     /// Group commit of journey appends, when started.
     writer: Option<writer::Writer>,
+    /// Patient partitions (outbox rows carry their patient's partition).
+    partitions: u32,
 }
 
 impl Store {
@@ -122,6 +131,7 @@ impl Store {
             pool,
             backend,
             writer: None,
+            partitions: 1,
         };
         store.migrate().await?;
         Ok(store)
@@ -160,6 +170,19 @@ impl Store {
             writer: Some(writer),
             ..self
         }
+    }
+
+    /// This store with `partitions` patient partitions (see `PatientId::partition`).
+    pub fn with_partitions(self, partitions: u32) -> Store {
+        Store {
+            partitions: partitions.max(1),
+            ..self
+        }
+    }
+
+    /// Patient partitions.
+    pub fn partitions(&self) -> u32 {
+        self.partitions
     }
 
     /// The group-commit writer, when started.

@@ -3,7 +3,6 @@
 
 use chrono::Utc;
 use frontdoor_actors::command::Command;
-use frontdoor_actors::ports::{BoxFuture, CommandSink, PortError};
 use sqlx::{AnyConnection, Row};
 
 use super::{timed, Store, StoreError};
@@ -25,22 +24,25 @@ pub struct OutboxRow {
     pub attempts: i64,
 }
 
-/// Inserts commands in an open transaction (idempotent by command id).
+/// Inserts commands in an open transaction (idempotent by command id), tagged
+/// with the patient partition that caused them (None: routing's own).
 pub(crate) async fn insert_commands(
     tx: &mut AnyConnection,
     commands: &[Command],
+    partition: Option<u32>,
 ) -> Result<(), StoreError> {
     let now = Utc::now().timestamp_millis();
     for c in commands {
         sqlx::query(
-            "INSERT INTO outbox (id, command_type, routing_key, body, created_at_ms) \
-             VALUES ($1, $2, $3, $4, $5) ON CONFLICT (id) DO NOTHING",
+            "INSERT INTO outbox (id, command_type, routing_key, body, created_at_ms, partition_no) \
+             VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (id) DO NOTHING",
         )
         .bind(c.id.to_string())
         .bind(c.command_type.as_str())
         .bind(c.routing_key())
         .bind(c.to_wire().to_string())
         .bind(now)
+        .bind(partition.map(i64::from))
         .execute(&mut *tx)
         .await?;
     }
@@ -48,18 +50,6 @@ pub(crate) async fn insert_commands(
 }
 
 impl Store {
-    /// Writes commands on their own (decisions not tied to a journey event).
-    #[tracing::instrument(name = "store.enqueue_commands", skip_all, fields(commands = commands.len()))]
-    pub async fn enqueue_commands(&self, commands: &[Command]) -> Result<(), StoreError> {
-        timed("enqueue_commands", async {
-            let mut tx = self.pool().begin().await?;
-            insert_commands(&mut tx, commands).await?;
-            tx.commit().await?;
-            Ok(())
-        })
-        .await
-    }
-
     /// The oldest unpublished, unparked commands.
     pub async fn pending_commands(&self, limit: i64) -> Result<Vec<OutboxRow>, StoreError> {
         // No park is older than i64::MIN: only commands never parked.
@@ -215,20 +205,5 @@ impl Store {
         .fetch_one(self.pool())
         .await?;
         Ok((r.try_get(0)?, r.try_get(1)?, r.try_get(2)?))
-    }
-}
-
-impl CommandSink for Store {
-    fn enqueue(&self, commands: Vec<Command>) -> BoxFuture<'static, Result<(), PortError>> {
-        let store = self.clone();
-        Box::pin(async move {
-            store.enqueue_commands(&commands).await.map_err(|e| {
-                if e.is_transient() {
-                    PortError::Unavailable(e.to_string())
-                } else {
-                    PortError::Rejected(e.to_string())
-                }
-            })
-        })
     }
 }

@@ -4,11 +4,12 @@
 //! [`AgentState`] owns the capacity arithmetic: an agent never holds more than its
 //! capacity on a channel, counting pending offers and contacts in wrap-up. Every
 //! offer ends by accept, decline or timeout, and every assignment by end + wrap-up
-//! (or its timeout): nothing is left "reserved" by hope. [`AgentActor`] is the
-//! only writer of its agent's view on the [`AgentBoard`] that queues match against.
+//! (or its timeout): nothing is left "reserved" by hope. [`AgentActor`] owns one
+//! agent's state; every answer it gives carries the agent's new view, which the
+//! router keeps as the index queues are matched against.
 
-use std::collections::{BTreeMap, HashMap};
-use std::sync::{Arc, RwLock};
+use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use actix::prelude::*;
 use chrono::{DateTime, Duration, Utc};
@@ -40,7 +41,7 @@ impl Presence {
 }
 
 /// A contact an agent holds (offered or assigned).
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Held {
     /// The contact.
     pub contact_id: ContactId,
@@ -67,8 +68,8 @@ pub enum Refused {
     NoSuchOffer,
 }
 
-/// One agent's state.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+/// One agent's state (persisted as it is by the router).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct AgentState {
     /// Agent id.
     pub id: String,
@@ -239,155 +240,99 @@ impl AgentState {
     }
 }
 
-/// The agents' views and addresses, shared by the queues (read) and the agent
-/// actors (each writes only its own view).
-#[derive(Default)]
-pub struct AgentBoard {
-    /// Latest view of each agent (shared, so readers copy pointers, not views).
-    views: RwLock<BTreeMap<String, Arc<AgentView>>>,
-    /// Each agent's actor.
-    addrs: RwLock<HashMap<String, Addr<AgentActor>>>,
-}
-
-impl AgentBoard {
-    /// Publishes an agent's view.
-    pub fn publish(&self, view: AgentView) {
-        if let Ok(mut v) = self.views.write() {
-            v.insert(view.id.clone(), Arc::new(view));
-        }
-    }
-
-    /// Registers an agent's actor.
-    pub fn register(&self, id: &str, addr: Addr<AgentActor>) {
-        if let Ok(mut a) = self.addrs.write() {
-            a.insert(id.to_string(), addr);
-        }
-    }
-
-    /// An agent's actor.
-    pub fn addr(&self, id: &str) -> Option<Addr<AgentActor>> {
-        self.addrs.read().ok()?.get(id).cloned()
-    }
-
-    /// Views of agents who have a skill (any site).
-    pub fn views_with_skill(&self, skill: &str) -> Vec<Arc<AgentView>> {
-        self.views
-            .read()
-            .map(|v| {
-                v.values()
-                    .filter(|a| a.skills.contains_key(skill))
-                    .cloned()
-                    .collect()
-            })
-            .unwrap_or_default()
-    }
-
-    /// Every agent's view.
-    pub fn all(&self) -> Vec<Arc<AgentView>> {
-        self.views
-            .read()
-            .map(|v| v.values().cloned().collect())
-            .unwrap_or_default()
-    }
-
-    /// One agent's view.
-    pub fn view(&self, id: &str) -> Option<AgentView> {
-        self.views.read().ok()?.get(id).map(|v| AgentView::clone(v))
-    }
-
-    /// Every agent's address.
-    pub fn addrs(&self) -> Vec<Addr<AgentActor>> {
-        self.addrs
-            .read()
-            .map(|a| a.values().cloned().collect())
-            .unwrap_or_default()
-    }
-}
-
-/// Apply an `agent.state`; answers the offers taken back.
+/// Apply an `agent.state`; answers the offers taken back and the new view.
 #[derive(Message)]
-#[rtype(result = "Vec<Held>")]
+#[rtype(result = "(Vec<Held>, AgentView)")]
 pub struct SetState {
+    /// Site the agent works at now.
     pub site: SiteId,
+    /// Presence.
     pub presence: Presence,
+    /// Skills with proficiency 1–5.
     pub skills: BTreeMap<String, u8>,
+    /// Capacity per channel.
     pub capacity: BTreeMap<String, u32>,
 }
 
-/// Reserve a slot for an offer.
+/// Reserve a slot for an offer; answers the new view, or why not.
 #[derive(Message)]
-#[rtype(result = "Result<(), Refused>")]
+#[rtype(result = "Result<AgentView, Refused>")]
 pub struct Reserve {
+    /// The contact offered.
     pub contact_id: ContactId,
+    /// Its patient (minimum-necessary reads follow what the agent holds).
     pub patient_id: PatientId,
+    /// The channel slot it takes.
     pub channel: Channel,
+    /// When the offer times out.
     pub deadline: DateTime<Utc>,
 }
 
-/// The agent accepted.
+/// The agent accepted; answers the assignment and the new view.
 #[derive(Message)]
-#[rtype(result = "Result<Held, Refused>")]
+#[rtype(result = "Result<(Held, AgentView), Refused>")]
 pub struct Accept(pub String);
 
-/// The agent declined.
+/// The agent declined (or the offer was withdrawn).
 #[derive(Message)]
-#[rtype(result = "Option<Held>")]
+#[rtype(result = "(Option<Held>, AgentView)")]
 pub struct Decline(pub String);
 
 /// The contact ended; wrap-up until the given time.
 #[derive(Message)]
-#[rtype(result = "Option<Held>")]
+#[rtype(result = "(Option<Held>, AgentView)")]
 pub struct End {
+    /// The contact.
     pub contact_id: String,
+    /// When wrap-up ends unless `contact.wrapped` comes first.
     pub wrap_until: DateTime<Utc>,
 }
 
 /// Wrap-up done.
 #[derive(Message)]
-#[rtype(result = "Option<Held>")]
+#[rtype(result = "(Option<Held>, AgentView)")]
 pub struct Wrapped(pub String);
 
 /// Expire offers and wrap-ups past their deadlines.
 #[derive(Message)]
-#[rtype(result = "(Vec<Held>, Vec<Held>)")]
+#[rtype(result = "Expired")]
 pub struct Expire;
 
-/// The agent's full state.
+/// What [`Expire`] found.
+#[derive(Debug, Clone)]
+pub struct Expired {
+    /// Offers that timed out (removed).
+    pub offers: Vec<Held>,
+    /// Wrap-ups that ended (slots freed).
+    pub wraps: Vec<Held>,
+    /// The view after.
+    pub view: AgentView,
+}
+
+/// The agent's full state (persisted by the router).
 #[derive(Message)]
 #[rtype(result = "AgentState")]
 pub struct GetAgent;
 
-/// The actor that owns one [`AgentState`].
+/// The actor that owns one [`AgentState`]: the only place its capacity is
+/// decided. Every answer carries the agent's new view, which the router keeps as
+/// its matching index (it never changes a view itself).
 pub struct AgentActor {
     /// The agent.
     state: AgentState,
-    /// Where its view is published.
-    board: Arc<AgentBoard>,
     /// The clock.
     clock: Arc<dyn Clock>,
 }
 
 impl AgentActor {
-    /// A new agent actor.
-    pub fn new(state: AgentState, board: Arc<AgentBoard>, clock: Arc<dyn Clock>) -> AgentActor {
-        AgentActor {
-            state,
-            board,
-            clock,
-        }
-    }
-
-    fn publish(&self) {
-        self.board.publish(self.state.view());
+    /// An agent actor over a new or restored state.
+    pub fn new(state: AgentState, clock: Arc<dyn Clock>) -> AgentActor {
+        AgentActor { state, clock }
     }
 }
 
 impl Actor for AgentActor {
     type Context = Context<Self>;
-
-    fn started(&mut self, _ctx: &mut Self::Context) {
-        self.publish();
-    }
 }
 
 impl Handler<SetState> for AgentActor {
@@ -398,61 +343,54 @@ impl Handler<SetState> for AgentActor {
         let back = self
             .state
             .set(m.site, m.presence, m.skills, m.capacity, now);
-        self.publish();
-        MessageResult(back)
+        MessageResult((back, self.state.view()))
     }
 }
 
 impl Handler<Reserve> for AgentActor {
-    type Result = Result<(), Refused>;
+    type Result = Result<AgentView, Refused>;
 
     fn handle(&mut self, m: Reserve, _ctx: &mut Self::Context) -> Self::Result {
         let now = self.clock.now();
-        let r = self
-            .state
-            .reserve(m.contact_id, m.patient_id, m.channel, m.deadline, now);
-        self.publish();
-        r
+        self.state
+            .reserve(m.contact_id, m.patient_id, m.channel, m.deadline, now)?;
+        Ok(self.state.view())
     }
 }
 
 impl Handler<Accept> for AgentActor {
-    type Result = Result<Held, Refused>;
+    type Result = Result<(Held, AgentView), Refused>;
 
     fn handle(&mut self, m: Accept, _ctx: &mut Self::Context) -> Self::Result {
-        let r = self.state.accept(&m.0, self.clock.now());
-        self.publish();
-        r
+        let held = self.state.accept(&m.0, self.clock.now())?;
+        Ok((held, self.state.view()))
     }
 }
 
 impl Handler<Decline> for AgentActor {
-    type Result = Option<Held>;
+    type Result = MessageResult<Decline>;
 
     fn handle(&mut self, m: Decline, _ctx: &mut Self::Context) -> Self::Result {
         let r = self.state.decline(&m.0);
-        self.publish();
-        r
+        MessageResult((r, self.state.view()))
     }
 }
 
 impl Handler<End> for AgentActor {
-    type Result = Option<Held>;
+    type Result = MessageResult<End>;
 
     fn handle(&mut self, m: End, _ctx: &mut Self::Context) -> Self::Result {
         let r = self.state.end(&m.contact_id, m.wrap_until);
-        self.publish();
-        r
+        MessageResult((r, self.state.view()))
     }
 }
 
 impl Handler<Wrapped> for AgentActor {
-    type Result = Option<Held>;
+    type Result = MessageResult<Wrapped>;
 
     fn handle(&mut self, m: Wrapped, _ctx: &mut Self::Context) -> Self::Result {
         let r = self.state.wrapped(&m.0, self.clock.now());
-        self.publish();
-        r
+        MessageResult((r, self.state.view()))
     }
 }
 
@@ -460,11 +398,12 @@ impl Handler<Expire> for AgentActor {
     type Result = MessageResult<Expire>;
 
     fn handle(&mut self, _m: Expire, _ctx: &mut Self::Context) -> Self::Result {
-        let r = self.state.expire(self.clock.now());
-        if !r.0.is_empty() || !r.1.is_empty() {
-            self.publish();
-        }
-        MessageResult(r)
+        let (offers, wraps) = self.state.expire(self.clock.now());
+        MessageResult(Expired {
+            offers,
+            wraps,
+            view: self.state.view(),
+        })
     }
 }
 

@@ -12,8 +12,9 @@
 //! - [`model`]: the routed contact, its state and reasons.
 //! - [`request`]: from a journey event to a routing request (pure).
 //! - [`queue`]: queue state (pure) and the queue actor.
-//! - [`agent`]: agent state (pure), the agent board, and the agent actor.
-//! - [`router`]: the coordinator and the [`router::Routing`] handle.
+//! - [`agent`]: agent state (pure) and the agent actor.
+//! - [`router`]: the router task (coordination, timers, persistence through the
+//!   `RoutingStore` port) and the [`router::Routing`] handle.
 
 pub mod agent;
 pub mod model;

@@ -1,7 +1,10 @@
-//! What routing knows about a contact, and the views it serves.
+//! What routing knows about a contact, the views it serves, and the record the
+//! router persists so the next leader can rebuild it.
+
+use std::borrow::Cow;
 
 use chrono::{DateTime, Utc};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::event::Channel;
 use crate::ids::{ContactId, PatientId, SiteId};
@@ -10,10 +13,11 @@ use crate::rules::frustration::{FiredSignal, Level};
 use crate::rules::matching::{ContactNeeds, SiteScope};
 use crate::rules::priority::{priority_key, score_at, PriorityKey};
 
-/// Where a contact is in routing.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+/// Where a contact is in routing (the journey has its own `ContactState`: open,
+/// ended, abandoned).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
-pub enum ContactState {
+pub enum RouteState {
     /// A virtual agent is handling it.
     SelfService,
     /// Waiting in a queue for a human.
@@ -27,10 +31,10 @@ pub enum ContactState {
 }
 
 /// One rule that fired for a contact and what it did (explainable routing).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Reason {
     /// The rule, a bounded name (e.g. `repeat_contacts`, `preferred_agent`, `overflow`).
-    pub rule: &'static str,
+    pub rule: Cow<'static, str>,
     /// What the rule saw, in words (no patient data).
     pub detail: String,
     /// What it did.
@@ -40,7 +44,7 @@ pub struct Reason {
 }
 
 /// A contact as routing holds it.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RoutedContact {
     /// The channel's contact id.
     pub contact_id: ContactId,
@@ -57,8 +61,8 @@ pub struct RoutedContact {
     /// Intent, when known.
     pub intent: Option<String>,
     /// Routing state.
-    pub state: ContactState,
-    /// Ordering key: the same scale in every queue.
+    pub state: RouteState,
+    /// Ordering key: the same scale in every queue (persisted in [`RoutingRecord`]).
     #[serde(skip)]
     pub key: PriorityKey,
     /// Base priority from the intent.
@@ -99,7 +103,8 @@ pub struct RoutedContact {
     pub reasons: Vec<Reason>,
     /// Offers made so far (each offer command gets its own deterministic id).
     pub offers_made: u32,
-    /// The event that put the contact into routing (command ids derive from it).
+    /// The event that put the contact into routing (command ids derive from it;
+    /// persisted in [`RoutingRecord`]).
     #[serde(skip)]
     pub cause: uuid::Uuid,
 }
@@ -123,7 +128,7 @@ impl RoutedContact {
             skill: cfg.default_skill.clone(),
             channel,
             intent: None,
-            state: ContactState::Queued,
+            state: RouteState::Queued,
             key: priority_key(0, 0, now, &id, &cfg.priority),
             base_priority: 0,
             boosts: 0,
@@ -151,13 +156,13 @@ impl RoutedContact {
     /// Records a rule that fired.
     pub fn reason(
         &mut self,
-        rule: &'static str,
+        rule: impl Into<Cow<'static, str>>,
         detail: impl Into<String>,
         effect: impl Into<String>,
         at: DateTime<Utc>,
     ) {
         self.reasons.push(Reason {
-            rule,
+            rule: rule.into(),
             detail: detail.into(),
             effect: effect.into(),
             at,
@@ -200,7 +205,7 @@ impl RoutedContact {
 }
 
 /// A contact with its live score.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ContactRoutingView {
     /// The contact.
     #[serde(flatten)]
@@ -209,4 +214,63 @@ pub struct ContactRoutingView {
     pub priority_score: i64,
     /// Seconds waited in queue so far.
     pub waited_secs: u64,
+}
+
+/// A contact as the router persists it: the served fields plus its place in the
+/// queue (`key`) and its cause, which the API view leaves out.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RoutingRecord {
+    /// The contact.
+    #[serde(flatten)]
+    pub contact: RoutedContact,
+    /// Its ordering key (its place: kept across a takeover).
+    pub key: PriorityKey,
+    /// The event that put it into routing.
+    pub cause: uuid::Uuid,
+}
+
+impl RoutingRecord {
+    /// The record of a contact.
+    pub fn of(c: &RoutedContact) -> RoutingRecord {
+        RoutingRecord {
+            contact: c.clone(),
+            key: c.key.clone(),
+            cause: c.cause,
+        }
+    }
+
+    /// The contact, with its key and cause restored.
+    pub fn into_contact(self) -> RoutedContact {
+        let mut c = self.contact;
+        c.key = self.key;
+        c.cause = self.cause;
+        c
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::Channel;
+    use crate::ids::{ContactId, PatientId, SiteId};
+
+    #[test]
+    fn a_persisted_record_restores_the_contact_with_its_place_and_cause() {
+        let cfg = super::super::RoutingConfig::default();
+        let now = Utc::now();
+        let mut c = RoutedContact::new(
+            ContactId::parse("c-1").unwrap(),
+            PatientId::new(),
+            SiteId::parse("north").unwrap(),
+            Channel::Chat,
+            &cfg,
+            now,
+        );
+        c.key = priority_key(300, 50, now, "c-1", &cfg.priority);
+        c.cause = uuid::Uuid::new_v4();
+        c.reason("priority", "base 300", "score 350", now);
+        let json = serde_json::to_string(&RoutingRecord::of(&c)).unwrap();
+        let back: RoutingRecord = serde_json::from_str(&json).unwrap();
+        assert_eq!(back.into_contact(), c);
+    }
 }

@@ -3,25 +3,24 @@
 //! [`QueueState`] is plain data with the decisions as methods (ordering by one
 //! priority key comparable across queues, timed relaxation, matching, the sliding
 //! statistics behind saturation and staffing); [`QueueActor`] is the thin actor that
-//! owns one and reserves agents through their actors.
+//! owns one. The router drives a dispatch: it asks the queue for a proposal, has
+//! the agent's actor confirm the reservation, then takes the contact as offered.
 
 use std::borrow::Borrow;
 use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 use std::sync::Arc;
-use std::time::Instant;
 
 use actix::prelude::*;
 use chrono::{DateTime, Duration, Utc};
 use serde::Serialize;
 
-use super::agent::{AgentBoard, Reserve};
-use super::model::{ContactState, RoutedContact};
+use super::model::{RouteState, RoutedContact};
 use super::{Clock, RoutingConfig};
 use crate::event::Channel;
 use crate::ids::SiteId;
 use crate::rules::erlang::{self, StaffingEstimate};
 use crate::rules::matching::{
-    choose_agent, has_room, relaxation_step, relaxed_needs, AgentView, ChoiceReason,
+    choose_agent, has_room, relaxation_step, relaxed_needs, AgentView, ChoiceReason, SiteWidening,
 };
 use crate::rules::overflow::{self, QueueLoad};
 use crate::rules::priority::PriorityKey;
@@ -155,7 +154,7 @@ impl QueueState {
 
     /// Adds a waiting contact (keeping its key: a requeued or moved contact keeps its place).
     pub fn insert(&mut self, mut c: RoutedContact) {
-        c.state = ContactState::Queued;
+        c.state = RouteState::Queued;
         c.offered_to = None;
         c.offer_deadline = None;
         c.site = self.site.clone();
@@ -255,6 +254,61 @@ impl QueueState {
             }
         }
         None
+    }
+
+    /// Takes the proposed contact out of the queue as offered to its agent, with
+    /// the reasons that explain the offer (relaxation step reached, how the agent
+    /// was chosen). None if the contact left the queue meanwhile.
+    pub fn take_offered(
+        &mut self,
+        p: &Proposal,
+        deadline: DateTime<Utc>,
+        now: DateTime<Utc>,
+        cfg: &RoutingConfig,
+    ) -> Option<RoutedContact> {
+        let mut c = self.remove(&p.contact_id)?;
+        c.state = RouteState::Offered;
+        c.offered_to = Some(p.agent_id.clone());
+        c.offer_deadline = Some(deadline);
+        if c.relaxation_step != p.step {
+            if let Some(step) = p
+                .step
+                .filter(|i| *i > 0)
+                .and_then(|i| cfg.relaxation.steps.get(i))
+            {
+                let scope = match step.sites {
+                    SiteWidening::Home => "home site",
+                    _ => "any allowed site",
+                };
+                c.reason(
+                    "relaxation",
+                    format!("waited {}s", c.waited_secs(now)),
+                    format!(
+                        "widened to proficiency >= {} ({scope})",
+                        step.min_proficiency
+                    ),
+                    now,
+                );
+            }
+            c.relaxation_step = p.step;
+        }
+        let (rule, effect) = match p.reason {
+            ChoiceReason::PreferredAgent => (
+                "preferred_agent",
+                "offered to the agent who last owned the issue",
+            ),
+            ChoiceReason::BestMatch => (
+                "matching",
+                "offered to the most proficient, longest-idle eligible agent",
+            ),
+        };
+        c.reason(
+            rule,
+            format!("skill {} on {}", c.skill, c.channel),
+            effect,
+            now,
+        );
+        Some(c)
     }
 
     /// The key of the best contact `agent` could take now (cross-queue fairness).
@@ -407,18 +461,9 @@ impl QueueState {
     }
 }
 
-/// What a dispatch pass did.
-#[derive(Debug, Clone, Default)]
-pub struct DispatchOutcome {
-    /// Contacts offered now (with their agent in `offered_to`).
-    pub offered: Vec<RoutedContact>,
-    /// Time taken per decision, in seconds.
-    pub decision_secs: Vec<f64>,
-}
-
-/// Add a contact and dispatch.
+/// Add a waiting contact (the router dispatches next).
 #[derive(Message)]
-#[rtype(result = "DispatchOutcome")]
+#[rtype(result = "()")]
 pub struct Enqueue {
     /// The contact (its `queued_at` set).
     pub contact: RoutedContact,
@@ -427,10 +472,26 @@ pub struct Enqueue {
     pub arrival: bool,
 }
 
-/// Try to offer waiting contacts to free agents (after relaxation or a freed agent).
+/// The best (contact, agent) pair among `agents` (the agents with the queue's skill).
 #[derive(Message)]
-#[rtype(result = "DispatchOutcome")]
-pub struct Dispatch;
+#[rtype(result = "Option<Proposal>")]
+pub struct Propose {
+    /// Views of the agents with the queue's skill, any site.
+    pub agents: Vec<Arc<AgentView>>,
+    /// Agents refused for this pass (their reservation failed).
+    pub skip: BTreeSet<String>,
+}
+
+/// Take the proposed contact out of the queue, offered to its agent (the agent
+/// confirmed the reservation).
+#[derive(Message)]
+#[rtype(result = "Option<RoutedContact>")]
+pub struct TakeOffered {
+    /// The proposal the agent confirmed.
+    pub proposal: Proposal,
+    /// When the offer times out.
+    pub deadline: DateTime<Utc>,
+}
 
 /// The best contact key this agent could take here.
 #[derive(Message)]
@@ -450,12 +511,17 @@ pub struct TakeForOverflow(pub u32);
 /// The queue's load for overflow planning.
 #[derive(Message)]
 #[rtype(result = "QueueLoad")]
-pub struct Load;
+pub struct Load {
+    /// Views of the agents with the queue's skill.
+    pub agents: Vec<Arc<AgentView>>,
+}
 
 /// The queue's snapshot.
 #[derive(Message)]
 #[rtype(result = "QueueSnapshot")]
 pub struct Snapshot {
+    /// Views of the agents with the queue's skill.
+    pub agents: Vec<Arc<AgentView>>,
     /// Whether the rebalancer has this queue shedding work.
     pub overflowing: bool,
 }
@@ -472,12 +538,11 @@ pub enum Record {
     Handled { secs: f64 },
 }
 
-/// The actor that owns one [`QueueState`].
+/// The actor that owns one [`QueueState`]: its waiting contacts and statistics.
+/// It never awaits anyone: the router proposes, reserves at the agent, then takes.
 pub struct QueueActor {
     /// The queue.
     state: QueueState,
-    /// Agent views and addresses.
-    board: Arc<AgentBoard>,
     /// Rules and thresholds (shared; replaced on reload).
     config: Arc<std::sync::RwLock<Arc<RoutingConfig>>>,
     /// The clock.
@@ -489,13 +554,11 @@ impl QueueActor {
     pub fn new(
         site: SiteId,
         skill: String,
-        board: Arc<AgentBoard>,
         config: Arc<std::sync::RwLock<Arc<RoutingConfig>>>,
         clock: Arc<dyn Clock>,
     ) -> QueueActor {
         QueueActor {
             state: QueueState::new(site, skill),
-            board,
             config,
             clock,
         }
@@ -507,95 +570,6 @@ impl QueueActor {
             .map(|c| c.clone())
             .unwrap_or_else(|p| p.into_inner().clone())
     }
-
-    /// Offers waiting contacts to free agents until no pair matches. Each
-    /// reservation is confirmed by the agent's actor (it owns the capacity); a
-    /// refused one (the view was stale) skips that agent for this pass.
-    fn dispatch(&mut self) -> ResponseActFuture<Self, DispatchOutcome> {
-        self.dispatch_step(DispatchOutcome::default(), BTreeSet::new())
-    }
-
-    fn dispatch_step(
-        &mut self,
-        mut outcome: DispatchOutcome,
-        mut skip: BTreeSet<String>,
-    ) -> ResponseActFuture<Self, DispatchOutcome> {
-        let cfg = self.cfg();
-        let now = self.clock.now();
-        let started = Instant::now();
-        let agents = self.board.views_with_skill(&self.state.skill);
-        let Some(p) = self.state.propose(&agents, now, &cfg, &skip) else {
-            return Box::pin(fut::ready(outcome));
-        };
-        let Some(addr) = self.board.addr(&p.agent_id) else {
-            skip.insert(p.agent_id);
-            return self.dispatch_step(outcome, skip);
-        };
-        let Some(contact) = self.state.get(&p.contact_id).cloned() else {
-            return Box::pin(fut::ready(outcome));
-        };
-        let deadline = now + Duration::seconds(i64::from(cfg.offer_timeout_secs));
-        let reserve = addr.send(Reserve {
-            contact_id: contact.contact_id.clone(),
-            patient_id: contact.patient_id,
-            channel: contact.channel,
-            deadline,
-        });
-        Box::pin(reserve.into_actor(self).then(move |res, act, _ctx| {
-            let elapsed = started.elapsed().as_secs_f64();
-            if matches!(res, Ok(Ok(()))) {
-                if let Some(mut c) = act.state.remove(&p.contact_id) {
-                    c.state = ContactState::Offered;
-                    c.offered_to = Some(p.agent_id.clone());
-                    c.offer_deadline = Some(deadline);
-                    if c.relaxation_step != p.step {
-                        if let Some(i) = p.step.filter(|i| *i > 0) {
-                            let step = &cfg.relaxation.steps[i.min(cfg.relaxation.steps.len() - 1)];
-                            c.reason(
-                                "relaxation",
-                                format!("waited {}s", c.waited_secs(now)),
-                                format!(
-                                    "widened to proficiency >= {} ({})",
-                                    step.min_proficiency,
-                                    if matches!(
-                                        step.sites,
-                                        crate::rules::matching::SiteWidening::Home
-                                    ) {
-                                        "home site"
-                                    } else {
-                                        "any allowed site"
-                                    }
-                                ),
-                                now,
-                            );
-                        }
-                        c.relaxation_step = p.step;
-                    }
-                    let (rule, effect) = match p.reason {
-                        ChoiceReason::PreferredAgent => (
-                            "preferred_agent",
-                            "offered to the agent who last owned the issue",
-                        ),
-                        ChoiceReason::BestMatch => (
-                            "matching",
-                            "offered to the most proficient, longest-idle eligible agent",
-                        ),
-                    };
-                    c.reason(
-                        rule,
-                        format!("skill {} on {}", c.skill, c.channel),
-                        effect,
-                        now,
-                    );
-                    outcome.offered.push(c);
-                    outcome.decision_secs.push(elapsed);
-                }
-            } else {
-                skip.insert(p.agent_id.clone());
-            }
-            act.dispatch_step(outcome, skip)
-        }))
-    }
 }
 
 impl Actor for QueueActor {
@@ -603,23 +577,31 @@ impl Actor for QueueActor {
 }
 
 impl Handler<Enqueue> for QueueActor {
-    type Result = AtomicResponse<Self, DispatchOutcome>;
+    type Result = ();
 
-    fn handle(&mut self, msg: Enqueue, _ctx: &mut Self::Context) -> Self::Result {
-        let now = self.clock.now();
+    fn handle(&mut self, msg: Enqueue, _ctx: &mut Self::Context) {
         if msg.arrival {
-            self.state.stats.arrived(now);
+            self.state.stats.arrived(self.clock.now());
         }
         self.state.insert(msg.contact);
-        AtomicResponse::new(self.dispatch())
     }
 }
 
-impl Handler<Dispatch> for QueueActor {
-    type Result = AtomicResponse<Self, DispatchOutcome>;
+impl Handler<Propose> for QueueActor {
+    type Result = Option<Proposal>;
 
-    fn handle(&mut self, _msg: Dispatch, _ctx: &mut Self::Context) -> Self::Result {
-        AtomicResponse::new(self.dispatch())
+    fn handle(&mut self, msg: Propose, _ctx: &mut Self::Context) -> Self::Result {
+        self.state
+            .propose(&msg.agents, self.clock.now(), &self.cfg(), &msg.skip)
+    }
+}
+
+impl Handler<TakeOffered> for QueueActor {
+    type Result = Option<RoutedContact>;
+
+    fn handle(&mut self, msg: TakeOffered, _ctx: &mut Self::Context) -> Self::Result {
+        self.state
+            .take_offered(&msg.proposal, msg.deadline, self.clock.now(), &self.cfg())
     }
 }
 
@@ -651,9 +633,12 @@ impl Handler<TakeForOverflow> for QueueActor {
 impl Handler<Load> for QueueActor {
     type Result = MessageResult<Load>;
 
-    fn handle(&mut self, _msg: Load, _ctx: &mut Self::Context) -> Self::Result {
-        let agents = self.board.views_with_skill(&self.state.skill);
-        MessageResult(self.state.load(&agents, self.clock.now(), &self.cfg()).0)
+    fn handle(&mut self, msg: Load, _ctx: &mut Self::Context) -> Self::Result {
+        MessageResult(
+            self.state
+                .load(&msg.agents, self.clock.now(), &self.cfg())
+                .0,
+        )
     }
 }
 
@@ -661,11 +646,12 @@ impl Handler<Snapshot> for QueueActor {
     type Result = MessageResult<Snapshot>;
 
     fn handle(&mut self, msg: Snapshot, _ctx: &mut Self::Context) -> Self::Result {
-        let agents = self.board.views_with_skill(&self.state.skill);
-        MessageResult(
-            self.state
-                .snapshot(&agents, self.clock.now(), &self.cfg(), msg.overflowing),
-        )
+        MessageResult(self.state.snapshot(
+            &msg.agents,
+            self.clock.now(),
+            &self.cfg(),
+            msg.overflowing,
+        ))
     }
 }
 

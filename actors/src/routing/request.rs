@@ -8,6 +8,7 @@
 //! between departments goes to the agent who last owned the issue.
 
 use chrono::{DateTime, Duration, Utc};
+use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use super::RoutingConfig;
@@ -21,8 +22,32 @@ use crate::rules::frustration::{
 };
 use crate::rules::priority::base_priority;
 
+/// Why a contact is offered first to one agent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PreferredBecause {
+    /// Transferred repeatedly: the last owner knows the issue.
+    RepeatedTransfers,
+    /// A returning patient: the agent who last handled the same issue.
+    ReturningPatient,
+}
+
+impl PreferredBecause {
+    /// The explanation shown in the contact's reasons.
+    pub fn explain(self) -> &'static str {
+        match self {
+            PreferredBecause::RepeatedTransfers => {
+                "transferred repeatedly: the last owner knows the issue"
+            }
+            PreferredBecause::ReturningPatient => {
+                "returning patient: the agent who last handled the same issue"
+            }
+        }
+    }
+}
+
 /// A contact that needs a human.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct NeedsHuman {
     /// The contact.
     pub contact_id: ContactId,
@@ -43,7 +68,7 @@ pub struct NeedsHuman {
     /// The agent to offer first (who last owned the issue), if any.
     pub preferred_agent: Option<String>,
     /// Why that agent is preferred.
-    pub preferred_because: Option<&'static str>,
+    pub preferred_because: Option<PreferredBecause>,
     /// A virtual agent's transcript, when handed over from a bot.
     pub transcript: Vec<BotTurnView>,
     /// True when a bot hands the contact over.
@@ -54,15 +79,20 @@ pub struct NeedsHuman {
     pub waiting_since: Option<DateTime<Utc>>,
 }
 
-/// What routing must do after a journey event.
-#[derive(Debug, Clone, PartialEq)]
+/// What routing must do after a journey event (also the wire form routing
+/// inputs take through the broker to the leader).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "request", rename_all = "snake_case")]
 pub enum RouteRequest {
-    /// A virtual agent takes the contact.
+    /// A virtual agent takes the contact; the skill and intent it was given are kept
+    /// for the hand-off.
     SelfService {
         contact_id: ContactId,
         patient_id: PatientId,
         site: SiteId,
         channel: Channel,
+        skill: String,
+        intent: Option<String>,
     },
     /// Queue the contact for a human (also after a transfer to another skill).
     Queue(Box<NeedsHuman>),
@@ -165,9 +195,12 @@ fn needs_human(
     let facts = journey_facts(journey, contact, &skill, now);
     let assessment = assess(&facts, &cfg.frustration);
     let (preferred_agent, preferred_because) = match assessment.route_to_last_owner() {
-        Some((Some(agent), _)) => (Some(agent.to_string()), Some("repeated_transfers")),
+        Some((Some(agent), _)) => (
+            Some(agent.to_string()),
+            Some(PreferredBecause::RepeatedTransfers),
+        ),
         _ => match returning_to(journey, contact, &skill, now, cfg) {
-            Some(agent) => (Some(agent), Some("returning_patient")),
+            Some(agent) => (Some(agent), Some(PreferredBecause::ReturningPatient)),
             None => (None, None),
         },
     };
@@ -219,6 +252,8 @@ pub fn recovery_requests(
                     patient_id: journey.patient_id,
                     site: c.site.clone(),
                     channel: c.channel,
+                    skill: cfg.skill_for(c.skill.as_deref(), c.intent.as_deref()),
+                    intent: c.intent.clone(),
                 };
             }
             let since = c.transfers.last().map(|t| t.at).unwrap_or(c.started_at);
@@ -257,6 +292,8 @@ pub fn route_request(
                 patient_id: journey.patient_id,
                 site: contact.site.clone(),
                 channel: contact.channel,
+                skill: cfg.skill_for(contact.skill.as_deref(), contact.intent.as_deref()),
+                intent: contact.intent.clone(),
             })
         }
         EventKind::ContactStarted { .. } => Some(needs_human(false)),

@@ -1,39 +1,61 @@
-//! The router: coordinates queue and agent actors, runs the timers, rebalances
-//! across sites, and keeps the explainable record of every contact.
+//! The router: one task that owns routing's coordination state, drives the queue
+//! and agent actors, runs the timers, rebalances across sites, and keeps the
+//! explainable record of every contact.
 //!
-//! [`Routing`] is a cloneable handle. Its coordination runs one step at a time (a
-//! mutex held across the awaits on queue and agent actors, which never call back),
-//! so each decision sees a consistent picture: one contact is never offered twice,
-//! an agent never over capacity (the agent actor refuses a stale reservation).
+//! # One owner per piece of state
+//! - A queue actor owns its waiting contacts and statistics; an agent actor owns
+//!   its agent (presence, capacity, offers, assignments).
+//! - The router task owns the contact records, the overflow plan, and the index of
+//!   agent views it matches with. The index is only ever replaced by the view an
+//!   agent actor answers with, so it cannot drift from the agent.
+//! - [`Routing`] is a cloneable handle that sends the router messages; nothing is
+//!   shared behind a lock. The router handles one message at a time, awaiting the
+//!   actors it needs with its state borrowed mutably (no lock held across an await),
+//!   so each decision sees a consistent picture: one contact is never offered twice,
+//!   an agent never over capacity (its actor refuses a stale reservation).
+//!
+//! # Durable before anyone hears of it
+//! Every change a step makes (contact records, agent states) and the commands it
+//! decides (offers, routes, escalations) are written in one transaction through the
+//! [`RoutingStore`] port before any caller is answered or any command can leave
+//! the outbox. Messages that arrive together are handled together and written once
+//! (group commit). If the write fails, the router drops its in-memory state (it
+//! becomes inactive) rather than run ahead of what is stored; the runtime activates
+//! it again, and activation rebuilds everything from the store: every open contact
+//! with its place and waiting time, every agent with its load, every outstanding
+//! offer with its deadline. That is also how a new leader takes over.
 //!
 //! Timers run on [`Clock`]: every `tick_interval_ms` the router expires offers and
 //! wrap-ups, re-dispatches queues (relaxation widens with waiting time), plans
 //! overflow and publishes gauges. Tests use a manual clock and call [`Routing::tick`].
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
-use std::time::Duration as StdDuration;
+use std::time::{Duration as StdDuration, Instant};
 
 use actix::prelude::*;
 use chrono::{DateTime, Duration, Utc};
-use serde_json::{json, Map, Value};
-use tokio::sync::Mutex;
+use serde::{Deserialize, Serialize};
+use tokio::sync::{mpsc, oneshot};
 
-use super::agent::{self, AgentActor, AgentBoard, AgentState, Held, Presence};
-use super::model::{ContactRoutingView, ContactState, RoutedContact};
-use super::queue::{self, DispatchOutcome, QueueActor, QueueSnapshot};
+use super::agent::{self, AgentActor, AgentState, Held, Presence};
+use super::model::{ContactRoutingView, RouteState, RoutedContact};
+use super::queue::{self, QueueActor, QueueSnapshot};
 use super::request::{NeedsHuman, RouteRequest};
 use super::{Clock, RoutingConfig};
 use crate::command::{Command, CommandType};
 use crate::event::Channel;
-use crate::ids::{PatientId, SiteId};
-use crate::ports::{CommandSink, RoutingObserver};
+use crate::ids::SiteId;
+use crate::ports::{PortError, RoutingChanges, RoutingObserver, RoutingStore};
 use crate::rules::frustration::{Action, Level};
+use crate::rules::matching::AgentView;
 use crate::rules::overflow::{plan_overflow, OverflowStates};
 use crate::rules::priority::{effective_boosts, priority_key};
 
 /// Why a routing call failed.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, Serialize, Deserialize)]
+#[serde(tag = "error", content = "detail", rename_all = "snake_case")]
 pub enum RoutingError {
     #[error("unknown agent")]
     UnknownAgent,
@@ -41,6 +63,9 @@ pub enum RoutingError {
     UnknownContact,
     #[error("the contact is not offered to that agent")]
     NotOffered,
+    /// This node's router is not active (not the leader, or rebuilding).
+    #[error("routing is not active on this node")]
+    NotLeader,
     #[error("routing unavailable: {0}")]
     Unavailable(String),
 }
@@ -51,14 +76,14 @@ pub struct RoutingDeps {
     pub config: RoutingConfig,
     /// Time source of the timers.
     pub clock: Arc<dyn Clock>,
-    /// Where commands go (the outbox).
-    pub commands: Arc<dyn CommandSink>,
+    /// Where routing state and its commands are written (the outbox).
+    pub store: Arc<dyn RoutingStore>,
     /// Metrics.
     pub observer: Arc<dyn RoutingObserver>,
 }
 
 /// An agent's `agent.state`.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct AgentUpdate {
     /// Agent id.
     pub agent_id: String,
@@ -72,51 +97,155 @@ pub struct AgentUpdate {
     pub capacity: BTreeMap<String, u32>,
 }
 
-struct RouterState {
-    queues: BTreeMap<(String, String), Addr<QueueActor>>,
-    contacts: HashMap<String, RoutedContact>,
-    ended: VecDeque<String>,
-    overflow: OverflowStates,
-    bot_outcomes: VecDeque<(DateTime<Utc>, bool)>,
+/// One input to routing, as it travels to the router (in process, or through the
+/// broker to the leader of a cluster).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "input", rename_all = "snake_case")]
+pub enum RoutingInput {
+    /// What a patient actor decided after a contact event.
+    Route(RouteRequest),
+    /// An agent's presence, skills and capacity.
+    AgentState(AgentUpdate),
+    /// An agent accepted an offer.
+    OfferAccepted {
+        agent_id: String,
+        contact_id: String,
+    },
+    /// An agent declined an offer.
+    OfferDeclined {
+        agent_id: String,
+        contact_id: String,
+    },
+    /// An agent finished wrap-up.
+    ContactWrapped {
+        agent_id: String,
+        contact_id: String,
+    },
 }
 
-struct Inner {
-    config: Arc<RwLock<Arc<RoutingConfig>>>,
-    clock: Arc<dyn Clock>,
-    commands: Arc<dyn CommandSink>,
-    observer: Arc<dyn RoutingObserver>,
-    board: Arc<AgentBoard>,
-    state: Mutex<RouterState>,
+impl RoutingInput {
+    /// A bounded label for logs and metrics.
+    pub fn label(&self) -> &'static str {
+        match self {
+            RoutingInput::Route(_) => "route",
+            RoutingInput::AgentState(_) => "agent_state",
+            RoutingInput::OfferAccepted { .. } => "offer_accepted",
+            RoutingInput::OfferDeclined { .. } => "offer_declined",
+            RoutingInput::ContactWrapped { .. } => "contact_wrapped",
+        }
+    }
 }
 
-/// The routing handle.
+/// What the router answers to an input.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "output", rename_all = "snake_case")]
+pub enum RoutingOutput {
+    /// The contact's routing record after the input.
+    Contact {
+        contact: Option<Box<ContactRoutingView>>,
+    },
+    /// The agent after the input.
+    Agent { agent: AgentState },
+    /// Applied; nothing to show.
+    Done,
+}
+
+/// How an offer ended without an answer from the agent that kept it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OfferOutcome {
+    /// The agent accepted.
+    Accepted,
+    /// The agent declined.
+    Declined,
+    /// The agent did not answer in time.
+    Timeout,
+    /// The agent went away (presence not available) before answering.
+    AgentLeft,
+}
+
+impl OfferOutcome {
+    /// Metric label.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OfferOutcome::Accepted => "accepted",
+            OfferOutcome::Declined => "declined",
+            OfferOutcome::Timeout => "timeout",
+            OfferOutcome::AgentLeft => "agent_left",
+        }
+    }
+
+    /// The rule recorded on the contact when an offer failed this way.
+    fn rule(self) -> &'static str {
+        match self {
+            OfferOutcome::Accepted => "accepted",
+            OfferOutcome::Declined => "offer_declined",
+            OfferOutcome::Timeout => "offer_timeout",
+            OfferOutcome::AgentLeft => "agent_left",
+        }
+    }
+}
+
+type Reply<T> = oneshot::Sender<T>;
+
+enum Msg {
+    Input {
+        input: RoutingInput,
+        id: Option<uuid::Uuid>,
+        reply: Reply<Result<RoutingOutput, RoutingError>>,
+    },
+    Tick {
+        reply: Reply<()>,
+    },
+    Queues {
+        reply: Reply<Vec<QueueSnapshot>>,
+    },
+    Agents {
+        reply: Reply<Vec<AgentState>>,
+    },
+    Contact {
+        id: String,
+        reply: Reply<Option<ContactRoutingView>>,
+    },
+    Activate {
+        reply: Reply<Result<usize, RoutingError>>,
+    },
+    Deactivate {
+        reply: Reply<()>,
+    },
+}
+
+/// Messages handled together before one write (group commit).
+const MAX_BATCH: usize = 256;
+
+/// The routing handle (cheap to clone; every clone talks to the same router).
 #[derive(Clone)]
 pub struct Routing {
-    inner: Arc<Inner>,
+    /// The router's mailbox (bounded).
+    tx: mpsc::Sender<Msg>,
+    /// Thresholds in force (read by the router, its queues and patient actors).
+    config: Arc<RwLock<Arc<RoutingConfig>>>,
+    /// Whether the router holds routing state now (set by the router only).
+    active: Arc<AtomicBool>,
 }
 
-/// Ended contacts kept for `GET /v1/contacts/{id}`.
-const ENDED_KEPT: usize = 10_000;
-
 impl Routing {
-    /// A router; call [`Routing::spawn_timers`] inside an actix system to run ticks.
+    /// Starts the router task on the current actix system, inactive: call
+    /// [`Routing::activate`] to rebuild its state from the store and start routing.
     pub fn new(deps: RoutingDeps) -> Routing {
-        Routing {
-            inner: Arc::new(Inner {
-                config: Arc::new(RwLock::new(Arc::new(deps.config))),
-                clock: deps.clock,
-                commands: deps.commands,
-                observer: deps.observer,
-                board: Arc::new(AgentBoard::default()),
-                state: Mutex::new(RouterState {
-                    queues: BTreeMap::new(),
-                    contacts: HashMap::new(),
-                    ended: VecDeque::new(),
-                    overflow: OverflowStates::default(),
-                    bot_outcomes: VecDeque::new(),
-                }),
-            }),
-        }
+        let config = Arc::new(RwLock::new(Arc::new(deps.config)));
+        let active = Arc::new(AtomicBool::new(false));
+        let (tx, rx) = mpsc::channel(1024);
+        let router = Router {
+            config: config.clone(),
+            clock: deps.clock,
+            store: deps.store,
+            observer: deps.observer,
+            active: active.clone(),
+            state: None,
+            changes: Pending::default(),
+        };
+        actix::spawn(router.run(rx));
+        Routing { tx, config, active }
     }
 
     /// Runs [`Routing::tick`] every `tick_interval_ms` (read each time: reloadable),
@@ -131,8 +260,7 @@ impl Routing {
 
     /// The thresholds in force.
     pub fn config(&self) -> Arc<RoutingConfig> {
-        self.inner
-            .config
+        self.config
             .read()
             .map(|c| c.clone())
             .unwrap_or_else(|p| p.into_inner().clone())
@@ -142,7 +270,6 @@ impl Routing {
     pub fn reload(&self, config: RoutingConfig) -> Result<(), String> {
         config.validate()?;
         let mut guard = self
-            .inner
             .config
             .write()
             .map_err(|_| "configuration lock poisoned".to_string())?;
@@ -150,117 +277,40 @@ impl Routing {
         Ok(())
     }
 
-    fn now(&self) -> DateTime<Utc> {
-        self.inner.clock.now()
+    /// Whether this router holds routing state now.
+    pub fn is_active(&self) -> bool {
+        self.active.load(Ordering::SeqCst)
     }
 
-    fn queue_addr(&self, st: &mut RouterState, site: &SiteId, skill: &str) -> Addr<QueueActor> {
-        let key = (site.to_string(), skill.to_string());
-        if let Some(a) = st.queues.get(&key).filter(|a| a.connected()) {
-            return a.clone();
-        }
-        let addr = QueueActor::new(
-            site.clone(),
-            skill.to_string(),
-            self.inner.board.clone(),
-            self.inner.config.clone(),
-            self.inner.clock.clone(),
-        )
-        .start();
-        st.queues.insert(key, addr.clone());
-        addr
+    async fn ask<T>(&self, make: impl FnOnce(Reply<T>) -> Msg) -> Option<T> {
+        let (tx, rx) = oneshot::channel();
+        self.tx.send(make(tx)).await.ok()?;
+        rx.await.ok()
     }
 
-    fn remember(&self, st: &mut RouterState, c: RoutedContact) {
-        let id = c.contact_id.to_string();
-        if c.state == ContactState::Ended {
-            st.ended.push_back(id.clone());
-            while st.ended.len() > ENDED_KEPT {
-                if let Some(old) = st.ended.pop_front() {
-                    if st
-                        .contacts
-                        .get(&old)
-                        .is_some_and(|c| c.state == ContactState::Ended)
-                    {
-                        st.contacts.remove(&old);
-                    }
-                }
-            }
-        }
-        st.contacts.insert(id, c);
-    }
-
-    async fn emit(&self, commands: Vec<Command>) {
-        if commands.is_empty() {
-            return;
-        }
-        if let Err(e) = self.inner.commands.enqueue(commands).await {
-            // The offer stays held; if its command never reaches the desktop the
-            // offer times out and is made again, with a new command.
-            tracing::error!(error.message = %e, "routing commands could not be written to the outbox");
-        }
-    }
-
-    async fn process(&self, st: &mut RouterState, outcome: DispatchOutcome) {
-        let mut commands = Vec::new();
-        for secs in &outcome.decision_secs {
-            self.inner.observer.decision(*secs);
-        }
-        for mut c in outcome.offered {
-            c.offers_made += 1;
-            commands.push(offer_command(&c, self.now()));
-            self.remember(st, c);
-        }
-        self.emit(commands).await;
-    }
-
-    async fn enqueue(&self, st: &mut RouterState, mut c: RoutedContact) {
-        let arrival = c.queued_at.is_none();
-        if arrival {
-            c.queued_at = Some(self.now());
-        }
-        c.state = ContactState::Queued;
-        c.offered_to = None;
-        c.offer_deadline = None;
-        let addr = self.queue_addr(st, &c.site, &c.skill);
-        self.remember(st, c.clone());
-        match addr
-            .send(queue::Enqueue {
-                contact: c,
-                arrival,
-            })
+    /// Rebuilds routing state from the store and starts routing; answers how many
+    /// contacts were restored (an active router answers at once).
+    pub async fn activate(&self) -> Result<usize, RoutingError> {
+        self.ask(|reply| Msg::Activate { reply })
             .await
-        {
-            Ok(outcome) => self.process(st, outcome).await,
-            Err(e) => tracing::error!(error.message = %e, "queue actor unavailable"),
-        }
+            .unwrap_or(Err(RoutingError::Unavailable("the router stopped".into())))
     }
 
-    /// Offers work to an agent who has room again: the queues it serves are
-    /// dispatched in the order of the best contact each has for it, so the
-    /// highest-priority contact anywhere is served first.
-    async fn agent_freed(&self, st: &mut RouterState, agent_id: &str) {
-        let Some(view) = self.inner.board.view(agent_id) else {
-            return;
-        };
-        if !view.available {
-            return;
-        }
-        let mut ranked = Vec::new();
-        for ((site, skill), addr) in st.queues.iter() {
-            if !view.skills.contains_key(skill) {
-                continue;
-            }
-            if let Ok(Some(key)) = addr.send(queue::BestFor(view.clone())).await {
-                ranked.push((key, site.clone(), skill.clone(), addr.clone()));
-            }
-        }
-        ranked.sort_by(|a, b| b.0.cmp(&a.0));
-        for (_, _, _, addr) in ranked {
-            if let Ok(outcome) = addr.send(queue::Dispatch).await {
-                self.process(st, outcome).await;
-            }
-        }
+    /// Drops routing state (this node lost the router's lease, or is stopping).
+    pub async fn deactivate(&self) {
+        let _ = self.ask(|reply| Msg::Deactivate { reply }).await;
+    }
+
+    /// Applies one routing input; `id` (the event or command it came from) makes a
+    /// redelivered input recognisable. Answered once the change is stored.
+    pub async fn input(
+        &self,
+        input: RoutingInput,
+        id: Option<uuid::Uuid>,
+    ) -> Result<RoutingOutput, RoutingError> {
+        self.ask(|reply| Msg::Input { input, id, reply })
+            .await
+            .unwrap_or(Err(RoutingError::Unavailable("the router stopped".into())))
     }
 
     /// Routes a contact as the patient actor decided.
@@ -268,60 +318,531 @@ impl Routing {
         &self,
         req: RouteRequest,
     ) -> Result<Option<ContactRoutingView>, RoutingError> {
-        let now = self.now();
-        let cfg = self.config();
-        let mut st = self.inner.state.lock().await;
-        let id = match &req {
-            RouteRequest::SelfService { contact_id, .. }
-            | RouteRequest::Abandoned { contact_id }
-            | RouteRequest::Ended { contact_id } => contact_id.to_string(),
-            RouteRequest::Queue(n) => n.contact_id.to_string(),
+        match self.input(RoutingInput::Route(req), None).await? {
+            RoutingOutput::Contact { contact } => Ok(contact.map(|c| *c)),
+            _ => Ok(None),
+        }
+    }
+
+    /// Applies an `agent.state`.
+    pub async fn agent_state(&self, u: AgentUpdate) -> Result<AgentState, RoutingError> {
+        match self.input(RoutingInput::AgentState(u), None).await? {
+            RoutingOutput::Agent { agent } => Ok(agent),
+            _ => Err(RoutingError::UnknownAgent),
+        }
+    }
+
+    /// `offer.accepted`.
+    pub async fn offer_accepted(
+        &self,
+        agent_id: &str,
+        contact_id: &str,
+    ) -> Result<ContactRoutingView, RoutingError> {
+        let input = RoutingInput::OfferAccepted {
+            agent_id: agent_id.to_string(),
+            contact_id: contact_id.to_string(),
         };
+        match self.input(input, None).await? {
+            RoutingOutput::Contact {
+                contact: Some(contact),
+            } => Ok(*contact),
+            _ => Err(RoutingError::UnknownContact),
+        }
+    }
+
+    /// `offer.declined`.
+    pub async fn offer_declined(
+        &self,
+        agent_id: &str,
+        contact_id: &str,
+    ) -> Result<ContactRoutingView, RoutingError> {
+        let input = RoutingInput::OfferDeclined {
+            agent_id: agent_id.to_string(),
+            contact_id: contact_id.to_string(),
+        };
+        match self.input(input, None).await? {
+            RoutingOutput::Contact {
+                contact: Some(contact),
+            } => Ok(*contact),
+            _ => Err(RoutingError::UnknownContact),
+        }
+    }
+
+    /// `contact.wrapped`: the agent finished after-contact work.
+    pub async fn contact_wrapped(
+        &self,
+        agent_id: &str,
+        contact_id: &str,
+    ) -> Result<(), RoutingError> {
+        let input = RoutingInput::ContactWrapped {
+            agent_id: agent_id.to_string(),
+            contact_id: contact_id.to_string(),
+        };
+        self.input(input, None).await.map(|_| ())
+    }
+
+    /// One timer tick: offer timeouts, wrap-up ends, relaxation, overflow, gauges.
+    pub async fn tick(&self) {
+        let _ = self.ask(|reply| Msg::Tick { reply }).await;
+    }
+
+    /// An open contact's routing record, as this router holds it (the runtime
+    /// serves reads from the store, which also has ended contacts).
+    pub async fn contact(&self, contact_id: &str) -> Option<ContactRoutingView> {
+        self.ask(|reply| Msg::Contact {
+            id: contact_id.to_string(),
+            reply,
+        })
+        .await
+        .flatten()
+    }
+
+    /// Every queue's live state (empty when the router is not active).
+    pub async fn queues(&self) -> Vec<QueueSnapshot> {
+        self.ask(|reply| Msg::Queues { reply })
+            .await
+            .unwrap_or_default()
+    }
+
+    /// Every agent's state, as this router holds it (empty when not active).
+    pub async fn agents(&self) -> Vec<AgentState> {
+        self.ask(|reply| Msg::Agents { reply })
+            .await
+            .unwrap_or_default()
+    }
+}
+
+/// An agent as the router knows it: its actor and its latest view.
+struct AgentEntry {
+    /// The actor that owns the agent.
+    addr: Addr<AgentActor>,
+    /// The view the actor last answered with (the matching index).
+    view: Arc<AgentView>,
+    /// The presence the router last set (agents by presence, for the gauges).
+    presence: Presence,
+}
+
+/// The routing state an active router holds.
+#[derive(Default)]
+struct State {
+    /// Queue actors by (site, skill).
+    queues: BTreeMap<(String, String), Addr<QueueActor>>,
+    /// Agents by id.
+    agents: BTreeMap<String, AgentEntry>,
+    /// Contacts not ended, by id.
+    contacts: HashMap<String, RoutedContact>,
+    /// Cross-site overflow hysteresis.
+    overflow: OverflowStates,
+    /// Bot sessions' outcomes over the statistics window (containment).
+    bot_outcomes: VecDeque<(DateTime<Utc>, bool)>,
+}
+
+/// What the current step changed and has not written yet.
+#[derive(Default)]
+struct Pending {
+    /// Contacts to write (ended ones are dropped from memory once written).
+    contacts: BTreeMap<String, RoutedContact>,
+    /// Agents to write.
+    agents: BTreeSet<String>,
+    /// Commands decided.
+    commands: Vec<Command>,
+    /// Inputs applied.
+    inputs: Vec<uuid::Uuid>,
+}
+
+/// A reply held until the step is written.
+enum Answer {
+    Input(
+        Reply<Result<RoutingOutput, RoutingError>>,
+        Result<RoutingOutput, RoutingError>,
+    ),
+    Tick(Reply<()>),
+}
+
+struct Router {
+    config: Arc<RwLock<Arc<RoutingConfig>>>,
+    clock: Arc<dyn Clock>,
+    store: Arc<dyn RoutingStore>,
+    observer: Arc<dyn RoutingObserver>,
+    /// Mirrors `state.is_some()` for [`Routing::is_active`].
+    active: Arc<AtomicBool>,
+    /// Routing state while active.
+    state: Option<State>,
+    /// Unwritten changes of the current step.
+    changes: Pending,
+}
+
+impl Router {
+    async fn run(mut self, mut rx: mpsc::Receiver<Msg>) {
+        while let Some(first) = rx.recv().await {
+            let mut answers = Vec::new();
+            let mut next = Some(first);
+            let mut handled = 0;
+            while let Some(msg) = next.take() {
+                if let Some(a) = self.handle(msg).await {
+                    answers.push(a);
+                }
+                handled += 1;
+                if handled < MAX_BATCH {
+                    next = rx.try_recv().ok();
+                }
+            }
+            let written = self.write().await;
+            for a in answers {
+                match a {
+                    Answer::Input(reply, result) => {
+                        let _ = reply.send(match &written {
+                            Ok(()) => result,
+                            Err(e) => Err(e.clone()),
+                        });
+                    }
+                    Answer::Tick(reply) => {
+                        let _ = reply.send(());
+                    }
+                }
+            }
+        }
+    }
+
+    fn cfg(&self) -> Arc<RoutingConfig> {
+        self.config
+            .read()
+            .map(|c| c.clone())
+            .unwrap_or_else(|p| p.into_inner().clone())
+    }
+
+    fn now(&self) -> DateTime<Utc> {
+        self.clock.now()
+    }
+
+    async fn handle(&mut self, msg: Msg) -> Option<Answer> {
+        match msg {
+            Msg::Input { input, id, reply } => {
+                let result = if self.state.is_some() {
+                    let r = self.apply(input).await;
+                    if let Some(id) = id {
+                        self.changes.inputs.push(id);
+                    }
+                    r
+                } else {
+                    Err(RoutingError::NotLeader)
+                };
+                Some(Answer::Input(reply, result))
+            }
+            Msg::Tick { reply } => {
+                if self.state.is_some() {
+                    self.tick().await;
+                }
+                Some(Answer::Tick(reply))
+            }
+            Msg::Queues { reply } => {
+                let _ = reply.send(self.queue_snapshots().await);
+                None
+            }
+            Msg::Agents { reply } => {
+                let _ = reply.send(self.agent_states().await);
+                None
+            }
+            Msg::Contact { id, reply } => {
+                let now = self.now();
+                let found = self
+                    .state
+                    .as_ref()
+                    .and_then(|s| s.contacts.get(&id))
+                    .or_else(|| self.changes.contacts.get(&id))
+                    .map(|c| c.view(now));
+                let _ = reply.send(found);
+                None
+            }
+            Msg::Activate { reply } => {
+                let r = self.activate().await;
+                let _ = reply.send(r);
+                None
+            }
+            Msg::Deactivate { reply } => {
+                self.deactivate("deactivated");
+                let _ = reply.send(());
+                None
+            }
+        }
+    }
+
+    /// Writes the step's changes; on failure drops the routing state (the store
+    /// is the truth; activation rebuilds from it).
+    async fn write(&mut self) -> Result<(), RoutingError> {
+        if self.changes.contacts.is_empty()
+            && self.changes.agents.is_empty()
+            && self.changes.commands.is_empty()
+            && self.changes.inputs.is_empty()
+        {
+            return Ok(());
+        }
+        let pending = std::mem::take(&mut self.changes);
+        let mut agents = Vec::with_capacity(pending.agents.len());
+        if let Some(st) = &self.state {
+            for id in &pending.agents {
+                if let Some(a) = st.agents.get(id) {
+                    if let Ok(s) = a.addr.send(agent::GetAgent).await {
+                        agents.push(s);
+                    }
+                }
+            }
+        }
+        let changes = RoutingChanges {
+            contacts: pending.contacts.into_values().collect(),
+            agents,
+            commands: pending.commands,
+            inputs: pending.inputs,
+        };
+        match self.store.save_routing(changes).await {
+            Ok(()) => Ok(()),
+            Err(e) => {
+                let reason = e.to_string();
+                match e {
+                    PortError::Fenced(_) => {
+                        tracing::warn!(error.message = %reason, "routing write fenced: another node leads routing now; dropping routing state")
+                    }
+                    _ => {
+                        tracing::error!(error.message = %reason, "routing state could not be written; dropping it until it is rebuilt from the store")
+                    }
+                }
+                self.deactivate("write failed");
+                Err(RoutingError::Unavailable(reason))
+            }
+        }
+    }
+
+    fn deactivate(&mut self, why: &str) {
+        if self.state.take().is_some() {
+            tracing::info!(reason = why, "router inactive: routing state dropped");
+        }
+        self.changes = Pending::default();
+        self.active.store(false, Ordering::SeqCst);
+    }
+
+    async fn activate(&mut self) -> Result<usize, RoutingError> {
+        if let Some(st) = &self.state {
+            return Ok(st.contacts.len());
+        }
+        let snapshot = self
+            .store
+            .load_routing()
+            .await
+            .map_err(|e| RoutingError::Unavailable(e.to_string()))?;
+        let mut st = State::default();
+        for a in snapshot.agents {
+            let view = Arc::new(a.view());
+            let id = a.id.clone();
+            let presence = a.presence;
+            let addr = AgentActor::new(a, self.clock.clone()).start();
+            st.agents.insert(
+                id,
+                AgentEntry {
+                    addr,
+                    view,
+                    presence,
+                },
+            );
+        }
+        let restored = snapshot.contacts.len();
+        let mut queued = Vec::new();
+        for c in snapshot.contacts {
+            if c.state == RouteState::Queued {
+                queued.push(c.clone());
+            }
+            st.contacts.insert(c.contact_id.to_string(), c);
+        }
+        self.state = Some(st);
+        self.active.store(true, Ordering::SeqCst);
+        for c in queued {
+            let addr = self.queue_addr(&c.site, &c.skill);
+            let _ = addr
+                .send(queue::Enqueue {
+                    contact: c,
+                    arrival: false,
+                })
+                .await;
+        }
+        self.dispatch_all().await;
+        tracing::info!(
+            contacts = restored,
+            "router active: routing state rebuilt from the store"
+        );
+        Ok(restored)
+    }
+
+    fn st(&mut self) -> &mut State {
+        // unwrap-free: callers check `state.is_some()` first; an inactive router
+        // answers NotLeader before reaching here.
+        self.state.get_or_insert_with(State::default)
+    }
+
+    fn queue_addr(&mut self, site: &SiteId, skill: &str) -> Addr<QueueActor> {
+        let key = (site.to_string(), skill.to_string());
+        if let Some(a) = self.st().queues.get(&key).filter(|a| a.connected()) {
+            return a.clone();
+        }
+        let addr = QueueActor::new(
+            site.clone(),
+            skill.to_string(),
+            self.config.clone(),
+            self.clock.clone(),
+        )
+        .start();
+        self.st().queues.insert(key, addr.clone());
+        addr
+    }
+
+    fn views_with_skill(&self, skill: &str) -> Vec<Arc<AgentView>> {
+        self.state
+            .as_ref()
+            .map(|st| {
+                st.agents
+                    .values()
+                    .filter(|a| a.view.skills.contains_key(skill))
+                    .map(|a| a.view.clone())
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    fn set_view(&mut self, view: AgentView) {
+        let id = view.id.clone();
+        if let Some(a) = self.st().agents.get_mut(&id) {
+            a.view = Arc::new(view);
+        }
+        self.changes.agents.insert(id);
+    }
+
+    fn agent_addr(&self, agent_id: &str) -> Result<Addr<AgentActor>, RoutingError> {
+        self.state
+            .as_ref()
+            .and_then(|st| st.agents.get(agent_id))
+            .map(|a| a.addr.clone())
+            .ok_or(RoutingError::UnknownAgent)
+    }
+
+    /// Records a contact's new state (to be written with the step).
+    fn remember(&mut self, c: RoutedContact) {
+        let id = c.contact_id.to_string();
+        if c.state == RouteState::Ended {
+            self.st().contacts.remove(&id);
+        } else {
+            self.st().contacts.insert(id.clone(), c.clone());
+        }
+        self.changes.contacts.insert(id, c);
+    }
+
+    fn contact_record(&self, id: &str) -> Option<RoutedContact> {
+        self.state
+            .as_ref()
+            .and_then(|s| s.contacts.get(id))
+            .cloned()
+    }
+
+    async fn apply(&mut self, input: RoutingInput) -> Result<RoutingOutput, RoutingError> {
+        let now = self.now();
+        match input {
+            RoutingInput::Route(req) => {
+                let id = match &req {
+                    RouteRequest::SelfService { contact_id, .. }
+                    | RouteRequest::Abandoned { contact_id }
+                    | RouteRequest::Ended { contact_id } => contact_id.to_string(),
+                    RouteRequest::Queue(n) => n.contact_id.to_string(),
+                };
+                self.route(req, now).await;
+                let contact = self
+                    .contact_record(&id)
+                    .or_else(|| self.changes.contacts.get(&id).cloned())
+                    .map(|c| Box::new(c.view(now)));
+                Ok(RoutingOutput::Contact { contact })
+            }
+            RoutingInput::AgentState(u) => self
+                .agent_state(u, now)
+                .await
+                .map(|agent| RoutingOutput::Agent { agent }),
+            RoutingInput::OfferAccepted {
+                agent_id,
+                contact_id,
+            } => self
+                .offer_accepted(&agent_id, &contact_id, now)
+                .await
+                .map(|c| RoutingOutput::Contact {
+                    contact: Some(Box::new(c)),
+                }),
+            RoutingInput::OfferDeclined {
+                agent_id,
+                contact_id,
+            } => self
+                .offer_declined(&agent_id, &contact_id, now)
+                .await
+                .map(|c| RoutingOutput::Contact {
+                    contact: Some(Box::new(c)),
+                }),
+            RoutingInput::ContactWrapped {
+                agent_id,
+                contact_id,
+            } => {
+                let addr = self.agent_addr(&agent_id)?;
+                let (_, view) = addr
+                    .send(agent::Wrapped(contact_id))
+                    .await
+                    .map_err(|e| RoutingError::Unavailable(e.to_string()))?;
+                self.set_view(view);
+                self.agent_freed(&agent_id).await;
+                Ok(RoutingOutput::Done)
+            }
+        }
+    }
+
+    async fn route(&mut self, req: RouteRequest, now: DateTime<Utc>) {
+        let cfg = self.cfg();
         match req {
             RouteRequest::SelfService {
                 contact_id,
                 patient_id,
                 site,
                 channel,
+                skill,
+                intent,
             } => {
-                if !st.contacts.contains_key(&id) {
+                if self.contact_record(contact_id.as_str()).is_none() {
                     let mut c =
                         RoutedContact::new(contact_id, patient_id, site, channel, &cfg, now);
-                    c.state = ContactState::SelfService;
+                    c.state = RouteState::SelfService;
+                    c.skill = skill;
+                    c.intent = intent;
                     c.reason(
                         "self_service",
                         format!("started on {channel}"),
                         "a virtual agent answers first",
                         now,
                     );
-                    self.remember(&mut st, c);
+                    self.remember(c);
                 }
             }
-            RouteRequest::Queue(n) => self.queue_for_human(&mut st, *n, &cfg, now).await?,
-            RouteRequest::Abandoned { .. } => self.close(&mut st, &id, true, &cfg, now).await,
-            RouteRequest::Ended { .. } => self.close(&mut st, &id, false, &cfg, now).await,
+            RouteRequest::Queue(n) => self.queue_for_human(*n, &cfg, now).await,
+            RouteRequest::Abandoned { contact_id } => {
+                self.close(contact_id.as_str(), true, &cfg, now).await
+            }
+            RouteRequest::Ended { contact_id } => {
+                self.close(contact_id.as_str(), false, &cfg, now).await
+            }
         }
-        Ok(st.contacts.get(&id).map(|c| c.view(now)))
     }
 
-    async fn queue_for_human(
-        &self,
-        st: &mut RouterState,
-        n: NeedsHuman,
-        cfg: &RoutingConfig,
-        now: DateTime<Utc>,
-    ) -> Result<(), RoutingError> {
+    async fn queue_for_human(&mut self, n: NeedsHuman, cfg: &RoutingConfig, now: DateTime<Utc>) {
         let id = n.contact_id.to_string();
-        let previous = st.contacts.get(&id).cloned();
+        let previous = self.contact_record(&id);
         if let Some(p) = &previous {
             let same_skill = p.skill == n.skill;
             match p.state {
-                ContactState::Queued | ContactState::Offered if same_skill => return Ok(()),
-                ContactState::Assigned if same_skill && !n.from_bot => return Ok(()),
+                RouteState::Queued | RouteState::Offered if same_skill => return,
+                RouteState::Assigned if same_skill && !n.from_bot => return,
                 _ => {}
             }
             // A transfer (or a bot hand-off): release where it was.
-            self.release(st, p).await;
+            self.release(p).await;
         }
         let urgent = n.assessment.level == Level::Urgent;
         let boosts = effective_boosts(n.base_priority, n.assessment.score, urgent, &cfg.priority);
@@ -366,7 +887,7 @@ impl Routing {
             now,
         );
         for s in &n.assessment.signals {
-            self.inner.observer.escalation(s.signal.as_str());
+            self.observer.escalation(s.signal.as_str());
             let effect = match &s.action {
                 Action::Boost => format!("priority +{}", s.boost),
                 Action::MarkUrgent => format!("marked urgent, priority +{}", s.boost),
@@ -381,14 +902,12 @@ impl Routing {
         }
         if let Some(agent) = n.preferred_agent {
             let until = now + Duration::seconds(i64::from(cfg.preferred_agent_secs));
+            let because = n
+                .preferred_because
+                .unwrap_or(super::request::PreferredBecause::ReturningPatient);
             c.reason(
                 "preferred_agent",
-                match n.preferred_because {
-                    Some("repeated_transfers") => {
-                        "transferred repeatedly: the last owner knows the issue".to_string()
-                    }
-                    _ => "returning patient: the agent who last handled the same issue".to_string(),
-                },
+                because.explain(),
                 format!(
                     "offered first to that agent for {}s, then to anyone skilled",
                     cfg.preferred_agent_secs
@@ -399,64 +918,212 @@ impl Routing {
             c.preferred_until = Some(until);
         }
         if n.from_bot {
-            self.inner.observer.bot_contact("handed_off");
-            record_bot(st, now, false, cfg);
+            self.observer.bot_contact("handed_off");
+            self.record_bot(now, false, cfg);
         }
-        self.inner
-            .observer
+        self.observer
             .queued(c.site.as_str(), &c.skill, c.channel.as_str());
         if urgent {
-            self.emit(vec![escalation_command(&c, now)]).await;
+            self.changes.commands.push(escalation_command(&c, now));
         }
-        self.enqueue(st, c).await;
-        Ok(())
+        self.enqueue(c, now).await;
+    }
+
+    /// Puts a contact in its queue and dispatches that queue.
+    async fn enqueue(&mut self, mut c: RoutedContact, now: DateTime<Utc>) {
+        let arrival = c.queued_at.is_none();
+        if arrival {
+            c.queued_at = Some(now);
+        }
+        c.state = RouteState::Queued;
+        c.offered_to = None;
+        c.offer_deadline = None;
+        let (site, skill) = (c.site.clone(), c.skill.clone());
+        let addr = self.queue_addr(&site, &skill);
+        self.remember(c.clone());
+        if let Err(e) = addr
+            .send(queue::Enqueue {
+                contact: c,
+                arrival,
+            })
+            .await
+        {
+            tracing::error!(error.message = %e, "queue actor unavailable");
+            return;
+        }
+        self.dispatch(&addr, &skill).await;
+    }
+
+    /// Offers the queue's waiting contacts to free agents until no pair matches:
+    /// the queue proposes, the agent's actor confirms the reservation, the queue
+    /// hands the contact over as offered. A refused reservation (the view was
+    /// stale) skips that agent for this pass.
+    async fn dispatch(&mut self, addr: &Addr<QueueActor>, skill: &str) {
+        let offer_timeout = Duration::seconds(i64::from(self.cfg().offer_timeout_secs));
+        let mut skip = BTreeSet::new();
+        loop {
+            let started = Instant::now();
+            let agents = self.views_with_skill(skill);
+            let proposal = match addr
+                .send(queue::Propose {
+                    agents,
+                    skip: skip.clone(),
+                })
+                .await
+            {
+                Ok(Some(p)) => p,
+                _ => return,
+            };
+            let Ok(agent) = self.agent_addr(&proposal.agent_id) else {
+                skip.insert(proposal.agent_id);
+                continue;
+            };
+            let Some(contact) = self.contact_record(&proposal.contact_id) else {
+                // Not ours to offer (should not happen): take it out of the queue.
+                let _ = addr.send(queue::Remove(proposal.contact_id)).await;
+                continue;
+            };
+            let now = self.now();
+            let deadline = now + offer_timeout;
+            let reserved = agent
+                .send(agent::Reserve {
+                    contact_id: contact.contact_id.clone(),
+                    patient_id: contact.patient_id,
+                    channel: contact.channel,
+                    deadline,
+                })
+                .await;
+            match reserved {
+                Ok(Ok(view)) => {
+                    self.set_view(view);
+                    let agent_id = proposal.agent_id.clone();
+                    let taken = addr
+                        .send(queue::TakeOffered { proposal, deadline })
+                        .await
+                        .ok()
+                        .flatten();
+                    match taken {
+                        Some(mut c) => {
+                            self.observer.decision(started.elapsed().as_secs_f64());
+                            c.offers_made += 1;
+                            self.changes.commands.push(offer_command(&c, now));
+                            self.remember(c);
+                        }
+                        None => {
+                            // The contact left the queue meanwhile: give the slot back.
+                            if let Ok((_, view)) = agent
+                                .send(agent::Decline(contact.contact_id.to_string()))
+                                .await
+                            {
+                                self.set_view(view);
+                            }
+                            skip.insert(agent_id);
+                        }
+                    }
+                }
+                Ok(Err(_)) | Err(_) => {
+                    skip.insert(proposal.agent_id);
+                }
+            }
+        }
+    }
+
+    async fn dispatch_all(&mut self) {
+        let queues: Vec<((String, String), Addr<QueueActor>)> = self
+            .state
+            .as_ref()
+            .map(|st| {
+                st.queues
+                    .iter()
+                    .map(|(k, a)| (k.clone(), a.clone()))
+                    .collect()
+            })
+            .unwrap_or_default();
+        for ((_, skill), addr) in queues {
+            self.dispatch(&addr, &skill).await;
+        }
+    }
+
+    /// Offers work to an agent who has room again: the queues it serves are
+    /// dispatched in the order of the best contact each has for it, so the
+    /// highest-priority contact anywhere is served first.
+    async fn agent_freed(&mut self, agent_id: &str) {
+        let Some(view) = self
+            .state
+            .as_ref()
+            .and_then(|st| st.agents.get(agent_id))
+            .map(|a| AgentView::clone(&a.view))
+        else {
+            return;
+        };
+        if !view.available {
+            return;
+        }
+        let queues: Vec<((String, String), Addr<QueueActor>)> = self
+            .state
+            .as_ref()
+            .map(|st| {
+                st.queues
+                    .iter()
+                    .filter(|((_, skill), _)| view.skills.contains_key(skill))
+                    .map(|(k, a)| (k.clone(), a.clone()))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let mut ranked = Vec::new();
+        for ((_, skill), addr) in queues {
+            if let Ok(Some(key)) = addr.send(queue::BestFor(view.clone())).await {
+                ranked.push((key, skill, addr));
+            }
+        }
+        ranked.sort_by(|a, b| b.0.cmp(&a.0));
+        for (_, skill, addr) in ranked {
+            self.dispatch(&addr, &skill).await;
+        }
     }
 
     /// Takes a contact out of wherever it is (queue, offer, assignment).
-    async fn release(&self, st: &mut RouterState, c: &RoutedContact) {
+    async fn release(&mut self, c: &RoutedContact) {
         let id = c.contact_id.to_string();
         match c.state {
-            ContactState::Queued => {
-                let addr = self.queue_addr(st, &c.site, &c.skill);
+            RouteState::Queued => {
+                let addr = self.queue_addr(&c.site, &c.skill);
                 let _ = addr.send(queue::Remove(id)).await;
             }
-            ContactState::Offered => {
+            RouteState::Offered => {
                 if let Some(agent) = c.offered_to.as_deref() {
-                    if let Some(a) = self.inner.board.addr(agent) {
-                        let _ = a.send(agent::Decline(id)).await;
-                        self.agent_freed(st, agent).await;
+                    if let Ok(a) = self.agent_addr(agent) {
+                        if let Ok((_, view)) = a.send(agent::Decline(id)).await {
+                            self.set_view(view);
+                        }
+                        self.agent_freed(agent).await;
                     }
                 }
             }
-            ContactState::Assigned => {
+            RouteState::Assigned => {
                 if let Some(agent) = c.assigned_agent.as_deref() {
-                    if let Some(a) = self.inner.board.addr(agent) {
-                        let _ = a.send(agent::Wrapped(id)).await;
-                        self.agent_freed(st, agent).await;
+                    if let Ok(a) = self.agent_addr(agent) {
+                        if let Ok((_, view)) = a.send(agent::Wrapped(id)).await {
+                            self.set_view(view);
+                        }
+                        self.agent_freed(agent).await;
                     }
                 }
             }
-            ContactState::SelfService | ContactState::Ended => {}
+            RouteState::SelfService | RouteState::Ended => {}
         }
     }
 
-    async fn close(
-        &self,
-        st: &mut RouterState,
-        id: &str,
-        abandoned: bool,
-        cfg: &RoutingConfig,
-        now: DateTime<Utc>,
-    ) {
-        let Some(mut c) = st.contacts.get(id).cloned() else {
+    async fn close(&mut self, id: &str, abandoned: bool, cfg: &RoutingConfig, now: DateTime<Utc>) {
+        let Some(mut c) = self.contact_record(id) else {
             return;
         };
         let waited = c.waited_secs(now) as f64;
         match c.state {
-            ContactState::Ended => return,
-            ContactState::SelfService => {
-                self.inner.observer.bot_contact("contained");
-                record_bot(st, now, true, cfg);
+            RouteState::Ended => return,
+            RouteState::SelfService => {
+                self.observer.bot_contact("contained");
+                self.record_bot(now, true, cfg);
                 c.reason(
                     "contained",
                     "ended by the virtual agent",
@@ -464,31 +1131,32 @@ impl Routing {
                     now,
                 );
             }
-            ContactState::Queued | ContactState::Offered => {
-                let q = self.queue_addr(st, &c.site, &c.skill);
+            RouteState::Queued | RouteState::Offered => {
+                let q = self.queue_addr(&c.site, &c.skill);
                 if abandoned {
-                    self.inner.observer.abandoned(c.site.as_str(), &c.skill);
+                    self.observer.abandoned(c.site.as_str(), &c.skill);
                     let _ = q
                         .send(queue::Record::Abandoned {
                             waited_secs: waited,
                         })
                         .await;
                 }
-                self.release(st, &c).await;
+                self.release(&c).await;
             }
-            ContactState::Assigned => {
+            RouteState::Assigned => {
                 if let Some(agent) = c.assigned_agent.clone() {
-                    if let Some(a) = self.inner.board.addr(&agent) {
-                        let _ = a
-                            .send(agent::End {
-                                contact_id: id.to_string(),
-                                wrap_until: agent::wrap_until(now, cfg.wrap_up_secs),
-                            })
-                            .await;
+                    if let Ok(a) = self.agent_addr(&agent) {
+                        let end = agent::End {
+                            contact_id: id.to_string(),
+                            wrap_until: agent::wrap_until(now, cfg.wrap_up_secs),
+                        };
+                        if let Ok((_, view)) = a.send(end).await {
+                            self.set_view(view);
+                        }
                     }
                 }
                 if let Some(answered) = c.answered_at {
-                    let q = self.queue_addr(st, &c.site, &c.skill);
+                    let q = self.queue_addr(&c.site, &c.skill);
                     let secs = (now - answered).num_milliseconds().max(0) as f64 / 1000.0;
                     let _ = q.send(queue::Record::Handled { secs }).await;
                 }
@@ -502,30 +1170,41 @@ impl Routing {
                 now,
             );
         }
-        c.state = ContactState::Ended;
+        c.state = RouteState::Ended;
         c.offered_to = None;
         c.offer_deadline = None;
-        self.remember(st, c);
+        self.remember(c);
     }
 
-    /// Applies an `agent.state`.
-    pub async fn agent_state(&self, u: AgentUpdate) -> Result<AgentState, RoutingError> {
-        let now = self.now();
-        let mut st = self.inner.state.lock().await;
-        let addr = match self.inner.board.addr(&u.agent_id) {
-            Some(a) => a,
-            None => {
+    async fn agent_state(
+        &mut self,
+        u: AgentUpdate,
+        now: DateTime<Utc>,
+    ) -> Result<AgentState, RoutingError> {
+        let addr = match self.agent_addr(&u.agent_id) {
+            Ok(a) => a,
+            Err(_) => {
                 let state = AgentState::new(u.agent_id.clone(), u.site.clone(), now);
-                let a = AgentActor::new(state, self.inner.board.clone(), self.inner.clock.clone())
-                    .start();
-                self.inner.board.register(&u.agent_id, a.clone());
-                a
+                let view = Arc::new(state.view());
+                let addr = AgentActor::new(state, self.clock.clone()).start();
+                self.st().agents.insert(
+                    u.agent_id.clone(),
+                    AgentEntry {
+                        addr: addr.clone(),
+                        view,
+                        presence: Presence::Offline,
+                    },
+                );
+                addr
             }
         };
-        for skill in u.skills.keys() {
-            self.queue_addr(&mut st, &u.site, skill);
+        if let Some(a) = self.st().agents.get_mut(&u.agent_id) {
+            a.presence = u.presence;
         }
-        let back = addr
+        for skill in u.skills.keys() {
+            self.queue_addr(&u.site, skill);
+        }
+        let (back, view) = addr
             .send(agent::SetState {
                 site: u.site,
                 presence: u.presence,
@@ -534,11 +1213,12 @@ impl Routing {
             })
             .await
             .map_err(|e| RoutingError::Unavailable(e.to_string()))?;
+        self.set_view(view);
         for held in back {
-            self.offer_failed(&mut st, &u.agent_id, held, "agent_left", now)
+            self.offer_failed(&u.agent_id, held, OfferOutcome::AgentLeft, now)
                 .await;
         }
-        self.agent_freed(&mut st, &u.agent_id).await;
+        self.agent_freed(&u.agent_id).await;
         addr.send(agent::GetAgent)
             .await
             .map_err(|e| RoutingError::Unavailable(e.to_string()))
@@ -546,37 +1226,30 @@ impl Routing {
 
     /// An offer that ended without acceptance: back to its queue, in its place.
     async fn offer_failed(
-        &self,
-        st: &mut RouterState,
+        &mut self,
         agent_id: &str,
         held: Held,
-        outcome: &'static str,
+        outcome: OfferOutcome,
         now: DateTime<Utc>,
     ) {
-        let id = held.contact_id.to_string();
-        let Some(mut c) = st.contacts.get(&id).cloned() else {
+        let Some(mut c) = self.contact_record(held.contact_id.as_str()) else {
             return;
         };
-        if c.state != ContactState::Offered || c.offered_to.as_deref() != Some(agent_id) {
+        if c.state != RouteState::Offered || c.offered_to.as_deref() != Some(agent_id) {
             return;
         }
-        self.inner
-            .observer
-            .offer(c.site.as_str(), &c.skill, outcome);
+        self.observer
+            .offer(c.site.as_str(), &c.skill, outcome.as_str());
         let detail = match outcome {
-            "timeout" => format!(
+            OfferOutcome::Timeout => format!(
                 "the agent did not answer within {}s",
-                self.config().offer_timeout_secs
+                self.cfg().offer_timeout_secs
             ),
-            "declined" => "the agent declined".to_string(),
+            OfferOutcome::Declined => "the agent declined".to_string(),
             _ => "the agent went away before answering".to_string(),
         };
         c.reason(
-            match outcome {
-                "timeout" => "offer_timeout",
-                "declined" => "offer_declined",
-                _ => "agent_left",
-            },
+            outcome.rule(),
             detail,
             "offered to the next eligible agent, keeping its place in the queue",
             now,
@@ -588,170 +1261,152 @@ impl Routing {
             c.preferred_agent = None;
             c.preferred_until = None;
         }
-        self.enqueue(st, c).await;
+        self.enqueue(c, now).await;
     }
 
-    /// The actor of a known agent.
-    fn agent(&self, agent_id: &str) -> Result<Addr<AgentActor>, RoutingError> {
-        self.inner
-            .board
-            .addr(agent_id)
-            .ok_or(RoutingError::UnknownAgent)
-    }
-
-    /// `offer.accepted`.
-    pub async fn offer_accepted(
-        &self,
+    async fn offer_accepted(
+        &mut self,
         agent_id: &str,
         contact_id: &str,
+        now: DateTime<Utc>,
     ) -> Result<ContactRoutingView, RoutingError> {
-        let now = self.now();
-        let cfg = self.config();
-        let mut st = self.inner.state.lock().await;
-        let addr = self.agent(agent_id)?;
-        let mut c = st
-            .contacts
-            .get(contact_id)
-            .cloned()
+        let cfg = self.cfg();
+        let addr = self.agent_addr(agent_id)?;
+        let mut c = self
+            .contact_record(contact_id)
             .ok_or(RoutingError::UnknownContact)?;
-        if c.state == ContactState::Assigned && c.assigned_agent.as_deref() == Some(agent_id) {
+        if c.state == RouteState::Assigned && c.assigned_agent.as_deref() == Some(agent_id) {
             return Ok(c.view(now)); // a redelivered accept changes nothing
         }
-        let held = addr
+        let (held, view) = addr
             .send(agent::Accept(contact_id.to_string()))
             .await
             .map_err(|e| RoutingError::Unavailable(e.to_string()))?
             .map_err(|_| RoutingError::NotOffered)?;
+        self.set_view(view);
         let waited = c.waited_secs(now) as f64;
         let within = waited <= f64::from(cfg.service_level_target_secs);
-        self.inner
-            .observer
-            .offer(c.site.as_str(), &c.skill, "accepted");
-        self.inner
-            .observer
-            .answered(c.site.as_str(), &c.skill, within);
-        let q = self.queue_addr(&mut st, &c.site, &c.skill);
+        self.observer
+            .offer(c.site.as_str(), &c.skill, OfferOutcome::Accepted.as_str());
+        self.observer.answered(c.site.as_str(), &c.skill, within);
+        let q = self.queue_addr(&c.site, &c.skill);
         let _ = q
             .send(queue::Record::Answered {
                 waited_secs: waited,
             })
             .await;
-        c.state = ContactState::Assigned;
+        c.state = RouteState::Assigned;
         c.assigned_agent = Some(agent_id.to_string());
         c.offered_to = None;
         c.offer_deadline = None;
         c.answered_at = Some(now);
         c.reason(
-            "accepted",
+            OfferOutcome::Accepted.rule(),
             format!("answered after {waited:.0}s"),
             "assigned to the agent",
             now,
         );
         if held.channel == Channel::Voice {
-            self.emit(vec![route_command(&c, agent_id, now)]).await;
+            self.changes.commands.push(route_command(&c, agent_id, now));
         }
-        self.remember(&mut st, c.clone());
+        self.remember(c.clone());
         Ok(c.view(now))
     }
 
-    /// `offer.declined`.
-    pub async fn offer_declined(
-        &self,
+    async fn offer_declined(
+        &mut self,
         agent_id: &str,
         contact_id: &str,
+        now: DateTime<Utc>,
     ) -> Result<ContactRoutingView, RoutingError> {
-        let now = self.now();
-        let mut st = self.inner.state.lock().await;
-        let addr = self.agent(agent_id)?;
-        if !st.contacts.contains_key(contact_id) {
+        let addr = self.agent_addr(agent_id)?;
+        if self.contact_record(contact_id).is_none() {
             return Err(RoutingError::UnknownContact);
         }
-        let held = addr
+        let (held, view) = addr
             .send(agent::Decline(contact_id.to_string()))
             .await
             .map_err(|e| RoutingError::Unavailable(e.to_string()))?;
+        self.set_view(view);
         if let Some(held) = held {
-            self.offer_failed(&mut st, agent_id, held, "declined", now)
+            self.offer_failed(agent_id, held, OfferOutcome::Declined, now)
                 .await;
-            self.agent_freed(&mut st, agent_id).await;
+            self.agent_freed(agent_id).await;
         }
-        st.contacts
-            .get(contact_id)
+        self.contact_record(contact_id)
+            .or_else(|| self.changes.contacts.get(contact_id).cloned())
             .map(|c| c.view(now))
             .ok_or(RoutingError::UnknownContact)
     }
 
-    /// `contact.wrapped`: the agent finished after-contact work.
-    pub async fn contact_wrapped(
-        &self,
-        agent_id: &str,
-        contact_id: &str,
-    ) -> Result<(), RoutingError> {
-        let mut st = self.inner.state.lock().await;
-        let addr = self.agent(agent_id)?;
-        addr.send(agent::Wrapped(contact_id.to_string()))
-            .await
-            .map_err(|e| RoutingError::Unavailable(e.to_string()))?;
-        self.agent_freed(&mut st, agent_id).await;
-        Ok(())
-    }
-
-    /// One timer tick: offer timeouts, wrap-up ends, relaxation, overflow, gauges.
-    pub async fn tick(&self) {
+    async fn tick(&mut self) {
         let now = self.now();
-        let cfg = self.config();
-        let mut st = self.inner.state.lock().await;
-        for addr in self.inner.board.addrs() {
-            let Ok((offers, wraps)) = addr.send(agent::Expire).await else {
+        let cfg = self.cfg();
+        let agents: Vec<(String, Addr<AgentActor>)> = self
+            .state
+            .as_ref()
+            .map(|st| {
+                st.agents
+                    .iter()
+                    .map(|(id, a)| (id.clone(), a.addr.clone()))
+                    .collect()
+            })
+            .unwrap_or_default();
+        for (id, addr) in agents {
+            let Ok(expired) = addr.send(agent::Expire).await else {
                 continue;
             };
-            let Ok(agent) = addr.send(agent::GetAgent).await else {
-                continue;
-            };
-            for held in offers {
-                self.offer_failed(&mut st, &agent.id, held, "timeout", now)
+            let changed = !expired.offers.is_empty() || !expired.wraps.is_empty();
+            if changed {
+                self.set_view(expired.view);
+            }
+            for held in expired.offers {
+                self.offer_failed(&id, held, OfferOutcome::Timeout, now)
                     .await;
             }
-            if !wraps.is_empty() {
-                self.agent_freed(&mut st, &agent.id).await;
+            if !expired.wraps.is_empty() {
+                self.agent_freed(&id).await;
             }
         }
-        let queues: Vec<Addr<QueueActor>> = st.queues.values().cloned().collect();
-        for q in &queues {
-            if let Ok(outcome) = q.send(queue::Dispatch).await {
-                self.process(&mut st, outcome).await;
-            }
-        }
-        self.rebalance(&mut st, &cfg, now).await;
-        self.publish_gauges(&mut st, &cfg, now).await;
+        self.dispatch_all().await;
+        self.rebalance(&cfg, now).await;
+        self.publish_gauges(&cfg, now).await;
     }
 
-    async fn rebalance(&self, st: &mut RouterState, cfg: &RoutingConfig, now: DateTime<Utc>) {
+    async fn rebalance(&mut self, cfg: &RoutingConfig, now: DateTime<Utc>) {
+        let queues: Vec<((String, String), Addr<QueueActor>)> = self
+            .state
+            .as_ref()
+            .map(|st| {
+                st.queues
+                    .iter()
+                    .map(|(k, a)| (k.clone(), a.clone()))
+                    .collect()
+            })
+            .unwrap_or_default();
         let mut loads = Vec::new();
-        for addr in st.queues.values() {
-            if let Ok(l) = addr.send(queue::Load).await {
+        for ((_, skill), addr) in &queues {
+            let agents = self.views_with_skill(skill);
+            if let Ok(l) = addr.send(queue::Load { agents }).await {
                 loads.push(l);
             }
         }
-        let moves = plan_overflow(&loads, &mut st.overflow, &cfg.overflow, now);
+        let moves = plan_overflow(&loads, &mut self.st().overflow, &cfg.overflow, now);
         for m in moves {
-            let Ok(from_site) = SiteId::parse(&m.from_site) else {
+            let (Ok(from_site), Ok(to_site)) =
+                (SiteId::parse(&m.from_site), SiteId::parse(&m.to_site))
+            else {
                 continue;
             };
-            let from = self.queue_addr(st, &from_site, &m.skill);
+            let from = self.queue_addr(&from_site, &m.skill);
             let Ok(taken) = from.send(queue::TakeForOverflow(m.count)).await else {
                 continue;
             };
             if taken.is_empty() {
                 continue;
             }
-            self.inner
-                .observer
+            self.observer
                 .overflow(&m.from_site, &m.to_site, &m.skill, taken.len() as u64);
-            let to_site = match SiteId::parse(&m.to_site) {
-                Ok(s) => s,
-                Err(_) => continue,
-            };
             for mut c in taken {
                 c.moved_at = Some(now);
                 c.site = to_site.clone();
@@ -761,12 +1416,16 @@ impl Routing {
                     format!("moved from {} to {}", m.from_site, m.to_site),
                     now,
                 );
-                self.enqueue(st, c).await;
+                self.enqueue(c, now).await;
             }
         }
     }
 
-    async fn publish_gauges(&self, st: &mut RouterState, cfg: &RoutingConfig, now: DateTime<Utc>) {
+    async fn queue_snapshots(&self) -> Vec<QueueSnapshot> {
+        let Some(st) = &self.state else {
+            return Vec::new();
+        };
+        let mut out = Vec::new();
         for ((site, skill), addr) in st.queues.iter() {
             let overflowing = st
                 .overflow
@@ -774,21 +1433,48 @@ impl Routing {
                 .get(skill)
                 .and_then(|s| s.get(site))
                 .is_some_and(|s| s.overflowing);
-            if let Ok(s) = addr.send(queue::Snapshot { overflowing }).await {
-                self.inner.observer.queue(&s);
+            let agents = self.views_with_skill(skill);
+            if let Ok(s) = addr
+                .send(queue::Snapshot {
+                    agents,
+                    overflowing,
+                })
+                .await
+            {
+                out.push(s);
             }
+        }
+        out
+    }
+
+    async fn agent_states(&self) -> Vec<AgentState> {
+        let Some(st) = &self.state else {
+            return Vec::new();
+        };
+        let mut out = Vec::new();
+        for a in st.agents.values() {
+            if let Ok(s) = a.addr.send(agent::GetAgent).await {
+                out.push(s);
+            }
+        }
+        out
+    }
+
+    async fn publish_gauges(&mut self, cfg: &RoutingConfig, now: DateTime<Utc>) {
+        for s in self.queue_snapshots().await {
+            self.observer.queue(&s);
         }
         // Every (site, presence) pair is published, zeros included, so an agent
         // who changes state leaves no stale count behind.
         let mut by: BTreeMap<String, [u64; 3]> = BTreeMap::new();
-        for a in self.inner.board.addrs() {
-            if let Ok(agent) = a.send(agent::GetAgent).await {
-                let i = match agent.presence {
+        if let Some(st) = &self.state {
+            for a in st.agents.values() {
+                let i = match a.presence {
                     Presence::Available => 0,
                     Presence::Away => 1,
                     Presence::Offline => 2,
                 };
-                by.entry(agent.site.to_string()).or_default()[i] += 1;
+                by.entry(a.view.site.clone()).or_default()[i] += 1;
             }
         }
         for (site, counts) in by {
@@ -796,112 +1482,103 @@ impl Routing {
                 .iter()
                 .zip(counts)
             {
-                self.inner.observer.agents(&site, p.as_str(), n);
+                self.observer.agents(&site, p.as_str(), n);
             }
         }
-        trim_bot(st, now, cfg);
-        if !st.bot_outcomes.is_empty() {
-            let contained = st.bot_outcomes.iter().filter(|(_, c)| *c).count();
-            self.inner
-                .observer
-                .containment(contained as f64 / st.bot_outcomes.len() as f64);
+        self.trim_bot(now, cfg);
+        let outcomes = &self.st().bot_outcomes;
+        if !outcomes.is_empty() {
+            let contained = outcomes.iter().filter(|(_, c)| *c).count();
+            let ratio = contained as f64 / outcomes.len() as f64;
+            self.observer.containment(ratio);
         }
     }
 
-    /// A contact's routing record.
-    pub async fn contact(&self, contact_id: &str) -> Option<ContactRoutingView> {
-        let now = self.now();
-        let st = self.inner.state.lock().await;
-        st.contacts.get(contact_id).map(|c| c.view(now))
+    fn record_bot(&mut self, now: DateTime<Utc>, contained: bool, cfg: &RoutingConfig) {
+        self.st().bot_outcomes.push_back((now, contained));
+        self.trim_bot(now, cfg);
     }
 
-    /// Every queue's live state.
-    pub async fn queues(&self) -> Vec<QueueSnapshot> {
-        let st = self.inner.state.lock().await;
-        let mut out = Vec::new();
-        for ((site, skill), addr) in st.queues.iter() {
-            let overflowing = st
-                .overflow
-                .by_skill
-                .get(skill)
-                .and_then(|s| s.get(site))
-                .is_some_and(|s| s.overflowing);
-            if let Ok(s) = addr.send(queue::Snapshot { overflowing }).await {
-                out.push(s);
-            }
-        }
-        out
-    }
-
-    /// Every agent's state.
-    pub async fn agents(&self) -> Vec<AgentState> {
-        let mut out = Vec::new();
-        for a in self.inner.board.addrs() {
-            if let Ok(s) = a.send(agent::GetAgent).await {
-                out.push(s);
-            }
-        }
-        out.sort_by(|a, b| a.id.cmp(&b.id));
-        out
-    }
-
-    /// Whether an agent holds (offered, assigned or wrapping up) a contact of the patient.
-    pub async fn agent_holds_patient(&self, agent_id: &str, patient: PatientId) -> bool {
-        match self.inner.board.addr(agent_id) {
-            Some(a) => a
-                .send(agent::GetAgent)
-                .await
-                .map(|s| s.holds_patient(patient))
-                .unwrap_or(false),
-            None => false,
+    fn trim_bot(&mut self, now: DateTime<Utc>, cfg: &RoutingConfig) {
+        let cut = now - Duration::seconds(i64::from(cfg.stats_window_secs));
+        let outcomes = &mut self.st().bot_outcomes;
+        while outcomes.front().is_some_and(|(t, _)| *t < cut) {
+            outcomes.pop_front();
         }
     }
 }
 
-fn record_bot(st: &mut RouterState, now: DateTime<Utc>, contained: bool, cfg: &RoutingConfig) {
-    st.bot_outcomes.push_back((now, contained));
-    trim_bot(st, now, cfg);
+/// The payload of a `contact.offer` command: what the agent's desktop shows.
+#[derive(Debug, Serialize)]
+struct OfferPayload<'a> {
+    agent_id: &'a str,
+    contact_id: String,
+    skill: &'a str,
+    contact_channel: &'static str,
+    intent: &'a Option<String>,
+    level: Level,
+    priority_score: i64,
+    signals: Vec<SignalPayload<'a>>,
+    transcript: &'a [crate::journey::BotTurnView],
+    expires_at: Option<String>,
+    context: String,
 }
 
-fn trim_bot(st: &mut RouterState, now: DateTime<Utc>, cfg: &RoutingConfig) {
-    let cut = now - Duration::seconds(i64::from(cfg.stats_window_secs));
-    while st.bot_outcomes.front().is_some_and(|(t, _)| *t < cut) {
-        st.bot_outcomes.pop_front();
+/// One frustration signal as commands carry it.
+#[derive(Debug, Serialize)]
+struct SignalPayload<'a> {
+    signal: &'static str,
+    detail: &'a str,
+}
+
+/// The payload of a `contact.route` command: connect the call to the agent.
+#[derive(Debug, Serialize)]
+struct RoutePayload<'a> {
+    agent_id: &'a str,
+    contact_id: String,
+}
+
+/// The payload of an `escalation.raised` command: supervisors are paged.
+#[derive(Debug, Serialize)]
+struct EscalationPayload<'a> {
+    contact_id: String,
+    skill: &'a str,
+    level: Level,
+    signals: Vec<SignalPayload<'a>>,
+}
+
+fn signals(c: &RoutedContact) -> Vec<SignalPayload<'_>> {
+    c.signals
+        .iter()
+        .map(|s| SignalPayload {
+            signal: s.signal.as_str(),
+            detail: &s.detail,
+        })
+        .collect()
+}
+
+fn payload(p: impl Serialize) -> serde_json::Map<String, serde_json::Value> {
+    match serde_json::to_value(p) {
+        Ok(serde_json::Value::Object(m)) => m,
+        _ => serde_json::Map::new(),
     }
-}
-
-fn signals_json(c: &RoutedContact) -> Value {
-    Value::Array(
-        c.signals
-            .iter()
-            .map(|s| json!({"signal": s.signal.as_str(), "detail": s.detail}))
-            .collect(),
-    )
 }
 
 fn offer_command(c: &RoutedContact, now: DateTime<Utc>) -> Command {
     let agent = c.offered_to.clone().unwrap_or_default();
-    let mut p = Map::new();
-    p.insert("agent_id".into(), agent.clone().into());
-    p.insert("contact_id".into(), c.contact_id.to_string().into());
-    p.insert("skill".into(), c.skill.clone().into());
-    p.insert("contact_channel".into(), c.channel.as_str().into());
-    p.insert("intent".into(), c.intent.clone().into());
-    p.insert("level".into(), json!(c.level));
-    p.insert(
-        "priority_score".into(),
-        crate::rules::priority::score_at(&c.key, now).into(),
-    );
-    p.insert("signals".into(), signals_json(c));
-    p.insert("transcript".into(), json!(c.transcript));
-    p.insert(
-        "expires_at".into(),
-        c.offer_deadline.map(|d| d.to_rfc3339()).into(),
-    );
-    p.insert(
-        "context".into(),
-        format!("/v1/patients/{}/context", c.patient_id).into(),
-    );
+    let body = OfferPayload {
+        agent_id: &agent,
+        contact_id: c.contact_id.to_string(),
+        skill: &c.skill,
+        contact_channel: c.channel.as_str(),
+        intent: &c.intent,
+        level: c.level,
+        priority_score: crate::rules::priority::score_at(&c.key, now),
+        signals: signals(c),
+        transcript: &c.transcript,
+        expires_at: c.offer_deadline.map(|d| d.to_rfc3339()),
+        context: format!("/v1/patients/{}/context", c.patient_id),
+    };
     Command::new(
         CommandType::ContactOffer,
         c.cause,
@@ -910,14 +1587,15 @@ fn offer_command(c: &RoutedContact, now: DateTime<Utc>) -> Command {
         Channel::Desktop,
         now,
         Some(c.patient_id),
-        p,
+        payload(body),
     )
 }
 
 fn route_command(c: &RoutedContact, agent_id: &str, now: DateTime<Utc>) -> Command {
-    let mut p = Map::new();
-    p.insert("agent_id".into(), agent_id.into());
-    p.insert("contact_id".into(), c.contact_id.to_string().into());
+    let body = RoutePayload {
+        agent_id,
+        contact_id: c.contact_id.to_string(),
+    };
     Command::new(
         CommandType::ContactRoute,
         c.cause,
@@ -926,16 +1604,17 @@ fn route_command(c: &RoutedContact, agent_id: &str, now: DateTime<Utc>) -> Comma
         c.channel,
         now,
         Some(c.patient_id),
-        p,
+        payload(body),
     )
 }
 
 fn escalation_command(c: &RoutedContact, now: DateTime<Utc>) -> Command {
-    let mut p = Map::new();
-    p.insert("contact_id".into(), c.contact_id.to_string().into());
-    p.insert("skill".into(), c.skill.clone().into());
-    p.insert("level".into(), json!(c.level));
-    p.insert("signals".into(), signals_json(c));
+    let body = EscalationPayload {
+        contact_id: c.contact_id.to_string(),
+        skill: &c.skill,
+        level: c.level,
+        signals: signals(c),
+    };
     Command::new(
         CommandType::EscalationRaised,
         c.cause,
@@ -944,24 +1623,59 @@ fn escalation_command(c: &RoutedContact, now: DateTime<Utc>) -> Command {
         Channel::Desktop,
         now,
         Some(c.patient_id),
-        p,
+        payload(body),
     )
 }
 
-/// A command sink that keeps commands in memory (benchmarks and unit tests).
+/// A routing store that keeps everything in memory (benchmarks and unit tests).
 #[derive(Default)]
-pub struct MemorySink {
-    /// Commands received.
+pub struct MemoryRoutingStore {
+    /// Commands written.
     pub commands: std::sync::Mutex<Vec<Command>>,
+    /// Contact records by id.
+    pub contacts: std::sync::Mutex<HashMap<String, RoutedContact>>,
+    /// Agents by id.
+    pub agents: std::sync::Mutex<BTreeMap<String, AgentState>>,
 }
 
-impl CommandSink for MemorySink {
-    fn enqueue(
+impl RoutingStore for MemoryRoutingStore {
+    fn load_routing(
         &self,
-        commands: Vec<Command>,
-    ) -> crate::ports::BoxFuture<'static, Result<(), crate::ports::PortError>> {
+    ) -> crate::ports::BoxFuture<'static, Result<crate::ports::RoutingSnapshot, PortError>> {
+        let contacts = self
+            .contacts
+            .lock()
+            .map(|c| {
+                c.values()
+                    .filter(|c| c.state != RouteState::Ended)
+                    .cloned()
+                    .collect()
+            })
+            .unwrap_or_default();
+        let agents = self
+            .agents
+            .lock()
+            .map(|a| a.values().cloned().collect())
+            .unwrap_or_default();
+        Box::pin(async move { Ok(crate::ports::RoutingSnapshot { contacts, agents }) })
+    }
+
+    fn save_routing(
+        &self,
+        changes: RoutingChanges,
+    ) -> crate::ports::BoxFuture<'static, Result<(), PortError>> {
+        if let Ok(mut c) = self.contacts.lock() {
+            for x in changes.contacts {
+                c.insert(x.contact_id.to_string(), x);
+            }
+        }
+        if let Ok(mut a) = self.agents.lock() {
+            for x in changes.agents {
+                a.insert(x.id.clone(), x);
+            }
+        }
         if let Ok(mut c) = self.commands.lock() {
-            c.extend(commands);
+            c.extend(changes.commands);
         }
         Box::pin(async { Ok(()) })
     }

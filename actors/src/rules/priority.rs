@@ -159,7 +159,7 @@ pub fn effective_boosts(base: i64, boosts: i64, urgent: bool, cfg: &PriorityConf
 /// Static ordering key of a waiting contact (see the module docs). `Ord`:
 /// the greatest key is served first, so it works directly in a
 /// `BinaryHeap` (pop = next) or a `BTreeSet` (`last()` = next).
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct PriorityKey {
     /// `base + boosts − wait_weight_per_sec × enqueued_at_secs`; higher first.
     pub rank: i64,

@@ -1,0 +1,363 @@
+//! Routing state: contact records, agents, who holds which patient, and the
+//! routing inputs already applied. The router writes each step here with the
+//! commands it decided, in one transaction, fenced by the router's lease when the
+//! runtime runs as a cluster; any node reads contacts, agents and holds from here.
+
+use std::collections::HashSet;
+
+use chrono::{DateTime, Utc};
+use frontdoor_actors::ids::PatientId;
+use frontdoor_actors::ports::{
+    BoxFuture, PortError, RoutingChanges, RoutingSnapshot, RoutingStore,
+};
+use frontdoor_actors::routing::agent::AgentState;
+use frontdoor_actors::routing::model::{ContactRoutingView, RouteState, RoutingRecord};
+use sqlx::{AnyConnection, Row};
+
+use super::{timed, Store, StoreError};
+use crate::auth::AssignmentCheck;
+
+/// A lease a write depends on: its name, this node and the token it holds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Fence {
+    /// The lease (`router`, `partition:3`).
+    pub lease: String,
+    /// This node.
+    pub holder: String,
+    /// The token this node was given when it took the lease.
+    pub token: i64,
+}
+
+fn state_label(s: RouteState) -> &'static str {
+    match s {
+        RouteState::SelfService => "self_service",
+        RouteState::Queued => "queued",
+        RouteState::Offered => "offered",
+        RouteState::Assigned => "assigned",
+        RouteState::Ended => "ended",
+    }
+}
+
+fn corrupt(what: &str) -> impl Fn(serde_json::Error) -> StoreError + '_ {
+    move |e| StoreError::Corrupt(format!("{what}: {e}"))
+}
+
+/// Checks inside an open transaction that `fence` still holds its lease, and keeps
+/// the lease row locked (shared) until the transaction ends, so a takeover waits
+/// for this write and every write after the takeover is refused.
+pub(crate) async fn check_fence(conn: &mut AnyConnection, fence: &Fence) -> Result<(), StoreError> {
+    let row = sqlx::query(
+        "SELECT token FROM cluster_leases WHERE name = $1 AND holder = $2 AND token = $3 \
+         AND expires_at_ms > CAST(EXTRACT(EPOCH FROM clock_timestamp()) * 1000 AS BIGINT) FOR SHARE",
+    )
+    .bind(fence.lease.clone())
+    .bind(fence.holder.clone())
+    .bind(fence.token)
+    .fetch_optional(&mut *conn)
+    .await?;
+    match row {
+        Some(_) => Ok(()),
+        None => Err(StoreError::Fenced(fence.lease.clone())),
+    }
+}
+
+impl Store {
+    /// The persisted routing state: contacts not ended, and every agent.
+    #[tracing::instrument(name = "store.load_routing", skip_all)]
+    pub async fn load_routing(&self) -> Result<RoutingSnapshot, StoreError> {
+        timed("load_routing", async {
+            let rows = sqlx::query("SELECT body FROM routing_contacts WHERE state <> 'ended'")
+                .fetch_all(self.pool())
+                .await?;
+            let mut contacts = Vec::with_capacity(rows.len());
+            for r in rows {
+                let body: String = r.try_get(0)?;
+                let rec: RoutingRecord =
+                    serde_json::from_str(&body).map_err(corrupt("routing contact"))?;
+                contacts.push(rec.into_contact());
+            }
+            let rows = sqlx::query("SELECT body FROM routing_agents")
+                .fetch_all(self.pool())
+                .await?;
+            let mut agents = Vec::with_capacity(rows.len());
+            for r in rows {
+                let body: String = r.try_get(0)?;
+                agents.push(serde_json::from_str(&body).map_err(corrupt("routing agent"))?);
+            }
+            Ok(RoutingSnapshot { contacts, agents })
+        })
+        .await
+    }
+
+    /// Writes one router step (records, agents, holds, applied inputs and the
+    /// commands it decided) in one transaction; with a fence, only while this node
+    /// holds the router's lease.
+    #[tracing::instrument(name = "store.save_routing", skip_all, fields(contacts = changes.contacts.len(), agents = changes.agents.len(), commands = changes.commands.len()))]
+    pub async fn save_routing(
+        &self,
+        changes: &RoutingChanges,
+        fence: Option<&Fence>,
+    ) -> Result<(), StoreError> {
+        timed("save_routing", async {
+            let now = Utc::now().timestamp_millis();
+            let mut tx = self.pool().begin().await?;
+            if let Some(f) = fence {
+                check_fence(&mut tx, f).await?;
+            }
+            for c in &changes.contacts {
+                let body = serde_json::to_string(&RoutingRecord::of(c))
+                    .map_err(corrupt("routing contact"))?;
+                sqlx::query(
+                    "INSERT INTO routing_contacts (contact_id, patient_id, state, site, updated_at_ms, body) \
+                     VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (contact_id) DO UPDATE SET \
+                     patient_id = excluded.patient_id, state = excluded.state, site = excluded.site, \
+                     updated_at_ms = excluded.updated_at_ms, body = excluded.body",
+                )
+                .bind(c.contact_id.to_string())
+                .bind(c.patient_id.to_string())
+                .bind(state_label(c.state))
+                .bind(c.site.to_string())
+                .bind(now)
+                .bind(body)
+                .execute(&mut *tx)
+                .await?;
+            }
+            for a in &changes.agents {
+                let body = serde_json::to_string(a).map_err(corrupt("routing agent"))?;
+                sqlx::query(
+                    "INSERT INTO routing_agents (agent_id, site, updated_at_ms, body) VALUES ($1, $2, $3, $4) \
+                     ON CONFLICT (agent_id) DO UPDATE SET site = excluded.site, \
+                     updated_at_ms = excluded.updated_at_ms, body = excluded.body",
+                )
+                .bind(a.id.clone())
+                .bind(a.site.to_string())
+                .bind(now)
+                .bind(body)
+                .execute(&mut *tx)
+                .await?;
+                sqlx::query("DELETE FROM routing_holds WHERE agent_id = $1")
+                    .bind(a.id.clone())
+                    .execute(&mut *tx)
+                    .await?;
+                for h in a.offers.values().chain(a.assignments.values()) {
+                    sqlx::query(
+                        "INSERT INTO routing_holds (agent_id, contact_id, patient_id) VALUES ($1, $2, $3) \
+                         ON CONFLICT (agent_id, contact_id) DO NOTHING",
+                    )
+                    .bind(a.id.clone())
+                    .bind(h.contact_id.to_string())
+                    .bind(h.patient_id.to_string())
+                    .execute(&mut *tx)
+                    .await?;
+                }
+            }
+            for id in &changes.inputs {
+                sqlx::query(
+                    "INSERT INTO routing_inputs (id, applied_at_ms) VALUES ($1, $2) ON CONFLICT (id) DO NOTHING",
+                )
+                .bind(id.to_string())
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
+            }
+            super::outbox::insert_commands(&mut tx, &changes.commands, None).await?;
+            tx.commit().await?;
+            Ok(())
+        })
+        .await
+    }
+
+    /// Of these routing input ids, the ones already applied.
+    #[tracing::instrument(name = "store.routing_inputs_applied", skip_all)]
+    pub async fn routing_inputs_applied(
+        &self,
+        ids: &[uuid::Uuid],
+    ) -> Result<HashSet<uuid::Uuid>, StoreError> {
+        if ids.is_empty() {
+            return Ok(HashSet::new());
+        }
+        timed("routing_inputs_applied", async {
+            let placeholders: Vec<String> = (1..=ids.len()).map(|i| format!("${i}")).collect();
+            // Built from placeholders only; the ids are bound.
+            let sql = format!(
+                "SELECT id FROM routing_inputs WHERE id IN ({})",
+                placeholders.join(", ")
+            );
+            let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+            for id in ids {
+                q = q.bind(id.to_string());
+            }
+            let rows = q.fetch_all(self.pool()).await?;
+            let mut out = HashSet::with_capacity(rows.len());
+            for r in rows {
+                let id: String = r.try_get(0)?;
+                if let Ok(u) = uuid::Uuid::parse_str(&id) {
+                    out.insert(u);
+                }
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    /// A contact's routing record (ended ones too, until purged), as of `now`.
+    #[tracing::instrument(name = "store.routing_contact", skip_all)]
+    pub async fn routing_contact(
+        &self,
+        contact_id: &str,
+        now: DateTime<Utc>,
+    ) -> Result<Option<ContactRoutingView>, StoreError> {
+        timed("routing_contact", async {
+            let row = sqlx::query("SELECT body FROM routing_contacts WHERE contact_id = $1")
+                .bind(contact_id.to_string())
+                .fetch_optional(self.pool())
+                .await?;
+            let Some(row) = row else {
+                return Ok(None);
+            };
+            let body: String = row.try_get(0)?;
+            let rec: RoutingRecord =
+                serde_json::from_str(&body).map_err(corrupt("routing contact"))?;
+            Ok(Some(rec.into_contact().view(now)))
+        })
+        .await
+    }
+
+    /// Every agent routing knows, by id.
+    #[tracing::instrument(name = "store.routing_agents", skip_all)]
+    pub async fn routing_agents(&self) -> Result<Vec<AgentState>, StoreError> {
+        timed("routing_agents", async {
+            let rows = sqlx::query("SELECT body FROM routing_agents ORDER BY agent_id")
+                .fetch_all(self.pool())
+                .await?;
+            let mut out = Vec::with_capacity(rows.len());
+            for r in rows {
+                let body: String = r.try_get(0)?;
+                out.push(serde_json::from_str(&body).map_err(corrupt("routing agent"))?);
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    /// True while a contact of `patient` is offered to, assigned to or wrapping up
+    /// with `agent_id`.
+    #[tracing::instrument(name = "store.agent_holds_patient", skip_all)]
+    pub async fn agent_holds_patient(
+        &self,
+        agent_id: &str,
+        patient: PatientId,
+    ) -> Result<bool, StoreError> {
+        timed("agent_holds_patient", async {
+            let row = sqlx::query(
+                "SELECT 1 FROM routing_holds WHERE patient_id = $1 AND agent_id = $2 LIMIT 1",
+            )
+            .bind(patient.to_string())
+            .bind(agent_id.to_string())
+            .fetch_optional(self.pool())
+            .await?;
+            Ok(row.is_some())
+        })
+        .await
+    }
+
+    /// Deletes ended contact records and applied-input ids older than `before`;
+    /// answers how many rows went.
+    #[tracing::instrument(name = "store.purge_routing", skip_all)]
+    pub async fn purge_routing(&self, before: DateTime<Utc>) -> Result<u64, StoreError> {
+        timed("purge_routing", async {
+            let cut = before.timestamp_millis();
+            let a = sqlx::query(
+                "DELETE FROM routing_contacts WHERE state = 'ended' AND updated_at_ms < $1",
+            )
+            .bind(cut)
+            .execute(self.pool())
+            .await?;
+            let b = sqlx::query("DELETE FROM routing_inputs WHERE applied_at_ms < $1")
+                .bind(cut)
+                .execute(self.pool())
+                .await?;
+            Ok(a.rows_affected() + b.rows_affected())
+        })
+        .await
+    }
+}
+
+fn port_error(e: StoreError) -> PortError {
+    match e {
+        StoreError::Fenced(lease) => PortError::Fenced(lease),
+        e if e.is_transient() => PortError::Unavailable(e.to_string()),
+        e => PortError::Rejected(e.to_string()),
+    }
+}
+
+/// The router's store: routing state in the database, fenced by the router's
+/// lease when the runtime runs as a cluster.
+#[derive(Clone)]
+pub struct RoutingTables {
+    /// The store.
+    store: Store,
+    /// The router's fence now (None: a single node, no lease).
+    fence: std::sync::Arc<dyn Fn() -> Option<Fence> + Send + Sync>,
+}
+
+impl RoutingTables {
+    /// Routing tables written without a fence (a single node).
+    pub fn unfenced(store: Store) -> RoutingTables {
+        RoutingTables {
+            store,
+            fence: std::sync::Arc::new(|| None),
+        }
+    }
+
+    /// Routing tables written under the fence `fence` answers at each write (the
+    /// router's lease as this node holds it; None refuses the write).
+    pub fn fenced(
+        store: Store,
+        fence: impl Fn() -> Option<Fence> + Send + Sync + 'static,
+    ) -> RoutingTables {
+        let fence = std::sync::Arc::new(fence);
+        RoutingTables {
+            store,
+            fence: std::sync::Arc::new(move || {
+                Some(fence().unwrap_or(Fence {
+                    lease: "router".into(),
+                    holder: String::new(),
+                    token: -1,
+                }))
+            }),
+        }
+    }
+}
+
+impl RoutingStore for RoutingTables {
+    fn load_routing(&self) -> BoxFuture<'static, Result<RoutingSnapshot, PortError>> {
+        let store = self.store.clone();
+        Box::pin(async move { store.load_routing().await.map_err(port_error) })
+    }
+
+    fn save_routing(&self, changes: RoutingChanges) -> BoxFuture<'static, Result<(), PortError>> {
+        let store = self.store.clone();
+        let fence = (self.fence)();
+        Box::pin(async move {
+            store
+                .save_routing(&changes, fence.as_ref())
+                .await
+                .map_err(port_error)
+        })
+    }
+}
+
+/// Any node answers the minimum-necessary question from the stored holds.
+impl AssignmentCheck for Store {
+    fn agent_holds_patient(&self, agent_id: &str, patient: PatientId) -> BoxFuture<'static, bool> {
+        let store = self.clone();
+        let agent = agent_id.to_string();
+        Box::pin(async move {
+            store
+                .agent_holds_patient(&agent, patient)
+                .await
+                .unwrap_or(false)
+        })
+    }
+}
