@@ -459,6 +459,7 @@ async fn run() -> anyhow::Result<()> {
         supervision: Arc::new(std::sync::RwLock::new(settings.supervision.patient.clone())),
         observer: Arc::new(frontdoor_actors::ports::NoActorObserver),
         fault_injection: false,
+        route_through_outbox: false,
     };
     let patients = PatientRegistry::start(deps, SHARDS, settings.patients.bounds());
     trim_heap();

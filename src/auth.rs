@@ -236,54 +236,38 @@ impl Principals {
         self.by_digest.read().unwrap().get(&digest).cloned()
     }
 
-    /// Reloads on SIGHUP and when the file's modification time changes.
-    pub fn spawn_reloader(&self, interval: Duration) {
-        let Some(path) = self.file.clone() else {
-            return;
-        };
-        let this = self.clone();
-        actix_rt::spawn(async move {
-            let mut last = modified(&path);
-            let mut tick = tokio::time::interval(interval.max(Duration::from_millis(50)));
-            #[cfg(unix)]
-            let mut hup =
-                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
-            loop {
-                #[cfg(unix)]
-                let why = match hup.as_mut() {
-                    Some(h) => tokio::select! {
-                        _ = tick.tick() => "poll",
-                        _ = h.recv() => "sighup",
-                    },
-                    None => {
-                        tick.tick().await;
-                        "poll"
-                    }
-                };
-                #[cfg(not(unix))]
-                let why = {
-                    tick.tick().await;
-                    "poll"
-                };
-                let now = modified(&path);
-                if why == "poll" && now == last {
-                    continue;
-                }
-                last = now;
-                match this.reload() {
-                    Ok(n) => {
-                        metrics::counter!(m::PRINCIPAL_RELOADS_TOTAL, "outcome" => "ok")
-                            .increment(1);
-                        tracing::info!(principals = n, trigger = why, "principals reloaded");
-                    }
-                    Err(e) => {
-                        metrics::counter!(m::PRINCIPAL_RELOADS_TOTAL, "outcome" => "error")
-                            .increment(1);
-                        tracing::error!(error.message = %e, trigger = why, "principals file refused; the previous set stays in force");
-                    }
-                }
+    /// Re-reads the principals (SIGHUP, or a change of the file), logging and
+    /// counting the outcome; on error the previous set stays in force.
+    pub fn reload_logged(&self, trigger: &'static str) {
+        match self.reload() {
+            Ok(n) => {
+                metrics::counter!(m::PRINCIPAL_RELOADS_TOTAL, "outcome" => "ok").increment(1);
+                tracing::info!(principals = n, trigger, "principals reloaded");
             }
-        });
+            Err(e) => {
+                metrics::counter!(m::PRINCIPAL_RELOADS_TOTAL, "outcome" => "error").increment(1);
+                tracing::error!(error.message = %e, trigger, "principals file refused; the previous set stays in force");
+            }
+        }
+    }
+
+    /// Watches the principals file's modification time every `interval` and
+    /// reloads when it changes (SIGHUP is the runtime's one signal listener's job).
+    /// Runs until dropped; the runtime runs it under its supervisor.
+    pub async fn watch_file(self, interval: Duration) -> anyhow::Result<()> {
+        let Some(path) = self.file.clone() else {
+            return std::future::pending().await;
+        };
+        let mut last = modified(&path);
+        let mut tick = tokio::time::interval(interval.max(Duration::from_millis(50)));
+        loop {
+            tick.tick().await;
+            let now = modified(&path);
+            if now != last {
+                last = now;
+                self.reload_logged("file changed");
+            }
+        }
     }
 }
 

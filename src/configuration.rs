@@ -34,6 +34,72 @@ pub struct Settings {
     /// Restart policies and drills.
     #[serde(default)]
     pub supervision: SupervisionSettings,
+    /// Several nodes as one runtime (off: this node does everything).
+    #[serde(default)]
+    pub cluster: ClusterSettings,
+}
+
+/// Several nodes sharing the work through PostgreSQL (leases) and RabbitMQ
+/// (partition queues, forwarding, the router's inputs). See docs/operations.md,
+/// "Cluster".
+#[derive(Debug, Clone, PartialEq, serde::Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ClusterSettings {
+    /// Run as a member of a cluster (needs a PostgreSQL store and the broker).
+    pub enabled: bool,
+    /// This node's name, unique in the cluster (empty: `<hostname>-<port>-<random>`).
+    pub node_id: String,
+    /// How long a lease lasts without renewal, milliseconds: after a node dies
+    /// without a word, its partitions and the router move this much later.
+    pub lease_ttl_ms: u64,
+    /// How often a node renews its leases and re-plans ownership, milliseconds.
+    pub renew_interval_ms: u64,
+    /// How long an event waits for its partition to have an owner (a handover
+    /// in progress) before the caller hears "unavailable", milliseconds.
+    pub handover_wait_ms: u64,
+    /// How long a call forwarded to another node waits for its answer, milliseconds.
+    pub rpc_timeout_ms: u64,
+}
+
+impl Default for ClusterSettings {
+    fn default() -> Self {
+        ClusterSettings {
+            enabled: false,
+            node_id: String::new(),
+            lease_ttl_ms: 5_000,
+            renew_interval_ms: 1_000,
+            handover_wait_ms: 15_000,
+            rpc_timeout_ms: 5_000,
+        }
+    }
+}
+
+impl ClusterSettings {
+    /// Rejects settings that cannot work, naming the key.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.renew_interval_ms == 0 {
+            return Err("cluster.renew_interval_ms must be > 0".into());
+        }
+        if self.lease_ttl_ms < 2 * self.renew_interval_ms {
+            return Err(
+                "cluster.lease_ttl_ms must be at least twice cluster.renew_interval_ms".into(),
+            );
+        }
+        if self.rpc_timeout_ms == 0 {
+            return Err("cluster.rpc_timeout_ms must be > 0".into());
+        }
+        if self.node_id.len() > 100
+            || !self
+                .node_id
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+        {
+            return Err(
+                "cluster.node_id must be at most 100 letters, digits, '-', '_' or '.'".into(),
+            );
+        }
+        Ok(())
+    }
 }
 
 /// Restart policies per actor kind (reloadable) and the store probe.
@@ -112,6 +178,22 @@ pub struct BrokerSettings {
     pub confirm_timeout_ms: u64,
     /// Seconds after which an unroutable (parked) command is tried again.
     pub park_retry_secs: u64,
+    /// Cluster: the queue every node feeds the router's inputs into (quorum, single
+    /// active consumer: the leader).
+    #[serde(default = "default_routing_queue")]
+    pub routing_queue: String,
+    /// Cluster: the direct exchange each node's private queue is bound to (calls
+    /// forwarded to the node that owns a patient, by node id).
+    #[serde(default = "default_cluster_exchange")]
+    pub cluster_exchange: String,
+}
+
+fn default_routing_queue() -> String {
+    "frontdoor.routing".into()
+}
+
+fn default_cluster_exchange() -> String {
+    "frontdoor.cluster".into()
 }
 
 impl BrokerSettings {

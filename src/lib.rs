@@ -6,7 +6,10 @@
 //! telemetry and startup. `main.rs` is a thin shell over [`startup::Application`].
 //!
 //! # Layout
-//! - [`broker`]: RabbitMQ in (events) and out (commands), at-least-once.
+//! - [`broker`]: RabbitMQ in (events) and out (commands), at-least-once; in a
+//!   cluster also the routing queue and the calls nodes forward to each other.
+//! - [`cluster`]: several nodes as one runtime: partition and router leases,
+//!   fencing, the coordinator.
 //! - [`auth`]: principals and their bearer tokens (hashed), roles, the assignment port.
 //! - [`audit`]: what the audit trail records, and its FHIR AuditEvent form.
 //! - [`configuration`]: typed settings from `config/` and `FRONTDOOR__*` variables.
@@ -23,6 +26,7 @@
 pub mod audit;
 pub mod auth;
 pub mod broker;
+pub mod cluster;
 pub mod configuration;
 pub mod http;
 pub mod ingest;

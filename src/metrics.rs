@@ -126,6 +126,29 @@ pub const STORE_UP: &str = "frontdoor_store_up";
 /// Configuration version in force (increments on every accepted reload).
 pub const CONFIG_VERSION: &str = "frontdoor_config_version";
 
+// --- Cluster (issue 10) ---
+/// 1 while this node is a cluster member (0: joining, refused, or left).
+pub const CLUSTER_MEMBER: &str = "frontdoor_cluster_member";
+/// Live cluster members, as this node last read them.
+pub const CLUSTER_NODES: &str = "frontdoor_cluster_nodes";
+/// Patient partitions this node owns (applies and consumes) now.
+pub const CLUSTER_PARTITIONS_OWNED: &str = "frontdoor_cluster_partitions_owned";
+/// 1 while this node leads routing (holds the router lease).
+pub const ROUTER_LEADER: &str = "frontdoor_router_leader";
+/// Ownership changes on this node, by `reason` (`taken`, `released`, `lost`).
+pub const CLUSTER_REBALANCES_TOTAL: &str = "frontdoor_cluster_rebalances_total";
+/// From a dead holder's lease expiry to this node holding it (and, for the router,
+/// having rebuilt routing), by `lease` (`router`, `partition`).
+pub const CLUSTER_TAKEOVER_SECONDS: &str = "frontdoor_cluster_takeover_duration_seconds";
+/// Calls forwarded to the node that owns a patient, by `outcome` (`ok`, `not_owner`,
+/// `no_route`, `timeout`, `error`).
+pub const CLUSTER_FORWARDS_TOTAL: &str = "frontdoor_cluster_forwards_total";
+
+/// Buckets around the takeover bound (10 s after a lease expires).
+const TAKEOVER_BUCKETS: &[f64] = &[
+    0.1, 0.5, 1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 8.0, 10.0, 15.0, 30.0,
+];
+
 /// Buckets around the ingest SLO (p99 under 50 ms on a local store).
 const LATENCY_BUCKETS: &[f64] = &[
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
@@ -138,6 +161,12 @@ pub fn install() -> PrometheusHandle {
     HANDLE
         .get_or_init(|| {
             let builder = PrometheusBuilder::new()
+                .set_buckets_for_metric(
+                    Matcher::Full(CLUSTER_TAKEOVER_SECONDS.into()),
+                    TAKEOVER_BUCKETS,
+                )
+                // unwrap: the bucket list above is a non-empty constant.
+                .unwrap()
                 .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), LATENCY_BUCKETS)
                 // unwrap: the bucket list above is a non-empty constant.
                 .unwrap();
@@ -264,6 +293,26 @@ fn describe() {
         PROCESS_RESIDENT_MEMORY_BYTES,
         Unit::Bytes,
         "Resident set size of the process."
+    );
+    describe_gauge!(CLUSTER_MEMBER, "1 while this node is a cluster member.");
+    describe_gauge!(CLUSTER_NODES, "Live cluster members.");
+    describe_gauge!(
+        CLUSTER_PARTITIONS_OWNED,
+        "Patient partitions this node owns now."
+    );
+    describe_gauge!(ROUTER_LEADER, "1 while this node leads routing.");
+    describe_counter!(
+        CLUSTER_REBALANCES_TOTAL,
+        "Ownership changes on this node by reason."
+    );
+    describe_histogram!(
+        CLUSTER_TAKEOVER_SECONDS,
+        Unit::Seconds,
+        "From a dead holder's lease expiry to this node serving it."
+    );
+    describe_counter!(
+        CLUSTER_FORWARDS_TOTAL,
+        "Calls forwarded to a patient's owner by outcome."
     );
 }
 

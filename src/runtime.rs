@@ -16,6 +16,7 @@ use frontdoor_actors::shard::PatientRegistry;
 use frontdoor_actors::supervision::SupervisionPolicy;
 use serde_json::{json, Value};
 
+use crate::cluster::Cluster;
 use crate::configuration::get_configuration;
 use crate::metrics as m;
 use crate::supervisor::{ActorStats, SharedPolicy};
@@ -32,6 +33,8 @@ pub struct Runtime {
     pub task_policy: SharedPolicy,
     /// Restarts, escalations, poison and shed messages by kind.
     pub stats: Arc<ActorStats>,
+    /// Who owns what in the cluster.
+    pub cluster: Cluster,
     /// The configuration version in force.
     version: AtomicU64,
     /// Where SIGHUP re-reads configuration from.
@@ -57,6 +60,7 @@ impl Runtime {
         patient_policy: SharedPolicy,
         task_policy: SharedPolicy,
         stats: Arc<ActorStats>,
+        cluster: Cluster,
         config_dir: Option<PathBuf>,
     ) -> Runtime {
         metrics::gauge!(m::CONFIG_VERSION).set(1.0);
@@ -66,6 +70,7 @@ impl Runtime {
             patient_policy,
             task_policy,
             stats,
+            cluster,
             version: AtomicU64::new(1),
             config_dir,
         }
@@ -154,8 +159,19 @@ impl Runtime {
         let queues = self.routing.queues().await.len();
         let agents = self.routing.agents().await.len();
         let resident = self.patients.resident().await;
+        let own = self.cluster.now();
         json!({
             "config_version": self.version(),
+            "node_id": own.node_id,
+            "cluster": {
+                "membership": own.membership,
+                "partitions": own.partitions,
+                "owned": own.mine.keys().collect::<Vec<_>>(),
+                "leader": own.leader,
+                "leading": own.is_leader(),
+                "owners": own.owners,
+                "members": own.members,
+            },
             "actors": {"patient": resident, "queue": queues, "agent": agents},
             "resident_patients": resident,
             "mailbox_depth": {"patient": self.patients.in_flight()},

@@ -33,6 +33,10 @@ pub enum CommandType {
     /// Tell supervisors a contact escalated.
     #[serde(rename = "escalation.raised")]
     EscalationRaised,
+    /// Internal to a cluster: a routing input on its way to the router (the
+    /// leader). Relayed to the routing queue, never to adapters.
+    #[serde(rename = "routing.request")]
+    RoutingRequest,
 }
 
 impl CommandType {
@@ -43,6 +47,7 @@ impl CommandType {
             CommandType::ContactOffer => "contact.offer",
             CommandType::ContactRoute => "contact.route",
             CommandType::EscalationRaised => "escalation.raised",
+            CommandType::RoutingRequest => "routing.request",
         }
     }
 }
@@ -94,6 +99,35 @@ impl Command {
             patient_id,
             payload,
         }
+    }
+
+    /// A routing request written with the event that caused it, so it reaches
+    /// the router (through the outbox and the routing queue) exactly when the event
+    /// is stored. Its payload is `{"input": <RoutingInput>}`.
+    pub fn routing_request(
+        req: &crate::routing::request::RouteRequest,
+        cause: Uuid,
+        site: SiteId,
+        channel: Channel,
+        issued_at: DateTime<Utc>,
+        patient_id: PatientId,
+    ) -> Command {
+        let input = crate::routing::router::RoutingInput::Route(req.clone());
+        let mut payload = Map::new();
+        payload.insert(
+            "input".into(),
+            serde_json::to_value(&input).unwrap_or(Value::Null),
+        );
+        Command::new(
+            CommandType::RoutingRequest,
+            cause,
+            "route",
+            site,
+            channel,
+            issued_at,
+            Some(patient_id),
+            payload,
+        )
     }
 
     /// The broker routing key: `<site>.<channel>.<command>`.

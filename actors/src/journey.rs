@@ -46,7 +46,7 @@ impl Default for Limits {
 }
 
 /// One identifier of the patient, as shown to staff.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct IdentifierView {
     /// mrn, portal_id, email or phone.
     pub kind: IdentifierKind,

@@ -22,7 +22,7 @@ use crate::event::Envelope;
 use crate::ids::PatientId;
 use crate::journey::{ContextView, IdentifierView, Journey, Limits};
 use crate::ports::{ActorObserver, AppendOutcome, JourneyStore, PortError, StoredJourney};
-use crate::routing::request::{current_frustration, recovery_requests, route_request};
+use crate::routing::request::{current_frustration, route_request};
 use crate::routing::router::Routing;
 use crate::shard::{PassivationRequest, PatientShard};
 use crate::supervision::{Decision, RestartTracker, SupervisionPolicy};
@@ -46,6 +46,37 @@ pub struct PatientDeps {
     pub observer: Arc<dyn ActorObserver>,
     /// Drills only: an event carrying `"fault_injection": "panic"` makes the actor fail.
     pub fault_injection: bool,
+    /// True in a cluster: the routing request an event causes is written with the
+    /// event (outbox) and reaches the leader's router through the routing queue;
+    /// false: it goes straight to this node's router once the event is stored.
+    pub route_through_outbox: bool,
+}
+
+/// Folds a stored journey (what activation and a read on a node that does not own
+/// the patient both do): the same fold every time, so every reader sees the same.
+pub fn fold_stored(id: PatientId, limits: Limits, stored: StoredJourney) -> Journey {
+    let mut j = Journey::fold(
+        id,
+        limits,
+        stored.events.iter().map(|(s, e)| (*s, e.as_ref())),
+    );
+    j.identifiers = stored.identifiers.into_iter().collect();
+    j.merged_from = stored.merged_from;
+    j
+}
+
+/// The context staff read, with the current frustration when routing rules are
+/// given.
+pub fn context_of(
+    journey: &Journey,
+    routing: Option<&crate::routing::RoutingConfig>,
+    now: DateTime<Utc>,
+) -> ContextView {
+    let mut view = journey.context(now);
+    if let Some(cfg) = routing {
+        view.frustration = current_frustration(journey, cfg, now);
+    }
+    view
 }
 
 /// Why a patient operation failed.
@@ -107,15 +138,11 @@ pub struct GetContext {
 #[rtype(result = "()")]
 pub struct Reload;
 
-/// Route the journey's open contacts again (after a restart of the runtime).
+/// Stop now: this node gave the patient's partition to another node. Messages
+/// already queued are answered first (their writes are refused by the fence).
 #[derive(Message)]
 #[rtype(result = "()")]
-pub struct RecoverRouting {
-    /// The clock reading of the recovery.
-    pub now: DateTime<Utc>,
-    /// Answered with the number of contacts routed.
-    pub reply: oneshot::Sender<Result<usize, PatientError>>,
-}
+pub struct Stop;
 
 /// Passivate now if nothing is pending (used by drills and the admin API).
 #[derive(Message)]
@@ -170,16 +197,7 @@ impl PatientActor {
     fn install(&mut self, stored: StoredJourney) -> bool {
         let id = self.id;
         let limits = self.deps.limits;
-        let folded = catch_unwind(AssertUnwindSafe(|| {
-            let mut j = Journey::fold(
-                id,
-                limits,
-                stored.events.iter().map(|(s, e)| (*s, e.as_ref())),
-            );
-            j.identifiers = stored.identifiers.into_iter().collect();
-            j.merged_from = stored.merged_from;
-            j
-        }));
+        let folded = catch_unwind(AssertUnwindSafe(|| fold_stored(id, limits, stored)));
         match folded {
             Ok(j) => {
                 self.journey = Some(j);
@@ -207,11 +225,21 @@ impl PatientActor {
             {
                 panic!("fault injected by a drill");
             }
-            let commands = notifications(event, j, &self.deps.notify);
+            let mut commands = notifications(event, j, &self.deps.notify);
             let mut next = j.clone();
             next.apply(u64::MAX, event);
             if let Some(r) = &self.deps.routing {
-                let _ = route_request(&next, event, &r.config());
+                let req = route_request(&next, event, &r.config());
+                if let (true, Some(req)) = (self.deps.route_through_outbox, req) {
+                    commands.push(crate::command::Command::routing_request(
+                        &req,
+                        event.id,
+                        event.site.clone(),
+                        event.channel,
+                        event.occurred_at,
+                        self.id,
+                    ));
+                }
             }
             commands
         }))
@@ -363,7 +391,9 @@ impl Handler<Apply> for PatientActor {
                     Err(e) => Err(PatientError::Store(e)),
                 };
                 let route = match (&answer, act.journey.as_ref(), act.deps.routing.as_ref()) {
-                    (Ok(Applied::Stored { .. }), Some(j), Some(r)) => {
+                    (Ok(Applied::Stored { .. }), Some(j), Some(r))
+                        if !act.deps.route_through_outbox =>
+                    {
                         route_request(j, &event, &r.config()).map(|req| (r.clone(), req))
                     }
                     _ => None,
@@ -415,11 +445,7 @@ impl Handler<GetContext> for PatientActor {
             Some(j) => {
                 let routing = self.deps.routing.as_ref().map(|r| r.config());
                 let view = catch_unwind(AssertUnwindSafe(|| {
-                    let mut view = j.context(msg.now);
-                    if let Some(cfg) = &routing {
-                        view.frustration = current_frustration(j, cfg, msg.now);
-                    }
-                    view
+                    context_of(j, routing.as_deref(), msg.now)
                 }));
                 match view {
                     Ok(view) => {
@@ -450,27 +476,11 @@ impl Handler<GetContext> for PatientActor {
     }
 }
 
-impl Handler<RecoverRouting> for PatientActor {
-    type Result = ResponseFuture<()>;
+impl Handler<Stop> for PatientActor {
+    type Result = ();
 
-    fn handle(&mut self, msg: RecoverRouting, _ctx: &mut Self::Context) -> Self::Result {
-        self.touch();
-        let requests = match (&self.journey, &self.deps.routing) {
-            (Some(j), Some(r)) => recovery_requests(j, &r.config(), msg.now),
-            _ => Vec::new(),
-        };
-        let routing = self.deps.routing.clone();
-        Box::pin(async move {
-            let n = requests.len();
-            if let Some(routing) = routing {
-                for req in requests {
-                    if let Err(e) = routing.route(req).await {
-                        tracing::error!(error.message = %e, "recovering a contact's routing failed");
-                    }
-                }
-            }
-            let _ = msg.reply.send(Ok(n));
-        })
+    fn handle(&mut self, _msg: Stop, ctx: &mut Self::Context) {
+        ctx.stop();
     }
 }
 

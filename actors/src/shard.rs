@@ -25,8 +25,7 @@ use crate::event::Envelope;
 use crate::ids::PatientId;
 use crate::journey::{ContextView, IdentifierView};
 use crate::patient::{
-    Applied, Apply, GetContext, PassivateNow, PatientActor, PatientDeps, PatientError,
-    RecoverRouting, Reload,
+    Applied, Apply, GetContext, PassivateNow, PatientActor, PatientDeps, PatientError, Reload, Stop,
 };
 
 /// Forward a message to a patient, activating it if needed.
@@ -70,6 +69,18 @@ pub struct ResidentCount;
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct PassivateAll;
+
+/// Drop the resident actors of these partitions (this node gave them away, or
+/// just took them: the next message loads a fresh actor from the store). Answers
+/// how many were dropped.
+#[derive(Message)]
+#[rtype(result = "usize")]
+pub struct DropPartitions {
+    /// The partitions.
+    pub partitions: Arc<std::collections::HashSet<u32>>,
+    /// The partition count (`PatientId::partition`).
+    pub total: u32,
+}
 
 struct Entry {
     addr: Addr<PatientActor>,
@@ -186,6 +197,25 @@ impl Handler<ResidentCount> for PatientShard {
 
     fn handle(&mut self, _msg: ResidentCount, _ctx: &mut Self::Context) -> usize {
         self.patients.len()
+    }
+}
+
+impl Handler<DropPartitions> for PatientShard {
+    type Result = usize;
+
+    fn handle(&mut self, msg: DropPartitions, _ctx: &mut Self::Context) -> usize {
+        let gone: Vec<PatientId> = self
+            .patients
+            .keys()
+            .filter(|p| msg.partitions.contains(&p.partition(msg.total)))
+            .copied()
+            .collect();
+        for p in &gone {
+            if let Some(e) = self.patients.remove(p) {
+                e.addr.do_send(Stop);
+            }
+        }
+        gone.len()
     }
 }
 
@@ -354,16 +384,6 @@ impl PatientRegistry {
             .await
     }
 
-    /// Routes a patient's open contacts again (after a restart); answers how many.
-    pub async fn recover_routing(
-        &self,
-        patient: PatientId,
-        now: DateTime<Utc>,
-    ) -> Result<usize, PatientError> {
-        self.dispatch(patient, |reply| RecoverRouting { now, reply })
-            .await
-    }
-
     /// Rebuilds resident actors of patients whose records changed elsewhere.
     pub fn evict(&self, patients: &[PatientId]) {
         for p in patients {
@@ -376,6 +396,26 @@ impl PatientRegistry {
         let mut n = 0;
         for s in self.shards.iter() {
             n += s.send(ResidentCount).await.unwrap_or(0);
+        }
+        n
+    }
+
+    /// Drops the resident actors of `partitions` (of `total`) in every shard;
+    /// answers how many went.
+    pub async fn drop_partitions(&self, partitions: &[u32], total: u32) -> usize {
+        if partitions.is_empty() {
+            return 0;
+        }
+        let set = Arc::new(partitions.iter().copied().collect());
+        let mut n = 0;
+        for s in self.shards.iter() {
+            n += s
+                .send(DropPartitions {
+                    partitions: Arc::clone(&set),
+                    total,
+                })
+                .await
+                .unwrap_or(0);
         }
         n
     }

@@ -16,7 +16,9 @@
 //! requeue counts towards `x-delivery-limit`, so an outage would otherwise
 //! dead-letter valid events.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use frontdoor_actors::event::{ContractError, Envelope};
@@ -30,12 +32,13 @@ use lapin::types::{AMQPValue, FieldTable, LongString};
 use lapin::{Channel, Confirmation};
 
 use super::connection::{self, Backoff, Session};
-use super::shutdown::Shutdown;
+use super::shutdown::{Shutdown, ShutdownTrigger};
 use super::topology::{self, ERRORS_HEADER, PATIENT_KEY_HEADER, REASON_HEADER};
 use super::{BrokerError, BrokerHealth};
 use crate::configuration::BrokerSettings;
 use crate::ingest::{Ingest, IngestError, IngestOutcome};
 use crate::metrics as m;
+use tokio::sync::watch;
 
 /// Everything a partition consumer needs (cheap to clone).
 #[derive(Clone)]
@@ -50,6 +53,78 @@ pub struct ConsumerContext {
     pub max_event_bytes: usize,
     /// Restarts (reconnects) counted and escalated under the task policy.
     pub restarts: std::sync::Arc<crate::supervisor::RestartBook>,
+    /// Which partition queues to consume (all of them on a single node; the
+    /// partitions this node owns in a cluster).
+    pub assignment: Assignment,
+}
+
+/// Which partition queues this node consumes: set by the coordinator, applied by
+/// the consumer, which reports when it has (a stopped partition has settled its
+/// batch in hand and cancelled its consumer).
+#[derive(Clone)]
+pub struct Assignment {
+    /// (version, partitions) wanted.
+    want: Arc<watch::Sender<(u64, BTreeSet<u16>)>>,
+    /// Version the consumer has applied.
+    done: Arc<watch::Sender<u64>>,
+    /// True while a session is connected (otherwise nothing consumes anyway).
+    connected: Arc<AtomicBool>,
+}
+
+impl Assignment {
+    /// Consume these partitions from the start.
+    pub fn of(partitions: impl IntoIterator<Item = u16>) -> Assignment {
+        Assignment {
+            want: Arc::new(watch::channel((1, partitions.into_iter().collect())).0),
+            done: Arc::new(watch::channel(0).0),
+            connected: Arc::new(AtomicBool::new(false)),
+        }
+    }
+
+    /// Consume exactly `partitions`; answers once the consumer has (or at once when
+    /// it is not connected, or after `within`).
+    pub async fn assign(&self, partitions: BTreeSet<u16>, within: Duration) {
+        let mut version = 0;
+        self.want.send_if_modified(|(v, set)| {
+            if *set == partitions {
+                version = *v;
+                return false;
+            }
+            *v += 1;
+            version = *v;
+            *set = partitions;
+            true
+        });
+        if !self.connected.load(Ordering::SeqCst) {
+            return;
+        }
+        let mut rx = self.done.subscribe();
+        let _ = tokio::time::timeout(within, rx.wait_for(|d| *d >= version)).await;
+    }
+
+    /// The partitions wanted now.
+    pub fn wanted(&self) -> BTreeSet<u16> {
+        self.want.borrow().1.clone()
+    }
+}
+
+/// Aborts the partition tasks still running when a session ends.
+struct Running(
+    BTreeMap<
+        u16,
+        (
+            tokio::task::JoinHandle<Result<(), BrokerError>>,
+            ShutdownTrigger,
+        ),
+    >,
+);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        for (h, _) in self.0.values() {
+            h.abort();
+        }
+    }
 }
 
 /// Runs the consumer until the drain: connect, declare, consume every partition,
@@ -72,6 +147,7 @@ pub async fn run(ctx: ConsumerContext, mut shutdown: Shutdown) -> String {
             }
             Err(e) => {
                 ctx.health.set_consumer_up(false);
+                ctx.assignment.connected.store(false, Ordering::SeqCst);
                 metrics::counter!(m::BROKER_RECONNECTS_TOTAL, "component" => "consumer")
                     .increment(1);
                 ctx.restarts.failed(&e.to_string());
@@ -109,32 +185,95 @@ async fn consume_all(
     dead_letters
         .confirm_select(ConfirmSelectOptions::default())
         .await?;
-    let mut partitions = Vec::new();
-    for i in 0..ctx.settings.partitions.max(1) {
-        let channel = session.connection.create_channel().await?;
-        channel
-            .basic_qos(ctx.settings.prefetch.max(1), BasicQosOptions::default())
-            .await?;
-        partitions.push((ctx.settings.partition_queue(i), channel));
-    }
     ctx.health.set_consumer_up(true);
+    ctx.assignment.connected.store(true, Ordering::SeqCst);
     ctx.restarts.running();
     backoff.reset();
     tracing::info!(
-        partitions = partitions.len(),
+        partitions = ctx.settings.partitions,
         prefetch = ctx.settings.prefetch,
         "broker consumer connected"
     );
-    let loops = partitions.into_iter().map(|(queue, channel)| {
-        let ctx = ctx.clone();
-        let shutdown = shutdown.clone();
-        let dead_letters = dead_letters.clone();
-        async move { consume_partition(&ctx, channel, queue, &dead_letters, shutdown).await }
-    });
-    // The first failure ends the session (the others are dropped; their unacked
-    // deliveries are redelivered and found to be duplicates).
-    futures_util::future::try_join_all(loops).await?;
-    Ok(())
+    let mut want = ctx.assignment.want.subscribe();
+    let mut running = Running(BTreeMap::new());
+    let mut shutdown = shutdown.clone();
+    let res = loop {
+        let (version, wanted) = want.borrow_and_update().clone();
+        // Stop what this node no longer consumes: each settles its batch in hand.
+        let gone: Vec<u16> = running
+            .0
+            .keys()
+            .filter(|p| !wanted.contains(p))
+            .copied()
+            .collect();
+        for p in gone {
+            if let Some((handle, stop)) = running.0.remove(&p) {
+                stop.trigger();
+                match handle.await {
+                    Ok(Ok(())) => tracing::info!(partition = p, "stopped consuming partition"),
+                    Ok(Err(e)) => break_err(&e),
+                    Err(_) => {}
+                }
+            }
+        }
+        let new: Vec<u16> = wanted
+            .iter()
+            .filter(|p| !running.0.contains_key(p))
+            .copied()
+            .collect();
+        for p in new {
+            let channel = session.connection.create_channel().await?;
+            channel
+                .basic_qos(ctx.settings.prefetch.max(1), BasicQosOptions::default())
+                .await?;
+            let (stop, watch) = shutdown.child();
+            let queue = ctx.settings.partition_queue(p);
+            let task = actix_rt::spawn({
+                let ctx = ctx.clone();
+                let dead_letters = dead_letters.clone();
+                async move { consume_partition(&ctx, channel, queue, &dead_letters, watch).await }
+            });
+            running.0.insert(p, (task, stop));
+        }
+        ctx.assignment.done.send_replace(version);
+        let finished = async {
+            if running.0.is_empty() {
+                std::future::pending::<(u16, Result<Result<(), BrokerError>, tokio::task::JoinError>)>().await
+            } else {
+                let (res, i, _) =
+                    futures_util::future::select_all(running.0.iter_mut().map(|(p, (h, _))| {
+                        let p = *p;
+                        Box::pin(async move { (p, h.await) })
+                    }))
+                    .await;
+                let _ = i;
+                res
+            }
+        };
+        tokio::select! {
+            _ = shutdown.wait() => break Ok(()),
+            _ = want.changed() => {}
+            (p, r) = finished => {
+                running.0.remove(&p);
+                match r {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) => break Err(e),
+                    Err(e) => break Err(BrokerError::Config(format!("partition consumer task failed: {e}"))),
+                }
+            }
+        }
+    };
+    // Drain: every partition finishes its batch in hand and acks what was stored.
+    for (_, (handle, stop)) in std::mem::take(&mut running.0) {
+        stop.trigger();
+        let _ = handle.await;
+    }
+    ctx.assignment.connected.store(false, Ordering::SeqCst);
+    res
+}
+
+fn break_err(e: &BrokerError) {
+    tracing::warn!(error.message = %e, "a partition consumer failed while stopping");
 }
 
 /// Consumes one partition queue until the drain or a failure.

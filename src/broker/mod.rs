@@ -13,8 +13,11 @@
 //! - [`consumer`]: one consumer per partition queue, ingesting in per-patient order
 //!   and acking the completed prefix.
 //! - [`relay`]: the outbox relay with publisher confirms and `mandatory`.
+//! - [`cluster`]: what nodes say to each other: calls to a patient's owner, and the
+//!   routing queue the leader consumes.
 //! - [`shutdown`]: the drain signal shared by the server, consumer and relay.
 
+pub mod cluster;
 pub mod connection;
 pub mod consumer;
 pub mod relay;

@@ -20,11 +20,13 @@ use super::connection::{self, Backoff};
 use super::shutdown::Shutdown;
 use super::topology;
 use super::{BrokerError, BrokerHealth};
+use crate::cluster::Cluster;
 use crate::configuration::BrokerSettings;
 use crate::metrics as m;
-use crate::store::outbox::OutboxRow;
+use crate::store::outbox::{OutboxRow, RelayScope};
 use crate::store::Store;
 use crate::supervisor::RestartBook;
+use frontdoor_actors::command::CommandType;
 use std::sync::Arc;
 
 /// Runs the relay until the drain. Returns why it stopped.
@@ -33,6 +35,7 @@ pub async fn run(
     store: Store,
     health: BrokerHealth,
     restarts: Arc<RestartBook>,
+    cluster: Cluster,
     mut shutdown: Shutdown,
 ) -> String {
     let (min, max) = settings.backoff();
@@ -46,6 +49,7 @@ pub async fn run(
             &store,
             &health,
             &restarts,
+            &cluster,
             &shutdown,
             &mut backoff,
         )
@@ -78,6 +82,7 @@ async fn session(
     store: &Store,
     health: &BrokerHealth,
     restarts: &RestartBook,
+    cluster: &Cluster,
     shutdown: &Shutdown,
     backoff: &mut Backoff,
 ) -> Result<(), BrokerError> {
@@ -92,20 +97,35 @@ async fn session(
         restarts.running();
         backoff.reset();
         tracing::info!("outbox relay connected");
-        relay_loop(settings, store, &channel, shutdown.clone()).await
+        relay_loop(settings, store, &channel, cluster, shutdown.clone()).await
     }
     .await;
     session.close("relay stopped").await;
     res
 }
 
+/// The rows this node relays: all of them on a single node; in a cluster those of
+/// the partitions it owns, and routing's own while it leads.
+fn scope(cluster: &Cluster) -> RelayScope {
+    let own = cluster.now();
+    if !own.fenced() {
+        return RelayScope::All;
+    }
+    RelayScope::Owned {
+        partitions: own.mine.keys().copied().collect(),
+        routing: own.is_leader(),
+    }
+}
+
 async fn relay_loop(
     settings: &BrokerSettings,
     store: &Store,
     channel: &Channel,
+    cluster: &Cluster,
     mut shutdown: Shutdown,
 ) -> Result<(), BrokerError> {
     let interval = Duration::from_millis(settings.relay_interval_ms.max(1));
+    let written = store.outbox_written();
     let mut last_gauges = Instant::now() - Duration::from_secs(60);
     loop {
         if shutdown.is_triggered() {
@@ -124,7 +144,11 @@ async fn relay_loop(
         let cutoff =
             Utc::now().timestamp_millis() - (settings.park_retry_secs as i64).saturating_mul(1000);
         let rows = match store
-            .relay_batch(i64::from(settings.relay_batch.max(1)), cutoff)
+            .relay_batch(
+                i64::from(settings.relay_batch.max(1)),
+                cutoff,
+                &scope(cluster),
+            )
             .await
         {
             Ok(rows) => rows,
@@ -140,8 +164,13 @@ async fn relay_loop(
         if !rows.is_empty() {
             publish_round(settings, store, channel, rows).await?;
         }
-        if !full && shutdown.sleep_or_triggered(interval).await {
-            return Ok(());
+        if !full {
+            // Until the next round or a commit that wrote commands, whichever first.
+            tokio::select! {
+                _ = shutdown.wait() => return Ok(()),
+                _ = tokio::time::sleep(interval) => {}
+                _ = written.notified() => {}
+            }
         }
     }
 }
@@ -166,10 +195,19 @@ async fn publish_round(
             .with_content_type("application/json".into())
             .with_delivery_mode(2)
             .with_timestamp(Utc::now().timestamp().max(0) as u64);
+        // Routing requests go to the leader's routing queue; the rest to adapters.
+        let (exchange, key) = if row.command_type == CommandType::RoutingRequest.as_str() {
+            ("", settings.routing_queue.as_str())
+        } else {
+            (
+                settings.commands_exchange.as_str(),
+                row.routing_key.as_str(),
+            )
+        };
         match channel
             .basic_publish(
-                settings.commands_exchange.as_str().into(),
-                row.routing_key.as_str().into(),
+                exchange.into(),
+                key.into(),
                 BasicPublishOptions {
                     mandatory: true,
                     ..BasicPublishOptions::default()
@@ -239,6 +277,7 @@ fn command_label(t: &str) -> &'static str {
         "contact.offer" => "contact.offer",
         "contact.route" => "contact.route",
         "escalation.raised" => "escalation.raised",
+        "routing.request" => "routing.request",
         _ => "other",
     }
 }

@@ -42,6 +42,21 @@ impl Shutdown {
         let _ = self.0.wait_for(|v| *v).await;
     }
 
+    /// A drain of its own that also starts when this one does (stopping one part,
+    /// such as one partition's consumer, without stopping the rest).
+    pub fn child(&self) -> (ShutdownTrigger, Shutdown) {
+        let (trigger, watcher) = channel();
+        let mut parent = self.clone();
+        let forward = trigger.clone();
+        actix_rt::spawn(async move {
+            tokio::select! {
+                _ = parent.wait() => forward.trigger(),
+                _ = forward.0.closed() => {}
+            }
+        });
+        (trigger, watcher)
+    }
+
     /// Sleeps for `d` unless the drain starts first; true if it did.
     pub async fn sleep_or_triggered(&mut self, d: std::time::Duration) -> bool {
         tokio::select! {

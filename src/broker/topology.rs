@@ -9,6 +9,10 @@
 //!                          └─(no x-patient-key: alternate exchange)─► <prefix>.0
 //! dead-letter exchange (topic) ─#─► dead-letter queue
 //! runtime ──► commands (topic, <site>.<channel>.<command>) ──► adapters' queues
+//!
+//! cluster:  nodes ──► <routing_queue> (quorum, single active consumer: the leader)
+//!           nodes ──► <cluster_exchange> (direct, by node id) ──► <cluster_exchange>.node.<id>
+//!                                                               (exclusive, per node)
 //! ```
 
 use lapin::options::{
@@ -110,21 +114,7 @@ pub async fn declare_ingest(channel: &Channel, s: &BrokerSettings) -> Result<(),
 
     for i in 0..s.partitions.max(1) {
         let queue = s.partition_queue(i);
-        let mut args = FieldTable::default();
-        args.insert("x-queue-type".into(), text("quorum"));
-        args.insert(
-            "x-delivery-limit".into(),
-            AMQPValue::LongLongInt(i64::from(s.delivery_limit.max(1))),
-        );
-        args.insert(
-            "x-dead-letter-exchange".into(),
-            text(&s.dead_letter_exchange),
-        );
-        // At-least-once dead-lettering (3.10+) needs reject-publish overflow.
-        args.insert("x-dead-letter-strategy".into(), text("at-least-once"));
-        args.insert("x-overflow".into(), text("reject-publish"));
-        args.insert("x-single-active-consumer".into(), AMQPValue::Boolean(true));
-        declare_queue(channel, &queue, args).await?;
+        declare_queue(channel, &queue, partition_args(s)).await?;
         // Consistent-hash bindings carry a weight as their key: equal shares.
         channel
             .queue_bind(
@@ -148,6 +138,73 @@ pub async fn declare_ingest(channel: &Channel, s: &BrokerSettings) -> Result<(),
         }
     }
     Ok(())
+}
+
+/// Declares a cluster's shared topology: the routing queue the leader consumes
+/// (quorum, single active consumer, delivery limit, dead-lettering) and the direct
+/// exchange the nodes' private queues are bound to.
+#[tracing::instrument(name = "broker.declare_cluster", skip_all)]
+pub async fn declare_cluster(channel: &Channel, s: &BrokerSettings) -> Result<(), BrokerError> {
+    channel
+        .exchange_declare(
+            s.cluster_exchange.as_str().into(),
+            ExchangeKind::Direct,
+            durable(),
+            FieldTable::default(),
+        )
+        .await?;
+    declare_queue(channel, &s.routing_queue, partition_args(s)).await
+}
+
+/// Arguments of a queue whose messages must be consumed in order by one node and
+/// never lost: quorum, single active consumer, delivery limit, dead-lettering.
+fn partition_args(s: &BrokerSettings) -> FieldTable {
+    let mut args = FieldTable::default();
+    args.insert("x-queue-type".into(), text("quorum"));
+    args.insert(
+        "x-delivery-limit".into(),
+        AMQPValue::LongLongInt(i64::from(s.delivery_limit.max(1))),
+    );
+    args.insert(
+        "x-dead-letter-exchange".into(),
+        text(&s.dead_letter_exchange),
+    );
+    // At-least-once dead-lettering (3.10+) needs reject-publish overflow.
+    args.insert("x-dead-letter-strategy".into(), text("at-least-once"));
+    args.insert("x-overflow".into(), text("reject-publish"));
+    args.insert("x-single-active-consumer".into(), AMQPValue::Boolean(true));
+    args
+}
+
+/// Declares this node's private queue (gone with its connection) on the cluster
+/// exchange, keyed by node id.
+pub async fn declare_node_queue(
+    channel: &Channel,
+    s: &BrokerSettings,
+    node_id: &str,
+) -> Result<String, BrokerError> {
+    let queue = format!("{}.node.{node_id}", s.cluster_exchange);
+    channel
+        .queue_declare(
+            queue.as_str().into(),
+            QueueDeclareOptions {
+                exclusive: true,
+                auto_delete: true,
+                ..QueueDeclareOptions::default()
+            },
+            FieldTable::default(),
+        )
+        .await?;
+    channel
+        .queue_bind(
+            queue.as_str().into(),
+            s.cluster_exchange.as_str().into(),
+            node_id.into(),
+            QueueBindOptions::default(),
+            FieldTable::default(),
+        )
+        .await?;
+    Ok(queue)
 }
 
 /// Declares the commands exchange (adapters bind their own queues to it).

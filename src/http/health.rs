@@ -24,12 +24,20 @@ pub async fn readyz(state: web::Data<AppState>) -> Result<HttpResponse, ApiError
         Err(_) => "down",
     };
     let broker = state.broker.state();
-    if store == "up" && broker != "down" && down.is_empty() {
-        return Ok(
-            HttpResponse::Ok().json(json!({"status": "ready", "store": store, "broker": broker}))
-        );
+    let own = state.ingest.cluster().now();
+    let cluster = match &own.membership {
+        crate::cluster::Membership::Standalone => "standalone",
+        crate::cluster::Membership::Member => "member",
+        crate::cluster::Membership::Joining => "joining",
+        crate::cluster::Membership::Refused(_) => "refused",
+    };
+    let cluster_ok = matches!(cluster, "standalone" | "member");
+    if store == "up" && broker != "down" && down.is_empty() && cluster_ok {
+        return Ok(HttpResponse::Ok().json(
+            json!({"status": "ready", "store": store, "broker": broker, "cluster": cluster}),
+        ));
     }
-    let mut detail = format!("store: {store}; broker: {broker}");
+    let mut detail = format!("store: {store}; broker: {broker}; cluster: {cluster}");
     if !down.is_empty() {
         detail.push_str(&format!("; components escalated: {}", down.join(", ")));
     }

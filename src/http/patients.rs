@@ -115,7 +115,6 @@ pub async fn context(
     tracing::Span::current().record("patient_id", tracing::field::display(patient));
     let ctx = state
         .ingest
-        .patients()
         .context(patient, chrono::Utc::now())
         .await
         .map_err(|_| {

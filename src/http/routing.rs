@@ -8,7 +8,7 @@
 use actix_web::{web, HttpResponse};
 use frontdoor_actors::event::{parse_agent_state_fields, EventKind};
 use frontdoor_actors::ids::SiteId;
-use frontdoor_actors::routing::router::{AgentUpdate, RoutingError};
+use frontdoor_actors::routing::router::{AgentUpdate, RoutingError, RoutingInput, RoutingOutput};
 use serde_json::{json, Value};
 
 use super::guard::{self, Caller};
@@ -69,12 +69,17 @@ pub async fn contact(
     }
 }
 
-/// `GET /v1/queues`: every queue's live state with staffing.
+/// `GET /v1/queues`: every queue's live state with staffing (the router's, on
+/// whichever node leads).
 #[tracing::instrument(name = "http.queues", skip_all)]
-pub async fn queues(state: web::Data<AppState>, caller: Caller) -> HttpResponse {
-    let mut queues = state.ingest.routing().queues().await;
+pub async fn queues(state: web::Data<AppState>, caller: Caller) -> Result<HttpResponse, ApiError> {
+    let mut queues = state
+        .ingest
+        .queues()
+        .await
+        .map_err(|e| ApiError::Unavailable(e.to_string()))?;
     queues.retain(|q| caller.principal.covers_site(q.site.as_str()));
-    HttpResponse::Ok().json(json!({ "queues": queues }))
+    Ok(HttpResponse::Ok().json(json!({ "queues": queues })))
 }
 
 /// `GET /v1/agents`: each agent's presence, load, site, skills, offers and contacts.
@@ -159,23 +164,29 @@ pub async fn set_agent_state(
     else {
         return Err(ApiError::field("body", "is not an agent state"));
     };
-    let agent = state
+    let update = AgentUpdate {
+        agent_id: agent_id.clone(),
+        site: site.clone(),
+        presence,
+        skills,
+        capacity,
+    };
+    let answer = state
         .ingest
-        .routing()
-        .agent_state(AgentUpdate {
-            agent_id,
-            site,
-            presence,
-            skills,
-            capacity,
-        })
+        .route_input(RoutingInput::AgentState(update), uuid::Uuid::new_v4())
         .await
         .map_err(|e| match e {
-            RoutingError::Unavailable(_) => {
+            RoutingError::Unavailable(_) | RoutingError::NotLeader => {
                 ApiError::Unavailable("routing is unavailable; retry".into())
             }
             other => ApiError::Unprocessable(other.to_string()),
         })?;
-    Ok(HttpResponse::Ok()
-        .json(json!({"agent_id": agent.id, "state": agent.presence, "site": agent.site})))
+    Ok(match answer {
+        RoutingOutput::Agent { agent } => HttpResponse::Ok()
+            .json(json!({"agent_id": agent.id, "state": agent.presence, "site": agent.site})),
+        // A cluster whose leader did not answer in time: the state is on the
+        // routing queue and the leader applies it.
+        _ => HttpResponse::Accepted()
+            .json(json!({"agent_id": agent_id, "state": presence, "site": site, "queued": true})),
+    })
 }

@@ -387,11 +387,18 @@ impl Store {
         commands: &[Command],
     ) -> Result<AppendOutcome, StoreError> {
         timed("append_event", async {
-            let mut tx = self.pool().begin().await?;
             let partition = patient.partition(self.partitions());
+            let fence = self.partition_fence(partition)?;
+            let mut tx = self.pool().begin().await?;
+            if let Some(f) = &fence {
+                super::cluster::check_fence(&mut tx, f).await?;
+            }
             let outcome = append_in(&mut tx, patient, event, commands, partition).await?;
             if matches!(outcome, AppendOutcome::Stored { .. }) {
                 tx.commit().await?;
+                if !commands.is_empty() {
+                    self.outbox_written().notify_one();
+                }
             } else {
                 tx.rollback().await?;
             }
@@ -404,6 +411,8 @@ impl Store {
     /// savepoint: a duplicate, a moved patient or a non-transient error undoes only
     /// its own event. A transient error fails the whole batch (nothing committed;
     /// every caller retries). Outcomes are known only once the batch committed.
+    /// In a cluster, the events of a partition this node no longer holds are
+    /// refused (`Fenced`) and the others are written.
     #[tracing::instrument(name = "store.append_batch", skip_all, fields(events = jobs.len()))]
     pub async fn append_batch(
         &self,
@@ -411,13 +420,40 @@ impl Store {
     ) -> Result<Vec<Result<AppendOutcome, StoreError>>, StoreError> {
         timed("append_batch", async {
             let mut tx = self.pool().begin().await?;
+            // Each partition's fence once, first: the lease rows stay locked (shared)
+            // until this batch commits, so no takeover lands in the middle of it.
+            let mut fenced: std::collections::BTreeMap<u32, bool> = Default::default();
+            for (patient, _, _) in jobs {
+                let p = patient.partition(self.partitions());
+                if fenced.contains_key(&p) {
+                    continue;
+                }
+                let ok = match self.partition_fence(p) {
+                    Ok(None) => true,
+                    Ok(Some(f)) => match super::cluster::check_fence(&mut tx, &f).await {
+                        Ok(()) => true,
+                        Err(StoreError::Fenced(_)) => false,
+                        Err(e) => return Err(e),
+                    },
+                    Err(_) => false,
+                };
+                fenced.insert(p, !ok);
+            }
             let mut out = Vec::with_capacity(jobs.len());
+            let mut wrote_commands = false;
             for (patient, event, commands) in jobs {
-                let mut sp = sqlx::Connection::begin(&mut *tx).await?;
                 let partition = patient.partition(self.partitions());
+                if fenced.get(&partition).copied().unwrap_or(false) {
+                    out.push(Err(StoreError::Fenced(crate::cluster::partition_lease(
+                        partition,
+                    ))));
+                    continue;
+                }
+                let mut sp = sqlx::Connection::begin(&mut *tx).await?;
                 match append_in(&mut sp, *patient, event, commands, partition).await {
                     Ok(o @ AppendOutcome::Stored { .. }) => {
                         sp.commit().await?;
+                        wrote_commands |= !commands.is_empty();
                         out.push(Ok(o));
                     }
                     Ok(o) => {
@@ -432,6 +468,9 @@ impl Store {
                 }
             }
             tx.commit().await?;
+            if wrote_commands {
+                self.outbox_written().notify_one();
+            }
             Ok(out)
         })
         .await
@@ -552,11 +591,11 @@ async fn link_identities(
     Ok(relinked)
 }
 
-fn port_error(e: StoreError) -> PortError {
-    if e.is_transient() {
-        PortError::Unavailable(e.to_string())
-    } else {
-        PortError::Rejected(e.to_string())
+pub(crate) fn port_error(e: StoreError) -> PortError {
+    match e {
+        StoreError::Fenced(lease) => PortError::Fenced(lease),
+        e if e.is_transient() => PortError::Unavailable(e.to_string()),
+        e => PortError::Rejected(e.to_string()),
     }
 }
 

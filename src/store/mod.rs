@@ -15,10 +15,12 @@
 //! - [`writer`]: group commit of journey appends.
 //! - [`routing`]: routing state (contacts, agents, holds, applied inputs), written
 //!   by the router with its commands, fenced by its lease in a cluster.
+//! - [`cluster`]: the cluster's shared settings, members and leases (PostgreSQL).
 //! - [`audit`]: the append-only audit log (reads, denials, identity links) and its purge.
 //! - [`seed`]: bulk loading of patients with journeys (benchmarks and drills).
 
 pub mod audit;
+pub mod cluster;
 pub mod journey;
 pub mod outbox;
 pub mod routing;
@@ -27,6 +29,7 @@ pub mod writer;
 
 use std::future::Future;
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Instant;
 
 use secrecy::ExposeSecret;
@@ -99,8 +102,12 @@ impl StoreError {
     }
 }
 
+/// The fence a journey write for a partition must pass, as this node holds it now
+/// (None: not ours, the write is refused). Set only when running as a cluster.
+pub type PartitionFences = Arc<dyn Fn(u32) -> Option<cluster::Fence> + Send + Sync>;
+
 /// The store handle (cheap to clone).
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct Store {
     /// The connection pool.
     pool: AnyPool,
@@ -110,6 +117,20 @@ pub struct Store {
     writer: Option<writer::Writer>,
     /// Patient partitions (outbox rows carry their patient's partition).
     partitions: u32,
+    /// Cluster: the fence of each partition's journey writes (None: one node, unfenced).
+    fences: Option<PartitionFences>,
+    /// Woken when commands were written to the outbox (the relay goes at once).
+    outbox_written: Arc<tokio::sync::Notify>,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store")
+            .field("backend", &self.backend)
+            .field("partitions", &self.partitions)
+            .field("fenced", &self.fences.is_some())
+            .finish_non_exhaustive()
+    }
 }
 
 impl Store {
@@ -132,6 +153,8 @@ impl Store {
             backend,
             writer: None,
             partitions: 1,
+            fences: None,
+            outbox_written: Arc::new(tokio::sync::Notify::new()),
         };
         store.migrate().await?;
         Ok(store)
@@ -183,6 +206,30 @@ impl Store {
     /// Patient partitions.
     pub fn partitions(&self) -> u32 {
         self.partitions
+    }
+
+    /// This store with journey writes fenced per partition (a cluster member).
+    pub fn with_fences(self, fences: PartitionFences) -> Store {
+        Store {
+            fences: Some(fences),
+            ..self
+        }
+    }
+
+    /// The fence journey writes of partition `p` must pass: `Ok(None)` unfenced
+    /// (one node), `Err` when this node does not own `p`.
+    pub(crate) fn partition_fence(&self, p: u32) -> Result<Option<cluster::Fence>, StoreError> {
+        match &self.fences {
+            None => Ok(None),
+            Some(f) => f(p)
+                .map(Some)
+                .ok_or_else(|| StoreError::Fenced(crate::cluster::partition_lease(p))),
+        }
+    }
+
+    /// Woken whenever commands were committed to the outbox.
+    pub fn outbox_written(&self) -> Arc<tokio::sync::Notify> {
+        self.outbox_written.clone()
     }
 
     /// The group-commit writer, when started.

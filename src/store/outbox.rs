@@ -7,6 +7,21 @@ use sqlx::{AnyConnection, Row};
 
 use super::{timed, Store, StoreError};
 
+/// Which outbox rows a relay publishes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RelayScope {
+    /// Every row (a single node).
+    All,
+    /// The rows of the partitions this node owns, and routing's own rows (no
+    /// partition) when it leads.
+    Owned {
+        /// Partitions owned.
+        partitions: Vec<u32>,
+        /// True while this node leads routing.
+        routing: bool,
+    },
+}
+
 /// One command waiting in the outbox.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OutboxRow {
@@ -53,27 +68,51 @@ impl Store {
     /// The oldest unpublished, unparked commands.
     pub async fn pending_commands(&self, limit: i64) -> Result<Vec<OutboxRow>, StoreError> {
         // No park is older than i64::MIN: only commands never parked.
-        self.relay_batch(limit, i64::MIN).await
+        self.relay_batch(limit, i64::MIN, &RelayScope::All).await
     }
 
     /// What the relay should publish now, oldest first: pending commands, and parked
-    /// ones whose park is older than `parked_before_ms` (tried again after a delay).
+    /// ones whose park is older than `parked_before_ms` (tried again after a delay),
+    /// of the rows `scope` puts in this node's hands.
     #[tracing::instrument(name = "store.relay_batch", skip_all)]
     pub async fn relay_batch(
         &self,
         limit: i64,
         parked_before_ms: i64,
+        scope: &RelayScope,
     ) -> Result<Vec<OutboxRow>, StoreError> {
         timed("relay_batch", async {
-            let rows = sqlx::query(
+            let filter = match scope {
+                RelayScope::All => String::new(),
+                RelayScope::Owned {
+                    partitions,
+                    routing,
+                } => {
+                    let mut parts: Vec<String> = Vec::new();
+                    if !partitions.is_empty() {
+                        // Numbers this node owns, not input: safe to inline.
+                        let list: Vec<String> = partitions.iter().map(|p| p.to_string()).collect();
+                        parts.push(format!("partition_no IN ({})", list.join(", ")));
+                    }
+                    if *routing {
+                        parts.push("partition_no IS NULL".into());
+                    }
+                    if parts.is_empty() {
+                        return Ok(Vec::new());
+                    }
+                    format!(" AND ({})", parts.join(" OR "))
+                }
+            };
+            let sql = format!(
                 "SELECT seq, id, command_type, routing_key, body, attempts FROM outbox \
-                 WHERE published_at_ms IS NULL AND (parked_at_ms IS NULL OR parked_at_ms < $1) \
-                 ORDER BY seq LIMIT $2",
-            )
-            .bind(parked_before_ms)
-            .bind(limit)
-            .fetch_all(self.pool())
-            .await?;
+                 WHERE published_at_ms IS NULL AND (parked_at_ms IS NULL OR parked_at_ms < $1){filter} \
+                 ORDER BY seq LIMIT $2"
+            );
+            let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+                .bind(parked_before_ms)
+                .bind(limit)
+                .fetch_all(self.pool())
+                .await?;
             rows.into_iter()
                 .map(|r| {
                     Ok(OutboxRow {

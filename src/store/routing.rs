@@ -12,21 +12,12 @@ use frontdoor_actors::ports::{
 };
 use frontdoor_actors::routing::agent::AgentState;
 use frontdoor_actors::routing::model::{ContactRoutingView, RouteState, RoutingRecord};
-use sqlx::{AnyConnection, Row};
+use sqlx::Row;
 
+use super::cluster::{check_fence, Fence};
+use super::journey::port_error;
 use super::{timed, Store, StoreError};
 use crate::auth::AssignmentCheck;
-
-/// A lease a write depends on: its name, this node and the token it holds.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Fence {
-    /// The lease (`router`, `partition:3`).
-    pub lease: String,
-    /// This node.
-    pub holder: String,
-    /// The token this node was given when it took the lease.
-    pub token: i64,
-}
 
 fn state_label(s: RouteState) -> &'static str {
     match s {
@@ -40,25 +31,6 @@ fn state_label(s: RouteState) -> &'static str {
 
 fn corrupt(what: &str) -> impl Fn(serde_json::Error) -> StoreError + '_ {
     move |e| StoreError::Corrupt(format!("{what}: {e}"))
-}
-
-/// Checks inside an open transaction that `fence` still holds its lease, and keeps
-/// the lease row locked (shared) until the transaction ends, so a takeover waits
-/// for this write and every write after the takeover is refused.
-pub(crate) async fn check_fence(conn: &mut AnyConnection, fence: &Fence) -> Result<(), StoreError> {
-    let row = sqlx::query(
-        "SELECT token FROM cluster_leases WHERE name = $1 AND holder = $2 AND token = $3 \
-         AND expires_at_ms > CAST(EXTRACT(EPOCH FROM clock_timestamp()) * 1000 AS BIGINT) FOR SHARE",
-    )
-    .bind(fence.lease.clone())
-    .bind(fence.holder.clone())
-    .bind(fence.token)
-    .fetch_optional(&mut *conn)
-    .await?;
-    match row {
-        Some(_) => Ok(()),
-        None => Err(StoreError::Fenced(fence.lease.clone())),
-    }
 }
 
 impl Store {
@@ -162,6 +134,9 @@ impl Store {
             }
             super::outbox::insert_commands(&mut tx, &changes.commands, None).await?;
             tx.commit().await?;
+            if !changes.commands.is_empty() {
+                self.outbox_written().notify_one();
+            }
             Ok(())
         })
         .await
@@ -280,14 +255,6 @@ impl Store {
             Ok(a.rows_affected() + b.rows_affected())
         })
         .await
-    }
-}
-
-fn port_error(e: StoreError) -> PortError {
-    match e {
-        StoreError::Fenced(lease) => PortError::Fenced(lease),
-        e if e.is_transient() => PortError::Unavailable(e.to_string()),
-        e => PortError::Rejected(e.to_string()),
     }
 }
 

@@ -115,6 +115,9 @@ pub struct RoutingConfig {
     pub min_proficiency: u8,
     /// At start, open contacts that began within this many seconds are routed again.
     pub recovery_window_secs: u32,
+    /// Ended contacts' routing records (and applied-input ids) are kept this long
+    /// for `GET /v1/contacts/{id}`, then purged, seconds.
+    pub record_retention_secs: u32,
 }
 
 impl Default for RoutingConfig {
@@ -147,6 +150,7 @@ impl Default for RoutingConfig {
             default_skill: "general".into(),
             min_proficiency: 1,
             recovery_window_secs: 24 * 3600,
+            record_retention_secs: 7 * 24 * 3600,
         }
     }
 }

@@ -73,7 +73,7 @@ impl QueueStats {
 }
 
 /// The live state of a queue, as `GET /v1/queues` and the gauges show it.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
 pub struct QueueSnapshot {
     /// Site.
     pub site: SiteId,

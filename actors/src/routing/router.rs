@@ -313,6 +313,30 @@ impl Routing {
             .unwrap_or(Err(RoutingError::Unavailable("the router stopped".into())))
     }
 
+    /// Applies several inputs in their order, handled together (one write); answers
+    /// each once the changes are stored.
+    pub async fn inputs(
+        &self,
+        inputs: Vec<(RoutingInput, Option<uuid::Uuid>)>,
+    ) -> Vec<Result<RoutingOutput, RoutingError>> {
+        let mut waiting = Vec::with_capacity(inputs.len());
+        for (input, id) in inputs {
+            let (reply, rx) = oneshot::channel();
+            if self.tx.send(Msg::Input { input, id, reply }).await.is_err() {
+                break;
+            }
+            waiting.push(rx);
+        }
+        let mut out = Vec::with_capacity(waiting.len());
+        for rx in waiting {
+            out.push(
+                rx.await
+                    .unwrap_or(Err(RoutingError::Unavailable("the router stopped".into()))),
+            );
+        }
+        out
+    }
+
     /// Routes a contact as the patient actor decided.
     pub async fn route(
         &self,

@@ -143,7 +143,7 @@ pub struct ErlangAMetrics {
 /// Unsuffixed prediction fields use Erlang C with the staffed agents; `*_erlang_a` fields
 /// and `probability_abandon` are present only when an abandonment rate was supplied and the
 /// Erlang A evaluation is defined.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, serde::Deserialize)]
 pub struct StaffingEstimate {
     /// Offered load `A = λ · AHT` in Erlangs.
     pub offered_load_erlangs: f64,
