@@ -317,8 +317,7 @@ impl Ingest {
         loop {
             let last_error = match self.owner(patient) {
                 Owner::Here => match self
-                    .patients
-                    .apply(patient, event.clone(), claims.clone())
+                    .apply_here(patient, event.clone(), claims.clone())
                     .await
                 {
                     Err(PatientError::Store(PortError::Fenced(lease))) => {
@@ -370,6 +369,21 @@ impl Ingest {
             tokio::time::sleep(pause).await;
             pause = (pause * 2).min(Duration::from_millis(500));
         }
+    }
+
+    /// Stores and applies an event of a patient this node owns (counted as applied
+    /// here when stored).
+    async fn apply_here(
+        &self,
+        patient: PatientId,
+        event: Arc<Envelope>,
+        claims: Vec<IdentifierView>,
+    ) -> Result<Applied, PatientError> {
+        let res = self.patients.apply(patient, event, claims).await;
+        if matches!(res, Ok(Applied::Stored { .. })) {
+            metrics::counter!(m::EVENTS_APPLIED_TOTAL).increment(1);
+        }
+        res
     }
 
     /// Rebuilds the actors of patients whose records changed, where they live.
@@ -512,7 +526,7 @@ impl NodeHandler for Ingest {
                             }
                         }
                     };
-                    match me.patients.apply(patient, event, claims).await {
+                    match me.apply_here(patient, event, claims).await {
                         Ok(Applied::Stored { seq, relinked }) => {
                             NodeReply::Stored { seq, relinked }
                         }

@@ -13,6 +13,9 @@ use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 pub const EVENTS_TOTAL: &str = "frontdoor_events_total";
 /// Events rejected at the edge, by `reason` (`validation`, `too_large`, `syntax`).
 pub const EVENTS_REJECTED_TOTAL: &str = "frontdoor_events_rejected_total";
+/// Events this node stored and applied to a patient it owns (in a cluster, the
+/// owner counts an event whichever node received it).
+pub const EVENTS_APPLIED_TOTAL: &str = "frontdoor_events_applied_total";
 /// Time from receiving an event to having it stored, by `outcome`.
 pub const EVENT_INGEST_SECONDS: &str = "frontdoor_event_ingest_duration_seconds";
 /// Store operation latency, by `operation` and `outcome`.

@@ -22,8 +22,8 @@ use std::time::Duration;
 use futures_util::StreamExt;
 use lapin::message::Delivery;
 use lapin::options::{
-    BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicNackOptions,
-    BasicPublishOptions, BasicQosOptions, ConfirmSelectOptions,
+    BasicAckOptions, BasicConsumeOptions, BasicNackOptions, BasicPublishOptions, BasicQosOptions,
+    ConfirmSelectOptions,
 };
 use lapin::types::{FieldTable, ShortString};
 use lapin::{BasicProperties, Channel, Confirmation};
@@ -529,9 +529,8 @@ impl RoutingConsumer {
                     break Ok(());
                 }
             };
-            let _ = channel
-                .basic_cancel(tag.as_str().into(), BasicCancelOptions::default())
-                .await;
+            // Close without cancelling first: the inputs held here go back to the
+            // front of the queue before the next leader's consumer is activated.
             let _ = channel.close(200, "routing consumer stopped".into()).await;
             res
         });

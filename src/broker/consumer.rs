@@ -25,8 +25,8 @@ use frontdoor_actors::event::{ContractError, Envelope};
 use futures_util::StreamExt;
 use lapin::message::Delivery;
 use lapin::options::{
-    BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicNackOptions,
-    BasicPublishOptions, BasicQosOptions, ConfirmSelectOptions,
+    BasicAckOptions, BasicConsumeOptions, BasicNackOptions, BasicPublishOptions, BasicQosOptions,
+    ConfirmSelectOptions,
 };
 use lapin::types::{AMQPValue, FieldTable, LongString};
 use lapin::{Channel, Confirmation};
@@ -314,11 +314,11 @@ async fn consume_partition(
         ctx.health.settled(n);
         res?;
     }
-    // Drain: no new deliveries; what the broker already sent and we did not take is
-    // requeued when the channel closes.
-    let _ = channel
-        .basic_cancel(tag.as_str().into(), BasicCancelOptions::default())
-        .await;
+    // Drain: close the channel without cancelling first. Closing returns what the
+    // broker sent and we did not take to the front of the queue *before* the next
+    // single active consumer (another node taking this partition) is activated; a
+    // basic.cancel first would activate it while these deliveries are still held
+    // here, and it would get later events of a patient before earlier ones.
     let _ = channel.close(200, "drained".into()).await;
     Ok(())
 }

@@ -254,7 +254,9 @@ impl Store {
         timed("cluster", async {
             let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
                 "UPDATE cluster_leases SET expires_at_ms = {NOW_MS} + $2 \
-                 WHERE holder = $1 AND expires_at_ms > {NOW_MS} RETURNING name, token"
+                 WHERE name IN (SELECT name FROM cluster_leases WHERE holder = $1 \
+                                AND expires_at_ms > {NOW_MS} ORDER BY name FOR UPDATE) \
+                 RETURNING name, token"
             )))
             .bind(node.to_string())
             .bind(ttl_ms)

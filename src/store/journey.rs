@@ -422,12 +422,15 @@ impl Store {
             let mut tx = self.pool().begin().await?;
             // Each partition's fence once, first: the lease rows stay locked (shared)
             // until this batch commits, so no takeover lands in the middle of it.
+            // In lease-name order, as the renewal locks them (no deadlock).
+            let mut partitions: Vec<u32> = jobs
+                .iter()
+                .map(|(patient, _, _)| patient.partition(self.partitions()))
+                .collect();
+            partitions.sort_by_key(|p| crate::cluster::partition_lease(*p));
+            partitions.dedup();
             let mut fenced: std::collections::BTreeMap<u32, bool> = Default::default();
-            for (patient, _, _) in jobs {
-                let p = patient.partition(self.partitions());
-                if fenced.contains_key(&p) {
-                    continue;
-                }
+            for p in partitions {
                 let ok = match self.partition_fence(p) {
                     Ok(None) => true,
                     Ok(Some(f)) => match super::cluster::check_fence(&mut tx, &f).await {

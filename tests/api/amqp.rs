@@ -37,6 +37,8 @@ pub fn enable_broker(settings: &mut Settings, url: &str) {
     b.commands_exchange = format!("test.{tag}.commands");
     b.dead_letter_exchange = format!("test.{tag}.dead");
     b.dead_letter_queue = format!("test.{tag}.dead");
+    b.routing_queue = format!("test.{tag}.routing");
+    b.cluster_exchange = format!("test.{tag}.cluster");
     b.partitions = 2;
     b.prefetch = 100;
     b.reconnect_min_ms = 50;
@@ -241,6 +243,7 @@ impl Adapter {
         let n = &self.names;
         let mut queues: Vec<String> = (0..n.partitions).map(|i| n.partition_queue(i)).collect();
         queues.push(n.dead_letter_queue.clone());
+        queues.push(n.routing_queue.clone());
         queues.extend(self.queues.iter().cloned());
         // A fresh channel each time: one failed delete closes its channel.
         for q in queues {
@@ -257,6 +260,7 @@ impl Adapter {
             format!("{}.unkeyed", n.partition_exchange),
             n.commands_exchange.clone(),
             n.dead_letter_exchange.clone(),
+            n.cluster_exchange.clone(),
         ] {
             let Ok(channel) = self.connection.create_channel().await else {
                 return;

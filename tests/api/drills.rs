@@ -31,14 +31,16 @@ fn drill_events() -> usize {
 }
 
 /// One published event: its envelope and its patient key.
-struct Published {
-    event: Value,
-    key: String,
+pub struct Published {
+    /// The envelope.
+    pub event: Value,
+    /// Its `x-patient-key`.
+    pub key: String,
 }
 
 /// `n` events over `patients` patients and three sites, interleaved patient by
 /// patient (round r of every patient before round r+1).
-fn workload(n: usize, patients: usize) -> Vec<Published> {
+pub fn workload(n: usize, patients: usize) -> Vec<Published> {
     let tag = &Uuid::new_v4().simple().to_string()[..6];
     let sites = ["north", "south", "east"];
     (0..n)
@@ -60,7 +62,7 @@ fn workload(n: usize, patients: usize) -> Vec<Published> {
 }
 
 /// Publishes with pipelined confirms (windows of 500), as a busy adapter does.
-async fn publish_all(adapter: &Adapter, events: &[Published]) {
+pub async fn publish_all(adapter: &Adapter, events: &[Published]) {
     for chunk in events.chunks(500) {
         for p in chunk {
             let e = &p.event;
@@ -104,7 +106,7 @@ async fn wait_all_stored(store: &Store, adapter: &Adapter, n: usize) {
 }
 
 /// lost = 0 and duplicates = 0: the log holds exactly the published ids.
-async fn assert_exactly_once(store: &Store, published: &[Published]) {
+pub async fn assert_exactly_once(store: &Store, published: &[Published]) {
     let log = store.event_log().await.expect("the event log");
     let ids: Vec<&str> = log.iter().map(|(_, id)| id.as_str()).collect();
     let unique: HashSet<&str> = ids.iter().copied().collect();
