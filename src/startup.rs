@@ -71,6 +71,7 @@ impl Application {
         settings: Settings,
         clock: Arc<dyn Clock>,
     ) -> anyhow::Result<Application> {
+        settings.check_transport().map_err(anyhow::Error::msg)?;
         settings
             .routing
             .validate()
@@ -83,8 +84,8 @@ impl Application {
                 .map_err(|e| anyhow::anyhow!("Invalid [supervision.{name}] configuration: {e}"))?;
         }
         let handle = m::install();
-        let principals =
-            Principals::load(&settings.security).context("Failed to load the principals")?;
+        let principals = Principals::load(&settings.security, settings.application.environment)
+            .context("Failed to load the principals")?;
         principals.spawn_reloader(Duration::from_secs(
             settings.security.reload_interval_secs.max(1),
         ));

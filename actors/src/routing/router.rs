@@ -856,6 +856,14 @@ impl Routing {
             None => false,
         }
     }
+
+    /// The site an agent works at now, as routing knows it (None: never announced).
+    pub fn agent_site(&self, agent_id: &str) -> Option<SiteId> {
+        self.inner
+            .board
+            .view(agent_id)
+            .and_then(|v| SiteId::parse(&v.site).ok())
+    }
 }
 
 fn record_bot(st: &mut RouterState, now: DateTime<Utc>, contained: bool, cfg: &RoutingConfig) {
