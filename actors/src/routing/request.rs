@@ -43,7 +43,7 @@ pub struct NeedsHuman {
     /// The agent to offer first (who last owned the issue), if any.
     pub preferred_agent: Option<String>,
     /// Why that agent is preferred.
-    pub preferred_because: Option<&'static str>,
+    pub preferred_because: Option<PreferredBecause>,
     /// A virtual agent's transcript, when handed over from a bot.
     pub transcript: Vec<BotTurnView>,
     /// True when a bot hands the contact over.
@@ -54,15 +54,41 @@ pub struct NeedsHuman {
     pub waiting_since: Option<DateTime<Utc>>,
 }
 
+/// Why a contact is offered first to one agent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PreferredBecause {
+    /// Transferred repeatedly: the agent who last owned the issue knows it.
+    RepeatedTransfers,
+    /// A returning patient: the agent who last handled the same issue.
+    ReturningPatient,
+}
+
+impl PreferredBecause {
+    /// The reason as the contact's routing record explains it.
+    pub fn explain(self) -> &'static str {
+        match self {
+            PreferredBecause::RepeatedTransfers => {
+                "transferred repeatedly: the last owner knows the issue"
+            }
+            PreferredBecause::ReturningPatient => {
+                "returning patient: the agent who last handled the same issue"
+            }
+        }
+    }
+}
+
 /// What routing must do after a journey event.
 #[derive(Debug, Clone, PartialEq)]
 pub enum RouteRequest {
-    /// A virtual agent takes the contact.
+    /// A virtual agent takes the contact; it keeps the skill and intent it came
+    /// with, so a later hand-off routes on them.
     SelfService {
         contact_id: ContactId,
         patient_id: PatientId,
         site: SiteId,
         channel: Channel,
+        skill: String,
+        intent: Option<String>,
     },
     /// Queue the contact for a human (also after a transfer to another skill).
     Queue(Box<NeedsHuman>),
@@ -150,6 +176,18 @@ fn returning_to(
         .and_then(|c| c.last_agent.clone())
 }
 
+/// A virtual agent takes `contact`, with the skill and intent it came with.
+fn self_service(journey: &Journey, contact: &ContactView, cfg: &RoutingConfig) -> RouteRequest {
+    RouteRequest::SelfService {
+        contact_id: contact.id.clone(),
+        patient_id: journey.patient_id,
+        site: contact.site.clone(),
+        channel: contact.channel,
+        skill: cfg.skill_for(contact.skill.as_deref(), contact.intent.as_deref()),
+        intent: contact.intent.clone(),
+    }
+}
+
 /// The request to queue `contact` for a human, with its frustration assessment and
 /// the agent to offer first.
 fn needs_human(
@@ -165,9 +203,12 @@ fn needs_human(
     let facts = journey_facts(journey, contact, &skill, now);
     let assessment = assess(&facts, &cfg.frustration);
     let (preferred_agent, preferred_because) = match assessment.route_to_last_owner() {
-        Some((Some(agent), _)) => (Some(agent.to_string()), Some("repeated_transfers")),
+        Some((Some(agent), _)) => (
+            Some(agent.to_string()),
+            Some(PreferredBecause::RepeatedTransfers),
+        ),
         _ => match returning_to(journey, contact, &skill, now, cfg) {
-            Some(agent) => (Some(agent), Some("returning_patient")),
+            Some(agent) => (Some(agent), Some(PreferredBecause::ReturningPatient)),
             None => (None, None),
         },
     };
@@ -214,12 +255,7 @@ pub fn recovery_requests(
                 (c.channel == Channel::Iva || !c.bot_turns.is_empty()) && c.transfers.is_empty();
             let handed_off = bot_should_hand_off(unresolved, &cfg.frustration);
             if bot_session && !handed_off && !staff_spoke {
-                return RouteRequest::SelfService {
-                    contact_id: c.id.clone(),
-                    patient_id: journey.patient_id,
-                    site: c.site.clone(),
-                    channel: c.channel,
-                };
+                return self_service(journey, c, cfg);
             }
             let since = c.transfers.last().map(|t| t.at).unwrap_or(c.started_at);
             let cause = Uuid::new_v5(&Uuid::NAMESPACE_OID, format!("recover:{}", c.id).as_bytes());
@@ -252,12 +288,7 @@ pub fn route_request(
     };
     match &event.kind {
         EventKind::ContactStarted { .. } if is_self_service(event) => {
-            Some(RouteRequest::SelfService {
-                contact_id: contact_id.clone(),
-                patient_id: journey.patient_id,
-                site: contact.site.clone(),
-                channel: contact.channel,
-            })
+            Some(self_service(journey, contact, cfg))
         }
         EventKind::ContactStarted { .. } => Some(needs_human(false)),
         EventKind::BotTurn {
@@ -381,7 +412,14 @@ mod tests {
             )
         };
         let (_, r) = run(std::slice::from_ref(&start));
-        assert!(matches!(r, Some(RouteRequest::SelfService { .. })));
+        match r {
+            Some(RouteRequest::SelfService { skill, intent, .. }) => {
+                // Kept, so the hand-off and the routing record say what it is about.
+                assert_eq!(intent.as_deref(), Some("medication_question"));
+                assert_eq!(skill, "nurse_advice");
+            }
+            other => panic!("expected self-service, got {other:?}"),
+        }
         let (_, r) = run(&[start.clone(), turn(2, false)]);
         assert_eq!(r, None);
         let (_, r) = run(&[start.clone(), turn(2, false), turn(3, false)]);

@@ -22,7 +22,7 @@ use tokio::sync::Mutex;
 use super::agent::{self, AgentActor, AgentBoard, AgentState, Held, Presence};
 use super::model::{ContactRoutingView, ContactState, RoutedContact};
 use super::queue::{self, DispatchOutcome, QueueActor, QueueSnapshot};
-use super::request::{NeedsHuman, RouteRequest};
+use super::request::{NeedsHuman, PreferredBecause, RouteRequest};
 use super::{Clock, RoutingConfig};
 use crate::command::{Command, CommandType};
 use crate::event::Channel;
@@ -283,11 +283,15 @@ impl Routing {
                 patient_id,
                 site,
                 channel,
+                skill,
+                intent,
             } => {
                 if !st.contacts.contains_key(&id) {
                     let mut c =
                         RoutedContact::new(contact_id, patient_id, site, channel, &cfg, now);
                     c.state = ContactState::SelfService;
+                    c.skill = skill;
+                    c.intent = intent;
                     c.reason(
                         "self_service",
                         format!("started on {channel}"),
@@ -348,12 +352,15 @@ impl Routing {
         if let Some(p) = previous {
             c.reasons = p.reasons;
             c.offers_made = p.offers_made;
-            c.reason(
-                "transfer",
-                format!("from {} to {}", p.skill, n.skill),
-                "queued for the new skill",
-                now,
-            );
+            // A bot handing over on its own skill is no transfer (its signal says why).
+            if p.skill != n.skill || p.state != ContactState::SelfService {
+                c.reason(
+                    "transfer",
+                    format!("from {} to {}", p.skill, n.skill),
+                    "queued for the new skill",
+                    now,
+                );
+            }
         }
         c.reason(
             "priority",
@@ -383,12 +390,10 @@ impl Routing {
             let until = now + Duration::seconds(i64::from(cfg.preferred_agent_secs));
             c.reason(
                 "preferred_agent",
-                match n.preferred_because {
-                    Some("repeated_transfers") => {
-                        "transferred repeatedly: the last owner knows the issue".to_string()
-                    }
-                    _ => "returning patient: the agent who last handled the same issue".to_string(),
-                },
+                n.preferred_because
+                    .unwrap_or(PreferredBecause::ReturningPatient)
+                    .explain()
+                    .to_string(),
                 format!(
                     "offered first to that agent for {}s, then to anyone skilled",
                     cfg.preferred_agent_secs
