@@ -54,37 +54,69 @@ async fn known_identifiers(
     Ok(out)
 }
 
+/// One identity link, as `identity_links` and the audit log record it.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Link<'a> {
+    /// An identifier new to Front Door now names the patient.
+    Claim { identifier: &'a Identifier },
+    /// A provisional record (and everything merged into it) merged into the patient.
+    Merge { from: PatientId },
+    /// An identifier moved to the patient from another one.
+    Move {
+        identifier: &'a Identifier,
+        from: PatientId,
+    },
+}
+
+impl Link<'_> {
+    /// The stored word (`identity_links.action`; the audit resource is `identity.<it>`).
+    pub(crate) fn action(&self) -> &'static str {
+        match self {
+            Link::Claim { .. } => "claim",
+            Link::Merge { .. } => "merge",
+            Link::Move { .. } => "move",
+        }
+    }
+
+    /// The identifier linked or moved (none for a merge).
+    pub(crate) fn identifier(&self) -> Option<&Identifier> {
+        match self {
+            Link::Claim { identifier } | Link::Move { identifier, .. } => Some(identifier),
+            Link::Merge { .. } => None,
+        }
+    }
+
+    /// The patient it came from (none for a claim).
+    pub(crate) fn from(&self) -> Option<PatientId> {
+        match self {
+            Link::Claim { .. } => None,
+            Link::Merge { from } | Link::Move { from, .. } => Some(*from),
+        }
+    }
+}
+
 async fn record_link(
     tx: &mut AnyConnection,
     event_id: Option<String>,
-    action: &str,
-    identifier: Option<&Identifier>,
-    from: Option<PatientId>,
+    link: Link<'_>,
     to: PatientId,
 ) -> Result<(), StoreError> {
+    let identifier = link.identifier();
     sqlx::query(
         "INSERT INTO identity_links (event_id, action, kind, value, from_patient, to_patient, at_ms) \
          VALUES ($1, $2, $3, $4, $5, $6, $7)",
     )
     .bind(event_id.clone())
-    .bind(action.to_string())
+    .bind(link.action())
     .bind(identifier.map(|i| i.kind().as_str().to_string()))
     .bind(identifier.map(|i| i.value().to_string()))
-    .bind(from.map(|p| p.to_string()))
+    .bind(link.from().map(|p| p.to_string()))
     .bind(to.to_string())
     .bind(Utc::now().timestamp_millis())
     .execute(&mut *tx)
     .await?;
     // Every link is audited in the transaction that makes it.
-    super::audit::record_identity_link(
-        tx,
-        event_id,
-        action,
-        identifier.map(|i| i.kind().as_str()),
-        from,
-        to,
-    )
-    .await
+    super::audit::record_identity_link(tx, event_id, link, to).await
 }
 
 /// Inserts an identifier for a patient unless someone holds it; true when inserted.
@@ -160,9 +192,7 @@ impl Store {
                     record_link(
                         &mut tx,
                         Some(event_id.to_string()),
-                        "claim",
-                        Some(id),
-                        None,
+                        Link::Claim { identifier: id },
                         patient,
                     )
                     .await?;
@@ -499,7 +529,7 @@ async fn link_identities(
     let event_id = Some(event.id.to_string());
     for id in &ids {
         if claim(tx, id, target, now_ms).await? {
-            record_link(tx, event_id.clone(), "claim", Some(id), None, target).await?;
+            record_link(tx, event_id.clone(), Link::Claim { identifier: id }, target).await?;
         }
     }
     let known = known_identifiers(tx, &ids).await?;
@@ -519,7 +549,7 @@ async fn link_identities(
                     .bind(from.to_string())
                     .execute(&mut *tx)
                     .await?;
-                record_link(tx, event_id.clone(), "merge", None, Some(from), target).await?;
+                record_link(tx, event_id.clone(), Link::Merge { from }, target).await?;
                 relinked.push(from);
             }
             LinkAction::Move { identifier, from } => {
@@ -533,9 +563,10 @@ async fn link_identities(
                 record_link(
                     tx,
                     event_id.clone(),
-                    "move",
-                    Some(&identifier),
-                    Some(from),
+                    Link::Move {
+                        identifier: &identifier,
+                        from,
+                    },
                     target,
                 )
                 .await?;
