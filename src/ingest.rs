@@ -33,23 +33,27 @@ pub enum IngestOutcome {
     Routed,
 }
 
+/// What made ingest fail: the store's, a patient actor's or routing's error, kept
+/// as the source.
+pub type IngestCause = Box<dyn std::error::Error + Send + Sync + 'static>;
+
 /// Why an event could not be ingested.
 #[derive(Debug, thiserror::Error)]
 pub enum IngestError {
     /// The store or a patient actor is unavailable: retry later (nothing half-stored).
     #[error("temporarily unavailable: {0}")]
-    Unavailable(String),
+    Unavailable(#[source] IngestCause),
     /// The event is valid JSON but cannot be processed (retrying will not help).
     #[error("cannot process the event: {0}")]
-    Rejected(String),
+    Rejected(#[source] IngestCause),
 }
 
 impl From<StoreError> for IngestError {
     fn from(e: StoreError) -> Self {
         if e.is_transient() {
-            IngestError::Unavailable(e.to_string())
+            IngestError::Unavailable(Box::new(e))
         } else {
-            IngestError::Rejected(e.to_string())
+            IngestError::Rejected(Box::new(e))
         }
     }
 }
@@ -57,9 +61,10 @@ impl From<StoreError> for IngestError {
 impl From<PatientError> for IngestError {
     fn from(e: PatientError) -> Self {
         match e {
-            PatientError::Store(PortError::Rejected(r)) => IngestError::Rejected(r),
-            PatientError::Poison(r) => IngestError::Rejected(r),
-            other => IngestError::Unavailable(other.to_string()),
+            PatientError::Store(PortError::Rejected(_)) | PatientError::Poison(_) => {
+                IngestError::Rejected(Box::new(e))
+            }
+            other => IngestError::Unavailable(Box::new(other)),
         }
     }
 }
@@ -126,8 +131,8 @@ impl Ingest {
         };
         match res {
             Ok(()) => Ok(IngestOutcome::Routed),
-            Err(RoutingError::Unavailable(e)) => Err(IngestError::Unavailable(e)),
-            Err(e) => Err(IngestError::Rejected(e.to_string())),
+            Err(e @ RoutingError::Unavailable(_)) => Err(IngestError::Unavailable(Box::new(e))),
+            Err(e) => Err(IngestError::Rejected(Box::new(e))),
         }
     }
 
@@ -162,10 +167,13 @@ impl Ingest {
             .map(|p| p.to_list())
             .unwrap_or_default();
         if ids.is_empty() {
-            return Err(IngestError::Rejected(format!(
-                "{} events are not patient events and are not handled by this runtime",
-                event.type_label()
-            )));
+            return Err(IngestError::Rejected(
+                format!(
+                    "{} events are not patient events and are not handled by this runtime",
+                    event.type_label()
+                )
+                .into(),
+            ));
         }
         let resolved = self.store.resolve_patient(&ids, event.id).await?;
         let r = &resolved.resolution;

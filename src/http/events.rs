@@ -102,6 +102,6 @@ pub async fn post_event(
         Err(IngestError::Unavailable(_)) => Err(ApiError::Unavailable(
             "the event was not stored; retry later".into(),
         )),
-        Err(IngestError::Rejected(reason)) => Err(ApiError::Unprocessable(reason)),
+        Err(IngestError::Rejected(reason)) => Err(ApiError::Unprocessable(reason.to_string())),
     }
 }

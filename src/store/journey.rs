@@ -578,11 +578,12 @@ async fn link_identities(
     Ok(relinked)
 }
 
-fn port_error(e: StoreError) -> PortError {
+/// A store error as the actors' port sees it (kept as its source).
+pub(crate) fn port_error(e: StoreError) -> PortError {
     if e.is_transient() {
-        PortError::Unavailable(e.to_string())
+        PortError::unavailable(e)
     } else {
-        PortError::Rejected(e.to_string())
+        PortError::rejected(e)
     }
 }
 
@@ -609,5 +610,32 @@ impl JourneyStore for Store {
             }
             .map_err(port_error)
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_port_error_keeps_the_store_error_as_its_source() {
+        let e = port_error(StoreError::Corrupt("event 7".into()));
+        assert!(matches!(e, PortError::Rejected(_)));
+        let source = std::error::Error::source(&e).expect("the store's error is kept");
+        assert_eq!(source.to_string(), "stored data is unreadable: event 7");
+        let batch = port_error(StoreError::Batch("lost".into()));
+        assert!(matches!(batch, PortError::Unavailable(_)));
+        // Through the ingest boundary, the chain is whole.
+        let ingest =
+            crate::ingest::IngestError::from(frontdoor_actors::patient::PatientError::Store(e));
+        let chain: Vec<String> =
+            std::iter::successors(Some(&ingest as &(dyn std::error::Error + 'static)), |e| {
+                e.source()
+            })
+            .map(|e| e.to_string())
+            .collect();
+        assert_eq!(chain.len(), 4, "{chain:?}");
+        assert!(matches!(ingest, crate::ingest::IngestError::Rejected(_)));
+        assert_eq!(chain[3], "stored data is unreadable: event 7");
     }
 }

@@ -222,13 +222,10 @@ impl CommandSink for Store {
     fn enqueue(&self, commands: Vec<Command>) -> BoxFuture<'static, Result<(), PortError>> {
         let store = self.clone();
         Box::pin(async move {
-            store.enqueue_commands(&commands).await.map_err(|e| {
-                if e.is_transient() {
-                    PortError::Unavailable(e.to_string())
-                } else {
-                    PortError::Rejected(e.to_string())
-                }
-            })
+            store
+                .enqueue_commands(&commands)
+                .await
+                .map_err(super::journey::port_error)
         })
     }
 }
