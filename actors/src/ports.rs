@@ -155,3 +155,22 @@ impl ActorObserver for NoActorObserver {
     fn poisoned(&self, _: &'static str) {}
     fn shed(&self, _: &'static str) {}
 }
+
+/// A command sink that keeps commands in memory (benchmarks and unit tests; behind
+/// the `test-util` feature).
+#[cfg(any(test, feature = "test-util"))]
+#[derive(Default)]
+pub struct MemorySink {
+    /// Commands received.
+    pub commands: std::sync::Mutex<Vec<Command>>,
+}
+
+#[cfg(any(test, feature = "test-util"))]
+impl CommandSink for MemorySink {
+    fn enqueue(&self, commands: Vec<Command>) -> BoxFuture<'static, Result<(), PortError>> {
+        if let Ok(mut c) = self.commands.lock() {
+            c.extend(commands);
+        }
+        Box::pin(async { Ok(()) })
+    }
+}

@@ -223,6 +223,7 @@ impl Store {
 
     /// Tries to change or delete audit records directly, as a bug or a manual edit
     /// would (tests use it to show the database refuses). Returns the errors.
+    #[cfg(any(test, feature = "test-util"))]
     pub async fn audit_tamper_attempts(&self) -> (Option<StoreError>, Option<StoreError>) {
         let update = sqlx::query("UPDATE audit_log SET outcome = 'success'")
             .execute(self.pool())

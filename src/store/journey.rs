@@ -305,6 +305,7 @@ impl Store {
     }
 
     /// Events stored for a patient (its own log only; tests and drills count with it).
+    #[cfg(any(test, feature = "test-util"))]
     pub async fn count_events(&self, patient: Option<PatientId>) -> Result<i64, StoreError> {
         let row = match patient {
             Some(p) => {
@@ -324,6 +325,7 @@ impl Store {
 
     /// The whole event log in store order as (patient id, event id): drills compare it
     /// with what they published (lost, duplicated, out of order).
+    #[cfg(any(test, feature = "test-util"))]
     #[tracing::instrument(name = "store.event_log", skip_all)]
     pub async fn event_log(&self) -> Result<Vec<(String, String)>, StoreError> {
         timed("event_log", async {
@@ -340,6 +342,7 @@ impl Store {
 
     /// Every event id with the time it was stored (ms since the epoch): the broker
     /// benchmark measures publish-to-stored latency with it.
+    #[cfg(any(test, feature = "test-util"))]
     #[tracing::instrument(name = "store.event_receipts", skip_all)]
     pub async fn event_receipts(&self) -> Result<Vec<(String, i64)>, StoreError> {
         timed("event_receipts", async {

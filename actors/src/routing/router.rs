@@ -960,22 +960,3 @@ fn escalation_command(c: &RoutedContact, now: DateTime<Utc>) -> Command {
         p,
     )
 }
-
-/// A command sink that keeps commands in memory (benchmarks and unit tests).
-#[derive(Default)]
-pub struct MemorySink {
-    /// Commands received.
-    pub commands: std::sync::Mutex<Vec<Command>>,
-}
-
-impl CommandSink for MemorySink {
-    fn enqueue(
-        &self,
-        commands: Vec<Command>,
-    ) -> crate::ports::BoxFuture<'static, Result<(), crate::ports::PortError>> {
-        if let Ok(mut c) = self.commands.lock() {
-            c.extend(commands);
-        }
-        Box::pin(async { Ok(()) })
-    }
-}
