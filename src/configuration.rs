@@ -437,3 +437,54 @@ pub fn base_configuration() -> Result<Settings, config::ConfigError> {
         .build()?
         .try_deserialize()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn with_host(host: &str, tls: bool, allow: bool) -> Settings {
+        let mut s = base_configuration().expect("config/base.toml");
+        s.application.host = host.into();
+        s.tls.enabled = tls;
+        s.application.allow_plain_http = allow;
+        s
+    }
+
+    #[test]
+    fn plain_http_is_served_on_loopback_only_unless_allowed() {
+        for host in ["127.0.0.1", "127.0.0.2", "::1", "[::1]", "localhost"] {
+            assert!(
+                with_host(host, false, false).check_transport().is_ok(),
+                "{host}"
+            );
+        }
+        for host in ["0.0.0.0", "::", "10.1.2.3", "frontdoor.internal"] {
+            assert!(
+                with_host(host, false, false).check_transport().is_err(),
+                "{host}"
+            );
+            assert!(
+                with_host(host, true, false).check_transport().is_ok(),
+                "{host} with TLS"
+            );
+            assert!(
+                with_host(host, false, true).check_transport().is_ok(),
+                "{host} allowed"
+            );
+        }
+    }
+
+    #[test]
+    fn the_environment_is_local_or_production() {
+        assert_eq!(
+            Environment::parse("production"),
+            Some(Environment::Production)
+        );
+        assert_eq!(Environment::parse("local"), Some(Environment::Local));
+        assert_eq!(Environment::parse("staging"), None);
+        assert_eq!(
+            base_configuration().unwrap().application.environment,
+            Environment::Local
+        );
+    }
+}
