@@ -7,6 +7,9 @@ WORKDIR /src
 COPY Cargo.toml Cargo.lock ./
 COPY actors/Cargo.toml actors/Cargo.toml
 COPY actors actors
+# A workspace member (the simulator, a client of the API): its manifest must be
+# present for cargo to read the workspace; only the runtime binary is built.
+COPY simulate simulate
 COPY benches benches
 COPY src src
 COPY migrations migrations

@@ -17,18 +17,18 @@
 //! may be listed with two tokens during a rotation window. A file that fails to
 //! parse is refused as a whole and the previous set stays in force.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, OnceLock, RwLock};
 use std::time::{Duration, SystemTime};
 
-use frontdoor_actors::ids::PatientId;
+use frontdoor_actors::ids::{PatientId, SiteId};
 use frontdoor_actors::ports::BoxFuture;
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
-use crate::configuration::{PrincipalEntry, SecuritySettings};
+use crate::configuration::{Environment, PrincipalEntry, SecuritySettings};
 use crate::metrics as m;
 
 /// What a principal may do, in broad strokes (the route table refines it).
@@ -105,23 +105,16 @@ impl fmt::Debug for Principal {
     }
 }
 
-/// Whether an agent holds one of a patient's contacts (offered to it or assigned to
-/// it) right now: the minimum-necessary rule for agents. Routing implements it; the
-/// HTTP layer only asks.
+/// What the HTTP layer asks routing about agents: whether an agent holds one of a
+/// patient's contacts (offered to it or assigned to it) right now, the
+/// minimum-necessary rule for agents; and where routing has the agent, which the
+/// caller's sites must cover. Routing implements it; the HTTP layer only asks.
 pub trait AssignmentCheck: Send + Sync {
     /// True while a contact of `patient` is offered or assigned to `agent_id`.
     fn agent_holds_patient(&self, agent_id: &str, patient: PatientId) -> BoxFuture<'static, bool>;
-}
 
-/// Knows no assignments: without a routing engine an agent holds nothing, so agents
-/// read no patient context.
-#[derive(Debug, Default, Clone, Copy)]
-pub struct NoAssignments;
-
-impl AssignmentCheck for NoAssignments {
-    fn agent_holds_patient(&self, _: &str, _: PatientId) -> BoxFuture<'static, bool> {
-        Box::pin(std::future::ready(false))
-    }
+    /// The site routing has the agent at now (None: never announced).
+    fn agent_site(&self, agent_id: &str) -> BoxFuture<'static, Option<SiteId>>;
 }
 
 /// The hex SHA-256 of a token (what configuration stores).
@@ -141,6 +134,27 @@ pub enum PrincipalsError {
     /// An entry is unusable.
     #[error("principal {id}: {reason}")]
     Invalid { id: String, reason: &'static str },
+    /// Production refuses a token whose value is published (the development tokens).
+    #[error("principal {id}: its token is a published development token, refused in production")]
+    DevelopmentToken { id: String },
+}
+
+/// The digests of the development tokens published in
+/// `config/principals.local.toml` (`<id>-local-token`): production refuses them.
+fn development_digests() -> &'static HashSet<[u8; 32]> {
+    static DIGESTS: OnceLock<HashSet<[u8; 32]>> = OnceLock::new();
+    DIGESTS.get_or_init(|| {
+        toml_from_str(include_str!("../config/principals.local.toml"))
+            .map(|f| f.principal)
+            .unwrap_or_default()
+            .iter()
+            .filter_map(|e| {
+                let mut d = [0u8; 32];
+                hex::decode_to_slice(e.token_sha256.trim(), &mut d).ok()?;
+                Some(d)
+            })
+            .collect()
+    })
 }
 
 /// The principals file: `[[principal]]` tables.
@@ -151,7 +165,10 @@ struct PrincipalsFile {
     principal: Vec<PrincipalEntry>,
 }
 
-fn index(entries: &[PrincipalEntry]) -> Result<HashMap<[u8; 32], Principal>, PrincipalsError> {
+fn index(
+    entries: &[PrincipalEntry],
+    environment: Environment,
+) -> Result<HashMap<[u8; 32], Principal>, PrincipalsError> {
     let mut out = HashMap::with_capacity(entries.len());
     for e in entries {
         let invalid = |reason| PrincipalsError::Invalid {
@@ -164,6 +181,9 @@ fn index(entries: &[PrincipalEntry]) -> Result<HashMap<[u8; 32], Principal>, Pri
         let mut digest = [0u8; 32];
         hex::decode_to_slice(e.token_sha256.trim(), &mut digest)
             .map_err(|_| invalid("token_sha256 must be 64 hex characters"))?;
+        if environment == Environment::Production && development_digests().contains(&digest) {
+            return Err(PrincipalsError::DevelopmentToken { id: e.id.clone() });
+        }
         if e.sites.is_empty() {
             return Err(invalid("sites must name at least one site, or \"*\""));
         }
@@ -188,6 +208,8 @@ pub struct Principals {
     inline: Arc<Vec<PrincipalEntry>>,
     /// The principals file, if configured.
     file: Option<PathBuf>,
+    /// Production refuses the published development tokens, at start and on reload.
+    environment: Environment,
 }
 
 impl fmt::Debug for Principals {
@@ -199,8 +221,12 @@ impl fmt::Debug for Principals {
 }
 
 impl Principals {
-    /// Loads the configured principals (inline and file).
-    pub fn load(settings: &SecuritySettings) -> Result<Principals, PrincipalsError> {
+    /// Loads the configured principals (inline and file). In production a published
+    /// development token is refused (one error line names the principal).
+    pub fn load(
+        settings: &SecuritySettings,
+        environment: Environment,
+    ) -> Result<Principals, PrincipalsError> {
         let file = settings
             .principals_file
             .as_ref()
@@ -210,8 +236,14 @@ impl Principals {
             by_digest: Arc::new(RwLock::new(HashMap::new())),
             inline: Arc::new(settings.principals.clone()),
             file,
+            environment,
         };
-        p.reload()?;
+        if let Err(e) = p.reload() {
+            if let PrincipalsError::DevelopmentToken { id } = &e {
+                tracing::error!(principal.id = %id, "refusing to start: a principal holds a published development token in production; give it a token of its own");
+            }
+            return Err(e);
+        }
         Ok(p)
     }
 
@@ -221,7 +253,7 @@ impl Principals {
         if let Some(path) = &self.file {
             entries.extend(read_file(path)?);
         }
-        let fresh = index(&entries)?;
+        let fresh = index(&entries, self.environment)?;
         let n = fresh.len();
         // unwrap: the lock is only held for a swap or a lookup, neither of which panics.
         *self.by_digest.write().unwrap() = fresh;
@@ -302,6 +334,33 @@ mod tests {
         }
     }
 
+    impl Principals {
+        fn load_local(settings: &SecuritySettings) -> Result<Principals, PrincipalsError> {
+            Principals::load(settings, Environment::Local)
+        }
+    }
+
+    #[test]
+    fn production_refuses_every_published_development_token_and_local_takes_them() {
+        for who in [
+            "dev-admin",
+            "dev-adapter",
+            "dev-agent",
+            "dev-supervisor",
+            "dev-monitor",
+        ] {
+            let token = format!("{who}-local-token");
+            let s = settings(vec![entry(who, Role::Admin, &token)], None);
+            match Principals::load(&s, Environment::Production) {
+                Err(PrincipalsError::DevelopmentToken { id }) => assert_eq!(id, who),
+                other => panic!("{who}: expected a refusal, got {other:?}"),
+            }
+            assert!(Principals::load(&s, Environment::Local).is_ok(), "{who}");
+        }
+        let own = settings(vec![entry("ops", Role::Admin, "a-token-of-its-own")], None);
+        assert!(Principals::load(&own, Environment::Production).is_ok());
+    }
+
     fn settings(entries: Vec<PrincipalEntry>, file: Option<PathBuf>) -> SecuritySettings {
         SecuritySettings {
             principals: entries,
@@ -312,7 +371,7 @@ mod tests {
 
     #[test]
     fn a_token_authenticates_by_its_digest_and_an_unknown_one_does_not() {
-        let p = Principals::load(&settings(
+        let p = Principals::load_local(&settings(
             vec![entry(
                 "agent-7",
                 Role::Agent,
@@ -331,12 +390,12 @@ mod tests {
     fn a_malformed_hash_or_a_duplicate_token_is_refused() {
         let mut bad = entry("a", Role::Admin, "x");
         bad.token_sha256 = "abc".into();
-        assert!(Principals::load(&settings(vec![bad], None)).is_err());
+        assert!(Principals::load_local(&settings(vec![bad], None)).is_err());
         let dup = vec![
             entry("a", Role::Admin, "same"),
             entry("b", Role::Agent, "same"),
         ];
-        assert!(Principals::load(&settings(dup, None)).is_err());
+        assert!(Principals::load_local(&settings(dup, None)).is_err());
     }
 
     #[test]
@@ -355,7 +414,7 @@ mod tests {
             .unwrap();
         };
         write("old-token");
-        let p = Principals::load(&settings(Vec::new(), Some(path.clone()))).unwrap();
+        let p = Principals::load_local(&settings(Vec::new(), Some(path.clone()))).unwrap();
         assert!(p.authenticate("old-token").is_some());
         write("new-token");
         p.reload().unwrap();

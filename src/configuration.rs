@@ -224,6 +224,72 @@ pub struct ApplicationSettings {
     /// Largest accepted JSON body on every other endpoint, in bytes.
     #[serde(default = "default_max_json_bytes")]
     pub max_json_bytes: usize,
+    /// Which configuration set this process runs with: `FRONTDOOR_ENVIRONMENT`
+    /// (set by [`get_configuration`]); production refuses development tokens.
+    #[serde(default)]
+    pub environment: Environment,
+    /// Serve plain HTTP on an address other than loopback. Off: the runtime refuses
+    /// to start that way (PHI and bearer tokens would cross the network in clear).
+    /// Only for a private network that carries no one else's traffic (the compose
+    /// stack).
+    #[serde(default)]
+    pub allow_plain_http: bool,
+}
+
+/// The environment a process runs in (`FRONTDOOR_ENVIRONMENT`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Environment {
+    /// A developer machine or a local stack: development principals allowed.
+    #[default]
+    Local,
+    /// Production: refuses the published development tokens.
+    Production,
+}
+
+impl Environment {
+    /// The name `FRONTDOOR_ENVIRONMENT` takes.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Environment::Local => "local",
+            Environment::Production => "production",
+        }
+    }
+
+    /// Parses `FRONTDOOR_ENVIRONMENT`.
+    pub fn parse(s: &str) -> Option<Environment> {
+        [Environment::Local, Environment::Production]
+            .into_iter()
+            .find(|e| e.as_str() == s)
+    }
+}
+
+impl ApplicationSettings {
+    /// True when `host` is a loopback address (`127.0.0.0/8`, `::1`, `localhost`).
+    pub fn listens_on_loopback(&self) -> bool {
+        let host = self.host.trim_start_matches('[').trim_end_matches(']');
+        host.eq_ignore_ascii_case("localhost")
+            || host
+                .parse::<std::net::IpAddr>()
+                .is_ok_and(|ip| ip.is_loopback())
+    }
+}
+
+impl Settings {
+    /// Refuses plain HTTP on an address other than loopback unless
+    /// `application.allow_plain_http` says so; logs one line saying why.
+    pub fn check_transport(&self) -> Result<(), String> {
+        let app = &self.application;
+        if self.tls.enabled || app.listens_on_loopback() || app.allow_plain_http {
+            return Ok(());
+        }
+        let reason = format!(
+            "refusing to serve plain HTTP on {}: enable [tls], listen on loopback, or set application.allow_plain_http = true for a private network",
+            app.host
+        );
+        tracing::error!(application.host = %app.host, "{reason}");
+        Err(reason)
+    }
 }
 
 fn default_max_json_bytes() -> usize {
@@ -422,17 +488,17 @@ pub struct TelemetrySettings {
 /// Reads settings from `config_dir` for the environment named by
 /// `FRONTDOOR_ENVIRONMENT` (default `local`), then `FRONTDOOR__*` variables.
 pub fn get_configuration(config_dir: &Path) -> Result<Settings, config::ConfigError> {
-    let environment =
-        std::env::var("FRONTDOOR_ENVIRONMENT").unwrap_or_else(|_| "local".to_string());
-    if !matches!(environment.as_str(), "local" | "production") {
+    let name = std::env::var("FRONTDOOR_ENVIRONMENT").unwrap_or_else(|_| "local".to_string());
+    let Some(environment) = Environment::parse(&name) else {
         return Err(config::ConfigError::Message(format!(
-            "FRONTDOOR_ENVIRONMENT must be local or production, not {environment:?}"
+            "FRONTDOOR_ENVIRONMENT must be local or production, not {name:?}"
         )));
-    }
+    };
     config::Config::builder()
         .add_source(config::File::from(config_dir.join("base.toml")))
         .add_source(
-            config::File::from(config_dir.join(format!("{environment}.toml"))).required(false),
+            config::File::from(config_dir.join(format!("{}.toml", environment.as_str())))
+                .required(false),
         )
         .add_source(
             config::Environment::with_prefix("FRONTDOOR")
@@ -440,6 +506,7 @@ pub fn get_configuration(config_dir: &Path) -> Result<Settings, config::ConfigEr
                 .separator("__")
                 .try_parsing(true),
         )
+        .set_override("application.environment", environment.as_str())?
         .build()?
         .try_deserialize()
 }
@@ -451,4 +518,55 @@ pub fn base_configuration() -> Result<Settings, config::ConfigError> {
         .add_source(config::File::from(dir.join("base.toml")))
         .build()?
         .try_deserialize()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn with_host(host: &str, tls: bool, allow: bool) -> Settings {
+        let mut s = base_configuration().expect("config/base.toml");
+        s.application.host = host.into();
+        s.tls.enabled = tls;
+        s.application.allow_plain_http = allow;
+        s
+    }
+
+    #[test]
+    fn plain_http_is_served_on_loopback_only_unless_allowed() {
+        for host in ["127.0.0.1", "127.0.0.2", "::1", "[::1]", "localhost"] {
+            assert!(
+                with_host(host, false, false).check_transport().is_ok(),
+                "{host}"
+            );
+        }
+        for host in ["0.0.0.0", "::", "10.1.2.3", "frontdoor.internal"] {
+            assert!(
+                with_host(host, false, false).check_transport().is_err(),
+                "{host}"
+            );
+            assert!(
+                with_host(host, true, false).check_transport().is_ok(),
+                "{host} with TLS"
+            );
+            assert!(
+                with_host(host, false, true).check_transport().is_ok(),
+                "{host} allowed"
+            );
+        }
+    }
+
+    #[test]
+    fn the_environment_is_local_or_production() {
+        assert_eq!(
+            Environment::parse("production"),
+            Some(Environment::Production)
+        );
+        assert_eq!(Environment::parse("local"), Some(Environment::Local));
+        assert_eq!(Environment::parse("staging"), None);
+        assert_eq!(
+            base_configuration().unwrap().application.environment,
+            Environment::Local
+        );
+    }
 }

@@ -49,23 +49,27 @@ pub enum IngestOutcome {
     Routed,
 }
 
+/// What made ingest fail: the store's, a patient actor's or routing's error, kept
+/// as the source.
+pub type IngestCause = Box<dyn std::error::Error + Send + Sync + 'static>;
+
 /// Why an event could not be ingested.
 #[derive(Debug, thiserror::Error)]
 pub enum IngestError {
     /// The store or a patient actor is unavailable: retry later (nothing half-stored).
     #[error("temporarily unavailable: {0}")]
-    Unavailable(String),
+    Unavailable(#[source] IngestCause),
     /// The event is valid JSON but cannot be processed (retrying will not help).
     #[error("cannot process the event: {0}")]
-    Rejected(String),
+    Rejected(#[source] IngestCause),
 }
 
 impl From<StoreError> for IngestError {
     fn from(e: StoreError) -> Self {
         if e.is_transient() || matches!(e, StoreError::Fenced(_)) {
-            IngestError::Unavailable(e.to_string())
+            IngestError::Unavailable(Box::new(e))
         } else {
-            IngestError::Rejected(e.to_string())
+            IngestError::Rejected(Box::new(e))
         }
     }
 }
@@ -73,9 +77,10 @@ impl From<StoreError> for IngestError {
 impl From<PatientError> for IngestError {
     fn from(e: PatientError) -> Self {
         match e {
-            PatientError::Store(PortError::Rejected(r)) => IngestError::Rejected(r),
-            PatientError::Poison(r) => IngestError::Rejected(r),
-            other => IngestError::Unavailable(other.to_string()),
+            PatientError::Store(PortError::Rejected(_)) | PatientError::Poison(_) => {
+                IngestError::Rejected(Box::new(e))
+            }
+            other => IngestError::Unavailable(Box::new(other)),
         }
     }
 }
@@ -211,11 +216,10 @@ impl Ingest {
         };
         match self.route_input(input, event.id).await {
             Ok(_) => Ok(IngestOutcome::Routed),
-            Err(RoutingError::Unavailable(e)) => Err(IngestError::Unavailable(e)),
-            Err(RoutingError::NotLeader) => Err(IngestError::Unavailable(
-                "routing is changing hands; retry".into(),
-            )),
-            Err(e) => Err(IngestError::Rejected(e.to_string())),
+            Err(e @ (RoutingError::Unavailable(_) | RoutingError::NotLeader)) => {
+                Err(IngestError::Unavailable(Box::new(e)))
+            }
+            Err(e) => Err(IngestError::Rejected(Box::new(e))),
         }
     }
 
@@ -250,10 +254,13 @@ impl Ingest {
             .map(|p| p.to_list())
             .unwrap_or_default();
         if ids.is_empty() {
-            return Err(IngestError::Rejected(format!(
-                "{} events are not patient events and are not handled by this runtime",
-                event.type_label()
-            )));
+            return Err(IngestError::Rejected(
+                format!(
+                    "{} events are not patient events and are not handled by this runtime",
+                    event.type_label()
+                )
+                .into(),
+            ));
         }
         let resolved = self.store.resolve_patient(&ids, event.id).await?;
         let r = &resolved.resolution;
@@ -348,7 +355,7 @@ impl Ingest {
                         Ok(NodeReply::Failed {
                             retry: false,
                             reason,
-                        }) => return Err(IngestError::Rejected(reason)),
+                        }) => return Err(IngestError::Rejected(reason.into())),
                         Ok(NodeReply::Failed {
                             retry: true,
                             reason,
@@ -361,10 +368,13 @@ impl Ingest {
                 Owner::Nobody => "the patient's partition has no owner yet".to_string(),
             };
             if Instant::now() + pause > deadline {
-                return Err(IngestError::Unavailable(format!(
-                    "{last_error}; retry (waited {} ms)",
-                    self.paths.handover_wait.as_millis()
-                )));
+                return Err(IngestError::Unavailable(
+                    format!(
+                        "{last_error}; retry (waited {} ms)",
+                        self.paths.handover_wait.as_millis()
+                    )
+                    .into(),
+                ));
             }
             tokio::time::sleep(pause).await;
             pause = (pause * 2).min(Duration::from_millis(500));
@@ -536,11 +546,11 @@ impl NodeHandler for Ingest {
                         Err(e) => match IngestError::from(e) {
                             IngestError::Rejected(reason) => NodeReply::Failed {
                                 retry: false,
-                                reason,
+                                reason: reason.to_string(),
                             },
                             IngestError::Unavailable(reason) => NodeReply::Failed {
                                 retry: true,
-                                reason,
+                                reason: reason.to_string(),
                             },
                         },
                     }

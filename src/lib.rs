@@ -21,7 +21,9 @@
 //! - [`supervisor`]: restart policies for long-running components; actor statistics.
 //! - [`runtime`]: live reload of thresholds and the `/v1/runtime` view.
 //! - [`telemetry`]: tracing subscriber setup.
-//! - [`simulate`]: `frontdoor simulate`, the traffic simulator.
+//!
+//! The traffic simulator is a client of this API and lives in its own crate
+//! (`simulate/`, binary `frontdoor-simulate`), so the runtime links no HTTP client.
 
 pub mod audit;
 pub mod auth;
@@ -32,7 +34,6 @@ pub mod http;
 pub mod ingest;
 pub mod metrics;
 pub mod runtime;
-pub mod simulate;
 pub mod startup;
 pub mod store;
 pub mod supervisor;

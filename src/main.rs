@@ -1,18 +1,16 @@
-//! The Front Door runtime binary: read settings, build, run. `frontdoor simulate`
-//! drives a running runtime with simulated traffic instead.
+//! The Front Door runtime binary: read settings, build, run. The traffic simulator
+//! is its own binary, `frontdoor-simulate` (crate `simulate/`).
 
 use std::path::Path;
 
 use anyhow::Context;
-use frontdoor::configuration::{get_configuration, TelemetrySettings};
-use frontdoor::simulate::{self, ArgsError, SimulateOptions};
+use frontdoor::configuration::get_configuration;
 use frontdoor::startup::Application;
 use frontdoor::telemetry;
 
 #[actix_web::main]
 async fn main() -> anyhow::Result<()> {
-    let mut args = std::env::args().skip(1);
-    let command = args.next();
+    let command = std::env::args().nth(1);
     match command.as_deref() {
         None | Some("serve") => {
             let settings =
@@ -21,39 +19,10 @@ async fn main() -> anyhow::Result<()> {
             let app = Application::build(settings).await?;
             app.run_until_stopped().await
         }
-        Some("simulate") => {
-            // The simulator needs only log settings: run it from any directory.
-            let logs = get_configuration(Path::new("config"))
-                .map(|s| s.telemetry)
-                .unwrap_or_else(|_| TelemetrySettings {
-                    format: "pretty".into(),
-                    level: "info".into(),
-                });
-            telemetry::init(&logs);
-            let opts = match SimulateOptions::parse(args) {
-                Ok(mut o) => {
-                    if o.token.is_none() {
-                        o.token = std::env::var("FRONTDOOR_TOKEN").ok().map(Into::into);
-                    }
-                    o
-                }
-                Err(ArgsError::Help) => {
-                    print_out(simulate::USAGE);
-                    return Ok(());
-                }
-                Err(e) => anyhow::bail!("{e}"),
-            };
-            let summary = simulate::run(opts).await?;
-            print_out(&summary.to_string());
-            Ok(())
-        }
-        Some(other) => anyhow::bail!("unknown command {other:?}; use `simulate` or no command"),
+        Some("simulate") => anyhow::bail!(
+            "the simulator is its own binary now: frontdoor-simulate \
+             (cargo run --release -p frontdoor-simulate -- --help)"
+        ),
+        Some(other) => anyhow::bail!("unknown command {other:?}; use `serve` or no command"),
     }
-}
-
-/// The command's own output (usage, the final summary) goes to stdout; logs and
-/// progress go through tracing.
-fn print_out(text: &str) {
-    use std::io::Write;
-    let _ = std::io::stdout().lock().write_all(text.as_bytes());
 }

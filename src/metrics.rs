@@ -11,7 +11,8 @@ use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 /// Events received, by `channel`, `type` (known types, else `other`) and `outcome`
 /// (`accepted`, `duplicate`, `rejected`, `failed`).
 pub const EVENTS_TOTAL: &str = "frontdoor_events_total";
-/// Events rejected at the edge, by `reason` (`validation`, `too_large`, `syntax`).
+/// Events rejected at the edge, by `reason` (`ContractError::reason`: `validation`,
+/// `too_large`, `syntax`, `routing_key`).
 pub const EVENTS_REJECTED_TOTAL: &str = "frontdoor_events_rejected_total";
 /// Events this node stored and applied to a patient it owns (in a cluster, the
 /// owner counts an event whichever node received it).
@@ -184,14 +185,10 @@ pub fn install() -> PrometheusHandle {
         .clone()
 }
 
-/// Why an event is rejected at the edge (the `reason` label of
-/// [`EVENTS_REJECTED_TOTAL`]).
-pub const REJECT_REASONS: [&str; 3] = ["validation", "too_large", "syntax"];
-
 /// Counters whose label sets are known up front start at zero, so a dashboard
 /// shows 0 (not "no data") before the first rejection.
 fn zero_known_series() {
-    for reason in REJECT_REASONS {
+    for reason in frontdoor_actors::event::ContractError::REASONS {
         metrics::counter!(EVENTS_REJECTED_TOTAL, "reason" => reason).increment(0);
     }
 }

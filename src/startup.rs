@@ -97,8 +97,8 @@ impl Application {
     ) -> anyhow::Result<Application> {
         validate(&settings)?;
         let metrics = m::install();
-        let principals =
-            Principals::load(&settings.security).context("Failed to load the principals")?;
+        let principals = Principals::load(&settings.security, settings.application.environment)
+            .context("Failed to load the principals")?;
         let sup = Supervision {
             stats: Arc::new(ActorStats::default()),
             patient: Arc::new(RwLock::new(settings.supervision.patient.clone())),
@@ -297,6 +297,7 @@ impl Application {
 
 /// Refuses settings that cannot work, naming the key.
 fn validate(settings: &Settings) -> anyhow::Result<()> {
+    settings.check_transport().map_err(anyhow::Error::msg)?;
     settings
         .routing
         .validate()

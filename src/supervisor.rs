@@ -6,7 +6,8 @@
 //! store probe, the broker consumer...) under a [`SupervisionPolicy`]: a task that
 //! fails or panics is restarted after backoff; more than `max_restarts` within
 //! `within_secs` escalates: the component is marked down (readiness, metric) and
-//! retried at the longest backoff until it recovers, instead of looping hot.
+//! retried at the longest backoff until it recovers (runs a whole period without
+//! failing), instead of looping hot.
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -126,7 +127,20 @@ pub fn supervise<F, Fut>(
     actix_rt::spawn(async move {
         let mut tracker = RestartTracker::default();
         loop {
-            let outcome = AssertUnwindSafe(task()).catch_unwind().await;
+            // A task that keeps running for a whole supervision period has recovered.
+            let period = {
+                let p = policy.read().map(|p| p.clone()).unwrap_or_default();
+                Duration::from_secs(p.within_secs.max(1))
+            };
+            let run = AssertUnwindSafe(task()).catch_unwind();
+            tokio::pin!(run);
+            let outcome = tokio::select! {
+                o = &mut run => o,
+                _ = tokio::time::sleep(period) => {
+                    stats.set_up(kind, true);
+                    run.await
+                }
+            };
             let p = policy.read().map(|p| p.clone()).unwrap_or_default();
             let reason = match outcome {
                 Ok(Ok(())) if p.restart != Restart::Permanent => {

@@ -78,6 +78,34 @@ impl fmt::Display for Channel {
     }
 }
 
+/// Whether an agent takes work (`agent.state`'s `state`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Presence {
+    Available,
+    Away,
+    Offline,
+}
+
+impl Presence {
+    /// Every presence, in contract order.
+    pub const ALL: [Presence; 3] = [Presence::Available, Presence::Away, Presence::Offline];
+
+    /// Wire name and metric label.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Presence::Available => "available",
+            Presence::Away => "away",
+            Presence::Offline => "offline",
+        }
+    }
+
+    /// Parses a wire name.
+    pub fn parse(s: &str) -> Option<Presence> {
+        Presence::ALL.into_iter().find(|p| p.as_str() == s)
+    }
+}
+
 /// The identifiers an event carries for its patient. At least one is present.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PatientIdentifiers {
@@ -234,7 +262,7 @@ pub enum EventKind {
     /// `agent.state`: an agent's presence, skills and capacity.
     AgentState {
         agent_id: String,
-        presence: crate::routing::agent::Presence,
+        presence: Presence,
         skills: std::collections::BTreeMap<String, u8>,
         capacity: std::collections::BTreeMap<String, u32>,
     },
@@ -254,29 +282,219 @@ pub enum EventKind {
     Unknown,
 }
 
-/// The event types this version understands.
-pub const KNOWN_TYPES: [&str; 19] = [
-    "contact.started",
-    "contact.message",
-    "bot.turn",
-    "contact.transferred",
-    "contact.abandoned",
-    "contact.ended",
-    "appointment.booked",
-    "appointment.rescheduled",
-    "appointment.cancelled",
-    "medications.updated",
-    "prescription.routed",
-    "prescription.ready",
-    "device.readings",
-    "note.recorded",
-    "identity.linked",
-    // Routing (agent and offer) events: not patient events.
-    "agent.state",
-    "offer.accepted",
-    "offer.declined",
-    "contact.wrapped",
+/// One event type this version understands: its wire name, what its envelope must
+/// carry, and how its fields parse. [`TYPES`] is the one list; adding a type is
+/// adding its [`EventKind`] variant and a row there.
+pub struct TypeSpec {
+    /// The wire `type`, also its metric label.
+    pub name: &'static str,
+    /// True when the event is about one contact: `contact_id` is required.
+    pub contact: bool,
+    /// True for routing events (agents and offers): no `patient`, applied to routing
+    /// instead of a journey.
+    pub routing: bool,
+    /// Parses the type's own fields (each problem is recorded on `Fields`).
+    parse: fn(&mut Fields<'_>) -> Option<EventKind>,
+}
+
+/// Every event type this version understands, in contract order.
+pub const TYPES: &[TypeSpec] = &[
+    TypeSpec {
+        name: "contact.started",
+        contact: true,
+        routing: false,
+        parse: |f| {
+            Some(EventKind::ContactStarted {
+                intent: f.str_opt("intent"),
+                skill: f.str_opt("skill").or_else(|| f.str_opt("department")),
+            })
+        },
+    },
+    TypeSpec {
+        name: "contact.message",
+        contact: true,
+        routing: false,
+        parse: parse_message,
+    },
+    TypeSpec {
+        name: "bot.turn",
+        contact: true,
+        routing: false,
+        parse: |f| {
+            let resolved = f.bool_req("resolved");
+            Some(EventKind::BotTurn {
+                resolved: resolved?,
+                intent: f.str_opt("intent"),
+                patient_text: f.str_opt("patient_text"),
+                bot_text: f.str_opt("bot_text"),
+            })
+        },
+    },
+    TypeSpec {
+        name: "contact.transferred",
+        contact: true,
+        routing: false,
+        parse: |f| {
+            let to = f.str_req("to");
+            Some(EventKind::ContactTransferred {
+                to: to?,
+                from_agent: f.str_opt("from_agent"),
+            })
+        },
+    },
+    TypeSpec {
+        name: "contact.abandoned",
+        contact: true,
+        routing: false,
+        parse: |_| Some(EventKind::ContactAbandoned),
+    },
+    TypeSpec {
+        name: "contact.ended",
+        contact: true,
+        routing: false,
+        parse: |f| {
+            Some(EventKind::ContactEnded {
+                disposition: f.str_opt("disposition"),
+                summary: f.str_opt("summary"),
+                agent: f.str_opt("agent"),
+            })
+        },
+    },
+    TypeSpec {
+        name: "appointment.booked",
+        contact: false,
+        routing: false,
+        parse: |f| parse_appointment(f, true).map(EventKind::AppointmentBooked),
+    },
+    TypeSpec {
+        name: "appointment.rescheduled",
+        contact: false,
+        routing: false,
+        parse: |f| parse_appointment(f, true).map(EventKind::AppointmentRescheduled),
+    },
+    TypeSpec {
+        name: "appointment.cancelled",
+        contact: false,
+        routing: false,
+        parse: |f| parse_appointment(f, false).map(EventKind::AppointmentCancelled),
+    },
+    TypeSpec {
+        name: "medications.updated",
+        contact: false,
+        routing: false,
+        parse: parse_medications,
+    },
+    TypeSpec {
+        name: "prescription.routed",
+        contact: false,
+        routing: false,
+        parse: |f| {
+            let (prescription_id, medication, pharmacy) = parse_prescription(f)?;
+            Some(EventKind::PrescriptionRouted {
+                prescription_id,
+                medication,
+                pharmacy,
+            })
+        },
+    },
+    TypeSpec {
+        name: "prescription.ready",
+        contact: false,
+        routing: false,
+        parse: |f| {
+            let (prescription_id, medication, pharmacy) = parse_prescription(f)?;
+            Some(EventKind::PrescriptionReady {
+                prescription_id,
+                medication,
+                pharmacy,
+            })
+        },
+    },
+    TypeSpec {
+        name: "device.readings",
+        contact: false,
+        routing: false,
+        parse: parse_device_readings,
+    },
+    TypeSpec {
+        name: "note.recorded",
+        contact: false,
+        routing: false,
+        parse: |f| {
+            let author = f.str_req("author");
+            let role = f.str_opt("role");
+            let text = f.str_req("text");
+            Some(EventKind::NoteRecorded {
+                author: author?,
+                role,
+                text: text?,
+            })
+        },
+    },
+    TypeSpec {
+        name: "identity.linked",
+        contact: false,
+        routing: false,
+        parse: parse_identity_linked,
+    },
+    TypeSpec {
+        name: "agent.state",
+        contact: false,
+        routing: true,
+        parse: parse_agent_state,
+    },
+    TypeSpec {
+        name: "offer.accepted",
+        contact: true,
+        routing: true,
+        parse: |f| {
+            Some(EventKind::OfferAccepted {
+                agent_id: parse_agent_id(f)?,
+            })
+        },
+    },
+    TypeSpec {
+        name: "offer.declined",
+        contact: true,
+        routing: true,
+        parse: |f| {
+            Some(EventKind::OfferDeclined {
+                agent_id: parse_agent_id(f)?,
+            })
+        },
+    },
+    TypeSpec {
+        name: "contact.wrapped",
+        contact: true,
+        routing: true,
+        parse: |f| {
+            Some(EventKind::ContactWrapped {
+                agent_id: parse_agent_id(f)?,
+            })
+        },
+    },
 ];
+
+/// The wire names of [`TYPES`].
+pub const KNOWN_TYPES: [&str; TYPES.len()] = {
+    let mut names = [""; TYPES.len()];
+    let mut i = 0;
+    while i < TYPES.len() {
+        names[i] = TYPES[i].name;
+        i += 1;
+    }
+    names
+};
+
+/// The row of a known type.
+pub fn type_spec(event_type: &str) -> Option<&'static TypeSpec> {
+    TYPES.iter().find(|t| t.name == event_type)
+}
+
+/// Routing events are about agents and offers, not a patient.
+pub fn is_routing_event(event_type: &str) -> bool {
+    type_spec(event_type).is_some_and(|t| t.routing)
+}
 
 /// A parsed, validated event.
 #[derive(Debug, Clone, PartialEq)]
@@ -321,43 +539,41 @@ pub enum ContractError {
     TooLarge { limit: usize },
     #[error("{} field(s) invalid", .0.len())]
     Fields(Vec<FieldError>),
+    /// Broker only: the routing key is not `<site>.<channel>.<type>` of the envelope.
+    #[error("the routing key is not <site>.<channel>.<type> of the envelope")]
+    RoutingKey,
 }
 
 impl ContractError {
+    /// Every value [`ContractError::reason`] answers.
+    pub const REASONS: [&'static str; 4] = ["validation", "too_large", "syntax", "routing_key"];
+
+    /// Why, as the one bounded label both edges use: the
+    /// `frontdoor_events_rejected_total{reason}` label and the broker's
+    /// `x-frontdoor-reason` header.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            ContractError::TooLarge { .. } => "too_large",
+            ContractError::Syntax(_) | ContractError::NotAnObject => "syntax",
+            ContractError::Fields(_) => "validation",
+            ContractError::RoutingKey => "routing_key",
+        }
+    }
+
     /// The field errors (one synthetic `body` entry for whole-body errors).
     pub fn field_errors(&self) -> Vec<FieldError> {
         match self {
             ContractError::Fields(f) => f.clone(),
+            ContractError::RoutingKey => vec![FieldError {
+                field: "routing_key".into(),
+                reason: "must be <site>.<channel>.<type> of the envelope".into(),
+            }],
             other => vec![FieldError {
                 field: "body".into(),
                 reason: other.to_string(),
             }],
         }
     }
-}
-
-/// Which event types carry a patient and a contact.
-fn requires_contact(event_type: &str) -> bool {
-    matches!(
-        event_type,
-        "offer.accepted"
-            | "offer.declined"
-            | "contact.wrapped"
-            | "contact.started"
-            | "contact.message"
-            | "bot.turn"
-            | "contact.transferred"
-            | "contact.abandoned"
-            | "contact.ended"
-    )
-}
-
-/// Routing events are about agents and offers, not a patient.
-pub fn is_routing_event(event_type: &str) -> bool {
-    matches!(
-        event_type,
-        "agent.state" | "offer.accepted" | "offer.declined" | "contact.wrapped"
-    )
 }
 
 struct Fields<'a> {
@@ -516,7 +732,8 @@ impl Envelope {
         let patient = parse_patient(&mut f);
 
         let event_type = event_type.unwrap_or_default();
-        let routing = is_routing_event(&event_type);
+        let spec = type_spec(&event_type);
+        let routing = spec.is_some_and(|t| t.routing);
         if !routing && patient.is_none() && !f.errors.iter().any(|e| e.field.starts_with("patient"))
         {
             f.err(
@@ -524,11 +741,17 @@ impl Envelope {
                 "is required: an object with at least one of mrn, phone, email, portal_id",
             );
         }
-        if requires_contact(&event_type) && contact_id.is_none() && obj.get("contact_id").is_none()
+        if spec.is_some_and(|t| t.contact)
+            && contact_id.is_none()
+            && obj.get("contact_id").is_none()
         {
             f.err("contact_id", "is required for contact events");
         }
-        let kind = parse_kind(&event_type, &mut f);
+        // A type this version does not know is kept whole, never rejected.
+        let kind = match spec {
+            Some(t) => (t.parse)(&mut f),
+            None => Some(EventKind::Unknown),
+        };
         if !f.errors.is_empty() {
             return Err(ContractError::Fields(f.errors));
         }
@@ -561,11 +784,7 @@ impl Envelope {
 
     /// The event type as a bounded metric label: known types by name, the rest `other`.
     pub fn type_label(&self) -> &'static str {
-        KNOWN_TYPES
-            .iter()
-            .find(|t| **t == self.event_type)
-            .copied()
-            .unwrap_or("other")
+        type_spec(&self.event_type).map_or("other", |t| t.name)
     }
 
     /// A raw field beside the envelope (for routing events parsed elsewhere).
@@ -714,18 +933,14 @@ pub fn parse_agent_state_fields(obj: &Map<String, Value>) -> Result<EventKind, C
 }
 
 fn parse_agent_state(f: &mut Fields<'_>) -> Option<EventKind> {
-    use crate::routing::agent::Presence;
     let agent_id = parse_agent_id(f);
-    let presence = match f.str_req("state").as_deref() {
-        Some("available") => Some(Presence::Available),
-        Some("away") => Some(Presence::Away),
-        Some("offline") => Some(Presence::Offline),
-        Some(_) => {
+    let presence = f.str_req("state").and_then(|s| {
+        let p = Presence::parse(&s);
+        if p.is_none() {
             f.err("state", "must be one of available, away, offline");
-            None
         }
-        None => None,
-    };
+        p
+    });
     let mut skills = std::collections::BTreeMap::new();
     match f.obj.get("skills") {
         Some(Value::Object(m)) => {
@@ -768,154 +983,86 @@ fn parse_agent_state(f: &mut Fields<'_>) -> Option<EventKind> {
     })
 }
 
-fn parse_kind(event_type: &str, f: &mut Fields<'_>) -> Option<EventKind> {
-    let kind = match event_type {
-        "contact.started" => EventKind::ContactStarted {
-            intent: f.str_opt("intent"),
-            skill: f.str_opt("skill").or_else(|| f.str_opt("department")),
-        },
-        "contact.message" => {
-            let from = match f.str_req("from").as_deref() {
-                Some("patient") => Some(Author::Patient),
-                Some("staff") => Some(Author::Staff),
-                Some("bot") => Some(Author::Bot),
-                Some(_) => {
-                    f.err("from", "must be one of patient, staff, bot");
-                    None
-                }
-                None => None,
-            };
-            let text = f.str_req("text");
-            EventKind::ContactMessage {
-                from: from?,
-                text: text?,
-            }
+fn parse_message(f: &mut Fields<'_>) -> Option<EventKind> {
+    let from = match f.str_req("from").as_deref() {
+        Some("patient") => Some(Author::Patient),
+        Some("staff") => Some(Author::Staff),
+        Some("bot") => Some(Author::Bot),
+        Some(_) => {
+            f.err("from", "must be one of patient, staff, bot");
+            None
         }
-        "bot.turn" => {
-            let resolved = f.bool_req("resolved");
-            EventKind::BotTurn {
-                resolved: resolved?,
-                intent: f.str_opt("intent"),
-                patient_text: f.str_opt("patient_text"),
-                bot_text: f.str_opt("bot_text"),
-            }
-        }
-        "contact.transferred" => {
-            let to = f.str_req("to");
-            EventKind::ContactTransferred {
-                to: to?,
-                from_agent: f.str_opt("from_agent"),
-            }
-        }
-        "contact.abandoned" => EventKind::ContactAbandoned,
-        "contact.ended" => EventKind::ContactEnded {
-            disposition: f.str_opt("disposition"),
-            summary: f.str_opt("summary"),
-            agent: f.str_opt("agent"),
-        },
-        "appointment.booked" => EventKind::AppointmentBooked(parse_appointment(f, true)?),
-        "appointment.rescheduled" => EventKind::AppointmentRescheduled(parse_appointment(f, true)?),
-        "appointment.cancelled" => EventKind::AppointmentCancelled(parse_appointment(f, false)?),
-        "medications.updated" => {
-            let meds = match f.obj.get("medications") {
-                Some(Value::Array(items)) => {
-                    let mut out = Vec::with_capacity(items.len());
-                    for (i, item) in items.iter().enumerate() {
-                        match serde_json::from_value::<Medication>(item.clone()) {
-                            Ok(m) if !m.name.trim().is_empty() => out.push(m),
-                            _ => f.err(
-                                &format!("medications[{i}]"),
-                                "must be an object with a non-empty string name (dose and frequency optional strings)",
-                            ),
-                        }
-                    }
-                    Some(out)
-                }
-                None | Some(Value::Null) => {
-                    f.err(
-                        "medications",
-                        "is required (the current list, may be empty)",
-                    );
-                    None
-                }
-                Some(_) => {
-                    f.err("medications", "must be an array");
-                    None
-                }
-            };
-            EventKind::MedicationsUpdated { medications: meds? }
-        }
-        "prescription.routed" => {
-            let (prescription_id, medication, pharmacy) = parse_prescription(f)?;
-            EventKind::PrescriptionRouted {
-                prescription_id,
-                medication,
-                pharmacy,
-            }
-        }
-        "prescription.ready" => {
-            let (prescription_id, medication, pharmacy) = parse_prescription(f)?;
-            EventKind::PrescriptionReady {
-                prescription_id,
-                medication,
-                pharmacy,
-            }
-        }
-        "device.readings" => {
-            let device = f.str_req("device");
-            let summary = match f.obj.get("summary") {
-                Some(v @ Value::Object(_)) => Some(v.clone()),
-                None | Some(Value::Null) => {
-                    f.err("summary", "is required (an object of readings)");
-                    None
-                }
-                Some(_) => {
-                    f.err("summary", "must be an object");
-                    None
-                }
-            };
-            EventKind::DeviceReadings {
-                device: device?,
-                summary: summary?,
-            }
-        }
-        "note.recorded" => {
-            let author = f.str_req("author");
-            let role = f.str_opt("role");
-            let text = f.str_req("text");
-            EventKind::NoteRecorded {
-                author: author?,
-                role,
-                text: text?,
-            }
-        }
-        "agent.state" => parse_agent_state(f)?,
-        "offer.accepted" => EventKind::OfferAccepted {
-            agent_id: parse_agent_id(f)?,
-        },
-        "offer.declined" => EventKind::OfferDeclined {
-            agent_id: parse_agent_id(f)?,
-        },
-        "contact.wrapped" => EventKind::ContactWrapped {
-            agent_id: parse_agent_id(f)?,
-        },
-        "identity.linked" => {
-            let n = match f.obj.get("patient") {
-                Some(Value::Object(o)) => o.values().filter(|v| v.is_string()).count(),
-                _ => 0,
-            };
-            if n < 2 {
-                f.err(
-                    "patient",
-                    "identity.linked needs at least two identifiers that belong together",
-                );
-                return None;
-            }
-            EventKind::IdentityLinked
-        }
-        _ => EventKind::Unknown,
+        None => None,
     };
-    Some(kind)
+    let text = f.str_req("text");
+    Some(EventKind::ContactMessage {
+        from: from?,
+        text: text?,
+    })
+}
+
+fn parse_medications(f: &mut Fields<'_>) -> Option<EventKind> {
+    let meds = match f.obj.get("medications") {
+        Some(Value::Array(items)) => {
+            let mut out = Vec::with_capacity(items.len());
+            for (i, item) in items.iter().enumerate() {
+                match serde_json::from_value::<Medication>(item.clone()) {
+                    Ok(m) if !m.name.trim().is_empty() => out.push(m),
+                    _ => f.err(
+                        &format!("medications[{i}]"),
+                        "must be an object with a non-empty string name (dose and frequency optional strings)",
+                    ),
+                }
+            }
+            Some(out)
+        }
+        None | Some(Value::Null) => {
+            f.err(
+                "medications",
+                "is required (the current list, may be empty)",
+            );
+            None
+        }
+        Some(_) => {
+            f.err("medications", "must be an array");
+            None
+        }
+    };
+    Some(EventKind::MedicationsUpdated { medications: meds? })
+}
+
+fn parse_device_readings(f: &mut Fields<'_>) -> Option<EventKind> {
+    let device = f.str_req("device");
+    let summary = match f.obj.get("summary") {
+        Some(v @ Value::Object(_)) => Some(v.clone()),
+        None | Some(Value::Null) => {
+            f.err("summary", "is required (an object of readings)");
+            None
+        }
+        Some(_) => {
+            f.err("summary", "must be an object");
+            None
+        }
+    };
+    Some(EventKind::DeviceReadings {
+        device: device?,
+        summary: summary?,
+    })
+}
+
+fn parse_identity_linked(f: &mut Fields<'_>) -> Option<EventKind> {
+    let n = match f.obj.get("patient") {
+        Some(Value::Object(o)) => o.values().filter(|v| v.is_string()).count(),
+        _ => 0,
+    };
+    if n < 2 {
+        f.err(
+            "patient",
+            "identity.linked needs at least two identifiers that belong together",
+        );
+        return None;
+    }
+    Some(EventKind::IdentityLinked)
 }
 
 #[cfg(test)]
@@ -1041,6 +1188,44 @@ mod tests {
         assert_eq!(fields_of(parse(&v).unwrap_err()), vec!["patient"]);
         v["patient"] = json!({"mrn": "MRN-1", "phone": "+15551230000"});
         assert_eq!(parse(&v).unwrap().kind, EventKind::IdentityLinked);
+    }
+
+    #[test]
+    fn each_type_is_listed_once_and_routing_types_carry_no_patient() {
+        let mut names: Vec<&str> = KNOWN_TYPES.to_vec();
+        names.sort_unstable();
+        names.dedup();
+        assert_eq!(names.len(), TYPES.len(), "a type is listed twice");
+        for t in TYPES.iter().filter(|t| t.routing) {
+            let mut v = json!({
+                "id": "6f1c2b1e-8f0a-4c7e-9a43-0d4c1f6a2b11", "type": t.name,
+                "occurred_at": "2026-11-23T23:00:00Z", "site": "north", "channel": "desktop",
+                "agent_id": "a-1", "state": "away"
+            });
+            if t.contact {
+                v["contact_id"] = json!("c-1");
+            }
+            let e = parse(&v).unwrap_or_else(|e| panic!("{}: {:?}", t.name, e.field_errors()));
+            assert!(is_routing_event(&e.event_type) && e.kind != EventKind::Unknown);
+            assert_eq!(e.type_label(), t.name);
+        }
+    }
+
+    #[test]
+    fn a_contract_error_has_one_bounded_reason() {
+        assert_eq!(ContractError::TooLarge { limit: 1 }.reason(), "too_large");
+        assert_eq!(ContractError::NotAnObject.reason(), "syntax");
+        assert_eq!(parse(&json!({})).unwrap_err().reason(), "validation");
+        assert_eq!(ContractError::RoutingKey.reason(), "routing_key");
+        for e in [
+            ContractError::TooLarge { limit: 1 },
+            ContractError::NotAnObject,
+            ContractError::Syntax(String::new()),
+            ContractError::Fields(Vec::new()),
+            ContractError::RoutingKey,
+        ] {
+            assert!(ContractError::REASONS.contains(&e.reason()), "{e}");
+        }
     }
 
     #[test]

@@ -80,7 +80,7 @@ pub fn context_of(
 }
 
 /// Why a patient operation failed.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum PatientError {
     /// The store failed; nothing was applied.
     #[error("store: {0}")]

@@ -16,19 +16,35 @@ use crate::routing::model::RoutedContact;
 /// A boxed, sendable future (what a port returns).
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
-/// Why a port call failed.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+/// The adapter's own error behind a [`PortError`], kept whole (shared, so the
+/// error stays cheap to clone into every waiting caller).
+pub type PortCause = Arc<dyn std::error::Error + Send + Sync + 'static>;
+
+/// Why a port call failed; the adapter's error is its source.
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum PortError {
     /// The dependency cannot be reached now; the caller may retry later.
     #[error("dependency unavailable: {0}")]
-    Unavailable(String),
+    Unavailable(#[source] PortCause),
     /// The call was understood and failed; retrying the same input will fail again.
     #[error("rejected: {0}")]
-    Rejected(String),
+    Rejected(#[source] PortCause),
     /// The write depended on a lease (a patient partition, the router) that this
     /// node no longer holds: another node owns that work now. Nothing was written.
     #[error("fenced: {0}")]
     Fenced(String),
+}
+
+impl PortError {
+    /// The dependency cannot be reached now, because of `cause`.
+    pub fn unavailable(cause: impl std::error::Error + Send + Sync + 'static) -> PortError {
+        PortError::Unavailable(Arc::new(cause))
+    }
+
+    /// The call failed for good, because of `cause`.
+    pub fn rejected(cause: impl std::error::Error + Send + Sync + 'static) -> PortError {
+        PortError::Rejected(Arc::new(cause))
+    }
 }
 
 /// A patient's stored journey, as needed to rebuild the actor's state.

@@ -361,11 +361,7 @@ fn patient_key(d: &Delivery, e: &Envelope) -> String {
 }
 
 fn invalid(e: ContractError) -> State {
-    let reason = match &e {
-        ContractError::TooLarge { .. } => "too_large",
-        ContractError::Syntax(_) | ContractError::NotAnObject => "syntax",
-        ContractError::Fields(_) => "validation",
-    };
+    let reason = e.reason();
     metrics::counter!(m::EVENTS_REJECTED_TOTAL, "reason" => reason).increment(1);
     let errors = e
         .field_errors()
@@ -384,9 +380,13 @@ async fn process_batch(
 ) -> Result<(), BrokerError> {
     let mut states: Vec<State> = deliveries
         .iter()
-        .map(|d| match Envelope::parse(&d.data, ctx.max_event_bytes) {
-            Ok(e) => State::Pending(Box::new(e)),
-            Err(e) => invalid(e),
+        .map(|d| {
+            match Envelope::parse(&d.data, ctx.max_event_bytes)
+                .and_then(|e| topology::check_routing_key(d.routing_key.as_str(), e))
+            {
+                Ok(e) => State::Pending(Box::new(e)),
+                Err(e) => invalid(e),
+            }
         })
         .collect();
     let keys: Vec<String> = deliveries

@@ -15,6 +15,7 @@
 //!                                                               (exclusive, per node)
 //! ```
 
+use frontdoor_actors::event::{ContractError, Envelope};
 use lapin::options::{
     ExchangeBindOptions, ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions,
 };
@@ -27,8 +28,8 @@ use crate::configuration::BrokerSettings;
 /// The header adapters set to the patient's key (MRN when they have it); events
 /// with the same key land in the same partition and are applied in order.
 pub const PATIENT_KEY_HEADER: &str = "x-patient-key";
-/// Header on a dead-lettered envelope: why it was rejected (`validation`, `syntax`,
-/// `too_large`).
+/// Header on a dead-lettered envelope: why it was rejected
+/// ([`ContractError::reason`]: `validation`, `syntax`, `too_large`, `routing_key`).
 pub const REASON_HEADER: &str = "x-frontdoor-reason";
 /// Header on a dead-lettered envelope: the fields at fault and what is wrong with
 /// each (never their values).
@@ -43,6 +44,25 @@ fn durable() -> ExchangeDeclareOptions {
 
 fn text(s: &str) -> AMQPValue {
     AMQPValue::LongString(LongString::from(s.to_string()))
+}
+
+/// Refuses an envelope whose routing key is not `<site>.<channel>.<type>` of the
+/// envelope itself. RabbitMQ authorises a publisher by routing key (topic
+/// permissions on the events exchange, e.g. `^north\\.` for an adapter of north), so
+/// this check is what binds the site an envelope claims to the sites its publisher
+/// may write: the broker edge's equivalent of a token's sites over HTTP.
+pub fn check_routing_key(routing_key: &str, event: Envelope) -> Result<Envelope, ContractError> {
+    let expected = format!(
+        "{}.{}.{}",
+        event.site.as_str(),
+        event.channel.as_str(),
+        event.event_type
+    );
+    if routing_key == expected {
+        Ok(event)
+    } else {
+        Err(ContractError::RoutingKey)
+    }
 }
 
 /// The alternate exchange of the partition exchange (events without a key).
@@ -233,4 +253,32 @@ async fn declare_queue(channel: &Channel, name: &str, args: FieldTable) -> Resul
         )
         .await?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn envelope(site: &str) -> Envelope {
+        let body = serde_json::json!({
+            "id": "6f1c2b1e-8f0a-4c7e-9a43-0d4c1f6a2b11", "type": "appointment.booked",
+            "occurred_at": "2026-11-23T23:00:00Z", "site": site, "channel": "portal",
+            "patient": {"mrn": "M1"}, "appointment_id": "a-1",
+            "starts_at": "2026-11-30T09:30:00Z"
+        });
+        Envelope::parse(body.to_string().as_bytes(), 1 << 16).unwrap()
+    }
+
+    #[test]
+    fn an_envelope_must_claim_the_site_its_routing_key_was_authorised_for() {
+        let key = "north.portal.appointment.booked";
+        assert!(check_routing_key(key, envelope("north")).is_ok());
+        assert_eq!(
+            check_routing_key(key, envelope("south")).unwrap_err(),
+            ContractError::RoutingKey
+        );
+        // A dotted site cannot hide behind a prefix of another one.
+        assert!(check_routing_key(key, envelope("north.campus")).is_err());
+        assert!(check_routing_key("north.sms.appointment.booked", envelope("north")).is_err());
+    }
 }

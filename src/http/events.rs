@@ -12,8 +12,8 @@ use crate::audit::{Action, AuditEntry, Outcome, Purpose};
 use crate::ingest::{IngestError, IngestOutcome};
 use crate::metrics as m;
 
-fn rejected(reason: &'static str, err: ContractError) -> ApiError {
-    metrics::counter!(m::EVENTS_REJECTED_TOTAL, "reason" => reason).increment(1);
+fn rejected(err: ContractError) -> ApiError {
+    metrics::counter!(m::EVENTS_REJECTED_TOTAL, "reason" => err.reason()).increment(1);
     ApiError::Invalid {
         detail: format!("the event was rejected: {err}"),
         errors: err.field_errors(),
@@ -27,7 +27,7 @@ async fn read_limited(mut payload: web::Payload, limit: usize) -> Result<web::By
     while let Some(chunk) = payload.next().await {
         let chunk = chunk.map_err(|_| ApiError::field("body", "could not be read"))?;
         if body.len() + chunk.len() > limit {
-            return Err(rejected("too_large", ContractError::TooLarge { limit }));
+            return Err(rejected(ContractError::TooLarge { limit }));
         }
         body.extend_from_slice(&chunk);
     }
@@ -42,14 +42,7 @@ pub async fn post_event(
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
     let body = read_limited(payload, state.max_event_bytes).await?;
-    let event = Envelope::parse(&body, state.max_event_bytes).map_err(|e| {
-        let reason = match &e {
-            ContractError::TooLarge { .. } => "too_large",
-            ContractError::Syntax(_) | ContractError::NotAnObject => "syntax",
-            ContractError::Fields(_) => "validation",
-        };
-        rejected(reason, e)
-    })?;
+    let event = Envelope::parse(&body, state.max_event_bytes).map_err(rejected)?;
     if !caller.principal.covers_site(event.site.as_str()) {
         return Err(guard::deny(
             &state,
@@ -58,6 +51,19 @@ pub async fn post_event(
             "this event's site is outside your sites",
         )
         .await);
+    }
+    // A routing input acts on an agent: the caller's sites must also cover where
+    // routing has that agent now (and, for agent.state, the site it announces).
+    match &event.kind {
+        EventKind::AgentState { agent_id, .. } => {
+            guard::authorize_agent_sites(&state, &caller, agent_id, Some(&event.site)).await?
+        }
+        EventKind::OfferAccepted { agent_id }
+        | EventKind::OfferDeclined { agent_id }
+        | EventKind::ContactWrapped { agent_id } => {
+            guard::authorize_agent_sites(&state, &caller, agent_id, None).await?
+        }
+        _ => {}
     }
     let id = event.id;
     let explicit_link = matches!(event.kind, EventKind::IdentityLinked);
@@ -96,6 +102,6 @@ pub async fn post_event(
         Err(IngestError::Unavailable(_)) => Err(ApiError::Unavailable(
             "the event was not stored; retry later".into(),
         )),
-        Err(IngestError::Rejected(reason)) => Err(ApiError::Unprocessable(reason)),
+        Err(IngestError::Rejected(reason)) => Err(ApiError::Unprocessable(reason.to_string())),
     }
 }

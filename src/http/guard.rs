@@ -9,6 +9,7 @@
 //!    which knows the patient: see [`authorize_patient`].
 //! 4. The per-token rate limit (429 with `Retry-After`).
 //! 5. The handler gets a [`Caller`].
+//! 6. Every answer says `Cache-Control: no-store` and `Pragma: no-cache`.
 //!
 //! Every refusal by a known principal is audited, and so is every attempt on a
 //! patient-data route, authenticated or not. Nothing of the request (token, query,
@@ -21,9 +22,10 @@ use std::time::Instant;
 
 use actix_web::body::BoxBody;
 use actix_web::dev::{ServiceRequest, ServiceResponse};
+use actix_web::http::header::{HeaderValue, CACHE_CONTROL, PRAGMA};
 use actix_web::middleware::Next;
 use actix_web::{web, FromRequest, HttpMessage, HttpRequest, ResponseError};
-use frontdoor_actors::ids::PatientId;
+use frontdoor_actors::ids::{PatientId, SiteId};
 
 use super::problem::ApiError;
 use super::routes::{Access, Auth, RouteSpec};
@@ -163,8 +165,22 @@ fn denied(reason: &'static str, role: Option<Role>) {
         .increment(1);
 }
 
-/// The middleware body for one route (see the module docs).
+/// The middleware body for one route (see the module docs). Every answer, refusals
+/// included, says `Cache-Control: no-store` (and `Pragma: no-cache` for HTTP/1.0
+/// caches): the API serves patient data and live state that no cache may keep.
 pub async fn authorize(
+    spec: &'static RouteSpec,
+    req: ServiceRequest,
+    next: Next<BoxBody>,
+) -> Result<ServiceResponse<BoxBody>, actix_web::Error> {
+    let mut res = decide(spec, req, next).await?;
+    let headers = res.headers_mut();
+    headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    headers.insert(PRAGMA, HeaderValue::from_static("no-cache"));
+    Ok(res)
+}
+
+async fn decide(
     spec: &'static RouteSpec,
     req: ServiceRequest,
     next: Next<BoxBody>,
@@ -306,20 +322,30 @@ pub async fn authorize_patient(
     let mut in_scope = false;
     match caller.access {
         Access::WhileAssigned => {
-            for p in [requested, surviving].into_iter().flatten() {
-                if state
-                    .assignments
-                    .agent_holds_patient(&caller.principal.id, p)
-                    .await
-                {
-                    holds = true;
-                    break;
+            // Routing must have the agent at one of its own sites: whoever put it
+            // elsewhere, the agent's sites bound what it reads.
+            let at_own_site = state
+                .assignments
+                .agent_site(&caller.principal.id)
+                .await
+                .is_some_and(|s| caller.principal.covers_site(s.as_str()));
+            if at_own_site {
+                for p in [requested, surviving].into_iter().flatten() {
+                    if state
+                        .assignments
+                        .agent_holds_patient(&caller.principal.id, p)
+                        .await
+                    {
+                        holds = true;
+                        break;
+                    }
                 }
             }
         }
         Access::WithReason => {
             in_scope = match surviving {
-                Some(_) if caller.principal.all_sites() => true,
+                // Every site: nothing to hide, the handler answers 404 when not found.
+                _ if caller.principal.all_sites() => true,
                 Some(p) => state
                     .ingest
                     .store()
@@ -328,8 +354,9 @@ pub async fn authorize_patient(
                     .map_err(|_| {
                         ApiError::Unavailable("the store is unavailable; retry later".into())
                     })?,
-                // Not found: let the handler answer 404 (nothing to disclose).
-                None => true,
+                // Nobody: the same answer as a patient of another site, so a
+                // site-scoped supervisor cannot probe whether an identifier is known.
+                None => false,
             };
         }
         _ => {}
@@ -368,6 +395,32 @@ fn break_glass(state: &AppState, caller: &Caller, patient: Option<PatientId>) ->
     metrics::counter!(m::BREAK_GLASS_TOTAL, "role" => role).increment(1);
     tracing::warn!(principal.id = %caller.principal.id, principal.role = role, patient_id = %patient, "break-glass access to patient data");
     true
+}
+
+/// Refuses a routing input unless the caller's sites cover every site it acts on:
+/// where it puts the agent (`target`, the site of an `agent.state`) and where
+/// routing has the agent now. Agents, desktop adapters and supervisors alike.
+pub async fn authorize_agent_sites(
+    state: &AppState,
+    caller: &Caller,
+    agent_id: &str,
+    target: Option<&SiteId>,
+) -> Result<(), ApiError> {
+    let current = state.assignments.agent_site(agent_id).await;
+    let outside = target
+        .into_iter()
+        .chain(current.as_ref())
+        .any(|s| !caller.principal.covers_site(s.as_str()));
+    if outside {
+        return Err(deny(
+            state,
+            caller,
+            None,
+            "this agent's site is outside your sites",
+        )
+        .await);
+    }
+    Ok(())
 }
 
 /// Refuses `caller` (403), auditing the refusal.

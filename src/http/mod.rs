@@ -74,15 +74,20 @@ pub async fn not_found() -> HttpResponse {
     )
 }
 
-/// Answers a known path with another method with problem+json.
-pub async fn method_not_allowed() -> HttpResponse {
-    problem::problem_response(
+/// Answers a known path with another method with problem+json and an `Allow`
+/// header listing the methods it takes.
+pub async fn method_not_allowed(allow: String) -> HttpResponse {
+    let mut res = problem::problem_response(
         StatusCode::METHOD_NOT_ALLOWED,
         "method-not-allowed",
         "Method not allowed",
         "this path does not take that method".into(),
         Vec::new(),
-    )
+    );
+    if let Ok(v) = actix_web::http::header::HeaderValue::from_str(&allow) {
+        res.headers_mut().insert(actix_web::http::header::ALLOW, v);
+    }
+    res
 }
 
 /// Turns query-string errors into problem+json (never echoing the query).

@@ -301,7 +301,14 @@ pub fn register(cfg: &mut web::ServiceConfig) {
         by_path.entry(spec.path).or_default().push(spec);
     }
     for path in order {
-        let mut resource = web::resource(path).default_service(web::to(super::method_not_allowed));
+        // A 405 names the methods the path takes (RFC 9110, 15.5.6).
+        let allow = by_path[path]
+            .iter()
+            .map(|s| s.method.as_str())
+            .collect::<Vec<_>>()
+            .join(", ");
+        let mut resource = web::resource(path)
+            .default_service(web::to(move || super::method_not_allowed(allow.clone())));
         for spec in &by_path[path] {
             let route = (spec.handler)(web::method(spec.method.clone()));
             let spec: &'static RouteSpec = spec;

@@ -3,7 +3,9 @@
 //!
 //! A contact's record is patient data (patient id, intent, bot transcript): it is
 //! decided per patient like the context ([`guard::authorize_patient`]) and audited.
-//! Supervisors see the queues and agents of their sites only.
+//! Supervisors see the queues and agents of their sites only. Whoever sets an
+//! agent's state (the agent itself, a supervisor, an admin) must cover both the
+//! site the agent is at and the site it announces.
 
 use actix_web::{web, HttpResponse};
 use frontdoor_actors::event::{parse_agent_state_fields, EventKind};
@@ -16,7 +18,6 @@ use super::problem::ApiError;
 use super::routes::Access;
 use super::AppState;
 use crate::audit::{Action, Outcome};
-use crate::auth::Role;
 
 /// `GET /v1/contacts/{contact_id}`: state, queue, priority, agent and reasons.
 #[tracing::instrument(name = "http.contact", skip_all)]
@@ -34,17 +35,22 @@ pub async fn contact(
     let patient = found.as_ref().map(|c| c.contact.patient_id);
     if caller.access == Access::WithReason {
         // A supervisor: the contact's site, not the patient's history, is the scope.
-        if let Some(c) = &found {
-            let sites = [c.contact.site.as_str(), c.contact.origin_site.as_str()];
-            if !sites.iter().any(|s| caller.principal.covers_site(s)) {
-                return Err(guard::deny(
-                    &state,
-                    &caller,
-                    patient,
-                    "this contact is outside your sites",
-                )
-                .await);
-            }
+        // An unknown contact gets the same answer as one of another site (no oracle),
+        // unless the supervisor's scope is every site.
+        let in_scope = match &found {
+            Some(c) => [c.contact.site.as_str(), c.contact.origin_site.as_str()]
+                .iter()
+                .any(|s| caller.principal.covers_site(s)),
+            None => caller.principal.all_sites(),
+        };
+        if !in_scope {
+            return Err(guard::deny(
+                &state,
+                &caller,
+                patient,
+                "this contact is outside your sites",
+            )
+            .await);
         }
     } else {
         guard::authorize_patient(&state, &caller, patient, patient).await?;
@@ -124,33 +130,9 @@ pub async fn set_agent_state(
         Some(s) => SiteId::parse(s).map_err(|r| ApiError::field("site", r))?,
         None => return Err(ApiError::field("site", "is required")),
     };
-    // A supervisor sets agents of its sites only: where the agent is and where it goes.
-    let current_site = if caller.principal.role == Role::Supervisor {
-        let id = path.as_str();
-        state
-            .ingest
-            .store()
-            .routing_agents()
-            .await
-            .map_err(|_| ApiError::Unavailable("the store is unavailable; retry later".into()))?
-            .into_iter()
-            .find(|a| a.id == id)
-            .map(|a| a.site)
-    } else {
-        None
-    };
-    let out_of_scope = |s: &str| !caller.principal.covers_site(s);
-    if caller.principal.role == Role::Supervisor
-        && (out_of_scope(site.as_str()) || current_site.is_some_and(|s| out_of_scope(s.as_str())))
-    {
-        return Err(guard::deny(
-            &state,
-            &caller,
-            None,
-            "this agent's site is outside your sites",
-        )
-        .await);
-    }
+    // Agents, supervisors and admins alike: where the agent is and where it goes
+    // must both be within the caller's sites.
+    guard::authorize_agent_sites(&state, &caller, &path, Some(&site)).await?;
     let kind = parse_agent_state_fields(&obj).map_err(|e| ApiError::Invalid {
         detail: format!("the agent state was rejected: {e}"),
         errors: e.field_errors(),

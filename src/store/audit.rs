@@ -8,6 +8,7 @@ use chrono::{DateTime, Utc};
 use frontdoor_actors::ids::PatientId;
 use sqlx::{AnyConnection, Row};
 
+use super::journey::Link;
 use super::{millis, timed, Store, StoreError};
 use crate::audit::{Action, AuditEntry, AuditRecord, Outcome, Purpose};
 use crate::metrics as m;
@@ -77,26 +78,29 @@ fn resource_label(resource: &str) -> &'static str {
 pub(crate) async fn record_identity_link(
     tx: &mut AnyConnection,
     event_id: Option<String>,
-    action: &str,
-    kind: Option<&str>,
-    from: Option<PatientId>,
+    link: Link<'_>,
     to: PatientId,
 ) -> Result<(), StoreError> {
-    let detail = match (kind, from) {
-        (Some(k), Some(f)) => format!("identifier kind {k} moved from Patient/{f}"),
-        (Some(k), None) => format!("identifier kind {k} linked"),
-        (None, Some(f)) => format!("Patient/{f} merged in"),
-        (None, None) => String::new(),
+    // The identifier's kind only, never its value.
+    let (action, detail) = match link {
+        Link::Claim { identifier } => (
+            Action::Create,
+            format!("identifier kind {} linked", identifier.kind().as_str()),
+        ),
+        Link::Merge { from } => (Action::Update, format!("Patient/{from} merged in")),
+        Link::Move { identifier, from } => (
+            Action::Update,
+            format!(
+                "identifier kind {} moved from Patient/{from}",
+                identifier.kind().as_str()
+            ),
+        ),
     };
     let entry = AuditEntry {
         principal_id: Some("frontdoor.identity".into()),
         principal_role: Some("system".into()),
-        action: if action == "claim" {
-            Action::Create
-        } else {
-            Action::Update
-        },
-        resource: format!("identity.{action}"),
+        action,
+        resource: format!("identity.{}", link.action()),
         patient_id: Some(to),
         purpose: Purpose::Operations,
         reason: None,
@@ -219,6 +223,7 @@ impl Store {
 
     /// Tries to change or delete audit records directly, as a bug or a manual edit
     /// would (tests use it to show the database refuses). Returns the errors.
+    #[cfg(any(test, feature = "test-util"))]
     pub async fn audit_tamper_attempts(&self) -> (Option<StoreError>, Option<StoreError>) {
         let update = sqlx::query("UPDATE audit_log SET outcome = 'success'")
             .execute(self.pool())

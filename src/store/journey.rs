@@ -54,37 +54,69 @@ async fn known_identifiers(
     Ok(out)
 }
 
+/// One identity link, as `identity_links` and the audit log record it.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Link<'a> {
+    /// An identifier new to Front Door now names the patient.
+    Claim { identifier: &'a Identifier },
+    /// A provisional record (and everything merged into it) merged into the patient.
+    Merge { from: PatientId },
+    /// An identifier moved to the patient from another one.
+    Move {
+        identifier: &'a Identifier,
+        from: PatientId,
+    },
+}
+
+impl Link<'_> {
+    /// The stored word (`identity_links.action`; the audit resource is `identity.<it>`).
+    pub(crate) fn action(&self) -> &'static str {
+        match self {
+            Link::Claim { .. } => "claim",
+            Link::Merge { .. } => "merge",
+            Link::Move { .. } => "move",
+        }
+    }
+
+    /// The identifier linked or moved (none for a merge).
+    pub(crate) fn identifier(&self) -> Option<&Identifier> {
+        match self {
+            Link::Claim { identifier } | Link::Move { identifier, .. } => Some(identifier),
+            Link::Merge { .. } => None,
+        }
+    }
+
+    /// The patient it came from (none for a claim).
+    pub(crate) fn from(&self) -> Option<PatientId> {
+        match self {
+            Link::Claim { .. } => None,
+            Link::Merge { from } | Link::Move { from, .. } => Some(*from),
+        }
+    }
+}
+
 async fn record_link(
     tx: &mut AnyConnection,
     event_id: Option<String>,
-    action: &str,
-    identifier: Option<&Identifier>,
-    from: Option<PatientId>,
+    link: Link<'_>,
     to: PatientId,
 ) -> Result<(), StoreError> {
+    let identifier = link.identifier();
     sqlx::query(
         "INSERT INTO identity_links (event_id, action, kind, value, from_patient, to_patient, at_ms) \
          VALUES ($1, $2, $3, $4, $5, $6, $7)",
     )
     .bind(event_id.clone())
-    .bind(action.to_string())
+    .bind(link.action())
     .bind(identifier.map(|i| i.kind().as_str().to_string()))
     .bind(identifier.map(|i| i.value().to_string()))
-    .bind(from.map(|p| p.to_string()))
+    .bind(link.from().map(|p| p.to_string()))
     .bind(to.to_string())
     .bind(Utc::now().timestamp_millis())
     .execute(&mut *tx)
     .await?;
     // Every link is audited in the transaction that makes it.
-    super::audit::record_identity_link(
-        tx,
-        event_id,
-        action,
-        identifier.map(|i| i.kind().as_str()),
-        from,
-        to,
-    )
-    .await
+    super::audit::record_identity_link(tx, event_id, link, to).await
 }
 
 /// Inserts an identifier for a patient unless someone holds it; true when inserted.
@@ -160,9 +192,7 @@ impl Store {
                     record_link(
                         &mut tx,
                         Some(event_id.to_string()),
-                        "claim",
-                        Some(id),
-                        None,
+                        Link::Claim { identifier: id },
                         patient,
                     )
                     .await?;
@@ -277,6 +307,7 @@ impl Store {
     }
 
     /// Events stored for a patient (its own log only; tests and drills count with it).
+    #[cfg(any(test, feature = "test-util"))]
     pub async fn count_events(&self, patient: Option<PatientId>) -> Result<i64, StoreError> {
         let row = match patient {
             Some(p) => {
@@ -296,6 +327,7 @@ impl Store {
 
     /// The whole event log in store order as (patient id, event id): drills compare it
     /// with what they published (lost, duplicated, out of order).
+    #[cfg(any(test, feature = "test-util"))]
     #[tracing::instrument(name = "store.event_log", skip_all)]
     pub async fn event_log(&self) -> Result<Vec<(String, String)>, StoreError> {
         timed("event_log", async {
@@ -312,6 +344,7 @@ impl Store {
 
     /// Every event id with the time it was stored (ms since the epoch): the broker
     /// benchmark measures publish-to-stored latency with it.
+    #[cfg(any(test, feature = "test-util"))]
     #[tracing::instrument(name = "store.event_receipts", skip_all)]
     pub async fn event_receipts(&self) -> Result<Vec<(String, i64)>, StoreError> {
         timed("event_receipts", async {
@@ -546,7 +579,7 @@ async fn link_identities(
     let event_id = Some(event.id.to_string());
     for id in &ids {
         if claim(tx, id, target, now_ms).await? {
-            record_link(tx, event_id.clone(), "claim", Some(id), None, target).await?;
+            record_link(tx, event_id.clone(), Link::Claim { identifier: id }, target).await?;
         }
     }
     let known = known_identifiers(tx, &ids).await?;
@@ -566,7 +599,7 @@ async fn link_identities(
                     .bind(from.to_string())
                     .execute(&mut *tx)
                     .await?;
-                record_link(tx, event_id.clone(), "merge", None, Some(from), target).await?;
+                record_link(tx, event_id.clone(), Link::Merge { from }, target).await?;
                 relinked.push(from);
             }
             LinkAction::Move { identifier, from } => {
@@ -580,9 +613,10 @@ async fn link_identities(
                 record_link(
                     tx,
                     event_id.clone(),
-                    "move",
-                    Some(&identifier),
-                    Some(from),
+                    Link::Move {
+                        identifier: &identifier,
+                        from,
+                    },
                     target,
                 )
                 .await?;
@@ -594,11 +628,12 @@ async fn link_identities(
     Ok(relinked)
 }
 
+/// A store error as the actors' port sees it (kept as its source).
 pub(crate) fn port_error(e: StoreError) -> PortError {
     match e {
         StoreError::Fenced(lease) => PortError::Fenced(lease),
-        e if e.is_transient() => PortError::Unavailable(e.to_string()),
-        e => PortError::Rejected(e.to_string()),
+        e if e.is_transient() => PortError::unavailable(e),
+        e => PortError::rejected(e),
     }
 }
 
@@ -625,5 +660,32 @@ impl JourneyStore for Store {
             }
             .map_err(port_error)
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_port_error_keeps_the_store_error_as_its_source() {
+        let e = port_error(StoreError::Corrupt("event 7".into()));
+        assert!(matches!(e, PortError::Rejected(_)));
+        let source = std::error::Error::source(&e).expect("the store's error is kept");
+        assert_eq!(source.to_string(), "stored data is unreadable: event 7");
+        let batch = port_error(StoreError::Batch("lost".into()));
+        assert!(matches!(batch, PortError::Unavailable(_)));
+        // Through the ingest boundary, the chain is whole.
+        let ingest =
+            crate::ingest::IngestError::from(frontdoor_actors::patient::PatientError::Store(e));
+        let chain: Vec<String> =
+            std::iter::successors(Some(&ingest as &(dyn std::error::Error + 'static)), |e| {
+                e.source()
+            })
+            .map(|e| e.to_string())
+            .collect();
+        assert_eq!(chain.len(), 4, "{chain:?}");
+        assert!(matches!(ingest, crate::ingest::IngestError::Rejected(_)));
+        assert_eq!(chain[3], "stored data is unreadable: event 7");
     }
 }

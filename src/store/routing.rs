@@ -6,7 +6,7 @@
 use std::collections::HashSet;
 
 use chrono::{DateTime, Utc};
-use frontdoor_actors::ids::PatientId;
+use frontdoor_actors::ids::{PatientId, SiteId};
 use frontdoor_actors::ports::{
     BoxFuture, PortError, RoutingChanges, RoutingSnapshot, RoutingStore,
 };
@@ -215,6 +215,23 @@ impl Store {
         .await
     }
 
+    /// The site routing has an agent at now (None: never announced).
+    #[tracing::instrument(name = "store.routing_agent_site", skip_all)]
+    pub async fn routing_agent_site(&self, agent_id: &str) -> Result<Option<SiteId>, StoreError> {
+        timed("routing_agent_site", async {
+            let row = sqlx::query("SELECT site FROM routing_agents WHERE agent_id = $1")
+                .bind(agent_id.to_string())
+                .fetch_optional(self.pool())
+                .await?;
+            let Some(row) = row else {
+                return Ok(None);
+            };
+            let site: String = row.try_get(0)?;
+            Ok(SiteId::parse(&site).ok())
+        })
+        .await
+    }
+
     /// True while a contact of `patient` is offered to, assigned to or wrapping up
     /// with `agent_id`.
     #[tracing::instrument(name = "store.agent_holds_patient", skip_all)]
@@ -326,5 +343,11 @@ impl AssignmentCheck for Store {
                 .await
                 .unwrap_or(false)
         })
+    }
+
+    fn agent_site(&self, agent_id: &str) -> BoxFuture<'static, Option<SiteId>> {
+        let store = self.clone();
+        let agent = agent_id.to_string();
+        Box::pin(async move { store.routing_agent_site(&agent).await.ok().flatten() })
     }
 }

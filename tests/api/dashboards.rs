@@ -8,8 +8,8 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use frontdoor::simulate::summary::parse_samples;
-use frontdoor::simulate::{self, SimulateOptions};
+use frontdoor_simulate::summary::parse_samples;
+use frontdoor_simulate::{self as simulate, SimulateOptions};
 use serde_json::Value;
 
 use frontdoor::startup::Application;

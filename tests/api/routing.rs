@@ -715,3 +715,54 @@ async fn after_a_restart_waiting_contacts_are_routed_again_keeping_their_place()
     .await;
     assert_eq!(routed(&after, "rst-call").await["offered_to"], "b-1");
 }
+
+#[actix_web::test]
+async fn a_self_service_contact_keeps_the_intent_and_skill_it_came_with() {
+    let app = spawn_app(Backend::Sqlite).await;
+    start(
+        &app,
+        json!({"phone": "+15550123999"}),
+        "iva",
+        "iva-directions",
+        json!({"intent": "directions", "skill": "front_desk"}),
+        days_ago(0, 0),
+    )
+    .await;
+    let c = routed(&app, "iva-directions").await;
+    assert_eq!(
+        (
+            c["state"].as_str(),
+            c["skill"].as_str(),
+            c["intent"].as_str()
+        ),
+        (Some("self_service"), Some("front_desk"), Some("directions")),
+        "{c}"
+    );
+    // The hand-off routes on them: to the front desk, as a hand-off (no transfer).
+    for _ in 0..2 {
+        app.store_event(&event(
+            "bot.turn",
+            "iva",
+            days_ago(0, 0),
+            json!({"phone": "+15550123999"}),
+            json!({"contact_id": "iva-directions", "resolved": false}),
+        ))
+        .await;
+    }
+    let c = routed(&app, "iva-directions").await;
+    assert_eq!(
+        (
+            c["state"].as_str(),
+            c["skill"].as_str(),
+            c["intent"].as_str()
+        ),
+        (Some("queued"), Some("front_desk"), Some("directions")),
+        "{c}"
+    );
+    let rules = rules(&c);
+    assert!(
+        rules.contains(&"bot_not_resolving".to_string()),
+        "{rules:?}"
+    );
+    assert!(!rules.contains(&"transfer".to_string()), "{rules:?}");
+}

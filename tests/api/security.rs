@@ -398,6 +398,116 @@ on_both_backends! {
         assert_eq!(res.status().as_u16(), 403);
     }
 
+    async fn an_agent_announces_itself_and_is_answered_for_only_at_its_own_sites(app: TestApp) {
+        let at = |site: &str| Some(json!({"site": site, "state": "available",
+            "skills": {"billing": 3}, "capacity": {"chat": 5}}).to_string());
+        let post_state = |who: &'static str, agent: &'static str, body: Option<String>| {
+            let app = &app;
+            async move {
+                let res = app.request(Method::POST, &format!("/v1/agents/{agent}/state"),
+                    Some(&token_for(who)), &[], body).await;
+                let status = res.status().as_u16();
+                let ct = res.headers().get("content-type").map(|v| v.to_str().unwrap().to_string());
+                (status, ct)
+            }
+        };
+        // agent-7 works at north: it may not announce itself at south.
+        assert_eq!(post_state("agent-7", "agent-7", at("south")).await,
+            (403, Some("application/problem+json".to_string())));
+        let (_, agents) = app.get("/v1/agents").await;
+        assert!(agents["agents"].as_array().unwrap().is_empty(), "nothing was announced: {agents}");
+
+        // Whoever put it there (an admin here), routing at south does not open south's
+        // patients to an agent of north.
+        assert_eq!(post_state("test-admin", "agent-7", at("south")).await.0, 200);
+        let patient = patient_without_contact(&app, "south", "MRN-SCOPE-S").await;
+        let mut chat = event("contact.started", "chat", days_ago(0, 0), json!({"mrn": "MRN-SCOPE-S"}),
+            json!({"contact_id": "scope-chat", "skill": "billing"}));
+        chat["site"] = json!("south");
+        app.store_event(&chat).await;
+        let (_, c) = app.get("/v1/contacts/scope-chat").await;
+        assert_eq!(c["offered_to"], "agent-7", "{c}");
+        assert_eq!(app.get_as(Some("agent-7"), &format!("/v1/patients/{patient}/context"), &[]).await.0, 403);
+        assert_eq!(app.get_as(Some("agent-7"), "/v1/patients?mrn=MRN-SCOPE-S", &[]).await.0, 403);
+        assert_eq!(app.get_as(Some("agent-7"), "/v1/contacts/scope-chat", &[]).await.0, 403);
+        // Nor can it move itself home from there: both sites must be its own.
+        assert_eq!(post_state("agent-7", "agent-7", at("north")).await.0, 403);
+
+        // A desktop adapter of north: the agent it acts for must be at north too.
+        let north_desktop = |ty: &str, fields: Value| {
+            let e = desktop_event(ty, "north", fields);
+            let app = &app;
+            async move { app.post_event_as("north-adapter", &e).await.status().as_u16() }
+        };
+        assert_eq!(north_desktop("offer.accepted", json!({"agent_id": "agent-7", "contact_id": "scope-chat"})).await, 403);
+        assert_eq!(north_desktop("offer.declined", json!({"agent_id": "agent-7", "contact_id": "scope-chat"})).await, 403);
+        assert_eq!(north_desktop("contact.wrapped", json!({"agent_id": "agent-7", "contact_id": "scope-chat"})).await, 403);
+        assert_eq!(north_desktop("agent.state", json!({"agent_id": "agent-7", "state": "available",
+            "skills": {"billing": 3}, "capacity": {"chat": 5}})).await, 403, "pulling a south agent north");
+        let (_, c) = app.get("/v1/contacts/scope-chat").await;
+        assert_eq!((c["state"].as_str(), c["offered_to"].as_str()), (Some("offered"), Some("agent-7")), "{c}");
+        // Its own agents it serves as before.
+        assert_eq!(north_desktop("agent.state", json!({"agent_id": "n-desk", "state": "available",
+            "skills": {"billing": 3}, "capacity": {"chat": 5}})).await, 202);
+
+        let records = audit_records(&app, "principal=agent-7").await;
+        assert!(records.iter().all(|r| r["outcome"] == "denied"), "{records:?}");
+    }
+
+    async fn a_supervisor_gets_the_same_refusal_for_another_sites_patient_and_for_nobody(app: TestApp) {
+        let south = patient_at(&app, "south", "MRN-ORACLE-S").await;
+        let nobody = uuid::Uuid::new_v4();
+        let answer = |path: String| {
+            let app = &app;
+            async move {
+                let (status, body) = app.get_as(Some("sup-north"), &path, &[REASON]).await;
+                (status, body["type"].clone(), body["detail"].clone())
+            }
+        };
+        let exists = answer(format!("/v1/patients/{south}/context")).await;
+        assert_eq!(exists.0, 403);
+        assert_eq!(answer(format!("/v1/patients/{nobody}/context")).await, exists);
+        let exists = answer("/v1/patients?mrn=MRN-ORACLE-S".into()).await;
+        assert_eq!(exists.0, 403);
+        assert_eq!(answer("/v1/patients?mrn=MRN-NOBODY-AT-ALL".into()).await, exists);
+        let exists = answer("/v1/contacts/call-MRN-ORACLE-S".into()).await;
+        assert_eq!(exists.0, 403);
+        assert_eq!(answer("/v1/contacts/no-such-contact".into()).await, exists);
+        // Within its sites the answers are unchanged; an admin still hears 404 for nobody.
+        let north = patient_at(&app, "north", "MRN-ORACLE-N").await;
+        assert_eq!(app.get_as(Some("sup-north"), &format!("/v1/patients/{north}/context"), &[REASON]).await.0, 200);
+        assert_eq!(app.get(&format!("/v1/patients/{nobody}/context")).await.0, 404);
+        assert_eq!(app.get("/v1/patients?mrn=MRN-NOBODY-AT-ALL").await.0, 404);
+    }
+
+    async fn patient_data_and_every_other_answer_of_the_api_say_no_store(app: TestApp) {
+        let patient = patient_at(&app, "north", "MRN-CACHE-1").await;
+        for path in [
+            "/v1/patients?mrn=MRN-CACHE-1".to_string(),
+            format!("/v1/patients/{patient}/context"),
+            "/v1/contacts/call-MRN-CACHE-1".to_string(),
+            "/v1/audit".to_string(),
+            "/v1/audit?format=fhir".to_string(),
+        ] {
+            for token in [Some(app.token.clone()), Some(token_for("agent-7")), None] {
+                let res = app.request(Method::GET, &path, token.as_deref(), &[], None).await;
+                let status = res.status().as_u16();
+                assert_eq!(res.headers().get("cache-control").map(|v| v.to_str().unwrap()), Some("no-store"), "{path} ({status})");
+                assert_eq!(res.headers().get("pragma").map(|v| v.to_str().unwrap()), Some("no-cache"), "{path} ({status})");
+            }
+        }
+        // Every route of the table, as the admin.
+        for spec in ROUTES {
+            let path = format!("{}{}", fill(spec.path, &patient, "agent-7", "call-MRN-CACHE-1"),
+                if spec.path == "/v1/patients" { "?mrn=MRN-CACHE-1" } else { "" });
+            let method = Method::from_bytes(spec.method.as_str().as_bytes()).unwrap();
+            let body = (spec.method != actix_web::http::Method::GET).then(|| "{}".to_string());
+            let res = app.request(method, &path, Some(&app.token), &[], body).await;
+            assert_eq!(res.headers().get("cache-control").map(|v| v.to_str().unwrap()), Some("no-store"),
+                "{} {}", spec.method, spec.path);
+        }
+    }
+
     async fn missing_unknown_and_refused_callers_get_problem_details_without_patient_data(app: TestApp) {
         let patient = patient_at(&app, "north", "MRN-PROB-1").await;
         let path = format!("/v1/patients/{patient}/context");
@@ -416,6 +526,24 @@ on_both_backends! {
         let res = app.request(Method::DELETE, "/v1/events", Some(&app.token), &[], None).await;
         assert_eq!(res.status().as_u16(), 405);
         assert_eq!(res.headers()["content-type"], "application/problem+json");
+        // Every 405 names the methods its path takes (Allow), per the route table.
+        let mut by_path: std::collections::BTreeMap<&str, Vec<&str>> = Default::default();
+        for spec in ROUTES {
+            by_path.entry(spec.path).or_default().push(spec.method.as_str());
+        }
+        for (path, methods) in by_path {
+            let path = fill(path, &patient, "agent-7", "c-1");
+            for m in ["GET", "POST", "PUT", "DELETE", "PATCH"].into_iter().filter(|m| !methods.contains(m)) {
+                let res = app.request(Method::from_bytes(m.as_bytes()).unwrap(), &path, Some(&app.token), &[], None).await;
+                assert_eq!(res.status().as_u16(), 405, "{m} {path}");
+                let allow = res.headers().get("allow").map(|v| v.to_str().unwrap().to_string());
+                let mut listed: Vec<String> = allow.as_deref().unwrap_or("").split(',').map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect();
+                listed.sort();
+                let mut expected: Vec<String> = methods.iter().map(|s| s.to_string()).collect();
+                expected.sort();
+                assert_eq!(listed, expected, "Allow of {m} {path}");
+            }
+        }
         // Open: liveness.
         assert_eq!(app.get_as(None, "/healthz", &[]).await.0, 200);
         assert_eq!(app.get_as(None, "/readyz", &[]).await.0, 401);
@@ -613,5 +741,109 @@ mod limits {
             "the old one is gone"
         );
         let _ = std::fs::remove_file(&file);
+    }
+}
+
+mod production {
+    use frontdoor::auth::token_digest;
+    use frontdoor::configuration::{Environment, PrincipalEntry};
+    use frontdoor::startup::Application;
+
+    use crate::helpers::{captured_logs, test_settings, Backend};
+
+    fn error_of(built: anyhow::Result<Application>) -> String {
+        match built {
+            Ok(_) => panic!("the runtime started"),
+            Err(e) => format!("{e:#}"),
+        }
+    }
+
+    #[actix_web::test]
+    async fn production_refuses_to_start_with_a_published_development_token() {
+        captured_logs();
+        let (mut settings, _dir) = test_settings(Backend::Sqlite).await;
+        settings.application.environment = Environment::Production;
+        settings.security.principals.push(PrincipalEntry {
+            id: "ops-console".into(),
+            role: frontdoor::auth::Role::Admin,
+            sites: vec!["*".into()],
+            token_sha256: token_digest("dev-admin-local-token"),
+        });
+        let err = error_of(Application::build(settings.clone()).await);
+        assert!(
+            err.contains("ops-console") && err.contains("development token"),
+            "{err}"
+        );
+        assert!(captured_logs()
+            .contains("refusing to start: a principal holds a published development token"));
+        // The same principals start a local runtime.
+        settings.application.environment = Environment::Local;
+        assert!(Application::build(settings).await.is_ok());
+    }
+
+    #[actix_web::test]
+    async fn plain_http_beyond_loopback_is_refused_unless_explicitly_allowed() {
+        captured_logs();
+        let (mut settings, _dir) = test_settings(Backend::Sqlite).await;
+        settings.application.host = "0.0.0.0".into();
+        let err = error_of(Application::build(settings.clone()).await);
+        assert!(err.contains("plain HTTP on 0.0.0.0"), "{err}");
+        assert!(captured_logs().contains("refusing to serve plain HTTP on 0.0.0.0"));
+        settings.application.allow_plain_http = true;
+        assert!(Application::build(settings).await.is_ok());
+    }
+}
+
+mod broker_scope {
+    use std::time::Duration;
+
+    use serde_json::json;
+
+    use crate::amqp::{eventually, header};
+    use crate::broker::{spawn_with_broker, wait_stored};
+    use crate::helpers::{days_ago, event};
+
+    #[actix_web::test]
+    async fn an_envelope_published_under_another_sites_routing_key_is_dead_lettered_and_not_stored()
+    {
+        let (mut app, adapter) = spawn_with_broker(None).await;
+        let booking = |mrn: &str| {
+            event(
+                "appointment.booked",
+                "portal",
+                days_ago(0, 0),
+                json!({"mrn": mrn}),
+                json!({"appointment_id": format!("appt-{mrn}"), "starts_at": days_ago(-3, 0).to_rfc3339()}),
+            )
+        };
+        // A publisher allowed only `south.#` claims a north event.
+        let claimed = booking("MRN-KEY-1");
+        adapter
+            .publish_raw(
+                claimed.to_string().as_bytes(),
+                "south.portal.appointment.booked",
+                claimed["id"].as_str().unwrap(),
+                Some("MRN-KEY-1"),
+            )
+            .await;
+        let honest = booking("MRN-KEY-2");
+        adapter.publish_event(&honest, "MRN-KEY-2").await;
+        wait_stored(&app, 1).await;
+        let dead = &adapter.names.dead_letter_queue;
+        eventually(Duration::from_secs(30), "one dead letter", || async {
+            (adapter.ready(dead).await == 1).then_some(())
+        })
+        .await;
+        let letters = adapter.take_all(dead).await;
+        assert_eq!(
+            header(&letters[0], "x-frontdoor-reason").as_deref(),
+            Some("routing_key")
+        );
+        assert_eq!(letters[0].delivery.data, claimed.to_string().into_bytes());
+        let log = app.store.event_log().await.unwrap();
+        assert_eq!(log.len(), 1);
+        assert_eq!(log[0].1, honest["id"].as_str().unwrap());
+        app.stop().await;
+        adapter.cleanup().await;
     }
 }

@@ -20,25 +20,9 @@ use crate::event::Channel;
 use crate::ids::{ContactId, PatientId, SiteId};
 use crate::rules::matching::{has_room, AgentView};
 
-/// Whether the agent takes work.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Presence {
-    Available,
-    Away,
-    Offline,
-}
-
-impl Presence {
-    /// Wire name and metric label.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Presence::Available => "available",
-            Presence::Away => "away",
-            Presence::Offline => "offline",
-        }
-    }
-}
+/// Presence is part of the event contract (`agent.state`); re-exported here, where
+/// the agent keeps it.
+pub use crate::event::Presence;
 
 /// A contact an agent holds (offered or assigned).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -180,6 +180,18 @@ fn returning_to(
         .and_then(|c| c.last_agent.clone())
 }
 
+/// A virtual agent takes `contact`, with the skill and intent it came with.
+fn self_service(journey: &Journey, contact: &ContactView, cfg: &RoutingConfig) -> RouteRequest {
+    RouteRequest::SelfService {
+        contact_id: contact.id.clone(),
+        patient_id: journey.patient_id,
+        site: contact.site.clone(),
+        channel: contact.channel,
+        skill: cfg.skill_for(contact.skill.as_deref(), contact.intent.as_deref()),
+        intent: contact.intent.clone(),
+    }
+}
+
 /// The request to queue `contact` for a human, with its frustration assessment and
 /// the agent to offer first.
 fn needs_human(
@@ -247,14 +259,7 @@ pub fn recovery_requests(
                 (c.channel == Channel::Iva || !c.bot_turns.is_empty()) && c.transfers.is_empty();
             let handed_off = bot_should_hand_off(unresolved, &cfg.frustration);
             if bot_session && !handed_off && !staff_spoke {
-                return RouteRequest::SelfService {
-                    contact_id: c.id.clone(),
-                    patient_id: journey.patient_id,
-                    site: c.site.clone(),
-                    channel: c.channel,
-                    skill: cfg.skill_for(c.skill.as_deref(), c.intent.as_deref()),
-                    intent: c.intent.clone(),
-                };
+                return self_service(journey, c, cfg);
             }
             let since = c.transfers.last().map(|t| t.at).unwrap_or(c.started_at);
             let cause = Uuid::new_v5(&Uuid::NAMESPACE_OID, format!("recover:{}", c.id).as_bytes());
@@ -287,14 +292,7 @@ pub fn route_request(
     };
     match &event.kind {
         EventKind::ContactStarted { .. } if is_self_service(event) => {
-            Some(RouteRequest::SelfService {
-                contact_id: contact_id.clone(),
-                patient_id: journey.patient_id,
-                site: contact.site.clone(),
-                channel: contact.channel,
-                skill: cfg.skill_for(contact.skill.as_deref(), contact.intent.as_deref()),
-                intent: contact.intent.clone(),
-            })
+            Some(self_service(journey, contact, cfg))
         }
         EventKind::ContactStarted { .. } => Some(needs_human(false)),
         EventKind::BotTurn {
@@ -418,7 +416,14 @@ mod tests {
             )
         };
         let (_, r) = run(std::slice::from_ref(&start));
-        assert!(matches!(r, Some(RouteRequest::SelfService { .. })));
+        match r {
+            Some(RouteRequest::SelfService { skill, intent, .. }) => {
+                // Kept, so the hand-off and the routing record say what it is about.
+                assert_eq!(intent.as_deref(), Some("medication_question"));
+                assert_eq!(skill, "nurse_advice");
+            }
+            other => panic!("expected self-service, got {other:?}"),
+        }
         let (_, r) = run(&[start.clone(), turn(2, false)]);
         assert_eq!(r, None);
         let (_, r) = run(&[start.clone(), turn(2, false), turn(3, false)]);

@@ -893,12 +893,15 @@ impl Router {
         if let Some(p) = previous {
             c.reasons = p.reasons;
             c.offers_made = p.offers_made;
-            c.reason(
-                "transfer",
-                format!("from {} to {}", p.skill, n.skill),
-                "queued for the new skill",
-                now,
-            );
+            // A bot handing over on its own skill is no transfer (its signal says why).
+            if p.skill != n.skill || p.state != RouteState::SelfService {
+                c.reason(
+                    "transfer",
+                    format!("from {} to {}", p.skill, n.skill),
+                    "queued for the new skill",
+                    now,
+                );
+            }
         }
         c.reason(
             "priority",
@@ -1651,7 +1654,9 @@ fn escalation_command(c: &RoutedContact, now: DateTime<Utc>) -> Command {
     )
 }
 
-/// A routing store that keeps everything in memory (benchmarks and unit tests).
+/// A routing store that keeps everything in memory (benchmarks and unit tests;
+/// behind the `test-util` feature).
+#[cfg(any(test, feature = "test-util"))]
 #[derive(Default)]
 pub struct MemoryRoutingStore {
     /// Commands written.
@@ -1662,6 +1667,7 @@ pub struct MemoryRoutingStore {
     pub agents: std::sync::Mutex<BTreeMap<String, AgentState>>,
 }
 
+#[cfg(any(test, feature = "test-util"))]
 impl RoutingStore for MemoryRoutingStore {
     fn load_routing(
         &self,

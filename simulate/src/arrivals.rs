@@ -182,7 +182,7 @@ mod tests {
             .iter()
             .map(|s| arrivals_per_hour(s.daily_volume, Weekday::Mon, 9.0) / 3600.0)
             .sum();
-        for (surge, factor) in [(false, 1.0), (true, crate::simulate::model::SURGE_FACTOR)] {
+        for (surge, factor) in [(false, 1.0), (true, crate::model::SURGE_FACTOR)] {
             let mut s = stream(9, surge);
             s.until(600.0);
             let n = s.until(3600.0).len() as f64;

@@ -1,4 +1,4 @@
-//! `frontdoor simulate` options, parsed by hand (a dozen flags do not need a
+//! `frontdoor-simulate` options, parsed by hand (a dozen flags do not need a
 //! parser crate and its build time).
 
 use std::time::Duration;
@@ -65,7 +65,7 @@ impl Default for SimulateOptions {
 
 /// The usage text.
 pub const USAGE: &str = "\
-usage: frontdoor simulate [options]
+usage: frontdoor-simulate [options]
 
 Drives a running Front Door over HTTP with a multi-site contact-center day.
 

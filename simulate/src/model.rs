@@ -93,7 +93,7 @@ pub fn expected_arrivals(rate_per_hour: f64, dt_secs: f64) -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::simulate::rng::Rng;
+    use crate::rng::Rng;
 
     #[test]
     fn hourly_shares_sum_to_one() {

@@ -1,5 +1,6 @@
-//! `frontdoor simulate`: a traffic simulator that drives a running Front Door
-//! over HTTP with a realistic multi-site contact-center day.
+//! `frontdoor-simulate`: a traffic simulator that drives a running Front Door
+//! over HTTP with a realistic multi-site contact-center day. A client of the
+//! runtime's API, so it is its own crate: the runtime does not link an HTTP client.
 //!
 //! Three sites (a large hospital, a mid-size one and a small clinic) with agent
 //! rosters, four skills, six patient channels; Poisson arrivals by hour with a
@@ -16,6 +17,7 @@
 //! and only talks to loopback addresses.
 //!
 //! # Layout
+//! - `main.rs`: the `frontdoor-simulate` binary (options, logs, the summary on stdout).
 //! - [`args`]: the command's options (hand-parsed) and their checks.
 //! - [`model`]: the arrival model (hourly profile, weekday, surge), pure.
 //! - [`arrivals`]: the seeded stream of new contacts built on the model.
