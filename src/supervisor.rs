@@ -130,7 +130,7 @@ pub fn supervise<F, Fut>(
             // A task that keeps running for a whole supervision period has recovered.
             let period = {
                 let p = policy.read().map(|p| p.clone()).unwrap_or_default();
-                Duration::from_secs(p.within_secs.max(1))
+                Duration::from_secs(u64::from(p.within_secs.max(1)))
             };
             let run = AssertUnwindSafe(task()).catch_unwind();
             tokio::pin!(run);
