@@ -6,6 +6,7 @@ mod amqp;
 mod broker;
 mod canary;
 mod chaos;
+mod child;
 mod contract;
 mod dashboards;
 mod drills;

@@ -405,7 +405,10 @@ impl Routing {
         self.inner
             .observer
             .queued(c.site.as_str(), &c.skill, c.channel.as_str());
-        if urgent {
+        // A contact routed again after a restart (`waiting_since`) had its escalation
+        // raised when it was first queued; raising it again would page supervisors
+        // twice for one signal (the recovery's cause, and so the command id, differs).
+        if urgent && n.waiting_since.is_none() {
             self.emit(vec![escalation_command(&c, now)]).await;
         }
         self.enqueue(st, c).await;
