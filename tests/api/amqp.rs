@@ -305,6 +305,31 @@ pub fn broker_counts(prefix: &str) -> std::collections::BTreeMap<String, (u64, u
         .collect()
 }
 
+/// [`broker_counts`] once they hold still: the broker refreshes them every few
+/// seconds, so read until two readings agree with each other and with the exact
+/// ready count of a passive declare on the runtime's partition queues.
+pub async fn settled_broker_counts(
+    adapter: &Adapter,
+    within: Duration,
+) -> std::collections::BTreeMap<String, (u64, u64)> {
+    let prefix = format!("{}.", adapter.names.queue_prefix);
+    let deadline = Instant::now() + within;
+    let mut last = broker_counts(&prefix);
+    loop {
+        let exact = u64::from(adapter.ready_in_partitions().await);
+        let now = broker_counts(&prefix);
+        let ready: u64 = now.values().map(|c| c.0).sum();
+        if now == last && ready == exact {
+            return now;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the broker's counts did not settle: {last:?} then {now:?}, {exact} ready"
+        );
+        last = now;
+    }
+}
+
 /// A header of a fetched message as text.
 pub fn header(m: &BasicGetMessage, name: &str) -> Option<String> {
     m.delivery

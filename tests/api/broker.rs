@@ -6,7 +6,7 @@ use std::time::Duration;
 use serde_json::json;
 use uuid::Uuid;
 
-use crate::amqp::{amqp_url, enable_broker, eventually, header, Adapter};
+use crate::amqp::{amqp_url, enable_broker, eventually, header, settled_broker_counts, Adapter};
 use crate::helpers::{days_ago, event, spawn_app_with, test_settings, Backend, TestApp};
 
 const WITHIN: Duration = Duration::from_secs(30);
@@ -249,28 +249,38 @@ async fn sigterm_drains_acks_what_was_stored_and_stops_within_the_grace_period()
     let started = std::time::Instant::now();
     app.stop().await;
     assert!(started.elapsed() < Duration::from_secs(app.settings.application.shutdown_grace_secs));
-    // After the drain nothing is held: every event is stored (and acked) or back in
-    // the queue (at-least-once: one stored just as the drain cut its ack may be both).
+    // After the drain the runtime holds nothing and acked exactly what it stored:
+    // every event is either stored or back in the queue, never both (the batch in
+    // hand was finished and acked) and never neither.
     let store = frontdoor::store::Store::connect(&app.settings.store)
         .await
         .unwrap();
     let stored = store.count_events(None).await.unwrap();
-    eventually(
-        WITHIN,
-        "unacked deliveries returned to the queue",
-        || async {
-            let r = i64::from(adapter.ready_in_partitions().await);
-            (r + stored >= n).then_some(())
-        },
-    )
-    .await;
-    // The next start takes the rest; whatever was both is a duplicate and changes nothing.
+    assert!(stored < n, "the drain came before the end of the work");
+    let counts = settled_broker_counts(&adapter, WITHIN).await;
+    let unacked: u64 = counts.values().map(|c| c.1).sum();
+    assert_eq!(
+        unacked, 0,
+        "nothing left unacked after the drain: {counts:?}"
+    );
+    let ready = i64::from(adapter.ready_in_partitions().await);
+    assert_eq!(
+        ready + stored,
+        n,
+        "stored ({stored}) and acked, or back in the queue ({ready}): exactly one of the two"
+    );
+    // The next start takes the rest; nothing it receives was stored before.
     let mut next = spawn_app_with(app.settings.clone(), None).await;
     wait_stored(&next, n).await;
     eventually(WITHIN, "the queue empty", || async {
         (adapter.ready_in_partitions().await == 0).then_some(())
     })
     .await;
+    assert_eq!(
+        next.broker.duplicates(),
+        0,
+        "nothing stored before the drain was delivered again"
+    );
     let log = store.event_log().await.unwrap();
     let unique: std::collections::HashSet<_> = log.iter().map(|(_, id)| id).collect();
     assert_eq!((log.len(), unique.len()), (n as usize, n as usize));

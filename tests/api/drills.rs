@@ -18,7 +18,7 @@ use std::time::Duration;
 use serde_json::{json, Value};
 use uuid::Uuid;
 
-use crate::amqp::{amqp_url, broker_counts, enable_broker, eventually, Adapter};
+use crate::amqp::{amqp_url, enable_broker, eventually, settled_broker_counts, Adapter};
 use crate::broker::{spawn_with_broker, wait_until_ready};
 use crate::chaos::ChaosProxy;
 use crate::child::RuntimeProcess;
@@ -567,22 +567,12 @@ async fn drill_7_postgresql_down_under_load_means_no_ack_503_and_full_recovery()
     // its deliveries unacked (the broker's own count, not the runtime's) and the
     // rest waits in the queues. Two readings of the broker a few seconds apart are
     // the same: nothing is acked, requeued or taken meanwhile.
-    let prefix = format!("{}.", app.settings.broker.queue_prefix);
     let bound =
         usize::from(app.settings.broker.prefetch) * usize::from(app.settings.broker.partitions);
     let stored = store.count_events(None).await.unwrap();
     let held = app.broker.in_flight();
-    // The broker refreshes these counts every few seconds: read until two readings
-    // agree with each other and with the exact ready count of a passive declare.
     let exact_ready = u64::from(adapter.ready_in_partitions().await);
-    let mut last = broker_counts(&prefix);
-    let after = eventually(WITHIN, "the broker's counts settled", || {
-        let previous = std::mem::replace(&mut last, broker_counts(&prefix));
-        let ready: u64 = last.values().map(|c| c.0).sum();
-        let settled = (previous == last && ready == exact_ready).then(|| last.clone());
-        async move { settled }
-    })
-    .await;
+    let after = settled_broker_counts(&adapter, WITHIN).await;
     assert_eq!(
         after.len(),
         usize::from(app.settings.broker.partitions),
