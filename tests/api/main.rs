@@ -10,6 +10,7 @@ mod child;
 mod contract;
 mod dashboards;
 mod drills;
+mod edge;
 mod faults;
 mod health;
 mod journeys;
