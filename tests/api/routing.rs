@@ -809,3 +809,43 @@ async fn after_a_restart_waiting_contacts_are_routed_again_keeping_their_place()
     .await;
     assert_eq!(routed(&after, "rst-call").await["offered_to"], "b-1");
 }
+
+#[actix_web::test]
+async fn contacts_routed_again_after_a_restart_raise_no_second_escalation() {
+    use crate::helpers::{spawn_app_with, test_settings};
+    let (settings, dir) = test_settings(Backend::Sqlite).await;
+    let before = spawn_app_with(settings.clone(), dir).await;
+    // The third contact in two days is urgent: one escalation to supervisors.
+    for i in 0..3 {
+        start(
+            &before,
+            json!({"mrn": "URG-1"}),
+            "voice",
+            &format!("urg-{i}"),
+            json!({"skill": "billing"}),
+            days_ago(0, 0),
+        )
+        .await;
+    }
+    let escalations = |app: &TestApp| {
+        let store = app.store.clone();
+        async move {
+            store
+                .pending_commands(1000)
+                .await
+                .unwrap()
+                .into_iter()
+                .filter(|c| c.command_type == "escalation.raised")
+                .count()
+        }
+    };
+    assert_eq!(escalations(&before).await, 1);
+    // A second runtime on the same store routes the open contacts again.
+    let after = spawn_app_with(settings, None).await;
+    assert_eq!(routed(&after, "urg-2").await["level"], "urgent");
+    assert_eq!(
+        escalations(&after).await,
+        1,
+        "the restart pages nobody again"
+    );
+}
