@@ -113,7 +113,8 @@ pub struct SupervisionSettings {
     pub tasks: frontdoor_actors::supervision::SupervisionPolicy,
     /// How often the store probe pings the store, milliseconds.
     pub store_probe_interval_ms: u64,
-    /// Drills only: events carrying `"fault_injection": "panic"` make patient actors fail.
+    /// Drills only: events carrying `"fault_injection": "panic"` make patient actors fail
+    /// before storing them; `"panic_after_store"`, after.
     pub fault_injection: bool,
 }
 

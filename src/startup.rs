@@ -467,11 +467,20 @@ fn spawn_background(
         "principals_watch",
         Box::new(move || Box::pin(p.clone().watch_file(interval))),
     );
-    let (p, rt) = (principals.clone(), runtime.clone());
-    loop_of(
-        "sighup",
-        Box::new(move || Box::pin(reload_on_sighup(p.clone(), rt.clone()))),
-    );
+    // Registered before build returns, so a SIGHUP from then on reloads (never kills).
+    match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+        Ok(hup) => {
+            let hup = Arc::new(tokio::sync::Mutex::new(hup));
+            let (p, rt) = (principals.clone(), runtime.clone());
+            loop_of(
+                "sighup",
+                Box::new(move || Box::pin(reload_on_sighup(hup.clone(), p.clone(), rt.clone()))),
+            );
+        }
+        Err(e) => {
+            tracing::warn!(error.message = %e, "cannot listen for SIGHUP; reload through the admin API only")
+        }
+    }
 }
 
 /// A supervised loop's future.
@@ -738,9 +747,12 @@ async fn routing_purge(ingest: Ingest) -> anyhow::Result<()> {
 }
 
 /// The one SIGHUP listener: re-reads the principals and the reloadable settings.
-async fn reload_on_sighup(principals: Principals, runtime: Arc<Runtime>) -> anyhow::Result<()> {
-    let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
-        .context("cannot listen for SIGHUP")?;
+async fn reload_on_sighup(
+    hup: Arc<tokio::sync::Mutex<tokio::signal::unix::Signal>>,
+    principals: Principals,
+    runtime: Arc<Runtime>,
+) -> anyhow::Result<()> {
+    let mut hup = hup.lock().await;
     while hup.recv().await.is_some() {
         principals.reload_logged("sighup");
         match runtime.reload_from_files() {

@@ -954,22 +954,6 @@ mod tests {
     }
 
     #[test]
-    fn live_application_and_refolding_agree_exactly() {
-        let evs = sample();
-        let p = PatientId::new();
-        let mut live = Journey::new(p, Limits::default());
-        for (i, e) in evs.iter().enumerate() {
-            live.apply(i as u64, e);
-        }
-        let refolded = Journey::fold(
-            p,
-            Limits::default(),
-            evs.iter().enumerate().map(|(i, e)| (i as u64, e)),
-        );
-        assert_eq!(live, refolded);
-    }
-
-    #[test]
     fn the_timeline_is_newest_first_even_when_events_arrive_out_of_order() {
         let evs = sample();
         let mut j = Journey::new(PatientId::new(), Limits::default());

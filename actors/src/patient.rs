@@ -44,7 +44,9 @@ pub struct PatientDeps {
     pub supervision: Arc<RwLock<SupervisionPolicy>>,
     /// Where restarts, escalations and poison messages are reported.
     pub observer: Arc<dyn ActorObserver>,
-    /// Drills only: an event carrying `"fault_injection": "panic"` makes the actor fail.
+    /// Drills only: an event carrying `"fault_injection": "panic"` makes the actor fail
+    /// in the guarded probe (before anything is stored); `"panic_after_store"` makes it
+    /// die outside it, once the event is stored and before it is applied and answered.
     pub fault_injection: bool,
     /// True in a cluster: the routing request an event causes is written with the
     /// event (outbox) and reaches the leader's router through the routing queue;
@@ -380,6 +382,12 @@ impl Handler<Apply> for PatientActor {
                 let answer = match res {
                     Ok(AppendOutcome::Stored { seq, relinked }) => {
                         act.failures.remove(&event.id);
+                        if act.deps.fault_injection
+                            && event.field("fault_injection").and_then(|v| v.as_str())
+                                == Some("panic_after_store")
+                        {
+                            panic!("fault injected by a drill after the store write");
+                        }
                         if let Some(j) = act.journey.as_mut() {
                             j.identifiers.extend(claims);
                             j.apply(seq, &event);

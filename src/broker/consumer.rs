@@ -310,6 +310,8 @@ async fn consume_partition(
         }
         let n = deliveries.len();
         ctx.health.took(n);
+        ctx.health
+            .took_redelivered(deliveries.iter().filter(|d| d.redelivered).count());
         let res = process_batch(ctx, deliveries, dead_letters, &mut shutdown).await;
         ctx.health.settled(n);
         res?;
@@ -548,6 +550,9 @@ async fn settle(
             }
             State::Stored(o) => {
                 last_done = Some(d);
+                if *o == "duplicate" {
+                    ctx.health.settled_duplicate();
+                }
                 o
             }
             State::Invalid { .. } => {

@@ -69,6 +69,10 @@ struct HealthInner {
     in_flight: AtomicUsize,
     /// The most ever in flight (bounded by prefetch x partitions; drills check it).
     max_in_flight: AtomicUsize,
+    /// Deliveries the broker flagged `redelivered` (sent before and not acked).
+    redelivered: AtomicUsize,
+    /// Deliveries settled as duplicates (their event was already stored).
+    duplicates: AtomicUsize,
 }
 
 impl BrokerHealth {
@@ -100,6 +104,24 @@ impl BrokerHealth {
     /// The most deliveries ever held at once.
     pub fn max_in_flight(&self) -> usize {
         self.0.max_in_flight.load(Ordering::Relaxed)
+    }
+
+    /// Deliveries received with the broker's `redelivered` flag set, since start.
+    pub fn redelivered(&self) -> usize {
+        self.0.redelivered.load(Ordering::Relaxed)
+    }
+
+    /// Deliveries found to be duplicates (already stored), since start.
+    pub fn duplicates(&self) -> usize {
+        self.0.duplicates.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn took_redelivered(&self, n: usize) {
+        self.0.redelivered.fetch_add(n, Ordering::Relaxed);
+    }
+
+    pub(crate) fn settled_duplicate(&self) {
+        self.0.duplicates.fetch_add(1, Ordering::Relaxed);
     }
 
     pub(crate) fn took(&self, n: usize) {

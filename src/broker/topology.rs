@@ -6,7 +6,9 @@
 //!                 └─#─► partitions (x-consistent-hash on header x-patient-key)
 //!                          ├─► <prefix>.0 … <prefix>.N-1  (quorum, single active consumer,
 //!                          │                               x-delivery-limit, DLX)
-//!                          └─(no x-patient-key: alternate exchange)─► <prefix>.0
+//!                          └─(no x-patient-key: hashed like any value, so one partition
+//!                             for all; the alternate exchange ─► <prefix>.0 catches
+//!                             them only where the broker leaves them unrouted)
 //! dead-letter exchange (topic) ─#─► dead-letter queue
 //! runtime ──► commands (topic, <site>.<channel>.<command>) ──► adapters' queues
 //!

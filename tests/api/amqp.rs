@@ -213,9 +213,11 @@ impl Adapter {
         out
     }
 
-    /// Messages ready in `queue` (not counting unacked ones).
+    /// Messages ready in `queue` (not counting unacked ones). Any error fails the
+    /// test: a dead channel or a missing queue must never read as "empty".
     pub async fn ready(&self, queue: &str) -> u32 {
-        self.channel
+        match self
+            .channel
             .queue_declare(
                 queue.into(),
                 QueueDeclareOptions {
@@ -225,8 +227,10 @@ impl Adapter {
                 FieldTable::default(),
             )
             .await
-            .map(|q| q.message_count())
-            .unwrap_or(0)
+        {
+            Ok(q) => q.message_count(),
+            Err(e) => panic!("counting the messages ready in {queue} failed: {e}"),
+        }
     }
 
     /// Ready messages over every partition queue of the runtime.
@@ -269,6 +273,64 @@ impl Adapter {
                 .exchange_delete(ex.as_str().into(), ExchangeDeleteOptions::default())
                 .await;
         }
+    }
+}
+
+/// Ready and unacknowledged messages of every queue whose name starts with
+/// `prefix`, as the broker counts them (`rabbitmqctl list_queues`; about 2 s a
+/// call, so for a state that holds still, not for sampling).
+pub fn broker_counts(prefix: &str) -> std::collections::BTreeMap<String, (u64, u64)> {
+    let out = std::process::Command::new("rabbitmqctl")
+        .args([
+            "list_queues",
+            "-q",
+            "--no-table-headers",
+            "name",
+            "messages_ready",
+            "messages_unacknowledged",
+        ])
+        .output()
+        .expect("rabbitmqctl must be installed with the broker (see .ci/run)");
+    assert!(
+        out.status.success(),
+        "rabbitmqctl list_queues failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| {
+            let mut f = l.split_whitespace();
+            let name = f.next()?;
+            let ready = f.next()?.parse().ok()?;
+            let unacked = f.next()?.parse().ok()?;
+            name.starts_with(prefix)
+                .then(|| (name.to_string(), (ready, unacked)))
+        })
+        .collect()
+}
+
+/// [`broker_counts`] once they hold still: the broker refreshes them every few
+/// seconds, so read until two readings agree with each other and with the exact
+/// ready count of a passive declare on the runtime's partition queues.
+pub async fn settled_broker_counts(
+    adapter: &Adapter,
+    within: Duration,
+) -> std::collections::BTreeMap<String, (u64, u64)> {
+    let prefix = format!("{}.", adapter.names.queue_prefix);
+    let deadline = Instant::now() + within;
+    let mut last = broker_counts(&prefix);
+    loop {
+        let exact = u64::from(adapter.ready_in_partitions().await);
+        let now = broker_counts(&prefix);
+        let ready: u64 = now.values().map(|c| c.0).sum();
+        if now == last && ready == exact {
+            return now;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the broker's counts did not settle: {last:?} then {now:?}, {exact} ready"
+        );
+        last = now;
     }
 }
 

@@ -6,7 +6,8 @@ use std::time::Duration;
 use serde_json::json;
 use uuid::Uuid;
 
-use crate::amqp::{amqp_url, enable_broker, eventually, header, Adapter};
+use crate::amqp::{amqp_url, enable_broker, eventually, header, settled_broker_counts, Adapter};
+use crate::chaos::ChaosProxy;
 use crate::helpers::{days_ago, event, spawn_app_with, test_settings, Backend, TestApp};
 
 const WITHIN: Duration = Duration::from_secs(30);
@@ -249,28 +250,38 @@ async fn sigterm_drains_acks_what_was_stored_and_stops_within_the_grace_period()
     let started = std::time::Instant::now();
     app.stop().await;
     assert!(started.elapsed() < Duration::from_secs(app.settings.application.shutdown_grace_secs));
-    // After the drain nothing is held: every event is stored (and acked) or back in
-    // the queue (at-least-once: one stored just as the drain cut its ack may be both).
+    // After the drain the runtime holds nothing and acked exactly what it stored:
+    // every event is either stored or back in the queue, never both (the batch in
+    // hand was finished and acked) and never neither.
     let store = frontdoor::store::Store::connect(&app.settings.store)
         .await
         .unwrap();
     let stored = store.count_events(None).await.unwrap();
-    eventually(
-        WITHIN,
-        "unacked deliveries returned to the queue",
-        || async {
-            let r = i64::from(adapter.ready_in_partitions().await);
-            (r + stored >= n).then_some(())
-        },
-    )
-    .await;
-    // The next start takes the rest; whatever was both is a duplicate and changes nothing.
+    assert!(stored < n, "the drain came before the end of the work");
+    let counts = settled_broker_counts(&adapter, WITHIN).await;
+    let unacked: u64 = counts.values().map(|c| c.1).sum();
+    assert_eq!(
+        unacked, 0,
+        "nothing left unacked after the drain: {counts:?}"
+    );
+    let ready = i64::from(adapter.ready_in_partitions().await);
+    assert_eq!(
+        ready + stored,
+        n,
+        "stored ({stored}) and acked, or back in the queue ({ready}): exactly one of the two"
+    );
+    // The next start takes the rest; nothing it receives was stored before.
     let mut next = spawn_app_with(app.settings.clone(), None).await;
     wait_stored(&next, n).await;
     eventually(WITHIN, "the queue empty", || async {
         (adapter.ready_in_partitions().await == 0).then_some(())
     })
     .await;
+    assert_eq!(
+        next.broker.duplicates(),
+        0,
+        "nothing stored before the drain was delivered again"
+    );
     let log = store.event_log().await.unwrap();
     let unique: std::collections::HashSet<_> = log.iter().map(|(_, id)| id).collect();
     assert_eq!((log.len(), unique.len()), (n as usize, n as usize));
@@ -317,6 +328,154 @@ async fn an_event_that_crashes_its_patient_actor_every_time_is_dead_lettered_and
         after["id"].as_str().unwrap(),
         "the patient's next event went through"
     );
+    app.stop().await;
+    adapter.cleanup().await;
+}
+
+#[actix_web::test]
+async fn events_without_a_patient_key_all_go_to_one_partition_and_keep_each_patients_order() {
+    let (mut settings, dir) = test_settings(Backend::Postgres).await;
+    enable_broker(&mut settings, &amqp_url());
+    settings.broker.partitions = 4;
+    let adapter = Adapter::connect(&settings).await;
+    // A first start declares the topology; the events then wait where they land.
+    let mut declare = spawn_app_with(settings.clone(), dir).await;
+    wait_until_ready(&declare).await;
+    declare.stop().await;
+    let mut sent = Vec::new();
+    for round in 0..10 {
+        for p in 0..4 {
+            let e = event(
+                "contact.message",
+                "sms",
+                days_ago(0, 0),
+                json!({"mrn": format!("MRN-UK-{p}")}),
+                json!({"contact_id": format!("sms-uk-{p}"), "from": "patient", "text": format!("{round}")}),
+            );
+            adapter
+                .publish_raw(
+                    e.to_string().as_bytes(),
+                    "north.sms.contact.message",
+                    e["id"].as_str().unwrap(),
+                    None,
+                )
+                .await;
+            sent.push(e);
+        }
+    }
+    let mut waiting = Vec::new();
+    for i in 0..4 {
+        waiting.push(adapter.ready(&settings.broker.partition_queue(i)).await);
+    }
+    // All in one partition (RabbitMQ 3.10 hashes the missing header like a value:
+    // partition 1 of 4 here, not the alternate exchange's partition 0).
+    let mut sorted = waiting.clone();
+    sorted.sort();
+    assert_eq!(
+        sorted,
+        [0, 0, 0, 40],
+        "every unkeyed event in one partition: {waiting:?}"
+    );
+    let mut app = spawn_app_with(settings, None).await;
+    wait_stored(&app, 40).await;
+    for p in 0..4 {
+        let pid = app.patient_id("mrn", &format!("MRN-UK-{p}")).await;
+        let ctx = app.context(&pid).await;
+        let texts: Vec<&str> = ctx["open_contacts"][0]["messages"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m["text"].as_str().unwrap())
+            .collect();
+        assert_eq!(texts, ["0", "1", "2", "3", "4", "5", "6", "7", "8", "9"]);
+    }
+    app.stop().await;
+    adapter.cleanup().await;
+}
+
+#[actix_web::test]
+async fn an_envelope_over_the_size_limit_is_dead_lettered_as_too_large_and_nothing_is_stored() {
+    let (mut settings, dir) = test_settings(Backend::Postgres).await;
+    enable_broker(&mut settings, &amqp_url());
+    settings.application.max_event_bytes = 2_048;
+    let adapter = Adapter::connect(&settings).await;
+    let mut app = spawn_app_with(settings, dir).await;
+    wait_until_ready(&app).await;
+    let mut big = booking("MRN-B-7", "+15550101007");
+    big["reason"] = json!("x".repeat(3_000));
+    adapter.publish_event(&big, "MRN-B-7").await;
+    let fine = booking("MRN-B-8", "+15550101008");
+    adapter.publish_event(&fine, "MRN-B-8").await;
+    let dead = &adapter.names.dead_letter_queue;
+    eventually(WITHIN, "the oversized envelope dead-lettered", || async {
+        (adapter.ready(dead).await == 1).then_some(())
+    })
+    .await;
+    let letters = adapter.take_all(dead).await;
+    assert_eq!(
+        header(&letters[0], "x-frontdoor-reason").as_deref(),
+        Some("too_large")
+    );
+    let errors = header(&letters[0], "x-frontdoor-errors").unwrap();
+    assert!(errors.starts_with("body:"), "{errors}");
+    assert_eq!(letters[0].delivery.data, big.to_string().into_bytes());
+    wait_stored(&app, 1).await;
+    eventually(WITHIN, "both deliveries acked", || async {
+        (adapter.ready_in_partitions().await == 0).then_some(())
+    })
+    .await;
+    let log = app.store.event_log().await.unwrap();
+    assert_eq!(log.len(), 1);
+    assert_eq!(log[0].1, fine["id"].as_str().unwrap());
+    app.stop().await;
+    adapter.cleanup().await;
+}
+
+#[actix_web::test]
+async fn a_relay_cut_between_publish_and_confirm_sends_the_same_command_again_and_nothing_else() {
+    let proxy = ChaosProxy::start("127.0.0.1:5672").await;
+    let url = format!("amqp://guest:guest@127.0.0.1:{}/%2f", proxy.port);
+    let (mut app, mut adapter) = spawn_with_broker(Some(&url)).await;
+    let sink = adapter.command_queue("#").await;
+    // The broker receives what the relay publishes; its confirms never arrive.
+    proxy.swallow_replies(true);
+    let e = booking("MRN-B-9", "+15550101009");
+    app.store_event(&e).await;
+    eventually(WITHIN, "the command at the broker", || async {
+        (adapter.ready(&sink).await == 1).then_some(())
+    })
+    .await;
+    assert_eq!(
+        app.store.outbox_counts().await.unwrap(),
+        (1, 0, 0),
+        "unconfirmed: still pending"
+    );
+    // The connection is cut before the confirm gets through; the relay reconnects.
+    proxy.swallow_replies(false);
+    proxy.cut();
+    eventually(
+        WITHIN,
+        "the command confirmed after the reconnect",
+        || async { (app.store.outbox_counts().await.ok()? == (0, 1, 0)).then_some(()) },
+    )
+    .await;
+    let got = adapter.take_all(&sink).await;
+    assert_eq!(
+        got.len(),
+        2,
+        "the same command twice on the wire, nothing else"
+    );
+    let id = |m: &lapin::message::BasicGetMessage| {
+        m.delivery
+            .properties
+            .message_id()
+            .as_ref()
+            .map(|s| s.to_string())
+    };
+    assert_eq!(id(&got[0]), id(&got[1]), "one message_id");
+    assert_eq!(got[0].delivery.data, got[1].delivery.data, "one body");
+    let body: serde_json::Value = serde_json::from_slice(&got[0].delivery.data).unwrap();
+    assert_eq!(body["caused_by"], e["id"]);
     app.stop().await;
     adapter.cleanup().await;
 }

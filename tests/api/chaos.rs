@@ -5,6 +5,7 @@
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 
@@ -18,6 +19,9 @@ pub struct ChaosProxy {
     generation: watch::Sender<u64>,
     /// Connections accepted while up (a reconnect shows as a second one).
     accepted: Arc<AtomicU64>,
+    /// While set, what the server sends is read and dropped: the client's requests
+    /// arrive, their answers (a publisher confirm) never do.
+    swallow: Arc<AtomicBool>,
 }
 
 impl ChaosProxy {
@@ -29,9 +33,10 @@ impl ChaosProxy {
         let port = listener.local_addr().expect("proxy address").port();
         let up = Arc::new(AtomicBool::new(true));
         let accepted = Arc::new(AtomicU64::new(0));
+        let swallow = Arc::new(AtomicBool::new(false));
         let (generation, gen_rx) = watch::channel(0u64);
         let target = target.to_string();
-        let (up2, accepted2) = (up.clone(), accepted.clone());
+        let (up2, accepted2, swallow2) = (up.clone(), accepted.clone(), swallow.clone());
         tokio::spawn(async move {
             loop {
                 let Ok((mut inbound, _)) = listener.accept().await else {
@@ -45,12 +50,29 @@ impl ChaosProxy {
                 let mut gen = gen_rx.clone();
                 let born = *gen.borrow_and_update();
                 let target = target.clone();
+                let swallow = swallow2.clone();
                 tokio::spawn(async move {
-                    let Ok(mut outbound) = TcpStream::connect(&target).await else {
+                    let Ok(outbound) = TcpStream::connect(&target).await else {
                         return;
                     };
+                    let (mut from_client, mut to_client) = inbound.split();
+                    let (mut from_server, mut to_server) = outbound.into_split();
+                    let upstream = tokio::io::copy(&mut from_client, &mut to_server);
+                    let downstream = async {
+                        let mut buf = vec![0u8; 64 * 1024];
+                        loop {
+                            let n = from_server.read(&mut buf).await?;
+                            if n == 0 {
+                                return Ok::<(), std::io::Error>(());
+                            }
+                            if !swallow.load(Ordering::SeqCst) {
+                                to_client.write_all(&buf[..n]).await?;
+                            }
+                        }
+                    };
                     tokio::select! {
-                        _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => {}
+                        _ = upstream => {}
+                        _ = downstream => {}
                         _ = gen.wait_for(|g| *g != born) => {}
                     }
                 });
@@ -61,6 +83,7 @@ impl ChaosProxy {
             up,
             generation,
             accepted,
+            swallow,
         }
     }
 
@@ -78,6 +101,11 @@ impl ChaosProxy {
     /// Cuts every open connection but lets the clients reconnect at once.
     pub fn cut(&self) {
         self.generation.send_modify(|g| *g += 1);
+    }
+
+    /// Drops (true) or passes (false) what the server sends on every connection.
+    pub fn swallow_replies(&self, on: bool) {
+        self.swallow.store(on, Ordering::SeqCst);
     }
 
     /// Connections accepted so far.

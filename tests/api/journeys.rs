@@ -170,3 +170,244 @@ mod notifications {
         }
     }
 }
+
+/// Live application agrees with a refold of the stored log, for any sequence of
+/// events: each case sends a random journey over HTTP (out-of-order occurrence
+/// times, duplicates, a provisional caller merged by `identity.linked`, identifiers
+/// claimed along the way, limits small enough to trim) with passivations at random
+/// points, then compares the context served live with the one served after a last
+/// passivation (a fold of the stored log). Shrinks a failure to a minimal journey.
+mod refold {
+    use std::time::{Duration, Instant};
+
+    use proptest::collection::vec;
+    use proptest::prelude::*;
+    use proptest::strategy::ValueTree;
+    use proptest::test_runner::{Config, TestRunner};
+    use serde_json::{json, Value};
+
+    use crate::helpers::{event, spawn_app_with, test_settings, Backend, TestApp};
+
+    /// Who an event names.
+    #[derive(Debug, Clone, Copy)]
+    enum Who {
+        /// The MRN.
+        Mrn,
+        /// Only a phone (at first an unknown caller: a provisional patient).
+        Phone,
+        /// The MRN and a new email (claimed live).
+        MrnAndEmail,
+    }
+
+    #[derive(Debug, Clone)]
+    enum Step {
+        /// A patient event: its type (index into TYPES), contact, who, minutes ago, a flag.
+        Event(usize, u8, Who, i64, bool),
+        /// The i-th event sent so far, again (same id).
+        Resend(usize),
+        /// `identity.linked` of the MRN and the phone.
+        Link,
+        /// Every resident patient passivates.
+        Passivate,
+    }
+
+    const TYPES: &[&str] = &[
+        "contact.started",
+        "contact.message",
+        "contact.ended",
+        "contact.abandoned",
+        "contact.transferred",
+        "bot.turn",
+        "appointment.booked",
+        "appointment.rescheduled",
+        "appointment.cancelled",
+        "medications.updated",
+        "prescription.routed",
+        "prescription.ready",
+        "device.readings",
+        "note.recorded",
+        "survey.completed",
+    ];
+
+    fn step() -> impl Strategy<Value = Step> {
+        let who = prop_oneof![Just(Who::Mrn), Just(Who::Phone), Just(Who::MrnAndEmail)];
+        prop_oneof![
+            8 => (0..TYPES.len(), 0u8..3, who, 0i64..14_400, any::<bool>())
+                .prop_map(|(t, c, w, m, f)| Step::Event(t, c, w, m, f)),
+            2 => (0usize..40).prop_map(Step::Resend),
+            1 => Just(Step::Link),
+            2 => Just(Step::Passivate),
+        ]
+    }
+
+    fn fields(ty: &str, contact: &str, flag: bool, n: usize) -> Value {
+        let c = contact;
+        match ty {
+            "contact.started" => {
+                json!({"contact_id": c, "intent": "billing", "self_service": flag})
+            }
+            "contact.message" => {
+                json!({"contact_id": c, "from": if flag {"patient"} else {"staff"}, "text": format!("message {n}")})
+            }
+            "contact.ended" => {
+                json!({"contact_id": c, "disposition": "resolved", "agent": "a-1", "summary": format!("summary {n}")})
+            }
+            "contact.abandoned" => json!({"contact_id": c}),
+            "contact.transferred" => json!({"contact_id": c, "to": "billing", "from_agent": "a-1"}),
+            "bot.turn" => {
+                json!({"contact_id": c, "resolved": flag, "intent": "billing", "patient_text": "help", "bot_text": "ok"})
+            }
+            "appointment.booked" | "appointment.rescheduled" => {
+                json!({"appointment_id": format!("appt-{c}"),
+                "starts_at": (chrono::Utc::now() + chrono::Duration::days(if flag {30} else {-30})).to_rfc3339(),
+                "department": "cardiology", "reason": format!("reason {n}")})
+            }
+            "appointment.cancelled" => json!({"appointment_id": format!("appt-{c}")}),
+            "medications.updated" => json!({"medications": [{"name": format!("drug {n}")}]}),
+            "prescription.routed" | "prescription.ready" => {
+                json!({"medication": "insulin", "prescription_id": format!("rx-{c}")})
+            }
+            "device.readings" => json!({"device": "cgm", "summary": {"mean": n}}),
+            "note.recorded" => {
+                json!({"author": "rn-1", "text": format!("note {n}"), "contact_id": c})
+            }
+            _ => json!({"score": n}),
+        }
+    }
+
+    async fn passivate(app: &TestApp) {
+        app.runtime.patients.passivate_all();
+        let start = Instant::now();
+        while app.runtime.patients.resident().await > 0 {
+            assert!(
+                start.elapsed() < Duration::from_secs(15),
+                "passivation stuck"
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
+    async fn context_text(app: &TestApp, pid: &str) -> String {
+        let res = app
+            .client
+            .get(format!("{}/v1/patients/{pid}/context", app.address))
+            .bearer_auth(&app.token)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status().as_u16(), 200);
+        res.text().await.unwrap()
+    }
+
+    /// Runs one journey; Err names how live and refolded differ.
+    async fn check(app: &TestApp, case: usize, steps: &[Step]) -> Result<(), String> {
+        let mrn = format!("MRN-RF-{case}");
+        let phone = format!("+1555{case:07}");
+        let email = format!("rf{case}@example.org");
+        let base = chrono::Utc::now();
+        let mut sent: Vec<Value> = Vec::new();
+        for (n, s) in steps.iter().enumerate() {
+            let body = match s {
+                Step::Event(t, c, who, minutes, flag) => {
+                    let patient = match who {
+                        Who::Mrn => json!({"mrn": mrn}),
+                        Who::Phone => json!({"phone": phone}),
+                        Who::MrnAndEmail => json!({"mrn": mrn, "email": email}),
+                    };
+                    let ty = TYPES[*t];
+                    let contact = format!("c-{case}-{c}");
+                    let at = base - chrono::Duration::minutes(*minutes);
+                    event(ty, "chat", at, patient, fields(ty, &contact, *flag, n))
+                }
+                Step::Resend(i) if !sent.is_empty() => sent[i % sent.len()].clone(),
+                Step::Resend(_) => continue,
+                Step::Link => event(
+                    "identity.linked",
+                    "ehr",
+                    base,
+                    json!({"mrn": mrn, "phone": phone}),
+                    json!({}),
+                ),
+                Step::Passivate => {
+                    passivate(app).await;
+                    continue;
+                }
+            };
+            let status = app.post_event(&body).await.status().as_u16();
+            if status != 202 && status != 200 {
+                return Err(format!("step {n} answered {status}"));
+            }
+            sent.push(body);
+        }
+        let mut pids = Vec::new();
+        for (kind, value) in [("mrn", &mrn), ("phone", &phone)] {
+            let (status, body) = app
+                .get(&format!(
+                    "/v1/patients?{kind}={}",
+                    crate::helpers::urlencode(value)
+                ))
+                .await;
+            if status == 200 {
+                pids.push(body["patient_id"].as_str().unwrap().to_string());
+            }
+        }
+        pids.dedup();
+        for pid in pids {
+            let live = context_text(app, &pid).await;
+            passivate(app).await;
+            let refolded = context_text(app, &pid).await;
+            if live != refolded {
+                return Err(format!("live:\n{live}\nrefolded:\n{refolded}"));
+            }
+        }
+        Ok(())
+    }
+
+    #[actix_web::test]
+    async fn live_application_and_a_refold_of_the_stored_log_serve_the_same_context() {
+        let (mut settings, dir) = test_settings(Backend::Sqlite).await;
+        let p = &mut settings.patients;
+        (p.timeline_limit, p.notes_limit, p.closed_contacts_limit) = (4, 2, 1);
+        (p.messages_per_contact_limit, p.device_readings_limit) = (2, 1);
+        let app = spawn_app_with(settings, dir).await;
+        let journeys = vec(step(), 1..24);
+        let mut runner = TestRunner::new(Config {
+            cases: 24,
+            failure_persistence: None,
+            ..Config::default()
+        });
+        let mut case = 0;
+        for _ in 0..24 {
+            let mut tree = journeys.new_tree(&mut runner).unwrap();
+            case += 1;
+            let Err(first) = check(&app, case, &tree.current()).await else {
+                continue;
+            };
+            // Shrink as proptest does: simplify after a failure, complicate after a pass.
+            let mut minimal = (tree.current(), first);
+            let mut failed = true;
+            for _ in 0..200 {
+                let moved = if failed {
+                    tree.simplify()
+                } else {
+                    tree.complicate()
+                };
+                if !moved {
+                    break;
+                }
+                case += 1;
+                match check(&app, case, &tree.current()).await {
+                    Err(why) => {
+                        minimal = (tree.current(), why);
+                        failed = true;
+                    }
+                    Ok(()) => failed = false,
+                }
+            }
+            panic!(
+                "live and refolded contexts differ; minimal journey {:?}\n{}",
+                minimal.0, minimal.1
+            );
+        }
+    }
+}
