@@ -75,6 +75,10 @@ impl Application {
             .routing
             .validate()
             .map_err(|e| anyhow::anyhow!("Invalid [routing] configuration: {e}"))?;
+        settings
+            .fhir
+            .validate()
+            .map_err(|e| anyhow::anyhow!("Invalid [fhir] configuration: {e}"))?;
         for (name, p) in [
             ("patient", &settings.supervision.patient),
             ("tasks", &settings.supervision.tasks),
@@ -133,6 +137,7 @@ impl Application {
             limits: settings.patients.limits(),
             idle_timeout: Duration::from_secs(settings.patients.idle_timeout_secs.max(1)),
             notify: settings.notify.clone(),
+            ehr: Arc::new(settings.fhir.ehr()),
             routing: Some(routing.clone()),
             supervision: patient_policy.clone(),
             observer: stats.clone(),
@@ -230,6 +235,7 @@ impl Application {
             security: settings.security.clone(),
             rate_limiter: http::guard::RateLimiter::default(),
             broker: health.clone(),
+            fhir: settings.fhir.clone(),
         });
         let max_json = settings.application.max_json_bytes;
         let server = HttpServer::new(move || {

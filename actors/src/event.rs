@@ -145,6 +145,9 @@ pub struct AppointmentFields {
     /// When it starts (absent on a cancellation that does not repeat it).
     #[serde(default)]
     pub starts_at: Option<DateTime<Utc>>,
+    /// When it ends, if the scheduling system says.
+    #[serde(default)]
+    pub ends_at: Option<DateTime<Utc>>,
     /// Department, e.g. dermatology.
     #[serde(default)]
     pub department: Option<String>,
@@ -202,6 +205,10 @@ pub enum EventKind {
     AppointmentBooked(AppointmentFields),
     AppointmentRescheduled(AppointmentFields),
     AppointmentCancelled(AppointmentFields),
+    /// `appointment.no_show`: the patient did not come.
+    AppointmentNoShow(AppointmentFields),
+    /// `appointment.checked_in`: the patient arrived (or the visit took place).
+    AppointmentCheckedIn(AppointmentFields),
     /// `medications.updated`: the full current list (replaces the previous one).
     MedicationsUpdated {
         medications: Vec<Medication>,
@@ -255,7 +262,7 @@ pub enum EventKind {
 }
 
 /// The event types this version understands.
-pub const KNOWN_TYPES: [&str; 19] = [
+pub const KNOWN_TYPES: [&str; 21] = [
     "contact.started",
     "contact.message",
     "bot.turn",
@@ -265,6 +272,8 @@ pub const KNOWN_TYPES: [&str; 19] = [
     "appointment.booked",
     "appointment.rescheduled",
     "appointment.cancelled",
+    "appointment.no_show",
+    "appointment.checked_in",
     "medications.updated",
     "prescription.routed",
     "prescription.ready",
@@ -664,6 +673,7 @@ fn parse_appointment(f: &mut Fields<'_>, needs_time: bool) -> Option<Appointment
     } else {
         f.time_opt("starts_at")
     };
+    let ends_at = f.time_opt("ends_at");
     let department = f.str_opt("department");
     let reason = f.str_opt("reason");
     let provider = f.str_opt("provider");
@@ -672,6 +682,7 @@ fn parse_appointment(f: &mut Fields<'_>, needs_time: bool) -> Option<Appointment
     Some(AppointmentFields {
         appointment_id: appointment_id?,
         starts_at,
+        ends_at,
         department,
         reason,
         provider,
@@ -816,6 +827,8 @@ fn parse_kind(event_type: &str, f: &mut Fields<'_>) -> Option<EventKind> {
         "appointment.booked" => EventKind::AppointmentBooked(parse_appointment(f, true)?),
         "appointment.rescheduled" => EventKind::AppointmentRescheduled(parse_appointment(f, true)?),
         "appointment.cancelled" => EventKind::AppointmentCancelled(parse_appointment(f, false)?),
+        "appointment.no_show" => EventKind::AppointmentNoShow(parse_appointment(f, false)?),
+        "appointment.checked_in" => EventKind::AppointmentCheckedIn(parse_appointment(f, false)?),
         "medications.updated" => {
             let meds = match f.obj.get("medications") {
                 Some(Value::Array(items)) => {

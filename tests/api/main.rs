@@ -9,6 +9,7 @@ mod chaos;
 mod contract;
 mod dashboards;
 mod drills;
+mod fhir;
 mod health;
 mod journeys;
 mod passivation;
