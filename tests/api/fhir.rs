@@ -372,6 +372,14 @@ on_both_backends! {
             assert_eq!(app.get_as(Some("dr-cardio"), p, &[]).await.0, 403, "{p}: another department");
         }
         assert_eq!(app.get_as(Some("dr-derm"), &format!("/v1/patients?mrn={}", mrn_of(&bundle)), &[]).await.0, 200);
+        // What the specialist sees as FHIR: valid, with the appointment and the patient's phone.
+        let (_, fhir) = app.get_as(Some("dr-derm"), &paths[1], &[]).await;
+        assert_valid_fhir(std::slice::from_ref(&fhir));
+        let appt = &resources_of(&fhir, "Appointment")[0];
+        assert_eq!((appt["status"].as_str(), appt["start"].as_str(), appt["end"].as_str()),
+            (Some("booked"), Some(start.as_str()), Some(end.as_str())));
+        assert_eq!(appt["specialty"][0]["text"], "dermatology");
+        assert_eq!(resources_of(&fhir, "Patient")[0]["telecom"][0]["value"], "+15550100007");
         // The same department at a site outside the clinician's: refused.
         let mut south = event("appointment.booked", "ehr", days_ago(0, 0), json!({"mrn": "MRN-SOUTH-DERM"}),
             json!({"appointment_id": "s-1", "starts_at": start, "department": "dermatology"}));
@@ -384,7 +392,7 @@ on_both_backends! {
 
         let (_, audit) = app.get(&format!("/v1/audit?principal=dr-derm&patient={patient}")).await;
         let records = audit["records"].as_array().unwrap();
-        assert_eq!(records.len(), 3, "{records:?}");
+        assert_eq!(records.len(), 4, "{records:?}");
         for r in records {
             assert_eq!((r["purpose"].as_str(), r["outcome"].as_str(), r["principal_role"].as_str()),
                 (Some("treatment"), Some("success"), Some("clinician")));
