@@ -191,6 +191,13 @@ on_both_backends! {
         let p = &resources_of(&fhir, "Patient")[0];
         assert_eq!(p["identifier"][0]["value"], json!(mrn_of(&bundle)));
 
+        // No PHI of the bundle in the logs (debug level, every span closed).
+        let logs = crate::helpers::captured_logs();
+        let family = resources_of(&bundle, "Patient")[0]["name"][0]["family"].as_str().unwrap().to_string();
+        for phi in [mrn_of(&bundle), family, expected[0].clone()] {
+            assert!(!logs.contains(&phi), "the logs hold PHI from the bundle");
+        }
+
         // Types Front Door does not use are counted and skipped.
         let metrics = app.metrics().await;
         assert!(metrics.lines().any(|l| l.starts_with("frontdoor_fhir_entries_total")

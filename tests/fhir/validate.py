@@ -1,10 +1,10 @@
 """Validates FHIR JSON that Front Door emitted, with an independent model library.
 
 Reads one JSON document from standard input: a resource, or {"resources": [...]}.
-Each resource is parsed by the `fhir.resources` R4B models (R4B changed none of the
-elements of the resources Front Door emits: Bundle, OperationOutcome, Patient,
-Appointment, MedicationStatement, Observation, Communication); a Bundle is parsed
-with every entry's resource. Prints "ok <n>" and exits 0, or prints each validation
+Each resource is parsed by the `fhir.resources` R4B (4.3.0) models, the closest the
+package ships to R4 (4.0.1); a Bundle is parsed with every entry's resource. The
+models check structure, data types, cardinality and required elements, not code
+values. Prints "ok <n>" and exits 0, or prints each validation
 error and exits 1.
 """
 
