@@ -4,7 +4,7 @@
 //! | trigger | command | body |
 //! |---|---|---|
 //! | a contact with staff messages (or a note on it) ends | `ehr.document` | a FHIR R4 `Communication`: the patient by MRN, sender (the agent) and recipient (the patient), `sent`, the thread's messages and notes in order, the summary, and the appointment it concerned when there is one |
-//! | an event from any channel but `ehr` makes a patient with an MRN claim a phone or email Front Door had not seen | `ehr.identity` | a suggestion (`action: "suggest"`) holding a FHIR R4 `Patient` with the MRN and the new telecom; never an automatic change |
+//! | an event from any channel but `ehr` makes a patient already known by its MRN claim a phone or email Front Door had not seen | `ehr.identity` | a suggestion (`action: "suggest"`) holding a FHIR R4 `Patient` with the MRN and the new telecom; never an automatic change |
 //!
 //! Both need the patient's MRN and the MRN system of the site (`[fhir.sites]`): an EHR
 //! files nothing it cannot attach to a chart, so a provisional patient (no MRN) or a
@@ -288,7 +288,7 @@ pub fn document(event: &Envelope, after: &Journey, settings: &EhrSettings) -> Op
     ))
 }
 
-/// `ehr.identity`: a phone or email a patient with an MRN claimed through a channel
+/// `ehr.identity`: a phone or email a patient already known by its MRN claimed through a channel
 /// other than the EHR, as a suggestion for the EHR's registrars.
 pub fn identity_suggestion(
     event: &Envelope,
@@ -296,7 +296,9 @@ pub fn identity_suggestion(
     claims: &[IdentifierView],
     settings: &EhrSettings,
 ) -> Option<Command> {
-    if event.channel == Channel::Ehr {
+    // From the EHR itself: it knows. With the MRN claimed by this very event, the
+    // patient is new to Front Door: nothing was *learned* beside what the sender has.
+    if event.channel == Channel::Ehr || claims.iter().any(|c| c.kind == IdentifierKind::Mrn) {
         return None;
     }
     let telecom: Vec<Value> = claims
@@ -508,6 +510,9 @@ mod tests {
             value: "M2".into(),
         }];
         assert!(identity_suggestion(&call, &j, &mrn_only, &settings()).is_none());
+        // First seen together with its MRN: the sender knows both; no suggestion.
+        let first_seen = [mrn_only[0].clone(), claims[0].clone()];
+        assert!(identity_suggestion(&call, &j, &first_seen, &settings()).is_none());
     }
 
     #[test]

@@ -231,7 +231,13 @@ pub async fn spawn_app_with(settings: Settings, dir: Option<TempDir>) -> TestApp
     TestApp {
         address,
         store,
-        client: reqwest::Client::new(),
+        // Idle connections are dropped before the server's 5 s keep-alive closes them:
+        // a test that pauses (a Python generator on a busy machine) would otherwise
+        // reuse a connection the server is closing (hyper's IncompleteMessage).
+        client: reqwest::Client::builder()
+            .pool_idle_timeout(std::time::Duration::from_secs(2))
+            .build()
+            .expect("an HTTP client"),
         settings,
         broker,
         shutdown,
