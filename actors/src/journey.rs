@@ -1062,6 +1062,55 @@ mod tests {
     }
 
     #[test]
+    fn a_no_show_or_a_check_in_leaves_the_upcoming_list_and_keeps_the_details() {
+        let mut j = Journey::new(PatientId::new(), Limits::default());
+        let booked = |n: u128, id: &str| {
+            ev(
+                n,
+                "appointment.booked",
+                "2026-11-20T09:00:00Z",
+                json!({
+                "appointment_id": id, "starts_at": "2026-12-01T09:30:00Z",
+                "ends_at": "2026-12-01T10:00:00Z", "department": "dermatology"}),
+            )
+        };
+        j.apply(1, &booked(1, "A1"));
+        j.apply(2, &booked(2, "A2"));
+        j.apply(
+            3,
+            &ev(
+                3,
+                "appointment.no_show",
+                "2026-12-01T10:00:00Z",
+                json!({"appointment_id": "A1"}),
+            ),
+        );
+        j.apply(
+            4,
+            &ev(
+                4,
+                "appointment.checked_in",
+                "2026-12-01T09:20:00Z",
+                json!({"appointment_id": "A2"}),
+            ),
+        );
+        let now = "2026-11-30T00:00:00Z".parse().unwrap();
+        assert!(j.upcoming_appointments(now).is_empty());
+        let a1 = j.appointments.get("A1").unwrap();
+        assert_eq!(a1.status, AppointmentStatus::NoShow);
+        assert_eq!(a1.department.as_deref(), Some("dermatology"));
+        assert_eq!(a1.ends_at, Some("2026-12-01T10:00:00Z".parse().unwrap()));
+        assert_eq!(
+            j.appointments.get("A2").unwrap().status,
+            AppointmentStatus::CheckedIn
+        );
+        assert_eq!(
+            j.timeline[0].summary, "An appointment missed (no-show)",
+            "the timeline says what happened without inventing a time"
+        );
+    }
+
+    #[test]
     fn unresolved_bot_exchanges_count_since_the_last_resolution() {
         let mut j = Journey::new(PatientId::new(), Limits::default());
         for (i, resolved) in [true, false, false].into_iter().enumerate() {

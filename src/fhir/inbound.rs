@@ -2002,6 +2002,49 @@ mod tests {
     }
 
     #[test]
+    fn a_portal_message_and_a_visit_summary_become_a_message_and_a_note() {
+        let b = bundle(
+            "collection",
+            vec![
+                patient(),
+                post(
+                    "urn:uuid:pr1",
+                    json!({"resourceType": "Practitioner", "name": [{"text": "Dr Lee"}]}),
+                ),
+                post(
+                    "urn:uuid:m1",
+                    json!({"resourceType": "Communication", "id": "msg-1", "status": "completed",
+                    "subject": {"reference": "urn:uuid:00000000-0000-4000-8000-000000000001"},
+                    "sender": {"reference": "urn:uuid:00000000-0000-4000-8000-000000000001"},
+                    "sent": "2026-11-29T10:00:00Z",
+                    "payload": [{"contentString": "Is the rash contagious?"}]}),
+                ),
+                post(
+                    "urn:uuid:e1",
+                    json!({"resourceType": "Encounter", "status": "finished",
+                    "class": {"code": "AMB"},
+                    "subject": {"reference": "urn:uuid:00000000-0000-4000-8000-000000000001"},
+                    "participant": [{"individual": {"reference": "urn:uuid:pr1"}}],
+                    "period": {"start": "2026-11-28T09:00:00Z", "end": "2026-11-28T09:30:00Z"},
+                    "text": {"status": "generated", "div": "<div><p>Eczema; steroid cream.</p></div>"}}),
+                ),
+            ],
+        );
+        let plan = plan(&read(&b).unwrap(), &site());
+        let msg = &plan.events[1].object;
+        assert_eq!(msg["type"], "contact.message");
+        assert_eq!(msg["channel"], "portal");
+        assert_eq!(msg["from"], "patient");
+        assert_eq!(msg["contact_id"], "fhir:msg-1");
+        let note = &plan.events[2].object;
+        assert_eq!(note["type"], "note.recorded");
+        assert_eq!(note["author"], "Dr Lee");
+        assert_eq!(note["role"], "visit summary");
+        assert_eq!(note["text"], "Eczema; steroid cream.");
+        assert_eq!(note["occurred_at"], "2026-11-28T09:30:00Z");
+    }
+
+    #[test]
     fn narrative_becomes_plain_text() {
         assert_eq!(
             narrative_text("<div xmlns=\"x\"><p><b>Seen</b> for rash &amp; itch.</p></div>"),
