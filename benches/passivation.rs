@@ -455,6 +455,7 @@ async fn run() -> anyhow::Result<()> {
         limits: settings.patients.limits(),
         idle_timeout: Duration::from_secs(settings.patients.idle_timeout_secs.max(1)),
         notify: settings.notify.clone(),
+        ehr: Arc::new(settings.fhir.ehr()),
         routing: None,
         supervision: Arc::new(std::sync::RwLock::new(settings.supervision.patient.clone())),
         observer: Arc::new(frontdoor_actors::ports::NoActorObserver),

@@ -47,16 +47,20 @@ pub enum Role {
     Admin,
     /// A monitoring system: readiness and metrics only.
     Monitor,
+    /// A clinician (a specialist's office, a physician): reads the context of patients
+    /// with an appointment in its departments at its sites, for treatment.
+    Clinician,
 }
 
 impl Role {
     /// Every role (the role matrix test walks these).
-    pub const ALL: [Role; 5] = [
+    pub const ALL: [Role; 6] = [
         Role::Adapter,
         Role::Agent,
         Role::Supervisor,
         Role::Admin,
         Role::Monitor,
+        Role::Clinician,
     ];
 
     /// The role's name (a bounded metric label, and what the audit log records).
@@ -67,6 +71,7 @@ impl Role {
             Role::Supervisor => "supervisor",
             Role::Admin => "admin",
             Role::Monitor => "monitor",
+            Role::Clinician => "clinician",
         }
     }
 }
@@ -81,9 +86,17 @@ pub struct Principal {
     pub role: Role,
     /// Sites the principal acts for; `*` means all.
     pub sites: Vec<String>,
+    /// Clinicians: the departments whose patients it treats (lower-cased).
+    pub departments: Vec<String>,
 }
 
 impl Principal {
+    /// True when `department` is one of the principal's (case-insensitive).
+    pub fn covers_department(&self, department: &str) -> bool {
+        let d = department.trim().to_lowercase();
+        self.departments.contains(&d)
+    }
+
     /// True when the principal may act for `site`.
     pub fn covers_site(&self, site: &str) -> bool {
         self.sites.iter().any(|s| s == "*" || s == site)
@@ -101,6 +114,7 @@ impl fmt::Debug for Principal {
             .field("id", &self.id)
             .field("role", &self.role)
             .field("sites", &self.sites)
+            .field("departments", &self.departments)
             .finish()
     }
 }
@@ -115,6 +129,37 @@ pub trait AssignmentCheck: Send + Sync {
 
     /// The site routing has the agent at now (None: never announced).
     fn agent_site(&self, agent_id: &str) -> BoxFuture<'static, Option<SiteId>>;
+}
+
+/// One appointment event of a patient, as the clinician rule reads it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AppointmentFact {
+    /// The appointment (site and id): later events of the same key win.
+    pub key: String,
+    /// True when this event cancelled it.
+    pub cancelled: bool,
+    /// The department the event names, if any (later events keep an earlier one).
+    pub department: Option<String>,
+}
+
+/// The clinician rule: true when, folding `facts` in store order, some appointment is
+/// not cancelled and its department is one of `departments` (lower-cased).
+pub fn in_departments(facts: &[AppointmentFact], departments: &[String]) -> bool {
+    let mut by_key: HashMap<&str, (bool, Option<&str>)> = HashMap::new();
+    for f in facts {
+        let entry = by_key.entry(f.key.as_str()).or_insert((false, None));
+        entry.0 = f.cancelled;
+        if let Some(d) = f.department.as_deref() {
+            entry.1 = Some(d);
+        }
+    }
+    by_key.values().any(|(cancelled, department)| {
+        !cancelled
+            && department.is_some_and(|d| {
+                let d = d.trim().to_lowercase();
+                departments.contains(&d)
+            })
+    })
 }
 
 /// The hex SHA-256 of a token (what configuration stores).
@@ -187,10 +232,18 @@ fn index(
         if e.sites.is_empty() {
             return Err(invalid("sites must name at least one site, or \"*\""));
         }
+        if e.role == Role::Clinician && e.departments.is_empty() {
+            return Err(invalid("a clinician must name at least one department"));
+        }
         let principal = Principal {
             id: e.id.clone(),
             role: e.role,
             sites: e.sites.clone(),
+            departments: e
+                .departments
+                .iter()
+                .map(|d| d.trim().to_lowercase())
+                .collect(),
         };
         if out.insert(digest, principal).is_some() {
             return Err(invalid("the same token hash is listed twice"));
@@ -330,6 +383,7 @@ mod tests {
             id: id.into(),
             role,
             sites: vec!["north".into()],
+            departments: Vec::new(),
             token_sha256: token_digest(token),
         }
     }
@@ -384,6 +438,48 @@ mod tests {
         assert_eq!((who.id.as_str(), who.role), ("agent-7", Role::Agent));
         assert!(p.authenticate("tok-agent-7-abcdefghijklmnoq").is_none());
         assert!(p.authenticate("").is_none());
+    }
+
+    #[test]
+    fn a_clinician_needs_departments_and_matches_them_in_any_case() {
+        let mut c = entry("dr-lee", Role::Clinician, "tok-dr-lee-abcdefghijklmnop");
+        assert!(Principals::load(&settings(vec![c.clone()], None), Environment::Local).is_err());
+        c.departments = vec![" Dermatology ".into()];
+        let p = Principals::load(&settings(vec![c], None), Environment::Local).unwrap();
+        let who = p.authenticate("tok-dr-lee-abcdefghijklmnop").unwrap();
+        assert!(who.covers_department("DERMATOLOGY"));
+        assert!(!who.covers_department("cardiology"));
+    }
+
+    #[test]
+    fn a_clinician_treats_patients_with_a_live_appointment_in_its_department() {
+        let fact = |key: &str, cancelled, department: Option<&str>| AppointmentFact {
+            key: key.into(),
+            cancelled,
+            department: department.map(str::to_string),
+        };
+        let derm = vec!["dermatology".to_string()];
+        assert!(in_departments(
+            &[fact("n/a1", false, Some("Dermatology"))],
+            &derm
+        ));
+        assert!(!in_departments(
+            &[fact("n/a1", false, Some("cardiology"))],
+            &derm
+        ));
+        // Cancelled later (the cancellation need not repeat the department): no.
+        let cancelled = [
+            fact("n/a1", false, Some("dermatology")),
+            fact("n/a1", true, None),
+        ];
+        assert!(!in_departments(&cancelled, &derm));
+        // Re-booked after the cancellation: yes again.
+        let rebooked = [
+            fact("n/a1", false, Some("dermatology")),
+            fact("n/a1", true, None),
+            fact("n/a1", false, None),
+        ];
+        assert!(in_departments(&rebooked, &derm));
     }
 
     #[test]

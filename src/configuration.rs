@@ -37,6 +37,9 @@ pub struct Settings {
     /// Several nodes as one runtime (off: this node does everything).
     #[serde(default)]
     pub cluster: ClusterSettings,
+    /// The FHIR R4 edge (`/fhir/r4`) and what is filed in the EHR.
+    #[serde(default)]
+    pub fhir: FhirSettings,
 }
 
 /// Several nodes sharing the work through PostgreSQL (leases) and RabbitMQ
@@ -74,6 +77,33 @@ impl Default for ClusterSettings {
     }
 }
 
+/// The FHIR R4 edge and the per-site MRN systems (docs/fhir.md).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct FhirSettings {
+    /// Largest accepted body on `POST /fhir/r4`, in bytes.
+    pub max_bundle_bytes: usize,
+    /// Country calling code (digits) for telecom numbers written without `+`
+    /// (`(555) 010-0001` becomes `+15550100001` with `1`); empty: such numbers are skipped.
+    pub default_country_code: String,
+    /// Keep vital-sign Observations (category `vital-signs`) as device readings too;
+    /// glucose is always kept.
+    pub vital_signs_as_readings: bool,
+    /// Per site (`*`: every site not listed): the MRN identifier systems.
+    pub sites: std::collections::BTreeMap<String, frontdoor_actors::ehr::EhrSite>,
+}
+
+impl Default for FhirSettings {
+    fn default() -> Self {
+        FhirSettings {
+            max_bundle_bytes: 1024 * 1024,
+            default_country_code: "1".into(),
+            vital_signs_as_readings: false,
+            sites: Default::default(),
+        }
+    }
+}
+
 impl ClusterSettings {
     /// Rejects settings that cannot work, naming the key.
     pub fn validate(&self) -> Result<(), String> {
@@ -99,6 +129,31 @@ impl ClusterSettings {
             );
         }
         Ok(())
+    }
+}
+
+impl FhirSettings {
+    /// The per-site MRN systems, as the actors need them.
+    pub fn ehr(&self) -> frontdoor_actors::ehr::EhrSettings {
+        frontdoor_actors::ehr::EhrSettings {
+            sites: self.sites.clone(),
+        }
+    }
+
+    /// Checks the settings before the runtime starts.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.max_bundle_bytes < 1024 {
+            return Err("fhir.max_bundle_bytes must be at least 1024".into());
+        }
+        if !self
+            .default_country_code
+            .chars()
+            .all(|c| c.is_ascii_digit())
+            || self.default_country_code.len() > 3
+        {
+            return Err("fhir.default_country_code must be 0 to 3 digits".into());
+        }
+        self.ehr().validate()
     }
 }
 
@@ -306,6 +361,10 @@ pub struct PrincipalEntry {
     pub role: crate::auth::Role,
     /// Sites it acts for; `*` for all.
     pub sites: Vec<String>,
+    /// Clinicians only: the departments whose patients (an appointment there, at one
+    /// of `sites`) the clinician treats.
+    #[serde(default)]
+    pub departments: Vec<String>,
     /// Hex SHA-256 of the bearer token (the token itself is never configured).
     pub token_sha256: String,
 }
@@ -316,6 +375,7 @@ impl std::fmt::Debug for PrincipalEntry {
             .field("id", &self.id)
             .field("role", &self.role)
             .field("sites", &self.sites)
+            .field("departments", &self.departments)
             .finish_non_exhaustive()
     }
 }

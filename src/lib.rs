@@ -15,6 +15,7 @@
 //! - [`configuration`]: typed settings from `config/` and `FRONTDOOR__*` variables.
 //! - [`startup`]: builds the application (store, actors, HTTP) and runs it.
 //! - [`ingest`]: the one path an event takes from an edge to the patient's journey.
+//! - [`fhir`]: FHIR R4 in (bundles mapped into envelopes) and out (the context Bundle).
 //! - [`store`]: all SQL (SQLite or PostgreSQL through sqlx).
 //! - [`http`]: the actix-web API and its problem+json errors.
 //! - [`metrics`]: metric names and the Prometheus recorder.
@@ -30,6 +31,7 @@ pub mod auth;
 pub mod broker;
 pub mod cluster;
 pub mod configuration;
+pub mod fhir;
 pub mod http;
 pub mod ingest;
 pub mod metrics;

@@ -28,6 +28,12 @@ pub const RESIDENT_PATIENTS: &str = "frontdoor_patients_resident";
 pub const IDENTITY_RESOLUTIONS_TOTAL: &str = "frontdoor_identity_resolutions_total";
 /// HTTP requests, by `route`, `method` and `status` class.
 pub const HTTP_REQUESTS_TOTAL: &str = "frontdoor_http_requests_total";
+/// FHIR entries received on `POST /fhir/r4`, by `resource` (an R4 resource type, or
+/// `none`) and `outcome` (`stored`, `duplicate`, `skipped`, `unsupported`, `refused`, `failed`).
+pub const FHIR_ENTRIES_TOTAL: &str = "frontdoor_fhir_entries_total";
+/// FHIR bodies refused as a whole, by `reason` (`validation`, `syntax`, `too_large`,
+/// `media_type`, `unprocessable`, `site_not_configured`).
+pub const FHIR_REJECTED_TOTAL: &str = "frontdoor_fhir_rejected_total";
 /// Resident set size of the process (Linux `/proc/self/statm`).
 pub const PROCESS_RESIDENT_MEMORY_BYTES: &str = "frontdoor_process_resident_memory_bytes";
 
@@ -185,11 +191,24 @@ pub fn install() -> PrometheusHandle {
         .clone()
 }
 
+/// Why a FHIR body is refused as a whole (the `reason` label of [`FHIR_REJECTED_TOTAL`]).
+pub const FHIR_REJECT_REASONS: [&str; 6] = [
+    "validation",
+    "syntax",
+    "too_large",
+    "media_type",
+    "unprocessable",
+    "site_not_configured",
+];
+
 /// Counters whose label sets are known up front start at zero, so a dashboard
 /// shows 0 (not "no data") before the first rejection.
 fn zero_known_series() {
     for reason in frontdoor_actors::event::ContractError::REASONS {
         metrics::counter!(EVENTS_REJECTED_TOTAL, "reason" => reason).increment(0);
+    }
+    for reason in FHIR_REJECT_REASONS {
+        metrics::counter!(FHIR_REJECTED_TOTAL, "reason" => reason).increment(0);
     }
 }
 
@@ -230,6 +249,14 @@ fn describe() {
         "Receive-to-stored latency of events."
     );
     describe_histogram!(STORE_SECONDS, Unit::Seconds, "Store operation latency.");
+    describe_counter!(
+        FHIR_ENTRIES_TOTAL,
+        "FHIR entries received by resource type and outcome."
+    );
+    describe_counter!(
+        FHIR_REJECTED_TOTAL,
+        "FHIR bodies refused as a whole by reason."
+    );
     describe_gauge!(RESIDENT_PATIENTS, "Patient actors resident in memory.");
     describe_counter!(
         IDENTITY_RESOLUTIONS_TOTAL,

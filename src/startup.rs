@@ -200,6 +200,7 @@ impl Application {
             security: settings.security.clone(),
             rate_limiter: http::guard::RateLimiter::default(),
             broker: health.clone(),
+            fhir: settings.fhir.clone(),
         });
         let (server, port) = http_server(&settings, state)?;
         tracing::info!(
@@ -310,6 +311,10 @@ fn validate(settings: &Settings) -> anyhow::Result<()> {
             .map_err(|e| anyhow::anyhow!("Invalid [supervision.{name}] configuration: {e}"))?;
     }
     settings
+        .fhir
+        .validate()
+        .map_err(|e| anyhow::anyhow!("Invalid [fhir] configuration: {e}"))?;
+    settings
         .cluster
         .validate()
         .map_err(|e| anyhow::anyhow!("Invalid [cluster] configuration: {e}"))?;
@@ -370,6 +375,7 @@ fn start_patients(
         limits: settings.patients.limits(),
         idle_timeout: Duration::from_secs(settings.patients.idle_timeout_secs.max(1)),
         notify: settings.notify.clone(),
+        ehr: Arc::new(settings.fhir.ehr()),
         routing: Some(routing.clone()),
         supervision: sup.patient.clone(),
         observer: sup.stats.clone(),

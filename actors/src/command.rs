@@ -13,7 +13,7 @@ use uuid::Uuid;
 
 use crate::event::Channel;
 use crate::ids::{IdentifierKind, PatientId, SiteId};
-use crate::journey::{Journey, PrescriptionStatus};
+use crate::journey::{AppointmentStatus, Journey, PrescriptionStatus};
 
 /// Namespace for deterministic command ids (UUIDv5).
 const COMMAND_NAMESPACE: Uuid = Uuid::from_u128(0x6b1f_0c2e_94d1_4d0a_8f2b_7a9c_3e51_d402);
@@ -37,6 +37,13 @@ pub enum CommandType {
     /// leader). Relayed to the routing queue, never to adapters.
     #[serde(rename = "routing.request")]
     RoutingRequest,
+    /// File a FHIR `Communication` (a staff exchange that ended) in the EHR.
+    #[serde(rename = "ehr.document")]
+    EhrDocument,
+    /// Suggest to the EHR's registrars an identifier Front Door learned (never an
+    /// automatic change).
+    #[serde(rename = "ehr.identity")]
+    EhrIdentity,
 }
 
 impl CommandType {
@@ -48,6 +55,8 @@ impl CommandType {
             CommandType::ContactRoute => "contact.route",
             CommandType::EscalationRaised => "escalation.raised",
             CommandType::RoutingRequest => "routing.request",
+            CommandType::EhrDocument => "ehr.document",
+            CommandType::EhrIdentity => "ehr.identity",
         }
     }
 }
@@ -186,7 +195,9 @@ impl Default for NotifySettings {
 /// The notifications an event causes, given the journey before it is applied.
 ///
 /// - `appointment.booked` / `appointment.rescheduled`: a confirmation with date,
-///   time, location (or telehealth link) and the paperwork link.
+///   time, location (or telehealth link) and the paperwork link; not again for a
+///   booking the patient was already confirmed at that time (an EHR re-sending an
+///   appointment whose other details changed).
 /// - `prescription.ready`: a pickup notice with the pharmacy.
 ///
 /// They go by SMS when the patient has a phone, else by email; a patient with
@@ -216,6 +227,9 @@ pub fn notifications(
     payload.insert("to".into(), to);
     match &event.kind {
         EventKind::AppointmentBooked(a) | EventKind::AppointmentRescheduled(a) => {
+            if already_confirmed(journey, a) {
+                return Vec::new();
+            }
             let template = if matches!(event.kind, EventKind::AppointmentBooked(_)) {
                 "appointment.confirmation"
             } else {
@@ -279,6 +293,21 @@ pub fn notifications(
     )]
 }
 
+/// True when the journey already holds this appointment, booked (or rescheduled) for
+/// the same start: the patient has its confirmation.
+fn already_confirmed(journey: &Journey, a: &crate::event::AppointmentFields) -> bool {
+    journey
+        .appointments
+        .get(&a.appointment_id)
+        .is_some_and(|known| {
+            matches!(
+                known.status,
+                AppointmentStatus::Booked | AppointmentStatus::Rescheduled
+            ) && known.starts_at.is_some()
+                && known.starts_at == a.starts_at
+        })
+}
+
 fn find_identifier(journey: &Journey, kind: IdentifierKind) -> Option<String> {
     journey
         .identifiers
@@ -330,6 +359,25 @@ mod tests {
         let a = notifications(&booked(), &j, &NotifySettings::default());
         let b = notifications(&booked(), &j, &NotifySettings::default());
         assert_eq!(a[0].id, b[0].id);
+    }
+
+    #[test]
+    fn a_booking_repeated_for_the_same_time_is_not_confirmed_twice_but_a_new_time_is() {
+        let mut j = Journey::new(PatientId::new(), Limits::default());
+        let first = booked();
+        j.apply(1, &first);
+        let mut again = booked();
+        again.id = Uuid::from_u128(2);
+        assert!(notifications(&again, &j, &NotifySettings::default()).is_empty());
+        let mut moved = booked();
+        moved.id = Uuid::from_u128(3);
+        if let crate::event::EventKind::AppointmentBooked(a) = &mut moved.kind {
+            a.starts_at = Some("2026-12-01T10:00:00Z".parse().unwrap());
+        }
+        assert_eq!(
+            notifications(&moved, &j, &NotifySettings::default()).len(),
+            1
+        );
     }
 
     #[test]

@@ -173,6 +173,9 @@ pub struct AppointmentFields {
     /// When it starts (absent on a cancellation that does not repeat it).
     #[serde(default)]
     pub starts_at: Option<DateTime<Utc>>,
+    /// When it ends, if the scheduling system says.
+    #[serde(default)]
+    pub ends_at: Option<DateTime<Utc>>,
     /// Department, e.g. dermatology.
     #[serde(default)]
     pub department: Option<String>,
@@ -230,6 +233,10 @@ pub enum EventKind {
     AppointmentBooked(AppointmentFields),
     AppointmentRescheduled(AppointmentFields),
     AppointmentCancelled(AppointmentFields),
+    /// `appointment.no_show`: the patient did not come.
+    AppointmentNoShow(AppointmentFields),
+    /// `appointment.checked_in`: the patient arrived (or the visit took place).
+    AppointmentCheckedIn(AppointmentFields),
     /// `medications.updated`: the full current list (replaces the previous one).
     MedicationsUpdated {
         medications: Vec<Medication>,
@@ -377,6 +384,18 @@ pub const TYPES: &[TypeSpec] = &[
         contact: false,
         routing: false,
         parse: |f| parse_appointment(f, false).map(EventKind::AppointmentCancelled),
+    },
+    TypeSpec {
+        name: "appointment.no_show",
+        contact: false,
+        routing: false,
+        parse: |f| parse_appointment(f, false).map(EventKind::AppointmentNoShow),
+    },
+    TypeSpec {
+        name: "appointment.checked_in",
+        contact: false,
+        routing: false,
+        parse: |f| parse_appointment(f, false).map(EventKind::AppointmentCheckedIn),
     },
     TypeSpec {
         name: "medications.updated",
@@ -883,6 +902,7 @@ fn parse_appointment(f: &mut Fields<'_>, needs_time: bool) -> Option<Appointment
     } else {
         f.time_opt("starts_at")
     };
+    let ends_at = f.time_opt("ends_at");
     let department = f.str_opt("department");
     let reason = f.str_opt("reason");
     let provider = f.str_opt("provider");
@@ -891,6 +911,7 @@ fn parse_appointment(f: &mut Fields<'_>, needs_time: bool) -> Option<Appointment
     Some(AppointmentFields {
         appointment_id: appointment_id?,
         starts_at,
+        ends_at,
         department,
         reason,
         provider,

@@ -61,6 +61,12 @@ pub enum AppointmentStatus {
     Booked,
     Rescheduled,
     Cancelled,
+    /// The patient did not come.
+    #[serde(rename = "no_show")]
+    NoShow,
+    /// The patient arrived (or the visit took place).
+    #[serde(rename = "checked_in")]
+    CheckedIn,
 }
 
 /// An appointment as the journey knows it.
@@ -70,6 +76,8 @@ pub struct AppointmentView {
     pub id: String,
     /// Start time.
     pub starts_at: Option<DateTime<Utc>>,
+    /// End time, when the scheduling system gave one.
+    pub ends_at: Option<DateTime<Utc>>,
     /// Department.
     pub department: Option<String>,
     /// Reason for visit.
@@ -80,7 +88,7 @@ pub struct AppointmentView {
     pub location: Option<String>,
     /// Telehealth link.
     pub telehealth_url: Option<String>,
-    /// Booked, rescheduled or cancelled.
+    /// Booked, rescheduled, cancelled, no-show or checked in.
     pub status: AppointmentStatus,
     /// Channel it was booked or last changed through.
     pub channel: Channel,
@@ -438,6 +446,12 @@ impl Journey {
             EventKind::AppointmentCancelled(a) => {
                 self.upsert_appointment(a, AppointmentStatus::Cancelled, e.channel)
             }
+            EventKind::AppointmentNoShow(a) => {
+                self.upsert_appointment(a, AppointmentStatus::NoShow, e.channel)
+            }
+            EventKind::AppointmentCheckedIn(a) => {
+                self.upsert_appointment(a, AppointmentStatus::CheckedIn, e.channel)
+            }
             EventKind::MedicationsUpdated { medications } => {
                 // The newest list by occurrence wins, whatever order they arrive in.
                 if self.medications.as_ref().is_none_or(|m| m.updated_at <= at) {
@@ -574,6 +588,7 @@ impl Journey {
             .get_or_insert_with(&a.appointment_id, || AppointmentView {
                 id: a.appointment_id.clone(),
                 starts_at: None,
+                ends_at: None,
                 department: None,
                 reason: None,
                 provider: None,
@@ -592,7 +607,12 @@ impl Journey {
                 }
             };
         }
+        // A new start without an end makes the old end meaningless.
+        if a.starts_at.is_some() && a.starts_at != entry.starts_at && a.ends_at.is_none() {
+            entry.ends_at = None;
+        }
         keep!(starts_at);
+        keep!(ends_at);
         keep!(department);
         keep!(reason);
         keep!(provider);
@@ -642,12 +662,17 @@ impl Journey {
         self.timeline.truncate(self.limits.timeline);
     }
 
-    /// Upcoming (not cancelled, starting at or after `now`) appointments, soonest first.
+    /// Upcoming (booked or rescheduled, starting at or after `now`) appointments, soonest first.
     pub fn upcoming_appointments(&self, now: DateTime<Utc>) -> Vec<&AppointmentView> {
         let mut v: Vec<&AppointmentView> = self
             .appointments
             .values()
-            .filter(|a| a.status != AppointmentStatus::Cancelled)
+            .filter(|a| {
+                matches!(
+                    a.status,
+                    AppointmentStatus::Booked | AppointmentStatus::Rescheduled
+                )
+            })
             .filter(|a| a.starts_at.is_some_and(|t| t >= now))
             .collect();
         v.sort_by_key(|a| a.starts_at);
@@ -810,6 +835,8 @@ pub fn summarize(e: &Envelope) -> String {
         EventKind::AppointmentBooked(a) => appointment_line("booked", a),
         EventKind::AppointmentRescheduled(a) => appointment_line("rescheduled", a),
         EventKind::AppointmentCancelled(a) => appointment_line("cancelled", a),
+        EventKind::AppointmentNoShow(a) => appointment_line("missed (no-show)", a),
+        EventKind::AppointmentCheckedIn(a) => appointment_line("checked in", a),
         EventKind::MedicationsUpdated { medications } => {
             let names: Vec<&str> = medications.iter().map(|m| m.name.as_str()).collect();
             format!(
@@ -862,7 +889,7 @@ fn appointment_line(verb: &str, a: &AppointmentFields) -> String {
         "{} appointment {verb}",
         a.department.as_deref().unwrap_or("An")
     );
-    if verb != "cancelled" || a.starts_at.is_some() {
+    if matches!(verb, "booked" | "rescheduled") || a.starts_at.is_some() {
         s.push_str(&format!(" for {}", when(&a.starts_at)));
     }
     if let Some(r) = &a.reason {
@@ -1016,6 +1043,55 @@ mod tests {
         assert_eq!(j.notes.len(), 2);
         assert_eq!(j.contacts.len(), 1);
         assert_eq!(j.events_applied, 20);
+    }
+
+    #[test]
+    fn a_no_show_or_a_check_in_leaves_the_upcoming_list_and_keeps_the_details() {
+        let mut j = Journey::new(PatientId::new(), Limits::default());
+        let booked = |n: u128, id: &str| {
+            ev(
+                n,
+                "appointment.booked",
+                "2026-11-20T09:00:00Z",
+                json!({
+                "appointment_id": id, "starts_at": "2026-12-01T09:30:00Z",
+                "ends_at": "2026-12-01T10:00:00Z", "department": "dermatology"}),
+            )
+        };
+        j.apply(1, &booked(1, "A1"));
+        j.apply(2, &booked(2, "A2"));
+        j.apply(
+            3,
+            &ev(
+                3,
+                "appointment.no_show",
+                "2026-12-01T10:00:00Z",
+                json!({"appointment_id": "A1"}),
+            ),
+        );
+        j.apply(
+            4,
+            &ev(
+                4,
+                "appointment.checked_in",
+                "2026-12-01T09:20:00Z",
+                json!({"appointment_id": "A2"}),
+            ),
+        );
+        let now = "2026-11-30T00:00:00Z".parse().unwrap();
+        assert!(j.upcoming_appointments(now).is_empty());
+        let a1 = j.appointments.get("A1").unwrap();
+        assert_eq!(a1.status, AppointmentStatus::NoShow);
+        assert_eq!(a1.department.as_deref(), Some("dermatology"));
+        assert_eq!(a1.ends_at, Some("2026-12-01T10:00:00Z".parse().unwrap()));
+        assert_eq!(
+            j.appointments.get("A2").unwrap().status,
+            AppointmentStatus::CheckedIn
+        );
+        assert_eq!(
+            j.timeline[0].summary, "An appointment missed (no-show)",
+            "the timeline says what happened without inventing a time"
+        );
     }
 
     #[test]

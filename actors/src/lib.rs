@@ -10,6 +10,7 @@
 //! - [`ids`]: identifier newtypes (`PatientId`, `Mrn`, `PhoneNumber`, `SiteId`...) with `parse`.
 //! - [`compact`]: small sorted vector collections for per-patient state (memory at a million actors).
 //! - [`command`]: commands for adapters (notify.send, contact.offer...), with deterministic ids.
+//! - [`ehr`]: what is filed in the EHR (a FHIR `Communication` per staff exchange, identity suggestions).
 //! - [`event`]: the event contract, parsed at the edge into a typed [`event::Envelope`].
 //! - [`identity`]: which patient an event's identifiers name; what an explicit link merges.
 //! - [`journey`]: the patient journey folded from the event log, and the context view.
@@ -21,6 +22,7 @@
 
 pub mod command;
 pub mod compact;
+pub mod ehr;
 pub mod event;
 pub mod identity;
 pub mod ids;

@@ -18,6 +18,7 @@ use tokio::sync::oneshot;
 use uuid::Uuid;
 
 use crate::command::{notifications, NotifySettings};
+use crate::ehr::{self, EhrSettings};
 use crate::event::Envelope;
 use crate::ids::PatientId;
 use crate::journey::{ContextView, IdentifierView, Journey, Limits};
@@ -38,6 +39,8 @@ pub struct PatientDeps {
     pub idle_timeout: Duration,
     /// Where patient notifications point.
     pub notify: NotifySettings,
+    /// Per-site MRN systems, for what is filed in the EHR (`ehr.document`, `ehr.identity`).
+    pub ehr: Arc<EhrSettings>,
     /// Routing (None: events are stored and shown but not routed).
     pub routing: Option<Routing>,
     /// Restart policy of patient actors (reloadable).
@@ -216,8 +219,13 @@ impl PatientActor {
     }
 
     /// Runs the event through the rules on a copy of the journey, catching a
-    /// failure before anything is stored. Answers the commands the event causes.
-    fn probe(&self, event: &Envelope) -> Result<Vec<crate::command::Command>, String> {
+    /// failure before anything is stored. Answers the commands the event causes
+    /// (`claims`: the identifiers it makes the patient claim).
+    fn probe(
+        &self,
+        event: &Envelope,
+        claims: &[IdentifierView],
+    ) -> Result<Vec<crate::command::Command>, String> {
         let Some(j) = self.journey.as_ref() else {
             return Err("the journey is not loaded".into());
         };
@@ -229,7 +237,9 @@ impl PatientActor {
             }
             let mut commands = notifications(event, j, &self.deps.notify);
             let mut next = j.clone();
+            next.identifiers.extend(claims.iter().cloned());
             next.apply(u64::MAX, event);
+            commands.extend(ehr::commands(event, &next, claims, &self.deps.ehr));
             if let Some(r) = &self.deps.routing {
                 let req = route_request(&next, event, &r.config());
                 if let (true, Some(req)) = (self.deps.route_through_outbox, req) {
@@ -365,7 +375,7 @@ impl Handler<Apply> for PatientActor {
             let _ = reply.send(Err(PatientError::Unavailable));
             return AtomicResponse::new(Box::pin(fut::ready(())));
         }
-        let commands = match self.probe(&event) {
+        let commands = match self.probe(&event, &claims) {
             Ok(commands) => commands,
             Err(reason) => {
                 let answer = self.failed(Some(event.id), &reason, ctx);

@@ -235,9 +235,10 @@ async fn decide(
     let stated_purpose = header(&req, PURPOSE_HEADER).map(Purpose::parse);
     let reason = header(&req, REASON_HEADER).and_then(valid_reason);
     let purpose = match (principal.role, stated_purpose) {
-        // Agents act for treatment; only break-glass (emergency) is theirs to state.
-        (Role::Agent, Some(Some(Purpose::Emergency))) => Purpose::Emergency,
-        (Role::Agent, _) => Purpose::Treatment,
+        // Agents and clinicians act for treatment; only break-glass (emergency) is
+        // theirs to state.
+        (Role::Agent | Role::Clinician, Some(Some(Purpose::Emergency))) => Purpose::Emergency,
+        (Role::Agent | Role::Clinician, _) => Purpose::Treatment,
         (_, Some(Some(p))) => p,
         _ => Purpose::Operations,
     };
@@ -263,7 +264,7 @@ async fn decide(
         Access::WithReason if caller.reason.is_none() => Some(format!(
             "state the reason for this access in {REASON_HEADER} (3 to 200 characters)"
         )),
-        Access::Allow | Access::WhileAssigned | Access::WithReason => None,
+        Access::Allow | Access::WhileAssigned | Access::WithReason | Access::InDepartment => None,
     };
     if let Some(detail) = refusal {
         denied("forbidden", Some(caller.principal.role));
@@ -299,12 +300,14 @@ async fn decide(
 
 /// The patient-level decision for a patient-data read (pure: the caller gathered
 /// the facts). `holds` is whether the agent holds one of the patient's contacts;
-/// `in_site_scope` whether the patient has been seen at one of the caller's sites.
-pub fn patient_decision(access: Access, holds: bool, in_site_scope: bool) -> bool {
+/// `in_scope` whether the patient is within the caller's scope: seen at one of its
+/// sites (supervisors), or with an appointment in one of its departments at one of
+/// its sites (clinicians).
+pub fn patient_decision(access: Access, holds: bool, in_scope: bool) -> bool {
     match access {
         Access::Allow => true,
         Access::WhileAssigned => holds,
-        Access::WithReason => in_site_scope,
+        Access::WithReason | Access::InDepartment => in_scope,
         Access::Deny | Access::Own => false,
     }
 }
@@ -359,6 +362,24 @@ pub async fn authorize_patient(
                 None => false,
             };
         }
+        Access::InDepartment => {
+            in_scope = match surviving {
+                Some(p) => state
+                    .ingest
+                    .store()
+                    .patient_has_appointment_in(
+                        p,
+                        &caller.principal.sites,
+                        &caller.principal.departments,
+                    )
+                    .await
+                    .map_err(|_| {
+                        ApiError::Unavailable("the store is unavailable; retry later".into())
+                    })?,
+                // Unknown: the same 403 as someone else's patient (no oracle).
+                None => false,
+            };
+        }
         _ => {}
     }
     if patient_decision(caller.access, holds, in_scope) {
@@ -369,6 +390,7 @@ pub async fn authorize_patient(
     }
     let detail = match caller.access {
         Access::WhileAssigned => "no contact of this patient is offered or assigned to you",
+        Access::InDepartment => "this patient has no appointment in your departments at your sites",
         _ => "this patient is outside your sites",
     };
     Err(deny(state, caller, surviving.or(requested), detail).await)
@@ -383,7 +405,10 @@ fn break_glass(state: &AppState, caller: &Caller, patient: Option<PatientId>) ->
     let Some(patient) = patient else {
         return false;
     };
-    let eligible = matches!(caller.access, Access::WhileAssigned | Access::WithReason);
+    let eligible = matches!(
+        caller.access,
+        Access::WhileAssigned | Access::WithReason | Access::InDepartment
+    );
     if !(state.security.break_glass_enabled
         && eligible
         && caller.purpose == Purpose::Emergency
@@ -464,6 +489,12 @@ mod tests {
     fn a_supervisor_reads_only_patients_seen_at_its_sites() {
         assert!(patient_decision(Access::WithReason, false, true));
         assert!(!patient_decision(Access::WithReason, true, false));
+    }
+
+    #[test]
+    fn a_clinician_reads_only_patients_with_an_appointment_in_its_departments() {
+        assert!(patient_decision(Access::InDepartment, false, true));
+        assert!(!patient_decision(Access::InDepartment, true, false));
     }
 
     #[test]

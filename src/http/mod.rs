@@ -5,6 +5,7 @@
 //! - [`guard`]: authentication, authorization, rate limit and denial audit.
 //! - [`problem`]: RFC 9457 problem+json errors.
 //! - [`events`]: `POST /v1/events`.
+//! - [`fhir`]: `POST /fhir/r4` and `GET /fhir/r4/Patient/{id}/$front-door-context`.
 //! - [`patients`]: `GET /v1/patients`, `GET /v1/patients/{id}/context`.
 //! - [`audit`]: `GET /v1/audit` (JSON or FHIR AuditEvent).
 //! - [`health`]: `/healthz`, `/readyz`, `/metrics`.
@@ -13,6 +14,7 @@
 
 pub mod audit;
 pub mod events;
+pub mod fhir;
 pub mod guard;
 pub mod health;
 pub mod patients;
@@ -54,8 +56,10 @@ pub struct AppState {
     pub assignments: Arc<dyn AssignmentCheck>,
     /// Rate limits and the `/metrics` setting.
     pub security: SecuritySettings,
-    /// Per-token buckets for `POST /v1/events`.
+    /// Per-token buckets for `POST /v1/events` and `POST /fhir/r4`.
     pub rate_limiter: guard::RateLimiter,
+    /// The FHIR edge's settings (per-site MRN systems, limits).
+    pub fhir: crate::configuration::FhirSettings,
 }
 
 /// Registers every route (from [`routes::ROUTES`], each behind its policy).

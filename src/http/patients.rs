@@ -3,6 +3,7 @@
 
 use actix_web::{web, HttpResponse};
 use frontdoor_actors::ids::{Identifier, IdentifierKind, PatientId};
+use frontdoor_actors::journey::ContextView;
 use serde::Deserialize;
 use serde_json::json;
 
@@ -89,11 +90,24 @@ pub async fn context(
     caller: Caller,
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    let requested = PatientId::parse(&path);
+    let ctx = read_context(&state, &caller, &path, None).await?;
+    Ok(HttpResponse::Ok().json(ctx))
+}
+
+/// Reads a patient's context for `caller`: the patient-level decision, the read
+/// itself and its audit record (`form` notes another form than JSON, e.g. FHIR).
+/// Shared by every route that serves a context.
+pub async fn read_context(
+    state: &AppState,
+    caller: &Caller,
+    raw_id: &str,
+    form: Option<&str>,
+) -> Result<ContextView, ApiError> {
+    let requested = PatientId::parse(raw_id);
     let Some(requested) = requested else {
-        if caller.access == Access::WhileAssigned {
-            // An agent holds no such patient: same answer as for any other patient.
-            guard::authorize_patient(&state, &caller, None, None).await?;
+        if matches!(caller.access, Access::WhileAssigned | Access::InDepartment) {
+            // No such patient is theirs: the same answer as for any other patient.
+            guard::authorize_patient(state, caller, None, None).await?;
         }
         return Err(ApiError::field("patient_id", "must be a UUID"));
     };
@@ -103,11 +117,16 @@ pub async fn context(
         .surviving_patient(requested)
         .await
         .map_err(store_unavailable)?;
-    guard::authorize_patient(&state, &caller, Some(requested), surviving).await?;
+    guard::authorize_patient(state, caller, Some(requested), surviving).await?;
     let Some(patient) = surviving else {
         guard::audit_success(
-            &state,
-            caller.audit(Action::Read, Some(requested), Outcome::NotFound, None),
+            state,
+            caller.audit(
+                Action::Read,
+                Some(requested),
+                Outcome::NotFound,
+                form.map(str::to_string),
+            ),
         )
         .await?;
         return Err(ApiError::NotFound("no such patient".into()));
@@ -120,11 +139,15 @@ pub async fn context(
         .map_err(|_| {
             ApiError::Unavailable("the patient's journey could not be loaded; retry later".into())
         })?;
-    let detail = (requested != patient).then(|| format!("requested as Patient/{requested}"));
+    let mut detail: Vec<String> = form.map(str::to_string).into_iter().collect();
+    if requested != patient {
+        detail.push(format!("requested as Patient/{requested}"));
+    }
+    let detail = (!detail.is_empty()).then(|| detail.join("; "));
     guard::audit_success(
-        &state,
+        state,
         caller.audit(Action::Read, Some(patient), Outcome::Success, detail),
     )
     .await?;
-    Ok(HttpResponse::Ok().json(ctx))
+    Ok(ctx)
 }

@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 use actix_web::http::Method;
 use actix_web::{web, Route};
 
-use super::{audit, events, health, patients, routing, runtime};
+use super::{audit, events, fhir, health, patients, routing, runtime};
 use crate::auth::Role;
 
 /// What one role may do on one route.
@@ -31,6 +31,10 @@ pub enum Access {
     /// Patient or site data with a stated reason (`X-Access-Reason`) and within the
     /// principal's sites (the handler checks the site scope).
     WithReason,
+    /// Patient data for treatment: allowed only when the patient has an appointment
+    /// (not cancelled) in one of the clinician's departments at one of its sites (the
+    /// handler asks the store). Purpose of use: treatment.
+    InDepartment,
 }
 
 /// Whether a route needs a token at all.
@@ -70,6 +74,8 @@ pub struct RouteSpec {
     pub admin: Access,
     /// Access of each role.
     pub monitor: Access,
+    /// Access of each role.
+    pub clinician: Access,
     /// Attaches the handler.
     pub handler: fn(Route) -> Route,
 }
@@ -83,11 +89,12 @@ impl RouteSpec {
             Role::Supervisor => self.supervisor,
             Role::Admin => self.admin,
             Role::Monitor => self.monitor,
+            Role::Clinician => self.clinician,
         }
     }
 }
 
-use Access::{Allow, Deny, Own, WhileAssigned, WithReason};
+use Access::{Allow, Deny, InDepartment, Own, WhileAssigned, WithReason};
 
 /// Every endpoint the API serves.
 pub static ROUTES: &[RouteSpec] = &[
@@ -103,6 +110,7 @@ pub static ROUTES: &[RouteSpec] = &[
         supervisor: Allow,
         admin: Allow,
         monitor: Allow,
+        clinician: Allow,
         handler: |r| r.to(health::healthz),
     },
     RouteSpec {
@@ -117,6 +125,7 @@ pub static ROUTES: &[RouteSpec] = &[
         supervisor: Allow,
         admin: Allow,
         monitor: Allow,
+        clinician: Allow,
         handler: |r| r.to(health::readyz),
     },
     RouteSpec {
@@ -131,6 +140,7 @@ pub static ROUTES: &[RouteSpec] = &[
         supervisor: Deny,
         admin: Allow,
         monitor: Allow,
+        clinician: Deny,
         handler: |r| r.to(health::metrics),
     },
     RouteSpec {
@@ -145,6 +155,7 @@ pub static ROUTES: &[RouteSpec] = &[
         supervisor: Deny,
         admin: Allow,
         monitor: Deny,
+        clinician: Deny,
         handler: |r| r.to(events::post_event),
     },
     RouteSpec {
@@ -159,6 +170,7 @@ pub static ROUTES: &[RouteSpec] = &[
         supervisor: WithReason,
         admin: Allow,
         monitor: Deny,
+        clinician: InDepartment,
         handler: |r| r.to(patients::lookup),
     },
     RouteSpec {
@@ -173,6 +185,7 @@ pub static ROUTES: &[RouteSpec] = &[
         supervisor: WithReason,
         admin: Allow,
         monitor: Deny,
+        clinician: InDepartment,
         handler: |r| r.to(patients::context),
     },
     RouteSpec {
@@ -187,6 +200,7 @@ pub static ROUTES: &[RouteSpec] = &[
         supervisor: WithReason,
         admin: Allow,
         monitor: Deny,
+        clinician: Deny,
         handler: |r| r.to(routing::contact),
     },
     RouteSpec {
@@ -201,6 +215,7 @@ pub static ROUTES: &[RouteSpec] = &[
         supervisor: Allow,
         admin: Allow,
         monitor: Deny,
+        clinician: Deny,
         handler: |r| r.to(routing::queues),
     },
     RouteSpec {
@@ -215,6 +230,7 @@ pub static ROUTES: &[RouteSpec] = &[
         supervisor: Allow,
         admin: Allow,
         monitor: Deny,
+        clinician: Deny,
         handler: |r| r.to(routing::agents),
     },
     RouteSpec {
@@ -229,6 +245,7 @@ pub static ROUTES: &[RouteSpec] = &[
         supervisor: Allow,
         admin: Allow,
         monitor: Deny,
+        clinician: Deny,
         handler: |r| r.to(routing::set_agent_state),
     },
     RouteSpec {
@@ -243,6 +260,7 @@ pub static ROUTES: &[RouteSpec] = &[
         supervisor: Deny,
         admin: Allow,
         monitor: Allow,
+        clinician: Deny,
         handler: |r| r.to(runtime::show),
     },
     RouteSpec {
@@ -257,6 +275,7 @@ pub static ROUTES: &[RouteSpec] = &[
         supervisor: Allow,
         admin: Allow,
         monitor: Allow,
+        clinician: Deny,
         handler: |r| r.to(runtime::config),
     },
     RouteSpec {
@@ -271,6 +290,7 @@ pub static ROUTES: &[RouteSpec] = &[
         supervisor: Deny,
         admin: Allow,
         monitor: Deny,
+        clinician: Deny,
         handler: |r| r.to(runtime::reload),
     },
     RouteSpec {
@@ -285,7 +305,38 @@ pub static ROUTES: &[RouteSpec] = &[
         supervisor: Deny,
         admin: Allow,
         monitor: Deny,
+        clinician: Deny,
         handler: |r| r.to(audit::search),
+    },
+    RouteSpec {
+        method: Method::POST,
+        path: "/fhir/r4",
+        resource: "fhir.ingest",
+        patient_data: false,
+        auth: Auth::Required,
+        rate_limited: true,
+        adapter: Allow,
+        agent: Deny,
+        supervisor: Deny,
+        admin: Allow,
+        monitor: Deny,
+        clinician: Deny,
+        handler: |r| r.to(fhir::post_bundle),
+    },
+    RouteSpec {
+        method: Method::GET,
+        path: "/fhir/r4/Patient/{patient_id}/$front-door-context",
+        resource: "patient.context",
+        patient_data: true,
+        auth: Auth::Required,
+        rate_limited: false,
+        adapter: Deny,
+        agent: WhileAssigned,
+        supervisor: WithReason,
+        admin: Allow,
+        monitor: Deny,
+        clinician: InDepartment,
+        handler: |r| r.to(fhir::context),
     },
 ];
 

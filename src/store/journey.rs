@@ -306,6 +306,58 @@ impl Store {
         .await
     }
 
+    /// True when the patient (or a record merged into it) has an appointment at one of
+    /// `sites` (`*`: any) in one of `departments` (lower-cased) whose latest status is
+    /// not cancelled: a clinician's treatment relationship.
+    #[tracing::instrument(name = "store.patient_has_appointment_in", skip_all, fields(patient_id = %patient))]
+    pub async fn patient_has_appointment_in(
+        &self,
+        patient: PatientId,
+        sites: &[String],
+        departments: &[String],
+    ) -> Result<bool, StoreError> {
+        if sites.is_empty() || departments.is_empty() {
+            return Ok(false);
+        }
+        timed("patient_has_appointment_in", async {
+            let all_sites = sites.iter().any(|s| s == "*");
+            let mut sql =
+                "SELECT site, type, body FROM events WHERE (patient_id = $1 OR patient_id IN \
+                 (SELECT id FROM patients WHERE merged_into = $1)) AND type LIKE 'appointment.%'"
+                    .to_string();
+            if !all_sites {
+                let placeholders: Vec<String> =
+                    (0..sites.len()).map(|i| format!("${}", i + 2)).collect();
+                sql.push_str(&format!(" AND site IN ({})", placeholders.join(", ")));
+            }
+            sql.push_str(" ORDER BY seq");
+            // Built from placeholders only; the sites are bound.
+            let mut q = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(patient.to_string());
+            if !all_sites {
+                for site in sites {
+                    q = q.bind(site.clone());
+                }
+            }
+            let rows = q.fetch_all(self.pool()).await?;
+            let mut appointments = Vec::with_capacity(rows.len());
+            for r in rows {
+                let site: String = r.try_get(0)?;
+                let event_type: String = r.try_get(1)?;
+                let body: String = r.try_get(2)?;
+                let body: serde_json::Value = serde_json::from_str(&body)
+                    .map_err(|_| StoreError::Corrupt("stored event is not JSON".into()))?;
+                let field = |k: &str| body.get(k).and_then(|v| v.as_str()).map(str::to_string);
+                appointments.push(crate::auth::AppointmentFact {
+                    key: format!("{site}/{}", field("appointment_id").unwrap_or_default()),
+                    cancelled: event_type == "appointment.cancelled",
+                    department: field("department"),
+                });
+            }
+            Ok(crate::auth::in_departments(&appointments, departments))
+        })
+        .await
+    }
+
     /// Events stored for a patient (its own log only; tests and drills count with it).
     #[cfg(any(test, feature = "test-util"))]
     pub async fn count_events(&self, patient: Option<PatientId>) -> Result<i64, StoreError> {

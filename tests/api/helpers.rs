@@ -125,7 +125,22 @@ pub const PRINCIPALS: &[(&str, Role, &[&str])] = &[
     ("sup-north", Role::Supervisor, &["north"]),
     ("sup-south", Role::Supervisor, &["south"]),
     ("prometheus", Role::Monitor, &["*"]),
+    ("dr-derm", Role::Clinician, &["north"]),
+    ("dr-cardio", Role::Clinician, &["north"]),
 ];
+
+/// The departments of the test clinicians (every clinician needs at least one).
+pub const CLINICIAN_DEPARTMENTS: &[(&str, &[&str])] = &[
+    ("dr-derm", &["dermatology"]),
+    ("dr-cardio", &["cardiology"]),
+];
+
+/// The MRN identifier system of the test sites' EHR.
+pub const TEST_MRN_SYSTEM: &str = "urn:oid:2.16.840.1.113883.3.4711.1";
+
+/// The identifier system `carebundle` (the FHIR test data generator) gives its
+/// patients' MRNs; `tests/api/fhir.rs` checks it is still the one it uses.
+pub const CAREBUNDLE_MRN_SYSTEM: &str = "urn:uuid:6f2a1d3e-9c47-5b8a-a1f0-2d4e6c8b0a17";
 
 /// The bearer token of a test principal.
 pub fn token_for(id: &str) -> String {
@@ -151,9 +166,21 @@ pub async fn test_settings(backend: Backend) -> (Settings, Option<TempDir>) {
             id: id.to_string(),
             role: *role,
             sites: sites.iter().map(|s| s.to_string()).collect(),
+            departments: CLINICIAN_DEPARTMENTS
+                .iter()
+                .find(|(c, _)| c == id)
+                .map(|(_, d)| d.iter().map(|s| s.to_string()).collect())
+                .unwrap_or_default(),
             token_sha256: token_digest(&token_for(id)),
         })
         .collect();
+    // Every site's EHR: the generator's system (also what is filed outbound) and a test one.
+    settings.fhir.sites.insert(
+        "*".into(),
+        frontdoor_actors::ehr::EhrSite {
+            mrn_systems: vec![CAREBUNDLE_MRN_SYSTEM.into(), TEST_MRN_SYSTEM.into()],
+        },
+    );
     // Routing timers run only when a test ticks them.
     settings.routing.tick_interval_ms = 3_600_000;
     let dir = match backend {
@@ -204,7 +231,13 @@ pub async fn spawn_app_with(settings: Settings, dir: Option<TempDir>) -> TestApp
     TestApp {
         address,
         store,
-        client: reqwest::Client::new(),
+        // Idle connections are dropped before the server's 5 s keep-alive closes them:
+        // a test that pauses (a Python generator on a busy machine) would otherwise
+        // reuse a connection the server is closing (hyper's IncompleteMessage).
+        client: reqwest::Client::builder()
+            .pool_idle_timeout(std::time::Duration::from_secs(2))
+            .build()
+            .expect("an HTTP client"),
         settings,
         broker,
         shutdown,

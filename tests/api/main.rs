@@ -13,6 +13,7 @@ mod dashboards;
 mod drills;
 mod edge;
 mod faults;
+mod fhir;
 mod health;
 mod journeys;
 mod passivation;

@@ -160,6 +160,16 @@ on_both_backends! {
                             assert!(allowed(send(own, vec![]).await), "{what} as {id} holding the patient");
                         }
                     }
+                    Access::InDepartment => {
+                        assert_eq!(send(own.clone(), vec![]).await, 403, "{what} as {id}: no appointment in its department");
+                        if *id == "dr-derm" {
+                            // A dermatology appointment at north: dr-derm treats the patient.
+                            app.store_event(&event("appointment.booked", "ehr", days_ago(0, 0), json!({"mrn": mrn}),
+                                json!({"appointment_id": format!("derm-{i}"), "starts_at": days_ago(-3, 0).to_rfc3339(),
+                                       "department": "Dermatology"}))).await;
+                            assert!(allowed(send(own, vec![]).await), "{what} as {id} with a dermatology appointment");
+                        }
+                    }
                     Access::WithReason => {
                         assert_eq!(send(own.clone(), vec![]).await, 403, "{what} as {id} without a reason");
                         let status = send(own, vec![REASON]).await;
@@ -767,6 +777,7 @@ mod production {
             id: "ops-console".into(),
             role: frontdoor::auth::Role::Admin,
             sites: vec!["*".into()],
+            departments: Vec::new(),
             token_sha256: token_digest("dev-admin-local-token"),
         });
         let err = error_of(Application::build(settings.clone()).await);
