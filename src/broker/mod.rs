@@ -73,6 +73,8 @@ struct HealthInner {
     redelivered: AtomicUsize,
     /// Deliveries settled as duplicates (their event was already stored).
     duplicates: AtomicUsize,
+    /// Deliveries received since start (a node's share of the partition queues).
+    delivered: AtomicUsize,
 }
 
 impl BrokerHealth {
@@ -111,6 +113,11 @@ impl BrokerHealth {
         self.0.redelivered.load(Ordering::Relaxed)
     }
 
+    /// Deliveries received since start, over every partition this node consumed.
+    pub fn delivered(&self) -> usize {
+        self.0.delivered.load(Ordering::Relaxed)
+    }
+
     /// Deliveries found to be duplicates (already stored), since start.
     pub fn duplicates(&self) -> usize {
         self.0.duplicates.load(Ordering::Relaxed)
@@ -125,6 +132,7 @@ impl BrokerHealth {
     }
 
     pub(crate) fn took(&self, n: usize) {
+        self.0.delivered.fetch_add(n, Ordering::Relaxed);
         let now = self.0.in_flight.fetch_add(n, Ordering::Relaxed) + n;
         self.0.max_in_flight.fetch_max(now, Ordering::Relaxed);
         metrics::gauge!(crate::metrics::BROKER_IN_FLIGHT).set(now as f64);

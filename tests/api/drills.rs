@@ -463,7 +463,7 @@ async fn drill_4_an_unroutable_command_is_counted_parked_and_delivered_once_an_o
 /// Node b subscribes too; which node serves which partition is the cluster
 /// issue's (the first to subscribe takes every partition today).
 #[actix_web::test]
-async fn drill_6_batches_holding_many_events_of_a_few_patients_keep_each_patients_publish_order_through_4_partitions_on_two_nodes(
+async fn drill_6_batches_holding_many_events_of_a_few_patients_keep_each_patients_publish_order_through_4_partitions_shared_by_two_nodes(
 ) {
     let (mut settings, dir) = test_settings(Backend::Postgres).await;
     enable_broker(&mut settings, &amqp_url());
@@ -495,12 +495,26 @@ async fn drill_6_batches_holding_many_events_of_a_few_patients_keep_each_patient
         waiting.iter().any(|&w| w >= 2 * prefetch),
         "full batches: {waiting:?}"
     );
+    // Two cluster members: they share the partitions (2 each), each consumes its own.
+    settings.cluster.enabled = true;
+    settings.cluster.lease_ttl_ms = 3_000;
+    settings.cluster.renew_interval_ms = 500;
     let mut a = spawn_app_with(settings.clone(), None).await;
     let mut b = spawn_app_with(settings, None).await;
     wait_until_ready(&a).await;
     wait_until_ready(&b).await;
     wait_all_stored(&a.store, &adapter, published.len()).await;
     assert_exactly_once(&a.store, &published).await;
+    let owned = |app: &TestApp| app.runtime.cluster.now().mine.len();
+    eventually(WITHIN, "the two nodes settled on 2 partitions each", || async {
+        (owned(&a) == 2 && owned(&b) == 2).then_some(())
+    })
+    .await;
+    let shares = (a.broker.delivered(), b.broker.delivered());
+    assert!(
+        shares.0 > 0 && shares.1 > 0 && shares.0 + shares.1 >= published.len(),
+        "both nodes consumed their partitions' share: {shares:?}"
+    );
     let key_of: HashMap<&str, (&str, u64)> = published
         .iter()
         .map(|p| {
