@@ -210,6 +210,12 @@ fn zero_known_series() {
     for reason in FHIR_REJECT_REASONS {
         metrics::counter!(FHIR_REJECTED_TOTAL, "reason" => reason).increment(0);
     }
+    for reason in ["taken", "released", "lost"] {
+        metrics::counter!(CLUSTER_REBALANCES_TOTAL, "reason" => reason).increment(0);
+    }
+    for outcome in ["ok", "no_route", "timeout", "error"] {
+        metrics::counter!(CLUSTER_FORWARDS_TOTAL, "outcome" => outcome).increment(0);
+    }
 }
 
 /// Starts the supervision counters of an actor kind at zero (called the first

@@ -388,6 +388,10 @@ fn start_patients(
 /// A single node leads routing itself: rebuild it from the store now (before the
 /// API listens), then reconcile the open contacts routing never heard of.
 async fn lead_alone(ingest: &Ingest) -> anyhow::Result<()> {
+    // A cluster of one: it owns every partition and leads routing.
+    metrics::gauge!(m::CLUSTER_NODES).set(1.0);
+    metrics::gauge!(m::CLUSTER_PARTITIONS_OWNED).set(f64::from(ingest.store().partitions()));
+    metrics::gauge!(m::ROUTER_LEADER).set(1.0);
     let started = std::time::Instant::now();
     let restored = ingest
         .routing()
@@ -398,6 +402,8 @@ async fn lead_alone(ingest: &Ingest) -> anyhow::Result<()> {
         .recover_routing()
         .await
         .context("Failed to recover routing of open contacts")?;
+    metrics::histogram!(m::CLUSTER_TAKEOVER_SECONDS, "lease" => "router")
+        .record(started.elapsed().as_secs_f64());
     tracing::info!(
         contacts = restored,
         reconciled,

@@ -386,6 +386,8 @@ impl Coordinator {
 
         self.publish(changed.into_iter().collect()).await;
         if let Some((at, expired_ago)) = took_router {
+            // The wait since the old holder's lease expired (none when it was free),
+            // plus rebuilding routing from the store (publish waits for it).
             let waited = expired_ago.unwrap_or(0) as f64 / 1000.0;
             metrics::histogram!(m::CLUSTER_TAKEOVER_SECONDS, "lease" => "router")
                 .record(waited + at.elapsed().as_secs_f64());

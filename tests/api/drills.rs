@@ -506,9 +506,11 @@ async fn drill_6_batches_holding_many_events_of_a_few_patients_keep_each_patient
     wait_all_stored(&a.store, &adapter, published.len()).await;
     assert_exactly_once(&a.store, &published).await;
     let owned = |app: &TestApp| app.runtime.cluster.now().mine.len();
-    eventually(WITHIN, "the two nodes settled on 2 partitions each", || async {
-        (owned(&a) == 2 && owned(&b) == 2).then_some(())
-    })
+    eventually(
+        WITHIN,
+        "the two nodes settled on 2 partitions each",
+        || async { (owned(&a) == 2 && owned(&b) == 2).then_some(()) },
+    )
     .await;
     let shares = (a.broker.delivered(), b.broker.delivered());
     assert!(
