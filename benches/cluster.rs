@@ -1,0 +1,471 @@
+//! Cluster benchmark (`cargo bench --bench cluster`): real runtime processes (the
+//! release `frontdoor` binary) on one PostgreSQL database and one RabbitMQ topology.
+//!
+//! Prints, from one run:
+//! 1. end-to-end throughput with 1, 2 and 3 nodes: N events for M patients published
+//!    to the broker before the nodes start, timed from the nodes starting to the last
+//!    event stored (each node consumes the partitions it owns and forwards events to
+//!    their patients' owners), with each node's share of the applied events;
+//! 2. takeover: K times, the leader is killed with SIGKILL while contacts keep coming
+//!    in (one every 100 ms through a surviving node, an agent with room available);
+//!    the time from the kill to the first contact posted after the kill being offered
+//!    (p50, p99, max), next to the lease TTL it includes. The killed node is started
+//!    again before the next round.
+//!
+//! Environment: BENCH_EVENTS (N, 20000), BENCH_PATIENTS (M, 2000), BENCH_KILLS (K, 20),
+//! BENCH_AMQP_URL, BENCH_POSTGRES_URL. The nodes run with the production defaults of
+//! `[cluster]` (5 s lease renewed every second) and 16 partitions.
+
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use lapin::options::{
+    BasicPublishOptions, ConfirmSelectOptions, ExchangeDeclareOptions, ExchangeDeleteOptions,
+    QueueDeleteOptions,
+};
+use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
+use lapin::{BasicProperties, Connection, ConnectionProperties, ExchangeKind};
+use serde_json::{json, Value};
+use sqlx::Connection as _;
+use uuid::Uuid;
+
+const TOKEN: &str = "dev-admin-local-token";
+const PARTITIONS: u16 = 16;
+
+fn env_usize(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+fn env_str(name: &str, default: &str) -> String {
+    std::env::var(name).unwrap_or_else(|_| default.to_string())
+}
+
+/// One run's database and topology names.
+struct Env {
+    pg: String,
+    amqp: String,
+    db: String,
+    tag: String,
+    dir: std::path::PathBuf,
+}
+
+impl Env {
+    async fn new() -> Env {
+        let pg = env_str("BENCH_POSTGRES_URL", "postgres://postgres@127.0.0.1:5432");
+        let amqp = env_str("BENCH_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/%2f");
+        let tag = Uuid::new_v4().simple().to_string()[..10].to_string();
+        let db = format!("frontdoor_bench_cluster_{tag}");
+        let mut admin = sqlx::PgConnection::connect(&format!("{pg}/postgres"))
+            .await
+            .expect("PostgreSQL");
+        sqlx::query(sqlx::AssertSqlSafe(format!(r#"CREATE DATABASE "{db}""#)))
+            .execute(&mut admin)
+            .await
+            .expect("create the bench database");
+        let dir = std::env::temp_dir().join(format!("frontdoor-bench-{tag}"));
+        std::fs::create_dir_all(&dir).expect("a log dir");
+        Env {
+            pg,
+            amqp,
+            db,
+            tag,
+            dir,
+        }
+    }
+
+    fn name(&self, what: &str) -> String {
+        format!("bench.{}.{what}", self.tag)
+    }
+
+    fn db_url(&self) -> String {
+        format!("{}/{}", self.pg, self.db)
+    }
+
+    fn spawn(&self, node: usize, port: u16) -> Child {
+        let log = std::fs::File::create(self.dir.join(format!("node-{node}.log"))).expect("log");
+        let err = log.try_clone().expect("log");
+        Command::new(env!("CARGO_BIN_EXE_frontdoor"))
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .env("FRONTDOOR_ENVIRONMENT", "local")
+            .env("RUST_LOG", "warn,frontdoor=info")
+            .env("FRONTDOOR__TELEMETRY__FORMAT", "json")
+            .env("FRONTDOOR__APPLICATION__PORT", port.to_string())
+            .env("FRONTDOOR__STORE__URL", self.db_url())
+            .env("FRONTDOOR__STORE__MAX_CONNECTIONS", "8")
+            .env("FRONTDOOR__BROKER__ENABLED", "true")
+            .env("FRONTDOOR__BROKER__URL", &self.amqp)
+            .env(
+                "FRONTDOOR__BROKER__CONNECTION_NAME",
+                self.name(&format!("n{node}")),
+            )
+            .env("FRONTDOOR__BROKER__EVENTS_EXCHANGE", self.name("events"))
+            .env(
+                "FRONTDOOR__BROKER__PARTITION_EXCHANGE",
+                self.name("partitions"),
+            )
+            .env("FRONTDOOR__BROKER__QUEUE_PREFIX", self.name("ingest"))
+            .env(
+                "FRONTDOOR__BROKER__COMMANDS_EXCHANGE",
+                self.name("commands"),
+            )
+            .env("FRONTDOOR__BROKER__DEAD_LETTER_EXCHANGE", self.name("dead"))
+            .env("FRONTDOOR__BROKER__DEAD_LETTER_QUEUE", self.name("dead"))
+            .env("FRONTDOOR__BROKER__ROUTING_QUEUE", self.name("routing"))
+            .env("FRONTDOOR__BROKER__CLUSTER_EXCHANGE", self.name("cluster"))
+            .env("FRONTDOOR__BROKER__PARTITIONS", PARTITIONS.to_string())
+            .env("FRONTDOOR__CLUSTER__ENABLED", "true")
+            .env("FRONTDOOR__CLUSTER__NODE_ID", format!("node-{node}"))
+            .env("FRONTDOOR__SECURITY__EVENTS_RATE_PER_SEC", "100000")
+            .env("FRONTDOOR__SECURITY__EVENTS_BURST", "100000")
+            .stdout(Stdio::from(log))
+            .stderr(Stdio::from(err))
+            .spawn()
+            .expect("the release frontdoor binary")
+    }
+
+    async fn count_events(&self) -> i64 {
+        let Ok(mut c) = sqlx::PgConnection::connect(&self.db_url()).await else {
+            return 0;
+        };
+        sqlx::query_scalar("SELECT CAST(COUNT(*) AS BIGINT) FROM events")
+            .fetch_one(&mut c)
+            .await
+            .unwrap_or(0)
+    }
+
+    async fn drop_all(&self, conn: &Connection) {
+        let mut queues: Vec<String> = (0..PARTITIONS)
+            .map(|i| format!("{}.{i}", self.name("ingest")))
+            .collect();
+        queues.extend([self.name("dead"), self.name("routing")]);
+        for q in queues {
+            if let Ok(ch) = conn.create_channel().await {
+                let _ = ch
+                    .queue_delete(q.as_str().into(), QueueDeleteOptions::default())
+                    .await;
+            }
+        }
+        for ex in [
+            "events",
+            "partitions",
+            "partitions.unkeyed",
+            "commands",
+            "dead",
+            "cluster",
+        ] {
+            if let Ok(ch) = conn.create_channel().await {
+                let _ = ch
+                    .exchange_delete(
+                        self.name(ex).as_str().into(),
+                        ExchangeDeleteOptions::default(),
+                    )
+                    .await;
+            }
+        }
+        if let Ok(mut admin) = sqlx::PgConnection::connect(&format!("{}/postgres", self.pg)).await {
+            let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
+                r#"DROP DATABASE IF EXISTS "{}" WITH (FORCE)"#,
+                self.db
+            )))
+            .execute(&mut admin)
+            .await;
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+async fn get(client: &reqwest::Client, port: u16, path: &str) -> Option<Value> {
+    let r = client
+        .get(format!("http://127.0.0.1:{port}{path}"))
+        .bearer_auth(TOKEN)
+        .timeout(Duration::from_secs(5))
+        .send()
+        .await
+        .ok()?;
+    r.status().is_success().then_some(())?;
+    r.json().await.ok()
+}
+
+async fn post(client: &reqwest::Client, port: u16, path: &str, body: &Value) -> u16 {
+    client
+        .post(format!("http://127.0.0.1:{port}{path}"))
+        .bearer_auth(TOKEN)
+        .json(body)
+        .timeout(Duration::from_secs(30))
+        .send()
+        .await
+        .map(|r| r.status().as_u16())
+        .unwrap_or(0)
+}
+
+/// Waits until the nodes on `ports` hold every partition between them and agree on a
+/// leader; answers the leader's index.
+async fn settled(client: &reqwest::Client, ports: &[u16], within: Duration) -> usize {
+    let deadline = Instant::now() + within;
+    loop {
+        let mut total = 0;
+        let mut leader = None;
+        let mut ok = true;
+        for (i, p) in ports.iter().enumerate() {
+            match get(client, *p, "/v1/runtime").await {
+                Some(rt) => {
+                    total += rt["cluster"]["owned"].as_array().map_or(0, Vec::len);
+                    if rt["cluster"]["leading"] == true {
+                        leader = Some(i);
+                    }
+                }
+                None => ok = false,
+            }
+        }
+        if ok && total == usize::from(PARTITIONS) {
+            if let Some(l) = leader {
+                return l;
+            }
+        }
+        assert!(Instant::now() < deadline, "the cluster did not settle");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn applied(client: &reqwest::Client, port: u16) -> f64 {
+    let Ok(r) = client
+        .get(format!("http://127.0.0.1:{port}/metrics"))
+        .send()
+        .await
+    else {
+        return 0.0;
+    };
+    r.text()
+        .await
+        .unwrap_or_default()
+        .lines()
+        .find(|l| l.starts_with("frontdoor_events_applied_total"))
+        .and_then(|l| l.split_whitespace().last())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0)
+}
+
+fn kill(child: &mut Child) {
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+fn stop(child: &mut Child) {
+    // SIGTERM: the node drains and releases its leases.
+    unsafe {
+        libc::kill(child.id() as i32, libc::SIGTERM);
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while Instant::now() < deadline {
+        if let Ok(Some(_)) = child.try_wait() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    kill(child);
+}
+
+/// Publishes `n` surveys for `patients` patients (x-patient-key = MRN) with
+/// pipelined confirms; declares the events exchange the runtime binds to.
+async fn publish(conn: &Connection, env: &Env, n: usize, patients: usize) {
+    let ch = conn.create_channel().await.expect("channel");
+    ch.confirm_select(ConfirmSelectOptions::default())
+        .await
+        .expect("confirms");
+    ch.exchange_declare(
+        env.name("events").as_str().into(),
+        ExchangeKind::Topic,
+        ExchangeDeclareOptions {
+            durable: true,
+            ..Default::default()
+        },
+        FieldTable::default(),
+    )
+    .await
+    .expect("events exchange");
+    for chunk in (0..n).collect::<Vec<_>>().chunks(1_000) {
+        for &i in chunk {
+            let p = i % patients;
+            let mrn = format!("MRN-{}-{p}", env.tag);
+            let id = Uuid::new_v4().to_string();
+            let body = json!({
+                "id": id, "type": "survey.completed", "occurred_at": chrono::Utc::now().to_rfc3339(),
+                "site": "north", "channel": "sms", "patient": {"mrn": mrn}, "score": i % 10,
+            })
+            .to_string();
+            let mut headers = FieldTable::default();
+            headers.insert(
+                "x-patient-key".into(),
+                AMQPValue::LongString(LongString::from(mrn)),
+            );
+            let props = BasicProperties::default()
+                .with_delivery_mode(2)
+                .with_message_id(ShortString::from(id.as_str()))
+                .with_headers(headers);
+            drop(
+                ch.basic_publish(
+                    env.name("events").as_str().into(),
+                    "north.sms.survey.completed".into(),
+                    BasicPublishOptions::default(),
+                    body.as_bytes(),
+                    props,
+                )
+                .await
+                .expect("publish"),
+            );
+        }
+        ch.wait_for_confirms().await.expect("confirms");
+    }
+}
+
+/// Throughput with `nodes` nodes: answers events/s and each node's share.
+async fn throughput(
+    conn: &Connection,
+    client: &reqwest::Client,
+    nodes: usize,
+    n: usize,
+    patients: usize,
+) -> (f64, Vec<f64>) {
+    let env = Env::new().await;
+    // A first node declares the topology, then leaves; the events wait in the queues.
+    let port = free_port();
+    let mut first = env.spawn(0, port);
+    settled(client, &[port], Duration::from_secs(60)).await;
+    stop(&mut first);
+    publish(conn, &env, n, patients).await;
+    let ports: Vec<u16> = (0..nodes).map(|_| free_port()).collect();
+    let started = Instant::now();
+    let mut children: Vec<Child> = ports
+        .iter()
+        .enumerate()
+        .map(|(i, p)| env.spawn(i + 1, *p))
+        .collect();
+    loop {
+        if env.count_events().await >= n as i64 {
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(900), "stalled");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let secs = started.elapsed().as_secs_f64();
+    let mut shares = Vec::new();
+    for p in &ports {
+        shares.push(applied(client, *p).await);
+    }
+    for c in &mut children {
+        stop(c);
+    }
+    env.drop_all(conn).await;
+    (n as f64 / secs, shares)
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i]
+}
+
+/// K leader kills; answers kill → first post-kill contact offered, in seconds.
+async fn takeovers(conn: &Connection, client: &reqwest::Client, kills: usize) -> Vec<f64> {
+    let env = Env::new().await;
+    let ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
+    let mut children: Vec<Child> = ports
+        .iter()
+        .enumerate()
+        .map(|(i, p)| env.spawn(i, *p))
+        .collect();
+    let mut leader = settled(client, &ports, Duration::from_secs(60)).await;
+    let agent = json!({"site": "north", "state": "available", "skills": {"billing": 3},
+                       "capacity": {"chat": 10_000, "voice": 1}});
+    let mut out = Vec::new();
+    for round in 0..kills {
+        let other = (leader + 1) % 3;
+        assert_eq!(
+            post(client, ports[other], "/v1/agents/bench-agent/state", &agent).await,
+            200
+        );
+        kill(&mut children[leader]);
+        let killed_at = Instant::now();
+        // Contacts keep coming in through a survivor; the first one posted after the
+        // kill that gets offered marks routing being served again.
+        let mut i = 0;
+        let mut posted: Vec<(String, Instant)> = Vec::new();
+        let took = 'wait: loop {
+            let contact = format!("k{round}-{i}");
+            i += 1;
+            let body = json!({
+                "id": Uuid::new_v4(), "type": "contact.started", "occurred_at": chrono::Utc::now().to_rfc3339(),
+                "site": "north", "channel": "chat", "patient": {"mrn": format!("MRN-K-{}-{round}-{i}", env.tag)},
+                "contact_id": contact, "skill": "billing",
+            });
+            if post(client, ports[other], "/v1/events", &body).await == 202 {
+                posted.push((contact, Instant::now()));
+            }
+            for (c, _) in &posted {
+                if let Some(v) = get(client, ports[other], &format!("/v1/contacts/{c}")).await {
+                    if v["state"] == "offered" {
+                        break 'wait killed_at.elapsed().as_secs_f64();
+                    }
+                }
+            }
+            assert!(killed_at.elapsed() < Duration::from_secs(60), "no takeover");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        };
+        out.push(took);
+        eprintln!("kill {}: routing served again after {took:.2} s", round + 1);
+        children[leader] = env.spawn(leader, ports[leader]);
+        leader = settled(client, &ports, Duration::from_secs(60)).await;
+    }
+    for c in &mut children {
+        stop(c);
+    }
+    env.drop_all(conn).await;
+    out
+}
+
+async fn run() {
+    let n = env_usize("BENCH_EVENTS", 20_000);
+    let patients = env_usize("BENCH_PATIENTS", 2_000);
+    let kills = env_usize("BENCH_KILLS", 20);
+    let amqp = env_str("BENCH_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/%2f");
+    let conn = Connection::connect(&amqp, ConnectionProperties::default())
+        .await
+        .expect("RabbitMQ");
+    let client = reqwest::Client::new();
+    println!("cluster benchmark: {n} events for {patients} patients, {PARTITIONS} partitions, release build, {} cores", std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1));
+    let mut base = None;
+    for nodes in 1..=3 {
+        let (rate, shares) = throughput(&conn, &client, nodes, n, patients).await;
+        let b = *base.get_or_insert(rate);
+        println!(
+            "{nodes} node(s): {rate:.0} events/s end to end ({:.2}x one node); applied per node: {shares:?}",
+            rate / b
+        );
+    }
+    let mut t = takeovers(&conn, &client, kills).await;
+    t.sort_by(f64::total_cmp);
+    println!(
+        "takeover over {} leader kills (SIGKILL; lease TTL 5 s, renewed every 1 s): kill -> routing served again p50 {:.2} s, p99 {:.2} s, max {:.2} s",
+        t.len(),
+        percentile(&t, 0.5),
+        percentile(&t, 0.99),
+        t.last().copied().unwrap_or(0.0)
+    );
+}
+
+fn main() {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("a runtime")
+        .block_on(run());
+}
