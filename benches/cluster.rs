@@ -7,7 +7,7 @@
 //!    event stored (each node consumes the partitions it owns and forwards events to
 //!    their patients' owners), with each node's share of the applied events;
 //! 2. takeover: K times, the leader is killed with SIGKILL while contacts keep coming
-//!    in (one every 100 ms through a surviving node, an agent with room available);
+//!    in (one every 200 ms through a surviving node, an agent with room available);
 //!    the time from the kill to the first contact posted after the kill being offered
 //!    (p50, p99, max), next to the lease TTL it includes. The killed node is started
 //!    again before the next round.
@@ -384,15 +384,16 @@ async fn takeovers(conn: &Connection, client: &reqwest::Client, kills: usize) ->
         .map(|(i, p)| env.spawn(i, *p))
         .collect();
     let mut leader = settled(client, &ports, Duration::from_secs(60)).await;
-    let agent = json!({"site": "north", "state": "available", "skills": {"billing": 3},
-                       "capacity": {"chat": 10_000, "voice": 1}});
     let mut out = Vec::new();
     for round in 0..kills {
+        // A skill and an agent of the round's own: earlier rounds' contacts never
+        // compete for its room (50 chats, the most an agent may take).
+        let skill = format!("bench-{round}");
+        let agent = json!({"site": "north", "state": "available", "skills": {skill.clone(): 3},
+                           "capacity": {"chat": 50, "voice": 1}});
         let other = (leader + 1) % 3;
-        assert_eq!(
-            post(client, ports[other], "/v1/agents/bench-agent/state", &agent).await,
-            200
-        );
+        let path = format!("/v1/agents/bench-agent-{round}/state");
+        assert_eq!(post(client, ports[other], &path, &agent).await, 200);
         kill(&mut children[leader]);
         let killed_at = Instant::now();
         // Contacts keep coming in through a survivor; the first one posted after the
@@ -405,7 +406,7 @@ async fn takeovers(conn: &Connection, client: &reqwest::Client, kills: usize) ->
             let body = json!({
                 "id": Uuid::new_v4(), "type": "contact.started", "occurred_at": chrono::Utc::now().to_rfc3339(),
                 "site": "north", "channel": "chat", "patient": {"mrn": format!("MRN-K-{}-{round}-{i}", env.tag)},
-                "contact_id": contact, "skill": "billing",
+                "contact_id": contact, "skill": skill,
             });
             if post(client, ports[other], "/v1/events", &body).await == 202 {
                 posted.push((contact, Instant::now()));
@@ -418,7 +419,7 @@ async fn takeovers(conn: &Connection, client: &reqwest::Client, kills: usize) ->
                 }
             }
             assert!(killed_at.elapsed() < Duration::from_secs(60), "no takeover");
-            tokio::time::sleep(Duration::from_millis(100)).await;
+            tokio::time::sleep(Duration::from_millis(200)).await;
         };
         out.push(took);
         eprintln!("kill {}: routing served again after {took:.2} s", round + 1);

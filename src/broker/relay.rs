@@ -90,6 +90,11 @@ async fn session(
     let res = async {
         let channel = session.connection.create_channel().await?;
         topology::declare_commands(&channel, settings).await?;
+        if cluster.now().fenced() {
+            // Routing requests go to the routing queue: make sure it exists before the
+            // first one (a missing queue would park them).
+            topology::declare_cluster(&channel, settings).await?;
+        }
         channel
             .confirm_select(ConfirmSelectOptions::default())
             .await?;

@@ -25,8 +25,42 @@ pub struct RuntimeProcess {
     client: reqwest::Client,
 }
 
+/// The `frontdoor` binary run from the workspace root (it reads `config/`,
+/// environment `local`: the published development tokens) on `port`, with the store
+/// and every broker name and timing of `settings`.
+pub fn command(settings: &Settings, port: u16) -> Command {
+    let b = &settings.broker;
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_frontdoor"));
+    cmd.current_dir(env!("CARGO_MANIFEST_DIR"))
+        .env("FRONTDOOR_ENVIRONMENT", "local")
+        .env("FRONTDOOR__APPLICATION__PORT", port.to_string())
+        .env("FRONTDOOR__STORE__URL", settings.store.url.expose_secret())
+        .env("FRONTDOOR__BROKER__ENABLED", b.enabled.to_string())
+        .env("FRONTDOOR__BROKER__URL", b.url.expose_secret());
+    for (key, value) in [
+        ("CONNECTION_NAME", b.connection_name.clone()),
+        ("EVENTS_EXCHANGE", b.events_exchange.clone()),
+        ("PARTITION_EXCHANGE", b.partition_exchange.clone()),
+        ("QUEUE_PREFIX", b.queue_prefix.clone()),
+        ("COMMANDS_EXCHANGE", b.commands_exchange.clone()),
+        ("DEAD_LETTER_EXCHANGE", b.dead_letter_exchange.clone()),
+        ("DEAD_LETTER_QUEUE", b.dead_letter_queue.clone()),
+        ("ROUTING_QUEUE", b.routing_queue.clone()),
+        ("CLUSTER_EXCHANGE", b.cluster_exchange.clone()),
+        ("PARTITIONS", b.partitions.to_string()),
+        ("PREFETCH", b.prefetch.to_string()),
+        ("DELIVERY_LIMIT", b.delivery_limit.to_string()),
+        ("RECONNECT_MIN_MS", b.reconnect_min_ms.to_string()),
+        ("RECONNECT_MAX_MS", b.reconnect_max_ms.to_string()),
+        ("RELAY_INTERVAL_MS", b.relay_interval_ms.to_string()),
+    ] {
+        cmd.env(format!("FRONTDOOR__BROKER__{key}"), value);
+    }
+    cmd
+}
+
 /// A free local port (bound, then released for the child to take).
-fn free_port() -> u16 {
+pub fn free_port() -> u16 {
     let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind a free port");
     l.local_addr().expect("local address").port()
 }
@@ -36,43 +70,9 @@ impl RuntimeProcess {
     /// `local`) with `settings`' store and broker, and waits until `/readyz` says ready.
     pub async fn start(settings: &Settings) -> RuntimeProcess {
         let port = free_port();
-        let b = &settings.broker;
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_frontdoor"));
-        cmd.current_dir(env!("CARGO_MANIFEST_DIR"))
-            .env_remove("RUST_LOG")
-            .env("FRONTDOOR_ENVIRONMENT", "local")
-            .env("FRONTDOOR__APPLICATION__PORT", port.to_string())
+        let mut cmd = command(settings, port);
+        cmd.env_remove("RUST_LOG")
             .env("FRONTDOOR__TELEMETRY__LEVEL", "warn")
-            .env("FRONTDOOR__STORE__URL", settings.store.url.expose_secret())
-            .env("FRONTDOOR__BROKER__ENABLED", b.enabled.to_string())
-            .env("FRONTDOOR__BROKER__URL", b.url.expose_secret())
-            .env("FRONTDOOR__BROKER__CONNECTION_NAME", &b.connection_name)
-            .env("FRONTDOOR__BROKER__EVENTS_EXCHANGE", &b.events_exchange)
-            .env(
-                "FRONTDOOR__BROKER__PARTITION_EXCHANGE",
-                &b.partition_exchange,
-            )
-            .env("FRONTDOOR__BROKER__QUEUE_PREFIX", &b.queue_prefix)
-            .env("FRONTDOOR__BROKER__COMMANDS_EXCHANGE", &b.commands_exchange)
-            .env(
-                "FRONTDOOR__BROKER__DEAD_LETTER_EXCHANGE",
-                &b.dead_letter_exchange,
-            )
-            .env("FRONTDOOR__BROKER__DEAD_LETTER_QUEUE", &b.dead_letter_queue)
-            .env("FRONTDOOR__BROKER__PARTITIONS", b.partitions.to_string())
-            .env("FRONTDOOR__BROKER__PREFETCH", b.prefetch.to_string())
-            .env(
-                "FRONTDOOR__BROKER__DELIVERY_LIMIT",
-                b.delivery_limit.to_string(),
-            )
-            .env(
-                "FRONTDOOR__BROKER__RECONNECT_MIN_MS",
-                b.reconnect_min_ms.to_string(),
-            )
-            .env(
-                "FRONTDOOR__BROKER__RECONNECT_MAX_MS",
-                b.reconnect_max_ms.to_string(),
-            )
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::inherit());

@@ -7,7 +7,7 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
 use frontdoor::configuration::{BrokerSettings, StoreSettings};
@@ -19,6 +19,7 @@ use uuid::Uuid;
 
 use crate::amqp::{amqp_url, enable_broker, eventually, Adapter};
 use crate::chaos::ChaosProxy;
+use crate::child::{command, free_port};
 use crate::drills::{assert_exactly_once, publish_all, workload, Published};
 use crate::helpers::{days_ago, event, test_settings, Backend};
 
@@ -59,13 +60,6 @@ struct TestCluster {
     store: Store,
     /// Partition count.
     partitions: u16,
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
 }
 
 impl TestCluster {
@@ -119,46 +113,20 @@ impl TestCluster {
     }
 
     fn spawn(&self, node: &mut Node) {
-        let b = &self.broker;
         let out = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(&node.log)
             .expect("a log file");
         let err = out.try_clone().expect("a log file");
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_frontdoor"));
-        cmd.current_dir(env!("CARGO_MANIFEST_DIR"))
-            .env_clear()
-            .env("PATH", std::env::var("PATH").unwrap_or_default())
-            .env("FRONTDOOR_ENVIRONMENT", "local")
-            .env("RUST_LOG", "info,frontdoor=debug")
+        let mut settings = frontdoor::configuration::base_configuration().unwrap();
+        settings.store.url = SecretString::from(self.db_url.clone());
+        settings.broker = self.broker.clone();
+        let mut cmd = command(&settings, node.port);
+        cmd.env("RUST_LOG", "info,frontdoor=debug")
             .env("FRONTDOOR__TELEMETRY__FORMAT", "json")
-            .env("FRONTDOOR__APPLICATION__PORT", node.port.to_string())
             .env("FRONTDOOR__APPLICATION__SHUTDOWN_GRACE_SECS", "10")
-            .env("FRONTDOOR__STORE__URL", &self.db_url)
             .env("FRONTDOOR__STORE__MAX_CONNECTIONS", "6")
-            .env("FRONTDOOR__BROKER__ENABLED", "true")
-            .env("FRONTDOOR__BROKER__URL", amqp_url())
-            .env("FRONTDOOR__BROKER__CONNECTION_NAME", &b.connection_name)
-            .env("FRONTDOOR__BROKER__EVENTS_EXCHANGE", &b.events_exchange)
-            .env(
-                "FRONTDOOR__BROKER__PARTITION_EXCHANGE",
-                &b.partition_exchange,
-            )
-            .env("FRONTDOOR__BROKER__QUEUE_PREFIX", &b.queue_prefix)
-            .env("FRONTDOOR__BROKER__COMMANDS_EXCHANGE", &b.commands_exchange)
-            .env(
-                "FRONTDOOR__BROKER__DEAD_LETTER_EXCHANGE",
-                &b.dead_letter_exchange,
-            )
-            .env("FRONTDOOR__BROKER__DEAD_LETTER_QUEUE", &b.dead_letter_queue)
-            .env("FRONTDOOR__BROKER__ROUTING_QUEUE", &b.routing_queue)
-            .env("FRONTDOOR__BROKER__CLUSTER_EXCHANGE", &b.cluster_exchange)
-            .env("FRONTDOOR__BROKER__PARTITIONS", self.partitions.to_string())
-            .env("FRONTDOOR__BROKER__PREFETCH", "100")
-            .env("FRONTDOOR__BROKER__RECONNECT_MIN_MS", "50")
-            .env("FRONTDOOR__BROKER__RECONNECT_MAX_MS", "500")
-            .env("FRONTDOOR__BROKER__RELAY_INTERVAL_MS", "50")
             .env("FRONTDOOR__CLUSTER__ENABLED", "true")
             .env("FRONTDOOR__CLUSTER__NODE_ID", &node.id)
             .env("FRONTDOOR__CLUSTER__LEASE_TTL_MS", LEASE_TTL_MS.to_string())
