@@ -752,3 +752,87 @@ async fn assert_in_order(store: &Store, published: &[Published]) {
         "every patient's journey is in publish order"
     );
 }
+
+#[actix_web::test]
+async fn a_node_that_lost_a_partition_lease_can_no_longer_write_for_that_partition() {
+    use frontdoor::store::cluster::Fence;
+    use frontdoor::store::StoreError;
+    use frontdoor_actors::event::Envelope;
+    use frontdoor_actors::ids::PatientId;
+    use std::sync::{Arc, Mutex};
+
+    let (settings, _) = test_settings(Backend::Postgres).await;
+    let connect = || async {
+        Store::connect(&settings.store)
+            .await
+            .expect("a store")
+            .with_partitions(4)
+    };
+    // Two nodes' stores, each fenced by the token it was given for partition 1.
+    let tokens: Arc<Mutex<[Option<i64>; 2]>> = Arc::new(Mutex::new([None, None]));
+    let fenced = |node: usize, store: Store| {
+        let tokens = tokens.clone();
+        store.with_fences(Arc::new(move |p| {
+            let t = tokens.lock().unwrap()[node]?;
+            (p == 1).then(|| Fence {
+                lease: "partition:1".into(),
+                holder: format!("node-{node}"),
+                token: t,
+            })
+        }))
+    };
+    let a = fenced(0, connect().await);
+    let b = fenced(1, connect().await);
+    a.cluster_prepare_leases(&["partition:1".to_string()])
+        .await
+        .unwrap();
+    // A takes the lease for 300 ms and writes.
+    let got = a
+        .cluster_acquire("partition:1", "node-0", 300)
+        .await
+        .unwrap();
+    tokens.lock().unwrap()[0] = Some(got.unwrap().token);
+    let patient = loop {
+        let p = PatientId::new();
+        if p.partition(4) == 1 {
+            break p;
+        }
+    };
+    let ev = |n: u32| {
+        Envelope::parse(
+            event(
+                "note.recorded",
+                "portal",
+                days_ago(0, 0),
+                json!({"mrn": format!("MRN-FENCE-{n}")}),
+                json!({"text": "fence", "author": "nurse-1"}),
+            )
+            .to_string()
+            .as_bytes(),
+            1 << 16,
+        )
+        .unwrap()
+    };
+    a.append_event(patient, &ev(1), &[])
+        .await
+        .expect("A holds the lease");
+    // A stalls past its lease; B takes the partition with a newer token.
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let got = b
+        .cluster_acquire("partition:1", "node-1", 60_000)
+        .await
+        .unwrap();
+    let taken = got.expect("B takes the expired lease");
+    assert!(taken.token > tokens.lock().unwrap()[0].unwrap());
+    tokens.lock().unwrap()[1] = Some(taken.token);
+    // A, not knowing, writes with its old token: refused, nothing stored.
+    let stale = a.append_event(patient, &ev(2), &[]).await;
+    assert!(
+        matches!(stale, Err(StoreError::Fenced(_))),
+        "the old holder's write is refused: {stale:?}"
+    );
+    b.append_event(patient, &ev(3), &[])
+        .await
+        .expect("B holds the lease");
+    assert_eq!(a.count_events(Some(patient)).await.unwrap(), 2);
+}
