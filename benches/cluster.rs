@@ -216,15 +216,22 @@ async fn settled(client: &reqwest::Client, ports: &[u16], within: Duration) -> u
         let mut total = 0;
         let mut leader = None;
         let mut ok = true;
+        let fair = |owned: usize| {
+            let (p, n) = (usize::from(PARTITIONS), ports.len());
+            owned == p / n || owned == p.div_ceil(n)
+        };
         for (i, p) in ports.iter().enumerate() {
+            let ready = get(client, *p, "/readyz").await.is_some();
             match get(client, *p, "/v1/runtime").await {
-                Some(rt) => {
-                    total += rt["cluster"]["owned"].as_array().map_or(0, Vec::len);
+                Some(rt) if ready => {
+                    let owned = rt["cluster"]["owned"].as_array().map_or(0, Vec::len);
+                    ok &= fair(owned);
+                    total += owned;
                     if rt["cluster"]["leading"] == true {
                         leader = Some(i);
                     }
                 }
-                None => ok = false,
+                _ => ok = false,
             }
         }
         if ok && total == usize::from(PARTITIONS) {

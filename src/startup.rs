@@ -151,7 +151,10 @@ impl Application {
         spawn_background(&settings, &sup, &ingest, &principals, &runtime, clustered);
 
         let (shutdown, _) = shutdown::channel();
-        let health = BrokerHealth::new(settings.broker.enabled);
+        let health = match clustered {
+            true => BrokerHealth::new(settings.broker.enabled).clustered(),
+            false => BrokerHealth::new(settings.broker.enabled),
+        };
         let parts = match (settings.broker.enabled, link, publisher) {
             (false, _, _) => Vec::new(),
             (true, None, _) | (true, _, None) => broker_parts(
@@ -556,6 +559,7 @@ fn cluster_parts(
 ) -> Vec<Part> {
     let ctx = LinkContext {
         link: link.clone(),
+        health: health.clone(),
         handler: Arc::new(ingest.clone()),
         routing: ingest.routing().clone(),
         store: ingest.store().clone(),
@@ -627,7 +631,7 @@ struct RuntimeHooks {
 
 impl Hooks for RuntimeHooks {
     fn eligible(&self) -> bool {
-        self.health.state() == "up" && self.link.is_up()
+        self.health.state() == "up"
     }
 
     fn apply(&self, own: Arc<Ownership>, changed: Vec<u32>) -> BoxFuture<'static, ()> {

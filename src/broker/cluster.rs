@@ -258,6 +258,8 @@ impl NodeLink {
 pub struct LinkContext {
     /// The link it serves.
     pub link: NodeLink,
+    /// Readiness: the link counts for a cluster member's `/readyz`.
+    pub health: super::BrokerHealth,
     /// Serves calls from other nodes.
     pub handler: Arc<dyn NodeHandler>,
     /// This node's router (applies the routing queue while leading).
@@ -278,6 +280,7 @@ pub async fn run(ctx: LinkContext, mut shutdown: Shutdown) -> String {
         }
         let res = session(&ctx, &shutdown, &mut backoff).await;
         down(&ctx.link);
+        ctx.health.set_link_up(false);
         match res {
             Ok(()) => return "drained on shutdown".into(),
             Err(BrokerError::Config(e)) => return format!("stopped: {e}"),
@@ -348,6 +351,7 @@ async fn session(
             *c = Some(rpc.clone());
         }
         ctx.link.inner.up.store(true, Ordering::SeqCst);
+        ctx.health.set_link_up(true);
         metrics::gauge!(m::BROKER_CONNECTED, "component" => "cluster").set(1.0);
         ctx.restarts.running();
         backoff.reset();

@@ -65,6 +65,10 @@ struct HealthInner {
     consumer_up: AtomicBool,
     /// The relay's connection is up.
     relay_up: AtomicBool,
+    /// A cluster member: the cluster link counts for readiness too.
+    clustered: AtomicBool,
+    /// The cluster link (node calls, routing queue) is up.
+    link_up: AtomicBool,
     /// Deliveries received and not yet settled, over all partitions.
     in_flight: AtomicUsize,
     /// The most ever in flight (bounded by prefetch x partitions; drills check it).
@@ -91,6 +95,7 @@ impl BrokerHealth {
             "disabled"
         } else if self.0.consumer_up.load(Ordering::Relaxed)
             && self.0.relay_up.load(Ordering::Relaxed)
+            && (!self.0.clustered.load(Ordering::Relaxed) || self.0.link_up.load(Ordering::Relaxed))
         {
             "up"
         } else {
@@ -145,6 +150,16 @@ impl BrokerHealth {
             .fetch_sub(n, Ordering::Relaxed)
             .saturating_sub(n);
         metrics::gauge!(crate::metrics::BROKER_IN_FLIGHT).set(now as f64);
+    }
+
+    /// This node is a cluster member: its cluster link counts for readiness.
+    pub fn clustered(self) -> BrokerHealth {
+        self.0.clustered.store(true, Ordering::Relaxed);
+        self
+    }
+
+    pub(crate) fn set_link_up(&self, up: bool) {
+        self.0.link_up.store(up, Ordering::Relaxed);
     }
 
     pub(crate) fn set_consumer_up(&self, up: bool) {
