@@ -528,20 +528,12 @@ fn broker_parts(
         cluster.clone(),
         shutdown.subscribe(),
     ));
-    vec![
-        Box::pin(async move {
-            (
-                "broker consumer",
-                c.await.unwrap_or_else(|e| format!("failed: {e}")),
-            )
-        }),
-        Box::pin(async move {
-            (
-                "outbox relay",
-                r.await.unwrap_or_else(|e| format!("failed: {e}")),
-            )
-        }),
-    ]
+    vec![part("broker consumer", c), part("outbox relay", r)]
+}
+
+/// A spawned part that answers why it stopped.
+fn part(name: &'static str, task: tokio::task::JoinHandle<String>) -> Part {
+    Box::pin(async move { (name, task.await.unwrap_or_else(|e| format!("failed: {e}"))) })
 }
 
 /// A cluster member's link to the other nodes and its coordinator.
@@ -599,20 +591,7 @@ fn cluster_parts(
         hooks,
     );
     let c = actix_rt::spawn(coordinator.run(shutdown.subscribe()));
-    vec![
-        Box::pin(async move {
-            (
-                "cluster link",
-                l.await.unwrap_or_else(|e| format!("failed: {e}")),
-            )
-        }),
-        Box::pin(async move {
-            (
-                "cluster coordinator",
-                c.await.unwrap_or_else(|e| format!("failed: {e}")),
-            )
-        }),
-    ]
+    vec![part("cluster link", l), part("cluster coordinator", c)]
 }
 
 /// What the coordinator asks of this node.

@@ -20,7 +20,7 @@ use uuid::Uuid;
 use crate::amqp::{amqp_url, enable_broker, eventually, Adapter};
 use crate::chaos::ChaosProxy;
 use crate::child::{command, free_port};
-use crate::drills::{assert_exactly_once, publish_all, workload, Published};
+use crate::drills::{assert_exactly_once, assert_in_order, publish_all, workload};
 use crate::helpers::{days_ago, event, test_settings, Backend};
 
 const WITHIN: Duration = Duration::from_secs(60);
@@ -152,15 +152,9 @@ impl TestCluster {
         format!("http://127.0.0.1:{}{path}", self.nodes[i].port)
     }
 
-    async fn get(&self, i: usize, path: &str) -> (u16, Value) {
-        match self
-            .client
-            .get(self.url(i, path))
-            .bearer_auth(TOKEN)
-            .timeout(Duration::from_secs(10))
-            .send()
-            .await
-        {
+    /// Sends a request as the admin: status (0 when it failed) and JSON body.
+    async fn send(&self, req: reqwest::RequestBuilder, timeout: Duration) -> (u16, Value) {
+        match req.bearer_auth(TOKEN).timeout(timeout).send().await {
             Ok(r) => {
                 let status = r.status().as_u16();
                 (status, r.json().await.unwrap_or(Value::Null))
@@ -169,22 +163,14 @@ impl TestCluster {
         }
     }
 
+    async fn get(&self, i: usize, path: &str) -> (u16, Value) {
+        let req = self.client.get(self.url(i, path));
+        self.send(req, Duration::from_secs(10)).await
+    }
+
     async fn post(&self, i: usize, path: &str, body: &Value) -> (u16, Value) {
-        match self
-            .client
-            .post(self.url(i, path))
-            .bearer_auth(TOKEN)
-            .json(body)
-            .timeout(Duration::from_secs(60))
-            .send()
-            .await
-        {
-            Ok(r) => {
-                let status = r.status().as_u16();
-                (status, r.json().await.unwrap_or(Value::Null))
-            }
-            Err(_) => (0, Value::Null),
-        }
+        let req = self.client.post(self.url(i, path)).json(body);
+        self.send(req, Duration::from_secs(60)).await
     }
 
     /// Posts an event to node `i` and asserts it was stored (202).
@@ -724,33 +710,6 @@ async fn a_node_that_loses_its_broker_connection_hands_its_partitions_to_the_oth
     amqp.up();
     c.wait_settled(&[0, 1, cut]).await;
     c.stop(Some(adapter)).await;
-}
-
-/// Every patient's events are in the log in publish order.
-async fn assert_in_order(store: &Store, published: &[Published]) {
-    let key_of: HashMap<&str, (&str, u64)> = published
-        .iter()
-        .map(|p| {
-            (
-                p.event["id"].as_str().unwrap(),
-                (p.key.as_str(), p.event["round"].as_u64().unwrap()),
-            )
-        })
-        .collect();
-    let mut last: HashMap<&str, u64> = HashMap::new();
-    let mut out_of_order = 0;
-    for (_, id) in store.event_log().await.unwrap() {
-        let (key, round) = key_of[id.as_str()];
-        if let Some(prev) = last.insert(key, round) {
-            if prev > round {
-                out_of_order += 1;
-            }
-        }
-    }
-    assert_eq!(
-        out_of_order, 0,
-        "every patient's journey is in publish order"
-    );
 }
 
 #[actix_web::test]

@@ -126,6 +126,35 @@ pub async fn publish_all(adapter: &Adapter, events: &[Published]) {
     }
 }
 
+/// Every patient's events are in the log in publish order; answers how many
+/// patients the log holds.
+pub async fn assert_in_order(store: &Store, published: &[Published]) -> usize {
+    let key_of: HashMap<&str, (&str, u64)> = published
+        .iter()
+        .map(|p| {
+            (
+                p.event["id"].as_str().unwrap(),
+                (p.key.as_str(), p.event["round"].as_u64().unwrap()),
+            )
+        })
+        .collect();
+    let mut last: HashMap<&str, u64> = HashMap::new();
+    let mut out_of_order = 0;
+    for (_, id) in store.event_log().await.unwrap() {
+        let (key, round) = key_of[id.as_str()];
+        if let Some(prev) = last.insert(key, round) {
+            if prev > round {
+                out_of_order += 1;
+            }
+        }
+    }
+    assert_eq!(
+        out_of_order, 0,
+        "every patient's journey is in publish order"
+    );
+    last.len()
+}
+
 /// A store connection of the test's own (not through any proxy).
 async fn direct_store(app: &TestApp, direct_url: Option<&str>) -> Store {
     let mut s = app.settings.store.clone();
@@ -517,30 +546,7 @@ async fn drill_6_batches_holding_many_events_of_a_few_patients_keep_each_patient
         shares.0 > 0 && shares.1 > 0 && shares.0 + shares.1 >= published.len(),
         "both nodes consumed their partitions' share: {shares:?}"
     );
-    let key_of: HashMap<&str, (&str, u64)> = published
-        .iter()
-        .map(|p| {
-            (
-                p.event["id"].as_str().unwrap(),
-                (p.key.as_str(), p.event["round"].as_u64().unwrap()),
-            )
-        })
-        .collect();
-    let mut last_round: HashMap<&str, u64> = HashMap::new();
-    let mut out_of_order = 0;
-    for (_, id) in a.store.event_log().await.unwrap() {
-        let (key, round) = key_of[id.as_str()];
-        if let Some(prev) = last_round.insert(key, round) {
-            if prev > round {
-                out_of_order += 1;
-            }
-        }
-    }
-    assert_eq!(last_round.len(), patients);
-    assert_eq!(
-        out_of_order, 0,
-        "every patient's journey is in publish order"
-    );
+    assert_eq!(assert_in_order(&a.store, &published).await, patients);
     a.stop().await;
     b.stop().await;
     adapter.cleanup().await;

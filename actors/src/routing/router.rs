@@ -356,16 +356,8 @@ impl Routing {
         }
     }
 
-    /// `offer.accepted`.
-    pub async fn offer_accepted(
-        &self,
-        agent_id: &str,
-        contact_id: &str,
-    ) -> Result<ContactRoutingView, RoutingError> {
-        let input = RoutingInput::OfferAccepted {
-            agent_id: agent_id.to_string(),
-            contact_id: contact_id.to_string(),
-        };
+    /// An input whose answer is the contact's record (offer answers).
+    async fn contact_input(&self, input: RoutingInput) -> Result<ContactRoutingView, RoutingError> {
         match self.input(input, None).await? {
             RoutingOutput::Contact {
                 contact: Some(contact),
@@ -374,22 +366,30 @@ impl Routing {
         }
     }
 
+    /// `offer.accepted`.
+    pub async fn offer_accepted(
+        &self,
+        agent_id: &str,
+        contact_id: &str,
+    ) -> Result<ContactRoutingView, RoutingError> {
+        self.contact_input(RoutingInput::OfferAccepted {
+            agent_id: agent_id.to_string(),
+            contact_id: contact_id.to_string(),
+        })
+        .await
+    }
+
     /// `offer.declined`.
     pub async fn offer_declined(
         &self,
         agent_id: &str,
         contact_id: &str,
     ) -> Result<ContactRoutingView, RoutingError> {
-        let input = RoutingInput::OfferDeclined {
+        self.contact_input(RoutingInput::OfferDeclined {
             agent_id: agent_id.to_string(),
             contact_id: contact_id.to_string(),
-        };
-        match self.input(input, None).await? {
-            RoutingOutput::Contact {
-                contact: Some(contact),
-            } => Ok(*contact),
-            _ => Err(RoutingError::UnknownContact),
-        }
+        })
+        .await
     }
 
     /// `contact.wrapped`: the agent finished after-contact work.
