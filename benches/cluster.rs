@@ -343,7 +343,7 @@ async fn throughput(
     nodes: usize,
     n: usize,
     patients: usize,
-) -> (f64, Vec<f64>) {
+) -> Phase {
     let env = Env::new().await;
     // The nodes start and settle first (each holds its share of the partitions), so
     // the run measures the steady state, not a rebalance.
@@ -354,6 +354,8 @@ async fn throughput(
         .map(|(i, p)| env.spawn(i + 1, *p))
         .collect();
     settled(client, &ports, Duration::from_secs(120)).await;
+    let machine_before = machine_ticks();
+    let nodes_before: u64 = children.iter().map(process_ticks).sum();
     let started = Instant::now();
     publish(conn, &env, n, patients).await;
     loop {
@@ -364,6 +366,8 @@ async fn throughput(
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let secs = started.elapsed().as_secs_f64();
+    let nodes_after: u64 = children.iter().map(process_ticks).sum();
+    let machine_after = machine_ticks();
     let mut shares = Vec::new();
     for p in &ports {
         shares.push(applied(client, *p).await);
@@ -372,7 +376,54 @@ async fn throughput(
         stop(c);
     }
     env.drop_all(conn).await;
-    (n as f64 / secs, shares)
+    let busy = machine_after.0.saturating_sub(machine_before.0) as f64;
+    let total = machine_after.1.saturating_sub(machine_before.1).max(1) as f64;
+    Phase {
+        rate: n as f64 / secs,
+        shares,
+        machine_busy: busy / total,
+        // Clock ticks are 1/100 s on Linux (USER_HZ).
+        node_cpu_ms_per_event: nodes_after.saturating_sub(nodes_before) as f64 * 10.0 / n as f64,
+    }
+}
+
+/// One throughput phase's figures.
+struct Phase {
+    /// Events stored per second, first publish to last stored.
+    rate: f64,
+    /// Events each node applied.
+    shares: Vec<f64>,
+    /// Share of the machine's CPU time that was busy (every process) during the phase.
+    machine_busy: f64,
+    /// CPU time (user + system) the runtime processes spent per event.
+    node_cpu_ms_per_event: f64,
+}
+
+/// (busy, total) clock ticks of the whole machine, from /proc/stat.
+fn machine_ticks() -> (u64, u64) {
+    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+    let fields: Vec<u64> = stat
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|f| f.parse().ok())
+        .collect();
+    let total: u64 = fields.iter().sum();
+    // idle and iowait are the 4th and 5th fields.
+    let idle = fields.get(3).copied().unwrap_or(0) + fields.get(4).copied().unwrap_or(0);
+    (total - idle, total)
+}
+
+/// User + system clock ticks a child process has used, from /proc/<pid>/stat.
+fn process_ticks(child: &Child) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{}/stat", child.id())).unwrap_or_default();
+    // The command name (field 2) is in parentheses; utime and stime are fields 14 and 15.
+    let after = stat.rsplit_once(')').map(|(_, rest)| rest).unwrap_or_default();
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    let tick = |i: usize| fields.get(i).and_then(|f| f.parse::<u64>().ok()).unwrap_or(0);
+    tick(11) + tick(12)
 }
 
 fn percentile(sorted: &[f64], p: f64) -> f64 {
@@ -451,12 +502,19 @@ async fn run() {
     println!("cluster benchmark: {n} events for {patients} patients, {PARTITIONS} partitions, release build, {} cores", std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1));
     let mut base = None;
     for nodes in 1..=3 {
-        let (rate, shares) = throughput(&conn, &client, nodes, n, patients).await;
-        let b = *base.get_or_insert(rate);
+        let phase = throughput(&conn, &client, nodes, n, patients).await;
+        let b = *base.get_or_insert(phase.rate);
         println!(
-            "{nodes} node(s): {rate:.0} events/s end to end ({:.2}x one node); applied per node: {shares:?}",
-            rate / b
+            "{nodes} node(s): {:.0} events/s end to end ({:.2}x one node); applied per node: {:?}; machine CPU busy {:.0} %; runtime CPU {:.2} ms per event",
+            phase.rate,
+            phase.rate / b,
+            phase.shares,
+            phase.machine_busy * 100.0,
+            phase.node_cpu_ms_per_event
         );
+    }
+    if kills == 0 {
+        return;
     }
     let mut t = takeovers(&conn, &client, kills).await;
     t.sort_by(f64::total_cmp);
