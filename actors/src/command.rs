@@ -44,6 +44,18 @@ pub enum CommandType {
     /// automatic change).
     #[serde(rename = "ehr.identity")]
     EhrIdentity,
+    /// Tell the bot or channel what to say now (a red flag: call 911 / 988).
+    #[serde(rename = "bot.instruct")]
+    BotInstruct,
+    /// Tell the virtual agent to stop: a human takes over (with the wait).
+    #[serde(rename = "bot.release")]
+    BotRelease,
+    /// Tell the contact's channel its place and estimated wait.
+    #[serde(rename = "queue.announce")]
+    QueueAnnounce,
+    /// Call the patient back: an agent is reserved for them.
+    #[serde(rename = "callback.dial")]
+    CallbackDial,
 }
 
 impl CommandType {
@@ -57,6 +69,10 @@ impl CommandType {
             CommandType::RoutingRequest => "routing.request",
             CommandType::EhrDocument => "ehr.document",
             CommandType::EhrIdentity => "ehr.identity",
+            CommandType::BotInstruct => "bot.instruct",
+            CommandType::BotRelease => "bot.release",
+            CommandType::QueueAnnounce => "queue.announce",
+            CommandType::CallbackDial => "callback.dial",
         }
     }
 }

@@ -216,6 +216,9 @@ pub enum EventKind {
         patient_text: Option<String>,
         /// What the bot answered.
         bot_text: Option<String>,
+        /// The bot hands over after this turn whatever else happened (an intent it
+        /// does not serve, such as billing, or does not know).
+        hand_off: bool,
     },
     /// `contact.transferred`: moved to another department or skill.
     ContactTransferred {
@@ -334,6 +337,7 @@ pub const TYPES: &[TypeSpec] = &[
                 intent: f.str_opt("intent"),
                 patient_text: f.str_opt("patient_text"),
                 bot_text: f.str_opt("bot_text"),
+                hand_off: f.bool_opt("hand_off").unwrap_or(false),
             })
         },
     },
@@ -644,6 +648,17 @@ impl<'a> Fields<'a> {
                 self.err(field, "is required");
                 None
             }
+            Some(_) => {
+                self.err(field, "must be a boolean");
+                None
+            }
+        }
+    }
+
+    fn bool_opt(&mut self, field: &str) -> Option<bool> {
+        match self.obj.get(field) {
+            None | Some(Value::Null) => None,
+            Some(Value::Bool(b)) => Some(*b),
             Some(_) => {
                 self.err(field, "must be a boolean");
                 None

@@ -385,6 +385,7 @@ impl Journey {
                 intent,
                 patient_text,
                 bot_text,
+                ..
             } => {
                 let max = self.limits.messages_per_contact;
                 let c = self.contact_mut(e);

@@ -23,7 +23,7 @@ use crate::event::Envelope;
 use crate::ids::PatientId;
 use crate::journey::{ContextView, IdentifierView, Journey, Limits};
 use crate::ports::{ActorObserver, AppendOutcome, JourneyStore, PortError, StoredJourney};
-use crate::routing::request::{current_frustration, route_request};
+use crate::routing::request::{current_frustration, red_flag_commands, route_request};
 use crate::routing::router::Routing;
 use crate::shard::{PassivationRequest, PatientShard};
 use crate::supervision::{Decision, RestartTracker, SupervisionPolicy};
@@ -241,6 +241,7 @@ impl PatientActor {
             next.apply(u64::MAX, event);
             commands.extend(ehr::commands(event, &next, claims, &self.deps.ehr));
             if let Some(r) = &self.deps.routing {
+                commands.extend(red_flag_commands(&next, event, &r.config()));
                 let req = route_request(&next, event, &r.config());
                 if let (true, Some(req)) = (self.deps.route_through_outbox, req) {
                     commands.push(crate::command::Command::routing_request(

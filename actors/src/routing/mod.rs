@@ -29,9 +29,12 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::rules::frustration::FrustrationConfig;
+use crate::rules::handoff::HandoffConfig;
 use crate::rules::matching::RelaxationConfig;
 use crate::rules::overflow::OverflowConfig;
 use crate::rules::priority::PriorityConfig;
+use crate::rules::red_flags::RedFlagConfig;
+use crate::rules::waiting::{AnnounceConfig, CallbackPolicy};
 
 /// The time source of routing timers (a manual one in tests).
 pub trait Clock: Send + Sync + 'static {
@@ -87,6 +90,14 @@ pub struct RoutingConfig {
     pub relaxation: RelaxationConfig,
     /// Cross-site overflow.
     pub overflow: OverflowConfig,
+    /// Urgent phrases and intents (a safety net, not triage).
+    pub red_flags: RedFlagConfig,
+    /// When a virtual agent hands over besides failing (asking for a person).
+    pub handoff: HandoffConfig,
+    /// Wait and position announcements.
+    pub announce: AnnounceConfig,
+    /// Queued callbacks: retries.
+    pub callback: CallbackPolicy,
     /// Seconds an agent has to accept an offer.
     pub offer_timeout_secs: u32,
     /// Seconds of wrap-up after a contact ends, unless `contact.wrapped` comes first.
@@ -127,6 +138,10 @@ impl Default for RoutingConfig {
             priority: PriorityConfig::default(),
             relaxation: RelaxationConfig::default(),
             overflow: OverflowConfig::default(),
+            red_flags: RedFlagConfig::default(),
+            handoff: HandoffConfig::default(),
+            announce: AnnounceConfig::default(),
+            callback: CallbackPolicy::default(),
             offer_timeout_secs: 30,
             wrap_up_secs: 120,
             preferred_agent_secs: 120,
@@ -170,6 +185,18 @@ impl RoutingConfig {
         self.overflow
             .validate()
             .map_err(|e| format!("overflow: {e}"))?;
+        self.red_flags
+            .validate()
+            .map_err(|e| format!("red_flags.{e}"))?;
+        self.handoff
+            .validate()
+            .map_err(|e| format!("handoff.{e}"))?;
+        self.announce
+            .validate()
+            .map_err(|e| format!("announce.{e}"))?;
+        self.callback
+            .validate()
+            .map_err(|e| format!("callback.{e}"))?;
         let checks: [(bool, &str); 9] = [
             (
                 self.offer_timeout_secs == 0,

@@ -399,6 +399,27 @@ impl QueueState {
         }
     }
 
+    /// Where a waiting contact stands: its position (1 = served next) and its
+    /// estimated wait, on the same estimate as the snapshot's (None: nobody
+    /// available, so no honest estimate).
+    pub fn position<A: Borrow<AgentView>>(
+        &mut self,
+        contact_id: &str,
+        agents: &[A],
+        now: DateTime<Utc>,
+        cfg: &RoutingConfig,
+    ) -> Option<(u32, Option<f64>)> {
+        let pos = self
+            .iter()
+            .position(|c| c.contact_id.as_str() == contact_id)?;
+        let pos = u32::try_from(pos + 1).unwrap_or(u32::MAX);
+        let (load, _, _) = self.load(agents, now, cfg);
+        Some((
+            pos,
+            overflow::estimated_wait_secs(pos, load.agents_available, load.aht_secs),
+        ))
+    }
+
     /// The snapshot `GET /v1/queues` serves.
     pub fn snapshot<A: Borrow<AgentView>>(
         &mut self,
@@ -524,6 +545,16 @@ pub struct Snapshot {
     pub agents: Vec<Arc<AgentView>>,
     /// Whether the rebalancer has this queue shedding work.
     pub overflowing: bool,
+}
+
+/// A waiting contact's position and estimated wait.
+#[derive(Message)]
+#[rtype(result = "Option<(u32, Option<f64>)>")]
+pub struct Position {
+    /// The contact.
+    pub contact_id: String,
+    /// Views of the agents with the queue's skill.
+    pub agents: Vec<Arc<AgentView>>,
 }
 
 /// Statistics to record.
@@ -652,6 +683,16 @@ impl Handler<Snapshot> for QueueActor {
             &self.cfg(),
             msg.overflowing,
         ))
+    }
+}
+
+impl Handler<Position> for QueueActor {
+    type Result = Option<(u32, Option<f64>)>;
+
+    fn handle(&mut self, msg: Position, _ctx: &mut Self::Context) -> Self::Result {
+        let now = self.clock.now();
+        self.state
+            .position(&msg.contact_id, &msg.agents, now, &self.cfg())
     }
 }
 
