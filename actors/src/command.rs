@@ -56,6 +56,10 @@ pub enum CommandType {
     /// Call the patient back: an agent is reserved for them.
     #[serde(rename = "callback.dial")]
     CallbackDial,
+    /// Ask the scheduling system to confirm, cancel or reschedule an appointment
+    /// (what a patient asked a virtual agent).
+    #[serde(rename = "appointment.request")]
+    AppointmentRequest,
 }
 
 impl CommandType {
@@ -73,6 +77,7 @@ impl CommandType {
             CommandType::BotRelease => "bot.release",
             CommandType::QueueAnnounce => "queue.announce",
             CommandType::CallbackDial => "callback.dial",
+            CommandType::AppointmentRequest => "appointment.request",
         }
     }
 }
@@ -191,6 +196,45 @@ impl Command {
         }
         Value::Object(obj)
     }
+}
+
+/// The `appointment.request` an `appointment.requested` causes: the scheduling
+/// system (through the EHR adapter) confirms, cancels or finds another time, and
+/// answers with the usual appointment events. Only for an appointment the journey
+/// knows.
+pub fn appointment_requests(event: &crate::event::Envelope, journey: &Journey) -> Vec<Command> {
+    let crate::event::EventKind::AppointmentRequested {
+        appointment_id,
+        action,
+    } = &event.kind
+    else {
+        return Vec::new();
+    };
+    let Some(appt) = journey.appointments.get(appointment_id) else {
+        return Vec::new();
+    };
+    let mut payload = Map::new();
+    payload.insert("appointment_id".into(), appointment_id.clone().into());
+    payload.insert("action".into(), action.as_str().into());
+    if let Some(c) = &event.contact_id {
+        payload.insert("contact_id".into(), c.to_string().into());
+    }
+    if let Some(d) = &appt.department {
+        payload.insert("department".into(), d.clone().into());
+    }
+    if let Some(t) = appt.starts_at {
+        payload.insert("starts_at".into(), t.to_rfc3339().into());
+    }
+    vec![Command::new(
+        CommandType::AppointmentRequest,
+        event.id,
+        appointment_id,
+        event.site.clone(),
+        Channel::Ehr,
+        event.occurred_at,
+        Some(journey.patient_id),
+        payload,
+    )]
 }
 
 /// Where patient notifications point (paperwork links).

@@ -17,7 +17,7 @@ use chrono::{DateTime, Utc};
 use tokio::sync::oneshot;
 use uuid::Uuid;
 
-use crate::command::{notifications, NotifySettings};
+use crate::command::{appointment_requests, notifications, NotifySettings};
 use crate::ehr::{self, EhrSettings};
 use crate::event::Envelope;
 use crate::ids::PatientId;
@@ -236,6 +236,7 @@ impl PatientActor {
                 panic!("fault injected by a drill");
             }
             let mut commands = notifications(event, j, &self.deps.notify);
+            commands.extend(appointment_requests(event, j));
             let mut next = j.clone();
             next.identifiers.extend(claims.iter().cloned());
             next.apply(u64::MAX, event);

@@ -13,6 +13,7 @@
 //! - [`routing`]: `/v1/contacts/{id}`, `/v1/queues`, `/v1/agents`, `/v1/agents/{id}/state`.
 
 pub mod audit;
+pub mod bot;
 pub mod events;
 pub mod fhir;
 pub mod guard;
