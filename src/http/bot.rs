@@ -207,6 +207,20 @@ async fn record(state: &AppState, open: &Open, ty: &str, fields: Value) -> Resul
         })
 }
 
+/// The typed body, or 400 naming what is wrong (never echoing values).
+fn typed<T: serde::de::DeserializeOwned>(v: Value) -> Result<T, ApiError> {
+    serde_json::from_value(v).map_err(|e| {
+        let reason = e.to_string();
+        // serde names the field (`missing field `intent``, `unknown field ...`).
+        let reason = reason
+            .split(" at line")
+            .next()
+            .unwrap_or("invalid")
+            .to_string();
+        ApiError::field("body", &reason)
+    })
+}
+
 /// An intent name safe to repeat in an answer (a label, never free text).
 fn label(intent: &str) -> Option<&str> {
     let ok = !intent.is_empty()
@@ -364,11 +378,12 @@ pub async fn answer(
     state: web::Data<AppState>,
     caller: Caller,
     path: web::Path<String>,
-    body: web::Json<AnswerRequest>,
+    body: web::Json<Value>,
 ) -> Result<HttpResponse, ApiError> {
     let now = Utc::now();
-    let req = body.into_inner();
+    // The contact is decided first: a caller without one learns nothing else.
     let open = open_contact(&state, &caller, &path, now).await?;
+    let req: AnswerRequest = typed(body.into_inner())?;
     let Some(intent) = Intent::parse(req.intent.trim()) else {
         // Unknown: the bot hands over, and says which intent it was.
         let named = label(req.intent.trim());
@@ -438,17 +453,17 @@ pub async fn appointment_action(
     state: web::Data<AppState>,
     caller: Caller,
     path: web::Path<String>,
-    body: web::Json<AppointmentActionRequest>,
+    body: web::Json<Value>,
 ) -> Result<HttpResponse, ApiError> {
     let now = Utc::now();
-    let req = body.into_inner();
+    let open = open_contact(&state, &caller, &path, now).await?;
+    let req: AppointmentActionRequest = typed(body.into_inner())?;
     let Some(action) = AppointmentAction::parse(req.action.trim()) else {
         return Err(ApiError::field(
             "action",
             "must be confirm, cancel or reschedule",
         ));
     };
-    let open = open_contact(&state, &caller, &path, now).await?;
     let upcoming = open.context.appointments.iter().any(|a| {
         a.id == req.appointment_id
             && matches!(

@@ -190,20 +190,16 @@ pub async fn request_callback(
         .routing_contact(&contact_id, chrono::Utc::now())
         .await
         .map_err(|_| ApiError::Unavailable("the store is unavailable; retry later".into()))?;
-    let in_scope = found.as_ref().is_some_and(|c| {
-        [c.contact.site.as_str(), c.contact.origin_site.as_str()]
-            .iter()
-            .any(|s| caller.principal.covers_site(s))
-    });
+    let Some(c) = found else {
+        return Err(ApiError::Conflict(
+            "routing has no waiting contact with this id".into(),
+        ));
+    };
+    let in_scope = [c.contact.site.as_str(), c.contact.origin_site.as_str()]
+        .iter()
+        .any(|s| caller.principal.covers_site(s));
     if !in_scope {
-        // Unknown and another site's contact get the same answer (no oracle).
-        return Err(guard::deny(
-            &state,
-            &caller,
-            None,
-            "no contact with this id at your sites",
-        )
-        .await);
+        return Err(guard::deny(&state, &caller, None, "this contact is outside your sites").await);
     }
     let answer = state
         .ingest

@@ -127,6 +127,7 @@ pub const PRINCIPALS: &[(&str, Role, &[&str])] = &[
     ("prometheus", Role::Monitor, &["*"]),
     ("dr-derm", Role::Clinician, &["north"]),
     ("dr-cardio", Role::Clinician, &["north"]),
+    ("iva-north", Role::Bot, &["north"]),
 ];
 
 /// The departments of the test clinicians (every clinician needs at least one).
