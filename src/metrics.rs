@@ -234,6 +234,18 @@ fn zero_known_series() {
     }
 }
 
+/// Starts the routing counters whose labels come from configuration at zero (red-flag
+/// categories, the bot's intents), so the floor dashboard shows 0, not "no data",
+/// before the first one. Called at start with the routing rules in force.
+pub fn zero_routing_series(cfg: &frontdoor_actors::routing::RoutingConfig) {
+    for category in cfg.red_flags.categories.keys() {
+        metrics::counter!(RED_FLAGS_TOTAL, "category" => category.clone()).increment(0);
+    }
+    for intent in &cfg.handoff.bot_intents {
+        metrics::counter!(BOT_INTENTS_TOTAL, "intent" => intent.clone(), "outcome" => "contained", "reason" => "none").increment(0);
+    }
+}
+
 /// Starts the supervision counters of an actor kind at zero (called the first
 /// time supervision sees the kind).
 pub fn zero_actor_series(kind: &'static str) {

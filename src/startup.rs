@@ -97,6 +97,7 @@ impl Application {
     ) -> anyhow::Result<Application> {
         validate(&settings)?;
         let metrics = m::install();
+        m::zero_routing_series(&settings.routing);
         let principals = Principals::load(&settings.security, settings.application.environment)
             .context("Failed to load the principals")?;
         let sup = Supervision {
