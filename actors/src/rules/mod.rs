@@ -11,7 +11,9 @@
 //! - [`red_flags`]: urgent phrases and intents (a safety net, not triage).
 //! - [`handoff`]: when the virtual agent hands over (asking for a person).
 //! - [`waiting`]: wait announcements and queued callbacks.
+//! - [`after_hours`]: who answers a contact that reaches a closed queue.
 
+pub mod after_hours;
 pub mod erlang;
 pub mod frustration;
 pub mod handoff;
