@@ -28,6 +28,7 @@ use std::sync::atomic::{AtomicI64, Ordering};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
+use crate::rules::after_hours::AfterHoursConfig;
 use crate::rules::frustration::FrustrationConfig;
 use crate::rules::handoff::HandoffConfig;
 use crate::rules::matching::RelaxationConfig;
@@ -98,6 +99,8 @@ pub struct RoutingConfig {
     pub announce: AnnounceConfig,
     /// Queued callbacks: retries.
     pub callback: CallbackPolicy,
+    /// Queue hours and who answers when a queue is closed.
+    pub after_hours: AfterHoursConfig,
     /// Seconds an agent has to accept an offer.
     pub offer_timeout_secs: u32,
     /// Seconds of wrap-up after a contact ends, unless `contact.wrapped` comes first.
@@ -142,6 +145,7 @@ impl Default for RoutingConfig {
             handoff: HandoffConfig::default(),
             announce: AnnounceConfig::default(),
             callback: CallbackPolicy::default(),
+            after_hours: AfterHoursConfig::default(),
             offer_timeout_secs: 30,
             wrap_up_secs: 120,
             preferred_agent_secs: 120,
@@ -197,6 +201,9 @@ impl RoutingConfig {
         self.callback
             .validate()
             .map_err(|e| format!("callback.{e}"))?;
+        self.after_hours
+            .validate()
+            .map_err(|e| format!("after_hours.{e}"))?;
         let checks: [(bool, &str); 9] = [
             (
                 self.offer_timeout_secs == 0,
