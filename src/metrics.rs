@@ -108,6 +108,9 @@ pub const BOT_INTENTS_TOTAL: &str = "frontdoor_bot_intents_total";
 pub const RED_FLAGS_TOTAL: &str = "frontdoor_red_flags_total";
 /// Queued callbacks by `outcome` (requested, dialed, answered, retried, failed).
 pub const CALLBACKS_TOTAL: &str = "frontdoor_callbacks_total";
+/// Contacts that reached a closed queue, by the after-hours `policy` applied
+/// (on_call, self_service_or_callback, wait_for_opening).
+pub const AFTER_HOURS_TOTAL: &str = "frontdoor_after_hours_total";
 /// Wait announcements sent, by `channel`.
 pub const QUEUE_ANNOUNCEMENTS_TOTAL: &str = "frontdoor_queue_announcements_total";
 /// Time to take one routing decision (match a contact to an agent or keep it waiting).
@@ -231,6 +234,9 @@ fn zero_known_series() {
     }
     for outcome in ["contained", "handed_off"] {
         metrics::counter!(BOT_CONTACTS_TOTAL, "outcome" => outcome).increment(0);
+    }
+    for policy in ["on_call", "self_service_or_callback", "wait_for_opening"] {
+        metrics::counter!(AFTER_HOURS_TOTAL, "policy" => policy).increment(0);
     }
 }
 
@@ -463,6 +469,10 @@ impl frontdoor_actors::ports::RoutingObserver for MetricsObserver {
 
     fn callback(&self, outcome: &'static str) {
         metrics::counter!(CALLBACKS_TOTAL, "outcome" => outcome).increment(1);
+    }
+
+    fn after_hours(&self, policy: &'static str) {
+        metrics::counter!(AFTER_HOURS_TOTAL, "policy" => policy).increment(1);
     }
 
     fn announcement(&self, channel: &'static str) {

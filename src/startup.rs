@@ -205,6 +205,8 @@ impl Application {
             rate_limiter: http::guard::RateLimiter::default(),
             broker: health.clone(),
             fhir: settings.fhir.clone(),
+            // validate() refused a bad directory before anything started.
+            sites: Arc::new(settings.site_directory().unwrap_or_default()),
         });
         let (server, port) = http_server(&settings, state)?;
         tracing::info!(
@@ -369,6 +371,8 @@ fn start_routing(
         clock,
         store: Arc::new(tables),
         observer: Arc::new(m::MetricsObserver),
+        // validate() refused a bad directory before anything started.
+        sites: Arc::new(settings.site_directory().unwrap_or_default()),
     })
 }
 

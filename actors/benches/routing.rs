@@ -152,6 +152,7 @@ fn through_actors() {
             clock: Arc::new(ManualClock::new(Utc::now())),
             store: Arc::new(MemoryRoutingStore::default()),
             observer: observer.clone(),
+            sites: Arc::default(),
         });
         routing.activate().await.unwrap();
         let site = SiteId::parse("north").unwrap();

@@ -60,6 +60,9 @@ pub enum CommandType {
     /// (what a patient asked a virtual agent).
     #[serde(rename = "appointment.request")]
     AppointmentRequest,
+    /// The queue is closed: offer the virtual agent or a callback.
+    #[serde(rename = "after_hours.offer")]
+    AfterHoursOffer,
 }
 
 impl CommandType {
@@ -78,6 +81,7 @@ impl CommandType {
             CommandType::QueueAnnounce => "queue.announce",
             CommandType::CallbackDial => "callback.dial",
             CommandType::AppointmentRequest => "appointment.request",
+            CommandType::AfterHoursOffer => "after_hours.offer",
         }
     }
 }

@@ -171,6 +171,9 @@ pub trait RoutingObserver: Send + Sync + 'static {
     fn callback(&self, _outcome: &'static str) {}
     /// A wait announcement went to a channel.
     fn announcement(&self, _channel: &'static str) {}
+    /// A contact reached a closed queue; the policy applied (`on_call`,
+    /// `self_service_or_callback`, `wait_for_opening`).
+    fn after_hours(&self, _policy: &'static str) {}
 }
 
 /// An observer that records nothing (benchmarks, unit tests).

@@ -196,6 +196,7 @@ async fn run(ops: Vec<Op>) -> Result<(), String> {
         clock: clock.clone(),
         store: store.clone(),
         observer: Arc::new(frontdoor_actors::ports::NoObserver),
+        sites: Arc::default(),
     });
     routing.activate().await.map_err(|e| e.to_string())?;
     let mut started = 0usize;

@@ -21,7 +21,7 @@
 use actix_web::{web, HttpResponse};
 use chrono::{DateTime, Utc};
 use frontdoor_actors::event::{AppointmentAction, Channel, Envelope};
-use frontdoor_actors::ids::{IdentifierKind, PatientId};
+use frontdoor_actors::ids::{IdentifierKind, PatientId, SiteId};
 use frontdoor_actors::journey::{AppointmentStatus, ContactState, ContactView, ContextView};
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
@@ -239,11 +239,14 @@ struct Answer {
     fields: Map<String, Value>,
 }
 
-fn local(_state: &AppState, _site: &str, t: DateTime<Utc>) -> (String, String, String) {
+/// `t` in the site's local time (UTC for a site the directory lacks): date, time,
+/// zone abbreviation.
+fn local(state: &AppState, site: &SiteId, t: DateTime<Utc>) -> (String, String, String) {
+    let l = state.sites.local_time(site, t);
     (
-        t.format("%a %-d %b %Y").to_string(),
-        t.format("%H:%M").to_string(),
-        "UTC".to_string(),
+        l.format("%a %-d %b %Y").to_string(),
+        l.format("%H:%M").to_string(),
+        l.format("%Z").to_string(),
     )
 }
 
@@ -268,13 +271,13 @@ fn appointment_next(state: &AppState, open: &Open, now: DateTime<Utc>) -> Answer
             fields: Map::new(),
         };
     };
-    let (date, time, zone) = local(state, open.contact.site.as_str(), starts_at);
+    let (date, time, zone) = local(state, &open.contact.site, starts_at);
     let mut f = Map::new();
     f.insert("appointment_id".into(), a.id.clone().into());
     f.insert("starts_at".into(), starts_at.to_rfc3339().into());
     f.insert("date".into(), date.clone().into());
     f.insert("time".into(), time.clone().into());
-    f.insert("time_zone".into(), zone.into());
+    f.insert("time_zone".into(), zone.clone().into());
     for (k, v) in [
         ("department", &a.department),
         ("location", &a.location),
@@ -298,20 +301,64 @@ fn appointment_next(state: &AppState, open: &Open, now: DateTime<Utc>) -> Answer
     Answer {
         resolved: true,
         hand_off: false,
-        text: format!("Your next appointment is on {date} at {time}{dept}{place}."),
+        text: format!("Your next appointment is on {date} at {time} {zone}{dept}{place}."),
         fields: f,
     }
 }
 
 fn directions(state: &AppState, open: &Open) -> Answer {
-    let _ = (state, open);
-    match None::<(String, Map<String, Value>)> {
-        Some((text, fields)) => Answer {
-            resolved: true,
-            hand_off: false,
-            text,
-            fields,
-        },
+    match state.sites.get(&open.contact.site) {
+        Some(site) => {
+            let now = Utc::now();
+            let mut f = Map::new();
+            for (k, v) in [
+                ("name", &site.name),
+                ("address", &site.address),
+                ("directions", &site.directions),
+                ("phone", &site.phone),
+            ] {
+                if !v.is_empty() {
+                    f.insert(k.into(), v.clone().into());
+                }
+            }
+            let open_now = site.is_open(now);
+            f.insert("open_now".into(), open_now.into());
+            let next = site.next_opening(now);
+            if let Some(t) = next.filter(|_| !open_now) {
+                f.insert("next_opening".into(), t.to_rfc3339().into());
+            }
+            f.insert("hours".into(), hours_json(site));
+            let when = match (open_now, next) {
+                (true, _) => "We are open now.".to_string(),
+                (false, Some(t)) => format!(
+                    "We open {}.",
+                    state.sites.patient_time(&open.contact.site, t)
+                ),
+                (false, None) => String::new(),
+            };
+            let text = [
+                site.name.as_str(),
+                site.address.as_str(),
+                site.directions.as_str(),
+                when.as_str(),
+                &if site.phone.is_empty() {
+                    String::new()
+                } else {
+                    format!("Phone {}.", site.phone)
+                },
+            ]
+            .iter()
+            .filter(|s| !s.is_empty())
+            .cloned()
+            .collect::<Vec<_>>()
+            .join(" ");
+            Answer {
+                resolved: true,
+                hand_off: false,
+                text,
+                fields: f,
+            }
+        }
         None => Answer {
             resolved: false,
             hand_off: false,
@@ -319,6 +366,32 @@ fn directions(state: &AppState, open: &Open) -> Answer {
             fields: Map::new(),
         },
     }
+}
+
+/// A site's weekly hours as `{ "mon": ["08:00-17:00"], ... }` (local time).
+fn hours_json(site: &frontdoor_actors::sites::Site) -> Value {
+    use chrono::Weekday::*;
+    let mut m = Map::new();
+    for (key, day) in [
+        ("mon", Mon),
+        ("tue", Tue),
+        ("wed", Wed),
+        ("thu", Thu),
+        ("fri", Fri),
+        ("sat", Sat),
+        ("sun", Sun),
+    ] {
+        let list: Vec<Value> = site
+            .hours
+            .on(day)
+            .iter()
+            .map(|(o, c)| format!("{}-{}", o.format("%H:%M"), c.format("%H:%M")).into())
+            .collect();
+        if !list.is_empty() {
+            m.insert(key.into(), Value::Array(list));
+        }
+    }
+    Value::Object(m)
 }
 
 fn refill_status(open: &Open) -> Answer {

@@ -6,7 +6,9 @@
 use reqwest::Method;
 use serde_json::{json, Value};
 
-use crate::helpers::{days_ago, event, spawn_app, token_for, Backend, TestApp};
+use crate::helpers::{
+    days_ago, event, spawn_app, spawn_app_with, test_settings, token_for, Backend, TestApp,
+};
 
 const BOT: &str = "iva-north";
 
@@ -748,4 +750,303 @@ async fn a_callback_keeps_its_place_dials_when_an_agent_takes_it_and_closes_afte
     let metrics = app.metrics().await;
     assert!(!metrics.contains(r#"frontdoor_callbacks_total{outcome="failed"} 0"#));
     assert!(!metrics.contains(r#"frontdoor_callbacks_total{outcome="dialed"} 0"#));
+}
+
+/// Settings with after-hours routing on and site north (Chicago) open only on
+/// `open_days` (all day), closed on `holidays`.
+async fn after_hours_app(open_days: &[&str], holidays: &[String]) -> TestApp {
+    let (mut settings, dir) = test_settings(Backend::Sqlite).await;
+    settings.routing.after_hours.enabled = true;
+    let north = settings.sites.entry("north".into()).or_default();
+    north.time_zone = "America/Chicago".into();
+    north.hours = open_days
+        .iter()
+        .map(|d| (d.to_string(), vec!["00:00-23:59".to_string()]))
+        .collect();
+    north.holidays = holidays.to_vec();
+    spawn_app_with(settings, dir).await
+}
+
+/// Today's and tomorrow's weekday keys and dates in Chicago.
+fn chicago_days() -> (String, String, String) {
+    use chrono::Datelike;
+    let tz: chrono_tz::Tz = "America/Chicago".parse().unwrap();
+    let today = chrono::Utc::now().with_timezone(&tz).date_naive();
+    let key = |d: chrono::NaiveDate| d.weekday().to_string().to_lowercase()[..3].to_string();
+    (
+        key(today),
+        key(today.succ_opt().unwrap()),
+        today.to_string(),
+    )
+}
+
+#[actix_web::test]
+async fn after_hours_clinical_goes_on_call_scheduling_is_offered_the_virtual_agent_or_a_callback_and_the_rest_waits(
+) {
+    // Open tomorrow only: closed now, whatever the time of day the test runs.
+    let (_, tomorrow, _) = chicago_days();
+    let app = after_hours_app(&[tomorrow.as_str()], &[]).await;
+    agent(
+        &app,
+        "rn-oncall",
+        json!({"nurse_on_call": 4}),
+        json!({"chat": 2, "voice": 1}),
+    )
+    .await;
+
+    start(
+        &app,
+        json!({"mrn": "MRN-AH-1"}),
+        "chat",
+        "ah-clinical",
+        json!({"skill": "nurse_advice"}),
+    )
+    .await;
+    let c = routed(&app, "ah-clinical").await;
+    assert_eq!(c["skill"], "nurse_on_call", "{c}");
+    assert_eq!(
+        (c["state"].as_str(), c["offered_to"].as_str()),
+        (Some("offered"), Some("rn-oncall"))
+    );
+    assert!(
+        !c["cross_site"].as_bool().unwrap(),
+        "clinical on-call stays within licensure"
+    );
+    let r = c["reasons"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["rule"] == "after_hours")
+        .unwrap()
+        .clone();
+    assert!(
+        r["detail"]
+            .as_str()
+            .unwrap()
+            .contains("nurse_advice is closed until"),
+        "{r}"
+    );
+
+    start(
+        &app,
+        json!({"mrn": "MRN-AH-2"}),
+        "voice",
+        "ah-sched",
+        json!({"skill": "scheduling"}),
+    )
+    .await;
+    let c = routed(&app, "ah-sched").await;
+    assert_eq!(
+        (c["state"].as_str(), c["skill"].as_str()),
+        (Some("queued"), Some("scheduling"))
+    );
+    let offer = for_contact(&app, "after_hours.offer", "ah-sched").await;
+    assert_eq!(offer.len(), 1);
+    assert_eq!(offer[0]["options"], json!(["virtual_agent", "callback"]));
+    assert_eq!(offer[0]["channel"], "voice");
+    assert!(
+        offer[0]["text"]
+            .as_str()
+            .unwrap()
+            .starts_with("We are closed until"),
+        "{}",
+        offer[0]
+    );
+    assert!(offer[0]["opens_at"].is_string());
+    // The callback it was offered: it keeps its place until an agent takes it.
+    assert_eq!(
+        app.post("/v1/contacts/ah-sched/callback", &json!({}))
+            .await
+            .0,
+        200
+    );
+
+    start(
+        &app,
+        json!({"mrn": "MRN-AH-3"}),
+        "chat",
+        "ah-other",
+        json!({"skill": "general"}),
+    )
+    .await;
+    let c = routed(&app, "ah-other").await;
+    assert_eq!(c["state"], "queued");
+    let r = c["reasons"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["rule"] == "after_hours")
+        .unwrap()
+        .clone();
+    assert_eq!(r["effect"], "waits for opening, keeping its place");
+    assert!(for_contact(&app, "after_hours.offer", "ah-other")
+        .await
+        .is_empty());
+
+    // An emergency is not held for opening: red flags go on call at once.
+    let q = json!({"mrn": "MRN-AH-4"});
+    start(
+        &app,
+        q.clone(),
+        "chat",
+        "ah-rf",
+        json!({"skill": "billing"}),
+    )
+    .await;
+    app.store_event(&event(
+        "contact.message",
+        "chat",
+        days_ago(0, 0),
+        q,
+        json!({"contact_id": "ah-rf", "from": "patient", "text": "I can't breathe"}),
+    ))
+    .await;
+    let c = routed(&app, "ah-rf").await;
+    assert_eq!(
+        (c["skill"].as_str(), c["level"].as_str()),
+        (Some("nurse_on_call"), Some("emergency")),
+        "{c}"
+    );
+
+    // GET /v1/queues: closed, with the next opening.
+    let (_, q) = app.get("/v1/queues").await;
+    let sched = q["queues"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|q| q["site"] == "north" && q["skill"] == "scheduling")
+        .unwrap()
+        .clone();
+    assert_eq!(
+        (sched["open"].as_bool(), sched["hours_from"].as_str()),
+        (Some(false), Some("site"))
+    );
+    assert!(sched["next_opening"].is_string(), "{sched}");
+}
+
+#[actix_web::test]
+async fn a_holiday_closes_a_queue() {
+    let every_day = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"];
+    let (_, _, today) = chicago_days();
+    let app = after_hours_app(&every_day, &[today.clone()]).await;
+    agent(
+        &app,
+        "sched-1",
+        json!({"scheduling": 3}),
+        json!({"chat": 0}),
+    )
+    .await;
+    let (_, q) = app.get("/v1/queues").await;
+    let sched = q["queues"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|q| q["site"] == "north" && q["skill"] == "scheduling")
+        .unwrap()
+        .clone();
+    assert_eq!(sched["open"], false, "{sched}");
+    // It opens at local midnight after the holiday.
+    let opens =
+        chrono::DateTime::parse_from_rfc3339(sched["next_opening"].as_str().unwrap()).unwrap();
+    let tz: chrono_tz::Tz = "America/Chicago".parse().unwrap();
+    let local = opens.with_timezone(&tz);
+    assert_eq!(local.date_naive().to_string(), chicago_days_after(&today));
+    assert_eq!(local.format("%H:%M").to_string(), "00:00");
+    start(
+        &app,
+        json!({"mrn": "MRN-HOL"}),
+        "chat",
+        "hol-chat",
+        json!({"skill": "general"}),
+    )
+    .await;
+    let c = routed(&app, "hol-chat").await;
+    assert!(
+        c["reasons"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|r| r["rule"] == "after_hours"),
+        "{c}"
+    );
+
+    // The same site without the holiday: open.
+    let app = after_hours_app(&every_day, &[]).await;
+    agent(
+        &app,
+        "sched-1",
+        json!({"scheduling": 3}),
+        json!({"chat": 0}),
+    )
+    .await;
+    let (_, q) = app.get("/v1/queues").await;
+    assert!(
+        q["queues"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|q| q["skill"] == "scheduling" && q["open"] == true),
+        "{q}"
+    );
+}
+
+fn chicago_days_after(date: &str) -> String {
+    let d = chrono::NaiveDate::parse_from_str(date, "%Y-%m-%d").unwrap();
+    d.succ_opt().unwrap().to_string()
+}
+
+#[actix_web::test]
+async fn overlapping_or_impossible_hours_are_refused_at_start_and_on_reload_with_the_key() {
+    let (mut settings, _dir) = test_settings(Backend::Sqlite).await;
+    settings.routing.after_hours.queues.insert(
+        "north.billing".into(),
+        frontdoor_actors::rules::after_hours::QueueHours {
+            hours: [(
+                "mon".to_string(),
+                vec!["08:00-12:00".to_string(), "11:30-15:00".to_string()],
+            )]
+            .into(),
+            holidays: vec![],
+        },
+    );
+    let err = frontdoor::startup::Application::build(settings)
+        .await
+        .err()
+        .expect("refused");
+    let msg = format!("{err:#}");
+    assert!(
+        msg.contains("after_hours.queues.north.billing.hours.mon"),
+        "{msg}"
+    );
+    assert!(msg.contains("overlaps"), "{msg}");
+
+    let (mut settings, _dir2) = test_settings(Backend::Sqlite).await;
+    settings.sites.entry("north".into()).or_default().hours =
+        [("tue".to_string(), vec!["17:00-08:00".to_string()])].into();
+    let err = frontdoor::startup::Application::build(settings)
+        .await
+        .err()
+        .expect("refused");
+    assert!(
+        format!("{err:#}").contains("sites.north.hours.tue"),
+        "{err:#}"
+    );
+
+    let app = spawn_app(Backend::Sqlite).await;
+    let (status, body) = app
+        .put(
+            "/v1/runtime/config",
+            &json!({"routing": {"after_hours": {"queues": {"north.billing": {"hours": {"fri": ["09:00-10:00", "09:30-11:00"]}}}}}}),
+        )
+        .await;
+    assert_eq!(status, 400, "{body}");
+    assert!(
+        body["detail"]
+            .as_str()
+            .unwrap()
+            .contains("after_hours.queues.north.billing.hours.fri"),
+        "{body}"
+    );
+    let (_, cfg) = app.get("/v1/runtime/config").await;
+    assert_eq!(cfg["config_version"], 1, "the bad hours were not applied");
 }

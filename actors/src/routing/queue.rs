@@ -105,6 +105,19 @@ pub struct QueueSnapshot {
     pub overflowing: bool,
     /// Erlang C / Erlang A staffing for the configured service-level target.
     pub staffing: Option<StaffingEstimate>,
+    /// Open now by its hours (its own, else its site's; always without any).
+    #[serde(default = "always_open")]
+    pub open: bool,
+    /// The next opening (now when open; None: none within a year).
+    #[serde(default)]
+    pub next_opening: Option<DateTime<Utc>>,
+    /// Where its hours come from: `queue`, `site` or `always`.
+    #[serde(default)]
+    pub hours_from: String,
+}
+
+fn always_open() -> bool {
+    true
 }
 
 /// One matching decision: which contact goes to which agent.
@@ -478,6 +491,9 @@ impl QueueState {
             abandoned_in_window: self.stats.abandoned.len() as u32,
             overflowing,
             staffing,
+            open: true,
+            next_opening: None,
+            hours_from: String::new(),
         }
     }
 }

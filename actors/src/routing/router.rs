@@ -85,6 +85,8 @@ pub struct RoutingDeps {
     pub store: Arc<dyn RoutingStore>,
     /// Metrics.
     pub observer: Arc<dyn RoutingObserver>,
+    /// Sites' time zones, opening hours and holidays (queue hours, after hours).
+    pub sites: Arc<crate::sites::SiteDirectory>,
 }
 
 /// An agent's `agent.state`.
@@ -255,6 +257,7 @@ impl Routing {
             clock: deps.clock,
             store: deps.store,
             observer: deps.observer,
+            sites: deps.sites,
             active: active.clone(),
             state: None,
             changes: Pending::default(),
@@ -526,6 +529,8 @@ struct Router {
     clock: Arc<dyn Clock>,
     store: Arc<dyn RoutingStore>,
     observer: Arc<dyn RoutingObserver>,
+    /// The site directory (hours, holidays, time zones).
+    sites: Arc<crate::sites::SiteDirectory>,
     /// Mirrors `state.is_some()` for [`Routing::is_active`].
     active: Arc<AtomicBool>,
     /// Routing state while active.
@@ -974,7 +979,7 @@ impl Router {
         let since = n.waiting_since.unwrap_or(now).min(now);
         c.key = priority_key(n.base_priority, boosts, since, &id, &cfg.priority);
         c.queued_at = n.waiting_since.map(|t| t.min(now));
-        c.transcript = n.transcript;
+        c.transcript = std::mem::take(&mut n.transcript);
         c.signals = n.assessment.signals.clone();
         c.contact_channel = n.contact_channel;
         c.handoff = if handed_off {
@@ -1021,7 +1026,7 @@ impl Router {
             };
             c.reason(s.signal.as_str(), s.detail.clone(), effect, now);
         }
-        if let Some(agent) = n.preferred_agent {
+        if let Some(agent) = n.preferred_agent.take() {
             let until = now + Duration::seconds(i64::from(cfg.preferred_agent_secs));
             let because = n
                 .preferred_because
@@ -1037,6 +1042,9 @@ impl Router {
             );
             c.preferred_agent = Some(agent);
             c.preferred_until = Some(until);
+        }
+        if cfg.after_hours.enabled {
+            self.after_hours(&mut c, &n, cfg, now);
         }
         if let Some(flag) = &n.red_flag {
             self.observer.red_flag(&flag.category);
@@ -1080,6 +1088,84 @@ impl Router {
                     .commands
                     .push(release_command(&c, position, estimate, now));
             }
+        }
+    }
+
+    /// A contact reaching a closed queue: clinical to the on-call queue (across sites
+    /// only where licensure allows), scheduling and billing offered the virtual agent
+    /// or a callback, anything else waits for opening; the reason is recorded. An
+    /// emergency is never held for opening.
+    fn after_hours(
+        &mut self,
+        c: &mut RoutedContact,
+        n: &NeedsHuman,
+        cfg: &RoutingConfig,
+        now: DateTime<Utc>,
+    ) {
+        use crate::rules::after_hours::{policy, queue_open, AfterHours};
+        let hours = queue_open(&self.sites, &c.site, &c.skill, &cfg.after_hours, now);
+        if hours.open {
+            return;
+        }
+        let opens = hours
+            .next_opening
+            .map(|t| self.sites.patient_time(&c.site, t))
+            .unwrap_or_else(|| "no opening scheduled".into());
+        let detail = format!("{} is closed until {opens}", c.skill);
+        let decided = policy(&c.skill, &cfg.after_hours);
+        self.observer.after_hours(decided.as_str());
+        match decided {
+            AfterHours::OnCall { skill } => {
+                c.reason(
+                    "after_hours",
+                    detail,
+                    format!("clinical: to the on-call queue {skill}"),
+                    now,
+                );
+                c.cross_site = cfg.overflow.cross_site_skills.contains(&skill);
+                c.skill = skill;
+            }
+            _ if n.red_flag.is_some() => c.reason(
+                "after_hours",
+                detail,
+                "an emergency is not held for opening",
+                now,
+            ),
+            AfterHours::SelfServiceOrCallback => {
+                let mut options = Vec::new();
+                if !n.from_bot {
+                    options.push("virtual_agent");
+                }
+                if c.channel == Channel::Voice {
+                    options.push("callback");
+                }
+                c.reason(
+                    "after_hours",
+                    detail,
+                    format!(
+                        "offered {}; keeps its place until opening",
+                        if options.is_empty() {
+                            "nothing else (it came from the virtual agent)".to_string()
+                        } else {
+                            options.join(" or ")
+                        }
+                    ),
+                    now,
+                );
+                self.changes.commands.push(after_hours_command(
+                    c,
+                    &options,
+                    hours.next_opening,
+                    &opens,
+                    now,
+                ));
+            }
+            AfterHours::WaitForOpening => c.reason(
+                "after_hours",
+                detail,
+                "waits for opening, keeping its place",
+                now,
+            ),
         }
     }
 
@@ -1845,13 +1931,23 @@ impl Router {
                 .and_then(|s| s.get(site))
                 .is_some_and(|s| s.overflowing);
             let agents = self.views_with_skill(skill);
-            if let Ok(s) = addr
+            if let Ok(mut s) = addr
                 .send(queue::Snapshot {
                     agents,
                     overflowing,
                 })
                 .await
             {
+                let hours = crate::rules::after_hours::queue_open(
+                    &self.sites,
+                    &s.site,
+                    &s.skill,
+                    &self.cfg().after_hours,
+                    self.now(),
+                );
+                s.open = hours.open;
+                s.next_opening = hours.next_opening;
+                s.hours_from = hours.hours_from.to_string();
                 out.push(s);
             }
         }
@@ -2119,6 +2215,50 @@ fn announce_command(
             estimate,
             announcement_text(position, estimate),
         )),
+    )
+}
+
+/// The payload of an `after_hours.offer`: the queue is closed; what the patient may do.
+#[derive(Debug, Serialize)]
+struct AfterHoursPayload<'a> {
+    contact_id: String,
+    skill: &'a str,
+    options: &'a [&'static str],
+    opens_at: Option<String>,
+    text: String,
+}
+
+fn after_hours_command(
+    c: &RoutedContact,
+    options: &[&'static str],
+    opens_at: Option<DateTime<Utc>>,
+    opens_local: &str,
+    now: DateTime<Utc>,
+) -> Command {
+    let offer = match (
+        options.contains(&"virtual_agent"),
+        options.contains(&"callback"),
+    ) {
+        (true, true) => " You can get answers from our virtual assistant now, or ask us to call you back when we open.",
+        (true, false) => " You can get answers from our virtual assistant now.",
+        (false, true) => " You can ask us to call you back when we open.",
+        (false, false) => "",
+    };
+    Command::new(
+        CommandType::AfterHoursOffer,
+        c.cause,
+        &c.contact_id.to_string(),
+        c.site.clone(),
+        c.patient_channel(),
+        now,
+        Some(c.patient_id),
+        payload(AfterHoursPayload {
+            contact_id: c.contact_id.to_string(),
+            skill: &c.skill,
+            options,
+            opens_at: opens_at.map(|t| t.to_rfc3339()),
+            text: format!("We are closed until {opens_local}.{offer}"),
+        }),
     )
 }
 
