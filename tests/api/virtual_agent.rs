@@ -163,6 +163,22 @@ async fn each_routine_intent_is_answered_from_the_journey_audited_and_recorded_a
     );
     assert!(!a.to_string().contains("rash"), "{a}");
 
+    // Local time from the site directory (north: America/Chicago in config/base.toml).
+    let tz: chrono_tz::Tz = "America/Chicago".parse().unwrap();
+    let local = starts.with_timezone(&tz);
+    assert_eq!(a["time"], local.format("%H:%M").to_string());
+    assert_eq!(a["time_zone"], local.format("%Z").to_string());
+    assert!(a["text"].as_str().unwrap().contains(&local.format("%H:%M %Z").to_string()), "{a}");
+
+    let (status, d) = ask(&app, "iva-1", "directions").await;
+    assert_eq!(status, 200, "{d}");
+    assert_eq!(d["resolved"], true);
+    assert_eq!(d["name"], "North Clinic");
+    assert!(d["address"].as_str().unwrap().contains("Lakeshore"), "{d}");
+    assert!(d["directions"].as_str().unwrap().contains("garage B"), "{d}");
+    assert_eq!(d["hours"]["mon"], json!(["08:00-17:00"]));
+    assert!(d["phone"].is_string() && d["open_now"].is_boolean());
+
     let (status, r) = ask(&app, "iva-1", "refill.status").await;
     assert_eq!(status, 200, "{r}");
     assert_eq!(r["resolved"], true);
@@ -203,6 +219,7 @@ async fn each_routine_intent_is_answered_from_the_journey_audited_and_recorded_a
         intents,
         vec![
             ("appointment.next", true),
+            ("directions", true),
             ("refill.status", true),
             ("appointment.confirm", true)
         ]
@@ -222,6 +239,7 @@ async fn each_routine_intent_is_answered_from_the_journey_audited_and_recorded_a
         "{records:?}"
     );
     assert!(details.contains(&"bot intent refill.status"), "{records:?}");
+    assert!(details.contains(&"bot intent directions"), "{records:?}");
     for r in records {
         assert_eq!(r["principal_role"], "bot");
         assert_eq!(r["purpose"], "treatment");
