@@ -194,6 +194,9 @@ fn through_actors() {
                 from_bot: false,
                 cause: uuid::Uuid::new_v4(),
                 waiting_since: None,
+                handoff: None,
+                red_flag: None,
+                contact_channel: None,
             };
             routing
                 .route(RouteRequest::Queue(Box::new(n)))

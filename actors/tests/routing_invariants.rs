@@ -105,6 +105,9 @@ fn needs_human(n: usize, site: u8, skill: u8, voice: bool) -> RouteRequest {
         from_bot: false,
         cause: uuid::Uuid::new_v4(),
         waiting_since: None,
+        handoff: None,
+        red_flag: None,
+        contact_channel: None,
     }))
 }
 

@@ -168,14 +168,23 @@ async fn each_routine_intent_is_answered_from_the_journey_audited_and_recorded_a
     let local = starts.with_timezone(&tz);
     assert_eq!(a["time"], local.format("%H:%M").to_string());
     assert_eq!(a["time_zone"], local.format("%Z").to_string());
-    assert!(a["text"].as_str().unwrap().contains(&local.format("%H:%M %Z").to_string()), "{a}");
+    assert!(
+        a["text"]
+            .as_str()
+            .unwrap()
+            .contains(&local.format("%H:%M %Z").to_string()),
+        "{a}"
+    );
 
     let (status, d) = ask(&app, "iva-1", "directions").await;
     assert_eq!(status, 200, "{d}");
     assert_eq!(d["resolved"], true);
     assert_eq!(d["name"], "North Clinic");
     assert!(d["address"].as_str().unwrap().contains("Lakeshore"), "{d}");
-    assert!(d["directions"].as_str().unwrap().contains("garage B"), "{d}");
+    assert!(
+        d["directions"].as_str().unwrap().contains("garage B"),
+        "{d}"
+    );
     assert_eq!(d["hours"]["mon"], json!(["08:00-17:00"]));
     assert!(d["phone"].is_string() && d["open_now"].is_boolean());
 
@@ -946,7 +955,7 @@ async fn after_hours_clinical_goes_on_call_scheduling_is_offered_the_virtual_age
 async fn a_holiday_closes_a_queue() {
     let every_day = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"];
     let (_, _, today) = chicago_days();
-    let app = after_hours_app(&every_day, &[today.clone()]).await;
+    let app = after_hours_app(&every_day, std::slice::from_ref(&today)).await;
     agent(
         &app,
         "sched-1",
