@@ -562,7 +562,7 @@ async fn a_red_flag_phrase_in_the_first_message_escalates_within_that_event() {
 
 #[actix_web::test]
 async fn announcements_repeat_at_the_interval_and_stop_when_the_contact_is_offered() {
-    let app = spawn_app(Backend::Sqlite).await;
+    let app = announcing_app().await;
     // Offers wait long enough for an announcement to fall due while offered.
     let (status, _) = app
         .put(
@@ -653,7 +653,7 @@ async fn announcements_repeat_at_the_interval_and_stop_when_the_contact_is_offer
 
 #[actix_web::test]
 async fn a_callback_keeps_its_place_dials_when_an_agent_takes_it_and_closes_after_the_retries() {
-    let app = spawn_app(Backend::Sqlite).await;
+    let app = announcing_app().await;
     start(
         &app,
         json!({"mrn": "MRN-CB-1"}),
@@ -777,6 +777,13 @@ async fn a_callback_keeps_its_place_dials_when_an_agent_takes_it_and_closes_afte
     let metrics = app.metrics().await;
     assert!(!metrics.contains(r#"frontdoor_callbacks_total{outcome="failed"} 0"#));
     assert!(!metrics.contains(r#"frontdoor_callbacks_total{outcome="dialed"} 0"#));
+}
+
+/// An app with the default wait announcements (voice, SMS, chat, IVA).
+async fn announcing_app() -> TestApp {
+    let (mut settings, dir) = test_settings(Backend::Sqlite).await;
+    settings.routing.announce = Default::default();
+    spawn_app_with(settings, dir).await
 }
 
 /// Settings with after-hours routing on and site north (Chicago) open only on
