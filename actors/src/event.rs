@@ -1324,7 +1324,7 @@ mod tests {
             let mut v = json!({
                 "id": "6f1c2b1e-8f0a-4c7e-9a43-0d4c1f6a2b11", "type": t.name,
                 "occurred_at": "2026-11-23T23:00:00Z", "site": "north", "channel": "desktop",
-                "agent_id": "a-1", "state": "away"
+                "agent_id": "a-1", "state": "away", "answered": false
             });
             if t.contact {
                 v["contact_id"] = json!("c-1");
