@@ -257,7 +257,10 @@ async fn run(ops: Vec<Op>) -> Result<(), String> {
                 let req = if *abandoned {
                     RouteRequest::Abandoned { contact_id }
                 } else {
-                    RouteRequest::Ended { contact_id }
+                    RouteRequest::Ended {
+                        contact_id,
+                        intent: None,
+                    }
                 };
                 routing.route(req).await.map_err(|e| e.to_string())?;
             }

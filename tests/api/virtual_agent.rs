@@ -1084,3 +1084,51 @@ async fn overlapping_or_impossible_hours_are_refused_at_start_and_on_reload_with
     let (_, cfg) = app.get("/v1/runtime/config").await;
     assert_eq!(cfg["config_version"], 1, "the bad hours were not applied");
 }
+
+#[actix_web::test]
+async fn containment_is_counted_under_the_intent_the_bot_answered() {
+    let app = spawn_app(Backend::Sqlite).await;
+    let p = json!({"mrn": "MRN-CONTAIN"});
+    app.store_event(&event(
+        "prescription.ready",
+        "pharmacy",
+        days_ago(0, -1),
+        p.clone(),
+        json!({"medication": "lisinopril 10 mg", "pharmacy": "Main St Pharmacy"}),
+    ))
+    .await;
+    // The IVR said "prescription"; the bot answered refill.status and the patient hung up happy.
+    start(
+        &app,
+        p.clone(),
+        "iva",
+        "iva-c",
+        json!({"intent": "prescription"}),
+    )
+    .await;
+    assert_eq!(ask(&app, "iva-c", "refill.status").await.0, 200);
+    app.store_event(&event(
+        "contact.ended",
+        "iva",
+        days_ago(0, 0),
+        p,
+        json!({"contact_id": "iva-c", "disposition": "self_service"}),
+    ))
+    .await;
+    let c = routed(&app, "iva-c").await;
+    assert_eq!(
+        (c["state"].as_str(), c["intent"].as_str()),
+        (Some("ended"), Some("refill.status"))
+    );
+    // The series starts at zero at boot; this containment counted (>= 1: the process's
+    // counters are shared by the tests).
+    let metrics = app.metrics().await;
+    let series =
+        r#"frontdoor_bot_intents_total{intent="refill.status",outcome="contained",reason="none"} "#;
+    let value: f64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(series))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0.0);
+    assert!(value >= 1.0, "{value}");
+}

@@ -133,8 +133,13 @@ pub enum RouteRequest {
     Queue(Box<NeedsHuman>),
     /// The patient left while waiting.
     Abandoned { contact_id: ContactId },
-    /// The contact ended.
-    Ended { contact_id: ContactId },
+    /// The contact ended (`intent`: the journey's last, which a virtual agent may
+    /// have refined; labels containment per intent).
+    Ended {
+        contact_id: ContactId,
+        #[serde(default)]
+        intent: Option<String>,
+    },
 }
 
 fn is_self_service(event: &Envelope) -> bool {
@@ -449,7 +454,10 @@ pub fn route_request(
             Some(to_human(!contact.bot_turns.is_empty()))
         }
         EventKind::ContactAbandoned => Some(RouteRequest::Abandoned { contact_id }),
-        EventKind::ContactEnded { .. } => Some(RouteRequest::Ended { contact_id }),
+        EventKind::ContactEnded { .. } => Some(RouteRequest::Ended {
+            contact_id,
+            intent: contact.intent.clone(),
+        }),
         _ => None,
     }
 }

@@ -820,7 +820,7 @@ impl Router {
                 let id = match &req {
                     RouteRequest::SelfService { contact_id, .. }
                     | RouteRequest::Abandoned { contact_id }
-                    | RouteRequest::Ended { contact_id } => contact_id.to_string(),
+                    | RouteRequest::Ended { contact_id, .. } => contact_id.to_string(),
                     RouteRequest::Queue(n) => n.contact_id.to_string(),
                 };
                 self.route(req, now).await;
@@ -914,7 +914,16 @@ impl Router {
             RouteRequest::Abandoned { contact_id } => {
                 self.close(contact_id.as_str(), true, &cfg, now).await
             }
-            RouteRequest::Ended { contact_id } => {
+            RouteRequest::Ended { contact_id, intent } => {
+                // A bot session's last intent labels its containment.
+                if let (Some(intent), Some(mut c)) =
+                    (intent, self.contact_record(contact_id.as_str()))
+                {
+                    if c.state == RouteState::SelfService {
+                        c.intent = Some(intent);
+                        self.st().contacts.insert(contact_id.to_string(), c);
+                    }
+                }
                 self.close(contact_id.as_str(), false, &cfg, now).await
             }
         }
