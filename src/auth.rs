@@ -50,17 +50,21 @@ pub enum Role {
     /// A clinician (a specialist's office, a physician): reads the context of patients
     /// with an appointment in its departments at its sites, for treatment.
     Clinician,
+    /// A virtual agent (IVA, chat or SMS bot): answers one routine intent at a time
+    /// for the patient of a contact open on a bot channel at its sites, nothing else.
+    Bot,
 }
 
 impl Role {
     /// Every role (the role matrix test walks these).
-    pub const ALL: [Role; 6] = [
+    pub const ALL: [Role; 7] = [
         Role::Adapter,
         Role::Agent,
         Role::Supervisor,
         Role::Admin,
         Role::Monitor,
         Role::Clinician,
+        Role::Bot,
     ];
 
     /// The role's name (a bounded metric label, and what the audit log records).
@@ -72,6 +76,7 @@ impl Role {
             Role::Admin => "admin",
             Role::Monitor => "monitor",
             Role::Clinician => "clinician",
+            Role::Bot => "bot",
         }
     }
 }

@@ -212,6 +212,14 @@ impl Ingest {
                 agent_id: agent_id.clone(),
                 contact_id: contact,
             },
+            EventKind::CallbackRequested => RoutingInput::Callback {
+                contact_id: contact,
+            },
+            EventKind::CallbackResult { agent_id, answered } => RoutingInput::CallbackResult {
+                agent_id: agent_id.clone(),
+                contact_id: contact,
+                answered: *answered,
+            },
             _ => return Err(IngestError::Rejected("not a routing event".into())),
         };
         match self.route_input(input, event.id).await {

@@ -100,6 +100,19 @@ pub const OVERFLOW_TOTAL: &str = "frontdoor_overflow_total";
 pub const ESCALATIONS_TOTAL: &str = "frontdoor_escalations_total";
 /// Virtual-agent contacts by `outcome` (contained, handed_off).
 pub const BOT_CONTACTS_TOTAL: &str = "frontdoor_bot_contacts_total";
+/// Bot sessions by `intent` (configured intents, else `other`), `outcome`
+/// (contained, handed_off) and `reason` (none, unresolved, asked_for_person,
+/// red_flag, intent): containment and hand-offs per intent.
+pub const BOT_INTENTS_TOTAL: &str = "frontdoor_bot_intents_total";
+/// Red flags that raised a contact to the emergency level, by `category`.
+pub const RED_FLAGS_TOTAL: &str = "frontdoor_red_flags_total";
+/// Queued callbacks by `outcome` (requested, dialed, answered, retried, failed).
+pub const CALLBACKS_TOTAL: &str = "frontdoor_callbacks_total";
+/// Contacts that reached a closed queue, by the after-hours `policy` applied
+/// (on_call, self_service_or_callback, wait_for_opening).
+pub const AFTER_HOURS_TOTAL: &str = "frontdoor_after_hours_total";
+/// Wait announcements sent, by `channel`.
+pub const QUEUE_ANNOUNCEMENTS_TOTAL: &str = "frontdoor_queue_announcements_total";
 /// Time to take one routing decision (match a contact to an agent or keep it waiting).
 pub const ROUTING_DECISION_SECONDS: &str = "frontdoor_routing_decision_duration_seconds";
 /// Service level over the sliding window (answered within target / (answered + abandoned)), by `site`, `skill`.
@@ -215,6 +228,27 @@ fn zero_known_series() {
     }
     for outcome in ["ok", "no_route", "timeout", "error"] {
         metrics::counter!(CLUSTER_FORWARDS_TOTAL, "outcome" => outcome).increment(0);
+    }
+    for outcome in ["requested", "dialed", "answered", "retried", "failed"] {
+        metrics::counter!(CALLBACKS_TOTAL, "outcome" => outcome).increment(0);
+    }
+    for outcome in ["contained", "handed_off"] {
+        metrics::counter!(BOT_CONTACTS_TOTAL, "outcome" => outcome).increment(0);
+    }
+    for policy in ["on_call", "self_service_or_callback", "wait_for_opening"] {
+        metrics::counter!(AFTER_HOURS_TOTAL, "policy" => policy).increment(0);
+    }
+}
+
+/// Starts the routing counters whose labels come from configuration at zero (red-flag
+/// categories, the bot's intents), so the floor dashboard shows 0, not "no data",
+/// before the first one. Called at start with the routing rules in force.
+pub fn zero_routing_series(cfg: &frontdoor_actors::routing::RoutingConfig) {
+    for category in cfg.red_flags.categories.keys() {
+        metrics::counter!(RED_FLAGS_TOTAL, "category" => category.clone()).increment(0);
+    }
+    for intent in &cfg.handoff.bot_intents {
+        metrics::counter!(BOT_INTENTS_TOTAL, "intent" => intent.clone(), "outcome" => "contained", "reason" => "none").increment(0);
     }
 }
 
@@ -423,5 +457,25 @@ impl frontdoor_actors::ports::RoutingObserver for MetricsObserver {
 
     fn containment(&self, ratio: f64) {
         metrics::gauge!(CONTAINMENT_RATIO).set(ratio);
+    }
+
+    fn red_flag(&self, category: &str) {
+        metrics::counter!(RED_FLAGS_TOTAL, "category" => category.to_string()).increment(1);
+    }
+
+    fn bot_intent(&self, intent: &str, outcome: &'static str, reason: &'static str) {
+        metrics::counter!(BOT_INTENTS_TOTAL, "intent" => intent.to_string(), "outcome" => outcome, "reason" => reason).increment(1);
+    }
+
+    fn callback(&self, outcome: &'static str) {
+        metrics::counter!(CALLBACKS_TOTAL, "outcome" => outcome).increment(1);
+    }
+
+    fn after_hours(&self, policy: &'static str) {
+        metrics::counter!(AFTER_HOURS_TOTAL, "policy" => policy).increment(1);
+    }
+
+    fn announcement(&self, channel: &'static str) {
+        metrics::counter!(QUEUE_ANNOUNCEMENTS_TOTAL, "channel" => channel).increment(1);
     }
 }

@@ -97,6 +97,7 @@ impl Application {
     ) -> anyhow::Result<Application> {
         validate(&settings)?;
         let metrics = m::install();
+        m::zero_routing_series(&settings.routing);
         let principals = Principals::load(&settings.security, settings.application.environment)
             .context("Failed to load the principals")?;
         let sup = Supervision {
@@ -204,6 +205,8 @@ impl Application {
             rate_limiter: http::guard::RateLimiter::default(),
             broker: health.clone(),
             fhir: settings.fhir.clone(),
+            // validate() refused a bad directory before anything started.
+            sites: Arc::new(settings.site_directory().unwrap_or_default()),
         });
         let (server, port) = http_server(&settings, state)?;
         tracing::info!(
@@ -321,6 +324,12 @@ fn validate(settings: &Settings) -> anyhow::Result<()> {
         .cluster
         .validate()
         .map_err(|e| anyhow::anyhow!("Invalid [cluster] configuration: {e}"))?;
+    let sites = settings
+        .site_directory()
+        .map_err(|e| anyhow::anyhow!("Invalid [sites] configuration: {e}"))?;
+    for site in settings.sites_missing_from_directory(&sites) {
+        tracing::warn!(site = %site, "site missing from [sites]: its patients read times in UTC");
+    }
     if settings.cluster.enabled && !(settings.store.is_postgres() && settings.broker.enabled) {
         anyhow::bail!(
             "Invalid [cluster] configuration: cluster.enabled needs a PostgreSQL store (store.url) and the broker (broker.enabled)"
@@ -362,6 +371,8 @@ fn start_routing(
         clock,
         store: Arc::new(tables),
         observer: Arc::new(m::MetricsObserver),
+        // validate() refused a bad directory before anything started.
+        sites: Arc::new(settings.site_directory().unwrap_or_default()),
     })
 }
 

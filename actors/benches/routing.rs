@@ -152,6 +152,7 @@ fn through_actors() {
             clock: Arc::new(ManualClock::new(Utc::now())),
             store: Arc::new(MemoryRoutingStore::default()),
             observer: observer.clone(),
+            sites: Arc::default(),
         });
         routing.activate().await.unwrap();
         let site = SiteId::parse("north").unwrap();
@@ -193,6 +194,9 @@ fn through_actors() {
                 from_bot: false,
                 cause: uuid::Uuid::new_v4(),
                 waiting_since: None,
+                handoff: None,
+                red_flag: None,
+                contact_channel: None,
             };
             routing
                 .route(RouteRequest::Queue(Box::new(n)))

@@ -44,6 +44,25 @@ pub enum CommandType {
     /// automatic change).
     #[serde(rename = "ehr.identity")]
     EhrIdentity,
+    /// Tell the bot or channel what to say now (a red flag: call 911 / 988).
+    #[serde(rename = "bot.instruct")]
+    BotInstruct,
+    /// Tell the virtual agent to stop: a human takes over (with the wait).
+    #[serde(rename = "bot.release")]
+    BotRelease,
+    /// Tell the contact's channel its place and estimated wait.
+    #[serde(rename = "queue.announce")]
+    QueueAnnounce,
+    /// Call the patient back: an agent is reserved for them.
+    #[serde(rename = "callback.dial")]
+    CallbackDial,
+    /// Ask the scheduling system to confirm, cancel or reschedule an appointment
+    /// (what a patient asked a virtual agent).
+    #[serde(rename = "appointment.request")]
+    AppointmentRequest,
+    /// The queue is closed: offer the virtual agent or a callback.
+    #[serde(rename = "after_hours.offer")]
+    AfterHoursOffer,
 }
 
 impl CommandType {
@@ -57,6 +76,12 @@ impl CommandType {
             CommandType::RoutingRequest => "routing.request",
             CommandType::EhrDocument => "ehr.document",
             CommandType::EhrIdentity => "ehr.identity",
+            CommandType::BotInstruct => "bot.instruct",
+            CommandType::BotRelease => "bot.release",
+            CommandType::QueueAnnounce => "queue.announce",
+            CommandType::CallbackDial => "callback.dial",
+            CommandType::AppointmentRequest => "appointment.request",
+            CommandType::AfterHoursOffer => "after_hours.offer",
         }
     }
 }
@@ -175,6 +200,45 @@ impl Command {
         }
         Value::Object(obj)
     }
+}
+
+/// The `appointment.request` an `appointment.requested` causes: the scheduling
+/// system (through the EHR adapter) confirms, cancels or finds another time, and
+/// answers with the usual appointment events. Only for an appointment the journey
+/// knows.
+pub fn appointment_requests(event: &crate::event::Envelope, journey: &Journey) -> Vec<Command> {
+    let crate::event::EventKind::AppointmentRequested {
+        appointment_id,
+        action,
+    } = &event.kind
+    else {
+        return Vec::new();
+    };
+    let Some(appt) = journey.appointments.get(appointment_id) else {
+        return Vec::new();
+    };
+    let mut payload = Map::new();
+    payload.insert("appointment_id".into(), appointment_id.clone().into());
+    payload.insert("action".into(), action.as_str().into());
+    if let Some(c) = &event.contact_id {
+        payload.insert("contact_id".into(), c.to_string().into());
+    }
+    if let Some(d) = &appt.department {
+        payload.insert("department".into(), d.clone().into());
+    }
+    if let Some(t) = appt.starts_at {
+        payload.insert("starts_at".into(), t.to_rfc3339().into());
+    }
+    vec![Command::new(
+        CommandType::AppointmentRequest,
+        event.id,
+        appointment_id,
+        event.site.clone(),
+        Channel::Ehr,
+        event.occurred_at,
+        Some(journey.patient_id),
+        payload,
+    )]
 }
 
 /// Where patient notifications point (paperwork links).

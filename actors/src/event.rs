@@ -193,6 +193,39 @@ pub struct AppointmentFields {
     pub telehealth_url: Option<String>,
 }
 
+/// What a patient asks about an appointment (`appointment.requested`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AppointmentAction {
+    /// "Yes, I'll be there."
+    Confirm,
+    /// "Please cancel it."
+    Cancel,
+    /// "I need another time" (a scheduler or the scheduling system picks it).
+    Reschedule,
+}
+
+impl AppointmentAction {
+    /// The wire name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AppointmentAction::Confirm => "confirm",
+            AppointmentAction::Cancel => "cancel",
+            AppointmentAction::Reschedule => "reschedule",
+        }
+    }
+
+    /// Parses the wire name.
+    pub fn parse(s: &str) -> Option<AppointmentAction> {
+        match s {
+            "confirm" => Some(AppointmentAction::Confirm),
+            "cancel" => Some(AppointmentAction::Cancel),
+            "reschedule" => Some(AppointmentAction::Reschedule),
+            _ => None,
+        }
+    }
+}
+
 /// The typed payload of an event, by `type`.
 #[derive(Debug, Clone, PartialEq)]
 pub enum EventKind {
@@ -216,6 +249,9 @@ pub enum EventKind {
         patient_text: Option<String>,
         /// What the bot answered.
         bot_text: Option<String>,
+        /// The bot hands over after this turn whatever else happened (an intent it
+        /// does not serve, such as billing, or does not know).
+        hand_off: bool,
     },
     /// `contact.transferred`: moved to another department or skill.
     ContactTransferred {
@@ -237,6 +273,12 @@ pub enum EventKind {
     AppointmentNoShow(AppointmentFields),
     /// `appointment.checked_in`: the patient arrived (or the visit took place).
     AppointmentCheckedIn(AppointmentFields),
+    /// `appointment.requested`: the patient asked (through a virtual agent) to
+    /// confirm, cancel or reschedule an appointment; the scheduling system decides.
+    AppointmentRequested {
+        appointment_id: String,
+        action: AppointmentAction,
+    },
     /// `medications.updated`: the full current list (replaces the previous one).
     MedicationsUpdated {
         medications: Vec<Medication>,
@@ -284,6 +326,14 @@ pub enum EventKind {
     /// `contact.wrapped`: the agent finished after-contact work.
     ContactWrapped {
         agent_id: String,
+    },
+    /// `callback.requested`: the patient waiting in a voice queue asked to be called
+    /// back (the IVR sends it; the contact keeps its place).
+    CallbackRequested,
+    /// `callback.result`: the voice channel dialled a callback for the agent.
+    CallbackResult {
+        agent_id: String,
+        answered: bool,
     },
     /// A type this version does not know: stored and shown, never rejected.
     Unknown,
@@ -334,6 +384,7 @@ pub const TYPES: &[TypeSpec] = &[
                 intent: f.str_opt("intent"),
                 patient_text: f.str_opt("patient_text"),
                 bot_text: f.str_opt("bot_text"),
+                hand_off: f.bool_opt("hand_off").unwrap_or(false),
             })
         },
     },
@@ -396,6 +447,28 @@ pub const TYPES: &[TypeSpec] = &[
         contact: false,
         routing: false,
         parse: |f| parse_appointment(f, false).map(EventKind::AppointmentCheckedIn),
+    },
+    TypeSpec {
+        name: "appointment.requested",
+        contact: false,
+        routing: false,
+        parse: |f| {
+            let appointment_id = f.str_req("appointment_id");
+            let action = match f.str_req("action") {
+                Some(a) => match AppointmentAction::parse(&a) {
+                    Some(a) => Some(a),
+                    None => {
+                        f.err("action", "must be confirm, cancel or reschedule");
+                        None
+                    }
+                },
+                None => None,
+            };
+            Some(EventKind::AppointmentRequested {
+                appointment_id: appointment_id?,
+                action: action?,
+            })
+        },
     },
     TypeSpec {
         name: "medications.updated",
@@ -489,6 +562,25 @@ pub const TYPES: &[TypeSpec] = &[
         parse: |f| {
             Some(EventKind::ContactWrapped {
                 agent_id: parse_agent_id(f)?,
+            })
+        },
+    },
+    TypeSpec {
+        name: "callback.requested",
+        contact: true,
+        routing: true,
+        parse: |_| Some(EventKind::CallbackRequested),
+    },
+    TypeSpec {
+        name: "callback.result",
+        contact: true,
+        routing: true,
+        parse: |f| {
+            let agent_id = parse_agent_id(f);
+            let answered = f.bool_req("answered");
+            Some(EventKind::CallbackResult {
+                agent_id: agent_id?,
+                answered: answered?,
             })
         },
     },
@@ -644,6 +736,17 @@ impl<'a> Fields<'a> {
                 self.err(field, "is required");
                 None
             }
+            Some(_) => {
+                self.err(field, "must be a boolean");
+                None
+            }
+        }
+    }
+
+    fn bool_opt(&mut self, field: &str) -> Option<bool> {
+        match self.obj.get(field) {
+            None | Some(Value::Null) => None,
+            Some(Value::Bool(b)) => Some(*b),
             Some(_) => {
                 self.err(field, "must be a boolean");
                 None
@@ -1221,7 +1324,7 @@ mod tests {
             let mut v = json!({
                 "id": "6f1c2b1e-8f0a-4c7e-9a43-0d4c1f6a2b11", "type": t.name,
                 "occurred_at": "2026-11-23T23:00:00Z", "site": "north", "channel": "desktop",
-                "agent_id": "a-1", "state": "away"
+                "agent_id": "a-1", "state": "away", "answered": false
             });
             if t.contact {
                 v["contact_id"] = json!("c-1");

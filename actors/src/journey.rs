@@ -385,6 +385,7 @@ impl Journey {
                 intent,
                 patient_text,
                 bot_text,
+                ..
             } => {
                 let max = self.limits.messages_per_contact;
                 let c = self.contact_mut(e);
@@ -494,6 +495,10 @@ impl Journey {
                     self.device_readings.pop_front();
                 }
             }
+            EventKind::AppointmentRequested { .. } => {
+                // The request is in the timeline; the scheduling system's answer
+                // (appointment.cancelled, .rescheduled) changes the appointment.
+            }
             EventKind::NoteRecorded { author, role, text } => {
                 reserve_one_deque(&mut self.notes);
                 self.notes.push_back(NoteView {
@@ -513,7 +518,9 @@ impl Journey {
             | EventKind::AgentState { .. }
             | EventKind::OfferAccepted { .. }
             | EventKind::OfferDeclined { .. }
-            | EventKind::ContactWrapped { .. } => {
+            | EventKind::ContactWrapped { .. }
+            | EventKind::CallbackRequested
+            | EventKind::CallbackResult { .. } => {
                 if let Some(cid) = &e.contact_id {
                     if self.contacts.contains_key(cid) {
                         // Unknown events inside a known contact keep it current.
@@ -868,6 +875,14 @@ pub fn summarize(e: &Envelope) -> String {
                 .unwrap_or_default()
         ),
         EventKind::DeviceReadings { device, .. } => format!("{device} readings received"),
+        EventKind::AppointmentRequested {
+            appointment_id,
+            action,
+        } => format!(
+            "Patient asked to {} appointment {}",
+            action.as_str(),
+            clip(appointment_id, 64)
+        ),
         EventKind::NoteRecorded { role, text, .. } => format!(
             "Note{}: {}",
             role.as_deref()
@@ -880,6 +895,13 @@ pub fn summarize(e: &Envelope) -> String {
         EventKind::OfferAccepted { .. } => "Offer accepted by an agent".into(),
         EventKind::OfferDeclined { .. } => "Offer declined by an agent".into(),
         EventKind::ContactWrapped { .. } => "Agent finished wrap-up".into(),
+        EventKind::CallbackRequested => "Callback requested".into(),
+        EventKind::CallbackResult { answered, .. } => if *answered {
+            "Callback answered"
+        } else {
+            "Callback not answered"
+        }
+        .into(),
         EventKind::Unknown => format!("{} event", e.event_type),
     }
 }

@@ -17,13 +17,13 @@ use chrono::{DateTime, Utc};
 use tokio::sync::oneshot;
 use uuid::Uuid;
 
-use crate::command::{notifications, NotifySettings};
+use crate::command::{appointment_requests, notifications, NotifySettings};
 use crate::ehr::{self, EhrSettings};
 use crate::event::Envelope;
 use crate::ids::PatientId;
 use crate::journey::{ContextView, IdentifierView, Journey, Limits};
 use crate::ports::{ActorObserver, AppendOutcome, JourneyStore, PortError, StoredJourney};
-use crate::routing::request::{current_frustration, route_request};
+use crate::routing::request::{current_frustration, red_flag_commands, route_request};
 use crate::routing::router::Routing;
 use crate::shard::{PassivationRequest, PatientShard};
 use crate::supervision::{Decision, RestartTracker, SupervisionPolicy};
@@ -236,11 +236,13 @@ impl PatientActor {
                 panic!("fault injected by a drill");
             }
             let mut commands = notifications(event, j, &self.deps.notify);
+            commands.extend(appointment_requests(event, j));
             let mut next = j.clone();
             next.identifiers.extend(claims.iter().cloned());
             next.apply(u64::MAX, event);
             commands.extend(ehr::commands(event, &next, claims, &self.deps.ehr));
             if let Some(r) = &self.deps.routing {
+                commands.extend(red_flag_commands(&next, event, &r.config()));
                 let req = route_request(&next, event, &r.config());
                 if let (true, Some(req)) = (self.deps.route_through_outbox, req) {
                     commands.push(crate::command::Command::routing_request(

@@ -161,6 +161,19 @@ pub trait RoutingObserver: Send + Sync + 'static {
     fn agents(&self, site: &str, presence: &'static str, count: u64);
     /// Containment over the window.
     fn containment(&self, ratio: f64);
+    /// A red flag raised a contact to the emergency level (`category` is a
+    /// configured, bounded label).
+    fn red_flag(&self, _category: &str) {}
+    /// A bot session ended `contained` or `handed_off` (with `reason`) for an
+    /// intent (a bounded label: configured intents, else `other`).
+    fn bot_intent(&self, _intent: &str, _outcome: &'static str, _reason: &'static str) {}
+    /// A callback step: `requested`, `dialed`, `answered`, `retried`, `failed`.
+    fn callback(&self, _outcome: &'static str) {}
+    /// A wait announcement went to a channel.
+    fn announcement(&self, _channel: &'static str) {}
+    /// A contact reached a closed queue; the policy applied (`on_call`,
+    /// `self_service_or_callback`, `wait_for_opening`).
+    fn after_hours(&self, _policy: &'static str) {}
 }
 
 /// An observer that records nothing (benchmarks, unit tests).

@@ -105,6 +105,9 @@ fn needs_human(n: usize, site: u8, skill: u8, voice: bool) -> RouteRequest {
         from_bot: false,
         cause: uuid::Uuid::new_v4(),
         waiting_since: None,
+        handoff: None,
+        red_flag: None,
+        contact_channel: None,
     }))
 }
 
@@ -196,6 +199,7 @@ async fn run(ops: Vec<Op>) -> Result<(), String> {
         clock: clock.clone(),
         store: store.clone(),
         observer: Arc::new(frontdoor_actors::ports::NoObserver),
+        sites: Arc::default(),
     });
     routing.activate().await.map_err(|e| e.to_string())?;
     let mut started = 0usize;
@@ -253,7 +257,10 @@ async fn run(ops: Vec<Op>) -> Result<(), String> {
                 let req = if *abandoned {
                     RouteRequest::Abandoned { contact_id }
                 } else {
-                    RouteRequest::Ended { contact_id }
+                    RouteRequest::Ended {
+                        contact_id,
+                        intent: None,
+                    }
                 };
                 routing.route(req).await.map_err(|e| e.to_string())?;
             }

@@ -13,7 +13,9 @@ use serde_json::{json, Value};
 use super::args::SimulateOptions;
 use super::arrivals::{Arrival, ArrivalStream};
 use super::rng::Rng;
-use super::scenario::{roster, AgentSpec, Events, Patient, CHANNELS, SITES, SKILLS};
+use super::scenario::{
+    roster, AgentSpec, Events, Patient, ASKS_FOR_PERSON, CHANNELS, RED_FLAG_SHARE, SITES, SKILLS,
+};
 use super::summary::Summary;
 
 /// Where a contact is.
@@ -542,6 +544,11 @@ impl Sim {
         }
     }
 
+    /// One exchange with the virtual agent. Routine intents (the next appointment, a
+    /// refill's status) are mostly contained; billing is handed over at once (the bot
+    /// marks the turn `hand_off`); symptoms get no answer and hand over after two
+    /// failures; a few patients ask for a person, and a rare symptom contact opens
+    /// with a red flag. The runtime decides the hand-offs; the simulator follows.
     fn bot_turn(&mut self, idx: usize, now_sim: f64) {
         let c = self.contacts[idx].clone();
         if c.stage != Stage::Bot {
@@ -549,14 +556,19 @@ impl Sim {
         }
         let turn = c.bot_turns + 1;
         self.contacts[idx].bot_turns = turn;
-        let p = if turn == 1 {
-            SKILLS[c.skill].bot_first_turn
-        } else {
-            0.3
-        };
-        let resolved = self.rng.chance(p);
+        let spec = SKILLS[c.skill];
         let site = SITES[c.site].id;
-        let intent = SKILLS[c.skill].intent;
+        let asks_person = self.rng.chance(ASKS_FOR_PERSON);
+        let red_flag = turn == 1 && spec.bot_intent.is_none() && self.rng.chance(RED_FLAG_SHARE);
+        let p = if turn == 1 { spec.bot_first_turn } else { 0.3 };
+        let resolved = !spec.bot_hands_over && !asks_person && !red_flag && self.rng.chance(p);
+        let patient_text = if red_flag {
+            "I have chest pain and feel dizzy"
+        } else if asks_person {
+            "can I talk to someone please"
+        } else {
+            "simulated patient question"
+        };
         let turn_event = self.events().contact(
             "bot.turn",
             site,
@@ -565,9 +577,10 @@ impl Sim {
             &c.id,
             json!({
                 "resolved": resolved,
-                "intent": intent,
-                "patient_text": "simulated patient question",
+                "intent": spec.bot_intent.unwrap_or(spec.intent),
+                "patient_text": patient_text,
                 "bot_text": if resolved { "Here is what you need." } else { "Sorry, I did not get that." },
+                "hand_off": spec.bot_hands_over,
             }),
         );
         if resolved {
@@ -582,10 +595,13 @@ impl Sim {
             self.outbox.push(vec![turn_event, ended]);
             self.contacts[idx].stage = Stage::Done;
             self.summary.bot_contained += 1;
-        } else if turn >= 2 {
-            // Two failed turns: the runtime hands the contact to a human.
+        } else if turn >= 2 || spec.bot_hands_over || asks_person || red_flag {
+            // The runtime hands the contact to a human (bot.release).
             self.outbox.push(vec![turn_event]);
             self.summary.bot_handed_off += 1;
+            if red_flag {
+                self.summary.red_flags += 1;
+            }
             self.enqueue(idx, now_sim);
         } else {
             self.outbox.push(vec![turn_event]);

@@ -59,7 +59,19 @@ pub struct SkillSpec {
     pub aht_secs: f64,
     /// Chance the virtual agent resolves it on the first turn.
     pub bot_first_turn: f64,
+    /// The self-service intent a virtual agent answers it with
+    /// (`docs/contract.md`, "Virtual agents"); `None`: the bot has no answer for
+    /// it and hands over after failing.
+    pub bot_intent: Option<&'static str>,
+    /// True when the bot hands it over at once by design (billing goes to people).
+    pub bot_hands_over: bool,
 }
+
+/// Share of virtual-agent turns in which the patient asks for a person.
+pub const ASKS_FOR_PERSON: f64 = 0.04;
+/// Share of symptom contacts whose first words carry a red flag (a safety net the
+/// runtime raises to emergency).
+pub const RED_FLAG_SHARE: f64 = 0.01;
 
 /// The skills.
 pub const SKILLS: [SkillSpec; 4] = [
@@ -69,7 +81,9 @@ pub const SKILLS: [SkillSpec; 4] = [
         share: 0.42,
         surge_share: 0.25,
         aht_secs: 240.0,
-        bot_first_turn: 0.55,
+        bot_first_turn: 0.8,
+        bot_intent: Some("appointment.next"),
+        bot_hands_over: false,
     },
     SkillSpec {
         skill: "nurse_advice",
@@ -78,6 +92,8 @@ pub const SKILLS: [SkillSpec; 4] = [
         surge_share: 0.55,
         aht_secs: 420.0,
         bot_first_turn: 0.15,
+        bot_intent: None,
+        bot_hands_over: false,
     },
     SkillSpec {
         skill: "pharmacy",
@@ -85,7 +101,9 @@ pub const SKILLS: [SkillSpec; 4] = [
         share: 0.2,
         surge_share: 0.12,
         aht_secs: 300.0,
-        bot_first_turn: 0.45,
+        bot_first_turn: 0.7,
+        bot_intent: Some("refill.status"),
+        bot_hands_over: false,
     },
     SkillSpec {
         skill: "billing",
@@ -93,7 +111,9 @@ pub const SKILLS: [SkillSpec; 4] = [
         share: 0.16,
         surge_share: 0.08,
         aht_secs: 360.0,
-        bot_first_turn: 0.5,
+        bot_first_turn: 0.0,
+        bot_intent: Some("billing"),
+        bot_hands_over: true,
     },
 ];
 

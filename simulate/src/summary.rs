@@ -21,8 +21,11 @@ pub struct Summary {
     pub bot_contacts: u64,
     /// Virtual-agent contacts resolved without a human.
     pub bot_contained: u64,
-    /// Virtual-agent contacts handed to a human after failing twice.
+    /// Virtual-agent contacts handed to a human (two failures, billing, asked for a
+    /// person, a red flag).
     pub bot_handed_off: u64,
+    /// Virtual-agent contacts that opened with a red flag.
+    pub red_flags: u64,
     /// Contacts queued for a human (incl. transfers and hand-offs).
     pub queued: u64,
     /// Offers the desktops saw.
@@ -147,11 +150,12 @@ impl fmt::Display for Summary {
         )?;
         writeln!(
             f,
-            "virtual agent: {} contacts, {} contained, {} handed off (containment {})",
+            "virtual agent: {} contacts, {} contained, {} handed off (containment {}); {} red flags",
             self.bot_contacts,
             self.bot_contained,
             self.bot_handed_off,
-            pct(self.containment())
+            pct(self.containment()),
+            self.red_flags
         )?;
         writeln!(
             f,

@@ -60,8 +60,34 @@ pub async fn post_event(
         }
         EventKind::OfferAccepted { agent_id }
         | EventKind::OfferDeclined { agent_id }
-        | EventKind::ContactWrapped { agent_id } => {
+        | EventKind::ContactWrapped { agent_id }
+        | EventKind::CallbackResult { agent_id, .. } => {
             guard::authorize_agent_sites(&state, &caller, agent_id, None).await?
+        }
+        EventKind::CallbackRequested => {
+            // The contact's site (where routing has it) must be the caller's too.
+            let contact = event
+                .contact_id
+                .as_ref()
+                .map(|c| c.to_string())
+                .unwrap_or_default();
+            let found = state
+                .ingest
+                .store()
+                .routing_contact(&contact, chrono::Utc::now())
+                .await
+                .map_err(|_| {
+                    ApiError::Unavailable("the store is unavailable; retry later".into())
+                })?;
+            if found.is_some_and(|c| !caller.principal.covers_site(c.contact.site.as_str())) {
+                return Err(guard::deny(
+                    &state,
+                    &caller,
+                    None,
+                    "this contact's site is outside your sites",
+                )
+                .await);
+            }
         }
         _ => {}
     }

@@ -239,6 +239,7 @@ async fn decide(
         // theirs to state.
         (Role::Agent | Role::Clinician, Some(Some(Purpose::Emergency))) => Purpose::Emergency,
         (Role::Agent | Role::Clinician, _) => Purpose::Treatment,
+        (Role::Bot, _) => Purpose::Treatment,
         (_, Some(Some(p))) => p,
         _ => Purpose::Operations,
     };
@@ -264,7 +265,11 @@ async fn decide(
         Access::WithReason if caller.reason.is_none() => Some(format!(
             "state the reason for this access in {REASON_HEADER} (3 to 200 characters)"
         )),
-        Access::Allow | Access::WhileAssigned | Access::WithReason | Access::InDepartment => None,
+        Access::Allow
+        | Access::WhileAssigned
+        | Access::WithReason
+        | Access::InDepartment
+        | Access::WhileContactOpen => None,
     };
     if let Some(detail) = refusal {
         denied("forbidden", Some(caller.principal.role));
@@ -308,7 +313,8 @@ pub fn patient_decision(access: Access, holds: bool, in_scope: bool) -> bool {
         Access::Allow => true,
         Access::WhileAssigned => holds,
         Access::WithReason | Access::InDepartment => in_scope,
-        Access::Deny | Access::Own => false,
+        // Decided by the bot handler on the journey (an open contact), never here.
+        Access::Deny | Access::Own | Access::WhileContactOpen => false,
     }
 }
 

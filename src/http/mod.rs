@@ -13,6 +13,7 @@
 //! - [`routing`]: `/v1/contacts/{id}`, `/v1/queues`, `/v1/agents`, `/v1/agents/{id}/state`.
 
 pub mod audit;
+pub mod bot;
 pub mod events;
 pub mod fhir;
 pub mod guard;
@@ -60,6 +61,8 @@ pub struct AppState {
     pub rate_limiter: guard::RateLimiter,
     /// The FHIR edge's settings (per-site MRN systems, limits).
     pub fhir: crate::configuration::FhirSettings,
+    /// The site directory: local times, directions, hours (the virtual agent's answers).
+    pub sites: Arc<frontdoor_actors::sites::SiteDirectory>,
 }
 
 /// Registers every route (from [`routes::ROUTES`], each behind its policy).

@@ -38,6 +38,13 @@ pub enum ApiError {
     /// The event cannot be processed (valid but unusable).
     #[error("{0}")]
     Unprocessable(String),
+    /// Valid but unusable, naming the field at fault (an unknown intent).
+    #[error("{detail}")]
+    UnprocessableField { detail: String, field: String },
+    /// The resource is not in a state that allows this (a callback for a contact that
+    /// is not waiting).
+    #[error("{0}")]
+    Conflict(String),
     /// A dependency (the store) is down; retry later.
     #[error("{0}")]
     Unavailable(String),
@@ -69,6 +76,10 @@ impl ApiError {
             ApiError::Invalid { .. } => ("invalid-request", "The request is invalid"),
             ApiError::NotFound(_) => ("not-found", "Not found"),
             ApiError::Unprocessable(_) => ("unprocessable", "The event cannot be processed"),
+            ApiError::UnprocessableField { .. } => {
+                ("unprocessable", "The request cannot be processed")
+            }
+            ApiError::Conflict(_) => ("conflict", "Conflict with the current state"),
             ApiError::Unavailable(_) => ("unavailable", "Temporarily unavailable"),
             ApiError::Unauthorized(_) => ("unauthorized", "Authentication required"),
             ApiError::Forbidden(_) => ("forbidden", "Not allowed"),
@@ -82,7 +93,10 @@ impl ResponseError for ApiError {
         match self {
             ApiError::Invalid { .. } => StatusCode::BAD_REQUEST,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
-            ApiError::Unprocessable(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            ApiError::Unprocessable(_) | ApiError::UnprocessableField { .. } => {
+                StatusCode::UNPROCESSABLE_ENTITY
+            }
+            ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
@@ -95,6 +109,10 @@ impl ResponseError for ApiError {
         let status = self.status_code();
         let errors = match self {
             ApiError::Invalid { errors, .. } => errors.clone(),
+            ApiError::UnprocessableField { field, detail } => vec![FieldError {
+                field: field.clone(),
+                reason: detail.clone(),
+            }],
             _ => Vec::new(),
         };
         let mut res = problem_response(status, slug, title, self.to_string(), errors);

@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 use actix_web::http::Method;
 use actix_web::{web, Route};
 
-use super::{audit, events, fhir, health, patients, routing, runtime};
+use super::{audit, bot, events, fhir, health, patients, routing, runtime};
 use crate::auth::Role;
 
 /// What one role may do on one route.
@@ -35,6 +35,10 @@ pub enum Access {
     /// (not cancelled) in one of the clinician's departments at one of its sites (the
     /// handler asks the store). Purpose of use: treatment.
     InDepartment,
+    /// Self-service for a virtual agent: only for the patient of a contact open now
+    /// on a bot channel (`iva`, `chat`, `sms`) at one of the caller's sites (the
+    /// handler checks the journey). Purpose of use: treatment.
+    WhileContactOpen,
 }
 
 /// Whether a route needs a token at all.
@@ -76,6 +80,8 @@ pub struct RouteSpec {
     pub monitor: Access,
     /// Access of each role.
     pub clinician: Access,
+    /// Access of each role.
+    pub bot: Access,
     /// Attaches the handler.
     pub handler: fn(Route) -> Route,
 }
@@ -90,11 +96,12 @@ impl RouteSpec {
             Role::Admin => self.admin,
             Role::Monitor => self.monitor,
             Role::Clinician => self.clinician,
+            Role::Bot => self.bot,
         }
     }
 }
 
-use Access::{Allow, Deny, InDepartment, Own, WhileAssigned, WithReason};
+use Access::{Allow, Deny, InDepartment, Own, WhileAssigned, WhileContactOpen, WithReason};
 
 /// Every endpoint the API serves.
 pub static ROUTES: &[RouteSpec] = &[
@@ -111,6 +118,7 @@ pub static ROUTES: &[RouteSpec] = &[
         admin: Allow,
         monitor: Allow,
         clinician: Allow,
+        bot: Deny,
         handler: |r| r.to(health::healthz),
     },
     RouteSpec {
@@ -126,6 +134,7 @@ pub static ROUTES: &[RouteSpec] = &[
         admin: Allow,
         monitor: Allow,
         clinician: Allow,
+        bot: Deny,
         handler: |r| r.to(health::readyz),
     },
     RouteSpec {
@@ -141,6 +150,7 @@ pub static ROUTES: &[RouteSpec] = &[
         admin: Allow,
         monitor: Allow,
         clinician: Deny,
+        bot: Deny,
         handler: |r| r.to(health::metrics),
     },
     RouteSpec {
@@ -156,6 +166,7 @@ pub static ROUTES: &[RouteSpec] = &[
         admin: Allow,
         monitor: Deny,
         clinician: Deny,
+        bot: Deny,
         handler: |r| r.to(events::post_event),
     },
     RouteSpec {
@@ -171,6 +182,7 @@ pub static ROUTES: &[RouteSpec] = &[
         admin: Allow,
         monitor: Deny,
         clinician: InDepartment,
+        bot: Deny,
         handler: |r| r.to(patients::lookup),
     },
     RouteSpec {
@@ -186,6 +198,7 @@ pub static ROUTES: &[RouteSpec] = &[
         admin: Allow,
         monitor: Deny,
         clinician: InDepartment,
+        bot: Deny,
         handler: |r| r.to(patients::context),
     },
     RouteSpec {
@@ -201,6 +214,7 @@ pub static ROUTES: &[RouteSpec] = &[
         admin: Allow,
         monitor: Deny,
         clinician: Deny,
+        bot: Deny,
         handler: |r| r.to(routing::contact),
     },
     RouteSpec {
@@ -216,6 +230,7 @@ pub static ROUTES: &[RouteSpec] = &[
         admin: Allow,
         monitor: Deny,
         clinician: Deny,
+        bot: Deny,
         handler: |r| r.to(routing::queues),
     },
     RouteSpec {
@@ -231,6 +246,7 @@ pub static ROUTES: &[RouteSpec] = &[
         admin: Allow,
         monitor: Deny,
         clinician: Deny,
+        bot: Deny,
         handler: |r| r.to(routing::agents),
     },
     RouteSpec {
@@ -246,6 +262,7 @@ pub static ROUTES: &[RouteSpec] = &[
         admin: Allow,
         monitor: Deny,
         clinician: Deny,
+        bot: Deny,
         handler: |r| r.to(routing::set_agent_state),
     },
     RouteSpec {
@@ -261,6 +278,7 @@ pub static ROUTES: &[RouteSpec] = &[
         admin: Allow,
         monitor: Allow,
         clinician: Deny,
+        bot: Deny,
         handler: |r| r.to(runtime::show),
     },
     RouteSpec {
@@ -276,6 +294,7 @@ pub static ROUTES: &[RouteSpec] = &[
         admin: Allow,
         monitor: Allow,
         clinician: Deny,
+        bot: Deny,
         handler: |r| r.to(runtime::config),
     },
     RouteSpec {
@@ -291,6 +310,7 @@ pub static ROUTES: &[RouteSpec] = &[
         admin: Allow,
         monitor: Deny,
         clinician: Deny,
+        bot: Deny,
         handler: |r| r.to(runtime::reload),
     },
     RouteSpec {
@@ -306,6 +326,7 @@ pub static ROUTES: &[RouteSpec] = &[
         admin: Allow,
         monitor: Deny,
         clinician: Deny,
+        bot: Deny,
         handler: |r| r.to(audit::search),
     },
     RouteSpec {
@@ -321,6 +342,7 @@ pub static ROUTES: &[RouteSpec] = &[
         admin: Allow,
         monitor: Deny,
         clinician: Deny,
+        bot: Deny,
         handler: |r| r.to(fhir::post_bundle),
     },
     RouteSpec {
@@ -336,7 +358,56 @@ pub static ROUTES: &[RouteSpec] = &[
         admin: Allow,
         monitor: Deny,
         clinician: InDepartment,
+        bot: Deny,
         handler: |r| r.to(fhir::context),
+    },
+    RouteSpec {
+        method: Method::POST,
+        path: "/v1/contacts/{contact_id}/callback",
+        resource: "contact.callback",
+        patient_data: false,
+        auth: Auth::Required,
+        rate_limited: false,
+        adapter: Allow,
+        agent: Deny,
+        supervisor: Allow,
+        admin: Allow,
+        monitor: Deny,
+        clinician: Deny,
+        bot: Allow,
+        handler: |r| r.to(routing::request_callback),
+    },
+    RouteSpec {
+        method: Method::POST,
+        path: "/v1/bot/contacts/{contact_id}/answer",
+        resource: "bot.answer",
+        patient_data: true,
+        auth: Auth::Required,
+        rate_limited: false,
+        adapter: Deny,
+        agent: Deny,
+        supervisor: Deny,
+        admin: Deny,
+        monitor: Deny,
+        clinician: Deny,
+        bot: WhileContactOpen,
+        handler: |r| r.to(bot::answer),
+    },
+    RouteSpec {
+        method: Method::POST,
+        path: "/v1/bot/contacts/{contact_id}/appointment",
+        resource: "bot.appointment",
+        patient_data: true,
+        auth: Auth::Required,
+        rate_limited: false,
+        adapter: Deny,
+        agent: Deny,
+        supervisor: Deny,
+        admin: Deny,
+        monitor: Deny,
+        clinician: Deny,
+        bot: WhileContactOpen,
+        handler: |r| r.to(bot::appointment_action),
     },
 ];
 

@@ -172,3 +172,61 @@ pub async fn set_agent_state(
             .json(json!({"agent_id": agent_id, "state": presence, "site": site, "queued": true})),
     })
 }
+
+/// `POST /v1/contacts/{contact_id}/callback`: the patient waiting in a voice queue
+/// asked to be called back (the IVR asks, for the caller). The contact keeps its
+/// place; `callback.dial` goes out when an agent takes it. 409 when the contact is
+/// not waiting in a voice queue; the contact's site must be one of the caller's.
+#[tracing::instrument(name = "http.request_callback", skip_all)]
+pub async fn request_callback(
+    state: web::Data<AppState>,
+    caller: Caller,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let contact_id = path.into_inner();
+    let found = state
+        .ingest
+        .store()
+        .routing_contact(&contact_id, chrono::Utc::now())
+        .await
+        .map_err(|_| ApiError::Unavailable("the store is unavailable; retry later".into()))?;
+    let Some(c) = found else {
+        return Err(ApiError::Conflict(
+            "routing has no waiting contact with this id".into(),
+        ));
+    };
+    let in_scope = [c.contact.site.as_str(), c.contact.origin_site.as_str()]
+        .iter()
+        .any(|s| caller.principal.covers_site(s));
+    if !in_scope {
+        return Err(guard::deny(&state, &caller, None, "this contact is outside your sites").await);
+    }
+    let answer = state
+        .ingest
+        .route_input(
+            RoutingInput::Callback {
+                contact_id: contact_id.clone(),
+            },
+            uuid::Uuid::new_v4(),
+        )
+        .await
+        .map_err(|e| match e {
+            RoutingError::NotWaiting => ApiError::Conflict(
+                "the contact is not waiting in a voice queue; no callback".into(),
+            ),
+            RoutingError::UnknownContact => {
+                ApiError::Conflict("routing has no waiting contact with this id".into())
+            }
+            RoutingError::Unavailable(_) | RoutingError::NotLeader => {
+                ApiError::Unavailable("routing is unavailable; retry".into())
+            }
+            other => ApiError::Unprocessable(other.to_string()),
+        })?;
+    Ok(match answer {
+        RoutingOutput::Contact { contact: Some(c) } => HttpResponse::Ok().json(json!({
+            "contact_id": contact_id, "state": c.contact.state,
+            "callback": c.contact.callback, "waited_secs": c.waited_secs,
+        })),
+        _ => HttpResponse::Accepted().json(json!({"contact_id": contact_id, "queued": true})),
+    })
+}

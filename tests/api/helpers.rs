@@ -127,6 +127,7 @@ pub const PRINCIPALS: &[(&str, Role, &[&str])] = &[
     ("prometheus", Role::Monitor, &["*"]),
     ("dr-derm", Role::Clinician, &["north"]),
     ("dr-cardio", Role::Clinician, &["north"]),
+    ("iva-north", Role::Bot, &["north"]),
 ];
 
 /// The departments of the test clinicians (every clinician needs at least one).
@@ -183,6 +184,12 @@ pub async fn test_settings(backend: Backend) -> (Settings, Option<TempDir>) {
     );
     // Routing timers run only when a test ticks them.
     settings.routing.tick_interval_ms = 3_600_000;
+    // Routing takes contacts at any hour, whatever the clock says when the tests run
+    // (tests/api/virtual_agent.rs turns after-hours routing on with hours of its own).
+    settings.routing.after_hours.enabled = false;
+    // Wait announcements off: many tests count the commands a scenario causes
+    // (tests/api/virtual_agent.rs turns them on where it tests them).
+    settings.routing.announce.channels.clear();
     let dir = match backend {
         Backend::Sqlite => {
             let dir = std::env::temp_dir().join(format!("frontdoor-test-{}", Uuid::new_v4()));

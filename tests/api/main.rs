@@ -21,3 +21,4 @@ mod routing;
 mod security;
 mod supervision;
 mod tls;
+mod virtual_agent;

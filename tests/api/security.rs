@@ -170,6 +170,15 @@ on_both_backends! {
                             assert!(allowed(send(own, vec![]).await), "{what} as {id} with a dermatology appointment");
                         }
                     }
+                    Access::WhileContactOpen => {
+                        assert_eq!(send(own.clone(), vec![]).await, 403, "{what} as {id}: no open bot contact");
+                        if *id == "iva-north" {
+                            // The patient's IVA session is open at north: the bot may serve it.
+                            app.store_event(&event("contact.started", "iva", days_ago(0, 0), json!({"mrn": mrn}),
+                                json!({"contact_id": contact}))).await;
+                            assert!(allowed(send(own, vec![]).await), "{what} as {id} with an open iva contact");
+                        }
+                    }
                     Access::WithReason => {
                         assert_eq!(send(own.clone(), vec![]).await, 403, "{what} as {id} without a reason");
                         let status = send(own, vec![REASON]).await;

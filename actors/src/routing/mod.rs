@@ -28,10 +28,14 @@ use std::sync::atomic::{AtomicI64, Ordering};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
+use crate::rules::after_hours::AfterHoursConfig;
 use crate::rules::frustration::FrustrationConfig;
+use crate::rules::handoff::HandoffConfig;
 use crate::rules::matching::RelaxationConfig;
 use crate::rules::overflow::OverflowConfig;
 use crate::rules::priority::PriorityConfig;
+use crate::rules::red_flags::RedFlagConfig;
+use crate::rules::waiting::{AnnounceConfig, CallbackPolicy};
 
 /// The time source of routing timers (a manual one in tests).
 pub trait Clock: Send + Sync + 'static {
@@ -87,6 +91,16 @@ pub struct RoutingConfig {
     pub relaxation: RelaxationConfig,
     /// Cross-site overflow.
     pub overflow: OverflowConfig,
+    /// Urgent phrases and intents (a safety net, not triage).
+    pub red_flags: RedFlagConfig,
+    /// When a virtual agent hands over besides failing (asking for a person).
+    pub handoff: HandoffConfig,
+    /// Wait and position announcements.
+    pub announce: AnnounceConfig,
+    /// Queued callbacks: retries.
+    pub callback: CallbackPolicy,
+    /// Queue hours and who answers when a queue is closed.
+    pub after_hours: AfterHoursConfig,
     /// Seconds an agent has to accept an offer.
     pub offer_timeout_secs: u32,
     /// Seconds of wrap-up after a contact ends, unless `contact.wrapped` comes first.
@@ -127,6 +141,11 @@ impl Default for RoutingConfig {
             priority: PriorityConfig::default(),
             relaxation: RelaxationConfig::default(),
             overflow: OverflowConfig::default(),
+            red_flags: RedFlagConfig::default(),
+            handoff: HandoffConfig::default(),
+            announce: AnnounceConfig::default(),
+            callback: CallbackPolicy::default(),
+            after_hours: AfterHoursConfig::default(),
             offer_timeout_secs: 30,
             wrap_up_secs: 120,
             preferred_agent_secs: 120,
@@ -170,6 +189,21 @@ impl RoutingConfig {
         self.overflow
             .validate()
             .map_err(|e| format!("overflow: {e}"))?;
+        self.red_flags
+            .validate()
+            .map_err(|e| format!("red_flags.{e}"))?;
+        self.handoff
+            .validate()
+            .map_err(|e| format!("handoff.{e}"))?;
+        self.announce
+            .validate()
+            .map_err(|e| format!("announce.{e}"))?;
+        self.callback
+            .validate()
+            .map_err(|e| format!("callback.{e}"))?;
+        self.after_hours
+            .validate()
+            .map_err(|e| format!("after_hours.{e}"))?;
         let checks: [(bool, &str); 9] = [
             (
                 self.offer_timeout_secs == 0,

@@ -107,6 +107,22 @@ pub struct RoutedContact {
     /// persisted in [`RoutingRecord`]).
     #[serde(skip)]
     pub cause: uuid::Uuid,
+    /// The channel the patient is on (a bot session: `iva`): where bot releases
+    /// and wait announcements go (None: `channel`).
+    #[serde(default)]
+    pub contact_channel: Option<Channel>,
+    /// Why a virtual agent handed the contact over, if it did.
+    #[serde(default)]
+    pub handoff: Option<crate::rules::handoff::HandoffReason>,
+    /// Wait announcements made.
+    #[serde(default)]
+    pub announced: u32,
+    /// When the next wait announcement is due (while queued).
+    #[serde(default)]
+    pub next_announce_at: Option<DateTime<Utc>>,
+    /// A queued callback: the patient hung up and is called back, keeping their place.
+    #[serde(default)]
+    pub callback: Option<crate::rules::waiting::Callback>,
 }
 
 impl RoutedContact {
@@ -150,6 +166,11 @@ impl RoutedContact {
             reasons: Vec::new(),
             offers_made: 0,
             cause: uuid::Uuid::nil(),
+            contact_channel: None,
+            handoff: None,
+            announced: 0,
+            next_announce_at: None,
+            callback: None,
         }
     }
 
@@ -174,6 +195,11 @@ impl RoutedContact {
         self.queued_at
             .map(|t| u64::try_from((now - t).num_seconds()).unwrap_or(0))
             .unwrap_or(0)
+    }
+
+    /// The channel the patient is on (where announcements go).
+    pub fn patient_channel(&self) -> Channel {
+        self.contact_channel.unwrap_or(self.channel)
     }
 
     /// The matching needs before relaxation.

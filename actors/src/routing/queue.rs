@@ -105,6 +105,19 @@ pub struct QueueSnapshot {
     pub overflowing: bool,
     /// Erlang C / Erlang A staffing for the configured service-level target.
     pub staffing: Option<StaffingEstimate>,
+    /// Open now by its hours (its own, else its site's; always without any).
+    #[serde(default = "always_open")]
+    pub open: bool,
+    /// The next opening (now when open; None: none within a year).
+    #[serde(default)]
+    pub next_opening: Option<DateTime<Utc>>,
+    /// Where its hours come from: `queue`, `site` or `always`.
+    #[serde(default)]
+    pub hours_from: String,
+}
+
+fn always_open() -> bool {
+    true
 }
 
 /// One matching decision: which contact goes to which agent.
@@ -399,6 +412,27 @@ impl QueueState {
         }
     }
 
+    /// Where a waiting contact stands: its position (1 = served next) and its
+    /// estimated wait, on the same estimate as the snapshot's (None: nobody
+    /// available, so no honest estimate).
+    pub fn position<A: Borrow<AgentView>>(
+        &mut self,
+        contact_id: &str,
+        agents: &[A],
+        now: DateTime<Utc>,
+        cfg: &RoutingConfig,
+    ) -> Option<(u32, Option<f64>)> {
+        let pos = self
+            .iter()
+            .position(|c| c.contact_id.as_str() == contact_id)?;
+        let pos = u32::try_from(pos + 1).unwrap_or(u32::MAX);
+        let (load, _, _) = self.load(agents, now, cfg);
+        Some((
+            pos,
+            overflow::estimated_wait_secs(pos, load.agents_available, load.aht_secs),
+        ))
+    }
+
     /// The snapshot `GET /v1/queues` serves.
     pub fn snapshot<A: Borrow<AgentView>>(
         &mut self,
@@ -457,6 +491,9 @@ impl QueueState {
             abandoned_in_window: self.stats.abandoned.len() as u32,
             overflowing,
             staffing,
+            open: true,
+            next_opening: None,
+            hours_from: String::new(),
         }
     }
 }
@@ -524,6 +561,16 @@ pub struct Snapshot {
     pub agents: Vec<Arc<AgentView>>,
     /// Whether the rebalancer has this queue shedding work.
     pub overflowing: bool,
+}
+
+/// A waiting contact's position and estimated wait.
+#[derive(Message)]
+#[rtype(result = "Option<(u32, Option<f64>)>")]
+pub struct Position {
+    /// The contact.
+    pub contact_id: String,
+    /// Views of the agents with the queue's skill.
+    pub agents: Vec<Arc<AgentView>>,
 }
 
 /// Statistics to record.
@@ -652,6 +699,16 @@ impl Handler<Snapshot> for QueueActor {
             &self.cfg(),
             msg.overflowing,
         ))
+    }
+}
+
+impl Handler<Position> for QueueActor {
+    type Result = Option<(u32, Option<f64>)>;
+
+    fn handle(&mut self, msg: Position, _ctx: &mut Self::Context) -> Self::Result {
+        let now = self.clock.now();
+        self.state
+            .position(&msg.contact_id, &msg.agents, now, &self.cfg())
     }
 }
 

@@ -12,15 +12,19 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use super::RoutingConfig;
-use crate::event::{Channel, Envelope, EventKind};
+use crate::command::{Command, CommandType};
+use crate::event::{Author, Channel, Envelope, EventKind};
 use crate::ids::{ContactId, PatientId, SiteId};
 use crate::journey::{
     BotTurnView, ContactState as JourneyContactState, ContactView, Journey, PrescriptionStatus,
 };
 use crate::rules::frustration::{
-    assess, bot_should_hand_off, Assessment, ContactFact, JourneyFacts,
+    assess, bot_should_hand_off, Action, Assessment, ContactFact, FiredSignal, JourneyFacts, Level,
+    Signal,
 };
+use crate::rules::handoff::{asks_for_person, HandoffReason};
 use crate::rules::priority::base_priority;
+use crate::rules::red_flags::{detect, RedFlag};
 
 /// Why a contact is offered first to one agent.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -77,6 +81,37 @@ pub struct NeedsHuman {
     pub cause: Uuid,
     /// When the contact started waiting, if before now (recovery after a restart).
     pub waiting_since: Option<DateTime<Utc>>,
+    /// Why a bot session went to a human (None: it was not one).
+    #[serde(default)]
+    pub handoff: Option<HandoffReason>,
+    /// The red flag that raised the contact to the emergency level.
+    #[serde(default)]
+    pub red_flag: Option<RedFlag>,
+    /// The channel the patient is on (a bot session: `iva`), where `bot.release`
+    /// and wait announcements go; `channel` is the capacity a human uses.
+    #[serde(default)]
+    pub contact_channel: Option<Channel>,
+}
+
+impl NeedsHuman {
+    /// Raises the contact to the emergency level for `flag`: the red-flag signal
+    /// with its boost, and the emergency skill (the router keeps a contact that is
+    /// already with a human where it is).
+    fn raise(&mut self, flag: RedFlag, cfg: &RoutingConfig) {
+        self.assessment.signals.push(FiredSignal {
+            signal: Signal::RedFlag,
+            boost: cfg.red_flags.boost,
+            action: Action::MarkUrgent,
+            detail: flag.detail(),
+        });
+        self.assessment.score = self.assessment.score.saturating_add(cfg.red_flags.boost);
+        self.assessment.level = Level::Emergency;
+        self.skill = cfg.red_flags.skill.clone();
+        if self.from_bot {
+            self.handoff = Some(HandoffReason::RedFlag);
+        }
+        self.red_flag = Some(flag);
+    }
 }
 
 /// What routing must do after a journey event (also the wire form routing
@@ -98,8 +133,13 @@ pub enum RouteRequest {
     Queue(Box<NeedsHuman>),
     /// The patient left while waiting.
     Abandoned { contact_id: ContactId },
-    /// The contact ended.
-    Ended { contact_id: ContactId },
+    /// The contact ended (`intent`: the journey's last, which a virtual agent may
+    /// have refined; labels containment per intent).
+    Ended {
+        contact_id: ContactId,
+        #[serde(default)]
+        intent: Option<String>,
+    },
 }
 
 fn is_self_service(event: &Envelope) -> bool {
@@ -235,7 +275,70 @@ fn needs_human(
         from_bot,
         cause,
         waiting_since,
+        handoff: None,
+        red_flag: None,
+        contact_channel: Some(contact.channel),
     }
+}
+
+/// True while a virtual agent has the contact (by what the journey shows): a bot
+/// channel or bot turns, and neither a transfer nor a staff message yet.
+fn bot_session(c: &ContactView) -> bool {
+    (c.channel == Channel::Iva || !c.bot_turns.is_empty())
+        && c.transfers.is_empty()
+        && !c.messages.iter().any(|m| m.from == Author::Staff)
+}
+
+/// The red flag in what the patient said or how the turn was classified, if any:
+/// a patient's message, a bot turn (the patient's words and the intent), or the
+/// intent a contact started with.
+pub fn red_flag_of(event: &Envelope, cfg: &RoutingConfig) -> Option<RedFlag> {
+    match &event.kind {
+        EventKind::ContactMessage {
+            from: Author::Patient,
+            text,
+        } => detect(Some(text), None, &cfg.red_flags),
+        EventKind::BotTurn {
+            intent,
+            patient_text,
+            ..
+        } => detect(patient_text.as_deref(), intent.as_deref(), &cfg.red_flags),
+        EventKind::ContactStarted { intent, .. } => detect(None, intent.as_deref(), &cfg.red_flags),
+        _ => None,
+    }
+}
+
+/// The `bot.instruct` command a red flag causes, to the contact's own channel (the
+/// bot, the chat or SMS thread, the IVR): what to tell the patient at once. Written
+/// with the event that raised it.
+pub fn red_flag_commands(journey: &Journey, event: &Envelope, cfg: &RoutingConfig) -> Vec<Command> {
+    let Some(contact_id) = event.contact_id.as_ref() else {
+        return Vec::new();
+    };
+    let Some(contact) = journey.contacts.get(contact_id) else {
+        return Vec::new();
+    };
+    if contact.state != JourneyContactState::Open {
+        return Vec::new();
+    }
+    let Some(flag) = red_flag_of(event, cfg) else {
+        return Vec::new();
+    };
+    let mut payload = serde_json::Map::new();
+    payload.insert("contact_id".into(), contact_id.to_string().into());
+    payload.insert("category".into(), flag.category.clone().into());
+    payload.insert("level".into(), Level::Emergency.as_str().into());
+    payload.insert("text".into(), flag.instruction.clone().into());
+    vec![Command::new(
+        CommandType::BotInstruct,
+        event.id,
+        contact_id.as_str(),
+        contact.site.clone(),
+        contact.channel,
+        event.occurred_at,
+        Some(journey.patient_id),
+        payload,
+    )]
 }
 
 /// After a restart, what routing must do for each open contact of the journey:
@@ -285,28 +388,76 @@ pub fn route_request(
     let contact_id = event.contact_id.clone()?;
     let contact = journey.contacts.get(&contact_id)?;
     let now = event.occurred_at;
-    let needs_human = |from_bot: bool| {
+    let to_human = |from_bot: bool| {
         RouteRequest::Queue(Box::new(needs_human(
             journey, contact, now, cfg, from_bot, event.id, None,
         )))
     };
+    if contact.state == JourneyContactState::Open {
+        if let Some(flag) = red_flag_of(event, cfg) {
+            let from_bot = bot_session(contact);
+            let mut n = needs_human(journey, contact, now, cfg, from_bot, event.id, None);
+            n.raise(flag, cfg);
+            return Some(RouteRequest::Queue(Box::new(n)));
+        }
+    }
+    let handing_over = |reason: HandoffReason, skill: Option<String>| {
+        let mut n = needs_human(journey, contact, now, cfg, true, event.id, None);
+        n.handoff = Some(reason);
+        if let Some(skill) = skill {
+            n.skill = skill;
+        }
+        Some(RouteRequest::Queue(Box::new(n)))
+    };
     match &event.kind {
+        EventKind::BotTurn {
+            hand_off: true,
+            intent,
+            ..
+        } if contact.state == JourneyContactState::Open && bot_session(contact) => handing_over(
+            HandoffReason::Intent,
+            intent
+                .as_deref()
+                .and_then(|i| cfg.skill_by_intent.get(i).cloned()),
+        ),
+        EventKind::BotTurn {
+            intent,
+            patient_text,
+            ..
+        } if contact.state == JourneyContactState::Open
+            && bot_session(contact)
+            && asks_for_person(patient_text.as_deref(), intent.as_deref(), &cfg.handoff) =>
+        {
+            handing_over(HandoffReason::AskedForPerson, None)
+        }
+        EventKind::ContactMessage {
+            from: Author::Patient,
+            text,
+        } if contact.state == JourneyContactState::Open
+            && bot_session(contact)
+            && asks_for_person(Some(text), None, &cfg.handoff) =>
+        {
+            handing_over(HandoffReason::AskedForPerson, None)
+        }
         EventKind::ContactStarted { .. } if is_self_service(event) => {
             Some(self_service(journey, contact, cfg))
         }
-        EventKind::ContactStarted { .. } => Some(needs_human(false)),
+        EventKind::ContactStarted { .. } => Some(to_human(false)),
         EventKind::BotTurn {
             resolved: false, ..
         } if contact.state == JourneyContactState::Open
             && bot_should_hand_off(contact.unresolved_bot_exchanges(), &cfg.frustration) =>
         {
-            Some(needs_human(true))
+            handing_over(HandoffReason::Unresolved, None)
         }
         EventKind::ContactTransferred { .. } if contact.state == JourneyContactState::Open => {
-            Some(needs_human(!contact.bot_turns.is_empty()))
+            Some(to_human(!contact.bot_turns.is_empty()))
         }
         EventKind::ContactAbandoned => Some(RouteRequest::Abandoned { contact_id }),
-        EventKind::ContactEnded { .. } => Some(RouteRequest::Ended { contact_id }),
+        EventKind::ContactEnded { .. } => Some(RouteRequest::Ended {
+            contact_id,
+            intent: contact.intent.clone(),
+        }),
         _ => None,
     }
 }
@@ -478,6 +629,79 @@ mod tests {
         let n = queued(r);
         assert!(n.assessment.has(Signal::RepeatedTransfers));
         assert_eq!(n.preferred_agent.as_deref(), Some("ag-pharm"));
+    }
+
+    #[test]
+    fn a_red_flag_in_the_first_message_raises_the_contact_to_emergency_with_an_instruction() {
+        let t = Utc::now();
+        let start = ev(
+            1,
+            "contact.started",
+            "chat",
+            t,
+            json!({"contact_id": "rf", "skill": "billing"}),
+        );
+        let msg = ev(
+            2,
+            "contact.message",
+            "chat",
+            t,
+            json!({"contact_id": "rf", "from": "patient", "text": "I have CHEST PAIN, what do I do?"}),
+        );
+        let (j, r) = run(&[start, msg.clone()]);
+        let n = queued(r);
+        assert_eq!(n.assessment.level, Level::Emergency);
+        assert!(n.assessment.has(Signal::RedFlag));
+        assert_eq!(n.skill, "nurse_advice", "an emergency goes to the nurses");
+        assert_eq!(n.red_flag.as_ref().unwrap().category, "chest_pain");
+        let cmds = red_flag_commands(&j, &msg, &RoutingConfig::default());
+        assert_eq!(cmds.len(), 1);
+        assert_eq!(cmds[0].command_type, CommandType::BotInstruct);
+        assert_eq!(cmds[0].caused_by, msg.id, "within that event");
+        assert_eq!(cmds[0].channel, Channel::Chat);
+        assert!(cmds[0].payload["text"].as_str().unwrap().contains("911"));
+        // The staff's words never raise anything.
+        let staff = ev(
+            3,
+            "contact.message",
+            "chat",
+            t,
+            json!({"contact_id": "rf", "from": "staff", "text": "any chest pain?"}),
+        );
+        assert!(red_flag_commands(&j, &staff, &RoutingConfig::default()).is_empty());
+    }
+
+    #[test]
+    fn a_patient_asking_the_bot_for_a_person_is_handed_over_at_once() {
+        let t = Utc::now();
+        let start = ev(
+            1,
+            "contact.started",
+            "iva",
+            t,
+            json!({"contact_id": "p1", "intent": "scheduling"}),
+        );
+        let turn = ev(
+            2,
+            "bot.turn",
+            "iva",
+            t,
+            json!({"contact_id": "p1", "resolved": true, "patient_text": "Representative!"}),
+        );
+        let n = queued(run(&[start.clone(), turn]).1);
+        assert!(n.from_bot);
+        assert_eq!(n.handoff, Some(HandoffReason::AskedForPerson));
+        assert_eq!(n.contact_channel, Some(Channel::Iva));
+        let billing = ev(
+            3,
+            "bot.turn",
+            "iva",
+            t,
+            json!({"contact_id": "p1", "resolved": false, "intent": "billing", "hand_off": true}),
+        );
+        let n = queued(run(&[start, billing]).1);
+        assert_eq!(n.handoff, Some(HandoffReason::Intent));
+        assert_eq!(n.skill, "billing", "billing hands over to billing");
     }
 
     #[test]

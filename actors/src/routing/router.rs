@@ -49,9 +49,11 @@ use crate::event::Channel;
 use crate::ids::SiteId;
 use crate::ports::{PortError, RoutingChanges, RoutingObserver, RoutingStore};
 use crate::rules::frustration::{Action, Level};
+use crate::rules::handoff::HandoffReason;
 use crate::rules::matching::AgentView;
 use crate::rules::overflow::{plan_overflow, OverflowStates};
 use crate::rules::priority::{effective_boosts, priority_key};
+use crate::rules::waiting::{after_no_answer, announcement_text, AfterNoAnswer, Callback};
 
 /// Why a routing call failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, Serialize, Deserialize)]
@@ -68,6 +70,9 @@ pub enum RoutingError {
     NotLeader,
     #[error("routing unavailable: {0}")]
     Unavailable(String),
+    /// A callback asked for a contact that is not waiting in a voice queue.
+    #[error("the contact is not waiting in a voice queue")]
+    NotWaiting,
 }
 
 /// What the router needs.
@@ -80,6 +85,8 @@ pub struct RoutingDeps {
     pub store: Arc<dyn RoutingStore>,
     /// Metrics.
     pub observer: Arc<dyn RoutingObserver>,
+    /// Sites' time zones, opening hours and holidays (queue hours, after hours).
+    pub sites: Arc<crate::sites::SiteDirectory>,
 }
 
 /// An agent's `agent.state`.
@@ -121,6 +128,14 @@ pub enum RoutingInput {
         agent_id: String,
         contact_id: String,
     },
+    /// The patient waiting in a voice queue asked to be called back.
+    Callback { contact_id: String },
+    /// The voice channel dialled a callback: answered or not.
+    CallbackResult {
+        agent_id: String,
+        contact_id: String,
+        answered: bool,
+    },
 }
 
 impl RoutingInput {
@@ -132,6 +147,8 @@ impl RoutingInput {
             RoutingInput::OfferAccepted { .. } => "offer_accepted",
             RoutingInput::OfferDeclined { .. } => "offer_declined",
             RoutingInput::ContactWrapped { .. } => "contact_wrapped",
+            RoutingInput::Callback { .. } => "callback",
+            RoutingInput::CallbackResult { .. } => "callback_result",
         }
     }
 }
@@ -240,6 +257,7 @@ impl Routing {
             clock: deps.clock,
             store: deps.store,
             observer: deps.observer,
+            sites: deps.sites,
             active: active.clone(),
             state: None,
             changes: Pending::default(),
@@ -406,6 +424,29 @@ impl Routing {
     }
 
     /// One timer tick: offer timeouts, wrap-up ends, relaxation, overflow, gauges.
+    /// The patient waiting in a voice queue asked for a callback (keeps its place).
+    pub async fn callback(&self, contact_id: &str) -> Result<ContactRoutingView, RoutingError> {
+        self.contact_input(RoutingInput::Callback {
+            contact_id: contact_id.to_string(),
+        })
+        .await
+    }
+
+    /// The voice channel's answer to a `callback.dial`.
+    pub async fn callback_result(
+        &self,
+        agent_id: &str,
+        contact_id: &str,
+        answered: bool,
+    ) -> Result<ContactRoutingView, RoutingError> {
+        self.contact_input(RoutingInput::CallbackResult {
+            agent_id: agent_id.to_string(),
+            contact_id: contact_id.to_string(),
+            answered,
+        })
+        .await
+    }
+
     pub async fn tick(&self) {
         let _ = self.ask(|reply| Msg::Tick { reply }).await;
     }
@@ -488,6 +529,8 @@ struct Router {
     clock: Arc<dyn Clock>,
     store: Arc<dyn RoutingStore>,
     observer: Arc<dyn RoutingObserver>,
+    /// The site directory (hours, holidays, time zones).
+    sites: Arc<crate::sites::SiteDirectory>,
     /// Mirrors `state.is_some()` for [`Routing::is_active`].
     active: Arc<AtomicBool>,
     /// Routing state while active.
@@ -670,8 +713,14 @@ impl Router {
         }
         let restored = snapshot.contacts.len();
         let mut queued = Vec::new();
+        let now = self.now();
         for c in snapshot.contacts {
-            if c.state == RouteState::Queued {
+            let retry_later = c
+                .callback
+                .as_ref()
+                .and_then(|cb| cb.retry_at)
+                .is_some_and(|t| t > now);
+            if c.state == RouteState::Queued && !retry_later {
                 queued.push(c.clone());
             }
             st.contacts.insert(c.contact_id.to_string(), c);
@@ -771,7 +820,7 @@ impl Router {
                 let id = match &req {
                     RouteRequest::SelfService { contact_id, .. }
                     | RouteRequest::Abandoned { contact_id }
-                    | RouteRequest::Ended { contact_id } => contact_id.to_string(),
+                    | RouteRequest::Ended { contact_id, .. } => contact_id.to_string(),
                     RouteRequest::Queue(n) => n.contact_id.to_string(),
                 };
                 self.route(req, now).await;
@@ -816,6 +865,22 @@ impl Router {
                 self.agent_freed(&agent_id).await;
                 Ok(RoutingOutput::Done)
             }
+            RoutingInput::Callback { contact_id } => {
+                self.callback_requested(&contact_id, now)
+                    .map(|c| RoutingOutput::Contact {
+                        contact: Some(Box::new(c)),
+                    })
+            }
+            RoutingInput::CallbackResult {
+                agent_id,
+                contact_id,
+                answered,
+            } => self
+                .callback_result(&agent_id, &contact_id, answered, now)
+                .await
+                .map(|c| RoutingOutput::Contact {
+                    contact: Some(Box::new(c)),
+                }),
         }
     }
 
@@ -849,7 +914,16 @@ impl Router {
             RouteRequest::Abandoned { contact_id } => {
                 self.close(contact_id.as_str(), true, &cfg, now).await
             }
-            RouteRequest::Ended { contact_id } => {
+            RouteRequest::Ended { contact_id, intent } => {
+                // A bot session's last intent labels its containment.
+                if let (Some(intent), Some(mut c)) =
+                    (intent, self.contact_record(contact_id.as_str()))
+                {
+                    if c.state == RouteState::SelfService {
+                        c.intent = Some(intent);
+                        self.st().contacts.insert(contact_id.to_string(), c);
+                    }
+                }
                 self.close(contact_id.as_str(), false, &cfg, now).await
             }
         }
@@ -857,18 +931,44 @@ impl Router {
 
     async fn queue_for_human(&mut self, n: NeedsHuman, cfg: &RoutingConfig, now: DateTime<Utc>) {
         let id = n.contact_id.to_string();
+        let mut n = n;
         let previous = self.contact_record(&id);
         if let Some(p) = &previous {
-            let same_skill = p.skill == n.skill;
-            match p.state {
-                RouteState::Queued | RouteState::Offered if same_skill => return,
-                RouteState::Assigned if same_skill && !n.from_bot => return,
-                _ => {}
+            if n.red_flag.is_some() {
+                match p.state {
+                    // Raised once; later messages change nothing.
+                    _ if p.level == Level::Emergency => return,
+                    // With a human (or being offered to one): stay there, page supervisors.
+                    RouteState::Assigned | RouteState::Offered => {
+                        self.raise_in_place(p.clone(), &n, now);
+                        return;
+                    }
+                    // Waiting: keep its waiting time, jump ahead as an emergency.
+                    RouteState::Queued => n.waiting_since = p.queued_at,
+                    RouteState::SelfService | RouteState::Ended => {}
+                }
+            } else {
+                let same_skill = p.skill == n.skill;
+                match p.state {
+                    RouteState::Queued | RouteState::Offered if same_skill => return,
+                    RouteState::Assigned if same_skill && !n.from_bot => return,
+                    RouteState::Queued | RouteState::Offered | RouteState::Assigned
+                        if n.from_bot && n.handoff.is_some() =>
+                    {
+                        // The bot already handed over: a late turn changes nothing.
+                        return;
+                    }
+                    _ => {}
+                }
             }
             // A transfer (or a bot hand-off): release where it was.
             self.release(p).await;
         }
-        let urgent = n.assessment.level == Level::Urgent;
+        let handed_off = previous
+            .as_ref()
+            .is_some_and(|p| p.state == RouteState::SelfService)
+            || (previous.is_none() && n.handoff.is_some());
+        let urgent = n.assessment.level >= Level::Urgent;
         let boosts = effective_boosts(n.base_priority, n.assessment.score, urgent, &cfg.priority);
         let mut c = RoutedContact::new(
             n.contact_id.clone(),
@@ -888,11 +988,19 @@ impl Router {
         let since = n.waiting_since.unwrap_or(now).min(now);
         c.key = priority_key(n.base_priority, boosts, since, &id, &cfg.priority);
         c.queued_at = n.waiting_since.map(|t| t.min(now));
-        c.transcript = n.transcript;
+        c.transcript = std::mem::take(&mut n.transcript);
         c.signals = n.assessment.signals.clone();
+        c.contact_channel = n.contact_channel;
+        c.handoff = if handed_off {
+            Some(n.handoff.unwrap_or(HandoffReason::Unresolved))
+        } else {
+            None
+        };
         if let Some(p) = previous {
             c.reasons = p.reasons;
             c.offers_made = p.offers_made;
+            c.announced = p.announced;
+            c.callback = p.callback;
             // A bot handing over on its own skill is no transfer (its signal says why).
             if p.skill != n.skill || p.state != RouteState::SelfService {
                 c.reason(
@@ -927,7 +1035,7 @@ impl Router {
             };
             c.reason(s.signal.as_str(), s.detail.clone(), effect, now);
         }
-        if let Some(agent) = n.preferred_agent {
+        if let Some(agent) = n.preferred_agent.take() {
             let until = now + Duration::seconds(i64::from(cfg.preferred_agent_secs));
             let because = n
                 .preferred_because
@@ -944,16 +1052,179 @@ impl Router {
             c.preferred_agent = Some(agent);
             c.preferred_until = Some(until);
         }
-        if n.from_bot {
+        if cfg.after_hours.enabled {
+            self.after_hours(&mut c, &n, cfg, now);
+        }
+        if let Some(flag) = &n.red_flag {
+            self.observer.red_flag(&flag.category);
+            c.reason(
+                "red_flag",
+                flag.detail(),
+                "raised to emergency, supervisors paged, the channel told what to say",
+                now,
+            );
+        }
+        if handed_off {
+            let reason = c.handoff.unwrap_or(HandoffReason::Unresolved);
             self.observer.bot_contact("handed_off");
+            self.observer.bot_intent(
+                cfg.handoff.intent_label(c.intent.as_deref()),
+                "handed_off",
+                reason.as_str(),
+            );
             self.record_bot(now, false, cfg);
+            c.reason(
+                "bot_handoff",
+                format!("virtual agent handed over: {}", reason.as_str()),
+                "bot released; queued for a human",
+                now,
+            );
+            // The release tells the wait; the next announcement comes an interval later.
+            c.next_announce_at =
+                Some(now + Duration::seconds(i64::from(cfg.announce.interval_secs)));
         }
         self.observer
             .queued(c.site.as_str(), &c.skill, c.channel.as_str());
         if urgent {
             self.changes.commands.push(escalation_command(&c, now));
         }
+        let id = c.contact_id.to_string();
         self.enqueue(c, now).await;
+        if handed_off {
+            if let Some(c) = self.contact_record(&id) {
+                let (position, estimate) = self.position_of(&c).await;
+                self.changes
+                    .commands
+                    .push(release_command(&c, position, estimate, now));
+            }
+        }
+    }
+
+    /// A contact reaching a closed queue: clinical to the on-call queue (across sites
+    /// only where licensure allows), scheduling and billing offered the virtual agent
+    /// or a callback, anything else waits for opening; the reason is recorded. An
+    /// emergency is never held for opening.
+    fn after_hours(
+        &mut self,
+        c: &mut RoutedContact,
+        n: &NeedsHuman,
+        cfg: &RoutingConfig,
+        now: DateTime<Utc>,
+    ) {
+        use crate::rules::after_hours::{policy, queue_open, AfterHours};
+        let hours = queue_open(&self.sites, &c.site, &c.skill, &cfg.after_hours, now);
+        if hours.open {
+            return;
+        }
+        let opens = hours
+            .next_opening
+            .map(|t| self.sites.patient_time(&c.site, t))
+            .unwrap_or_else(|| "no opening scheduled".into());
+        let detail = format!("{} is closed until {opens}", c.skill);
+        let decided = policy(&c.skill, &cfg.after_hours);
+        self.observer.after_hours(decided.as_str());
+        match decided {
+            AfterHours::OnCall { skill } => {
+                c.reason(
+                    "after_hours",
+                    detail,
+                    format!("clinical: to the on-call queue {skill}"),
+                    now,
+                );
+                c.cross_site = cfg.overflow.cross_site_skills.contains(&skill);
+                c.skill = skill;
+            }
+            _ if n.red_flag.is_some() => c.reason(
+                "after_hours",
+                detail,
+                "an emergency is not held for opening",
+                now,
+            ),
+            AfterHours::SelfServiceOrCallback => {
+                let mut options = Vec::new();
+                if !n.from_bot {
+                    options.push("virtual_agent");
+                }
+                if c.channel == Channel::Voice {
+                    options.push("callback");
+                }
+                c.reason(
+                    "after_hours",
+                    detail,
+                    format!(
+                        "offered {}; keeps its place until opening",
+                        if options.is_empty() {
+                            "nothing else (it came from the virtual agent)".to_string()
+                        } else {
+                            options.join(" or ")
+                        }
+                    ),
+                    now,
+                );
+                self.changes.commands.push(after_hours_command(
+                    c,
+                    &options,
+                    hours.next_opening,
+                    &opens,
+                    now,
+                ));
+            }
+            AfterHours::WaitForOpening => c.reason(
+                "after_hours",
+                detail,
+                "waits for opening, keeping its place",
+                now,
+            ),
+        }
+    }
+
+    /// A red flag on a contact already with (or being offered to) a human: it stays
+    /// there, raised to the emergency level, and supervisors are paged.
+    fn raise_in_place(&mut self, mut c: RoutedContact, n: &NeedsHuman, now: DateTime<Utc>) {
+        c.level = Level::Emergency;
+        c.cause = n.cause;
+        if let Some(s) = n
+            .assessment
+            .signals
+            .iter()
+            .find(|s| s.signal == crate::rules::frustration::Signal::RedFlag)
+        {
+            c.signals.push(s.clone());
+        }
+        if let Some(flag) = &n.red_flag {
+            self.observer.red_flag(&flag.category);
+            c.reason(
+                "red_flag",
+                flag.detail(),
+                "raised to emergency with the agent it is with; supervisors paged",
+                now,
+            );
+        }
+        self.changes.commands.push(escalation_command(&c, now));
+        self.remember(c);
+    }
+
+    /// A waiting contact's position (1 = next) and estimated wait; (0, Some(0)) once
+    /// it is offered or with an agent, (None, None) when not queued.
+    async fn position_of(&mut self, c: &RoutedContact) -> (Option<u32>, Option<f64>) {
+        match c.state {
+            RouteState::Offered | RouteState::Assigned => (Some(0), Some(0.0)),
+            RouteState::Queued => {
+                let agents = self.views_with_skill(&c.skill);
+                let addr = self.queue_addr(&c.site, &c.skill);
+                match addr
+                    .send(queue::Position {
+                        contact_id: c.contact_id.to_string(),
+                        agents,
+                    })
+                    .await
+                {
+                    Ok(Some((p, e))) => (Some(p), e),
+                    _ => (None, None),
+                }
+            }
+            _ => (None, None),
+        }
     }
 
     /// Puts a contact in its queue and dispatches that queue.
@@ -962,10 +1233,15 @@ impl Router {
         if arrival {
             c.queued_at = Some(now);
         }
+        if c.next_announce_at.is_none() && self.cfg().announce.on(c.patient_channel()) {
+            // On queue entry: the first announcement goes out with this step.
+            c.next_announce_at = Some(now);
+        }
         c.state = RouteState::Queued;
         c.offered_to = None;
         c.offer_deadline = None;
         let (site, skill) = (c.site.clone(), c.skill.clone());
+        let id = c.contact_id.to_string();
         let addr = self.queue_addr(&site, &skill);
         self.remember(c.clone());
         if let Err(e) = addr
@@ -979,6 +1255,34 @@ impl Router {
             return;
         }
         self.dispatch(&addr, &skill).await;
+        self.announce_if_due(&id, now).await;
+    }
+
+    /// Sends the contact's channel its position and estimated wait if an
+    /// announcement is due and it is still waiting (never once offered).
+    async fn announce_if_due(&mut self, id: &str, now: DateTime<Utc>) {
+        let Some(mut c) = self.contact_record(id) else {
+            return;
+        };
+        let cfg = self.cfg();
+        if c.state != RouteState::Queued
+            || c.callback.is_some()
+            || !cfg.announce.on(c.patient_channel())
+            || c.next_announce_at.is_none_or(|t| t > now)
+        {
+            return;
+        }
+        let (position, estimate) = self.position_of(&c).await;
+        if position.is_none() {
+            return; // not in its queue (a callback waiting to retry)
+        }
+        c.announced += 1;
+        c.next_announce_at = Some(now + Duration::seconds(i64::from(cfg.announce.interval_secs)));
+        self.observer.announcement(c.patient_channel().as_str());
+        self.changes
+            .commands
+            .push(announce_command(&c, position, estimate, now));
+        self.remember(c);
     }
 
     /// Offers the queue's waiting contacts to free agents until no pair matches:
@@ -1031,6 +1335,11 @@ impl Router {
                         .flatten();
                     match taken {
                         Some(mut c) => {
+                            // The router's record is the truth for what the queue's copy
+                            // does not track (announcements, callback).
+                            c.announced = contact.announced;
+                            c.next_announce_at = contact.next_announce_at;
+                            c.callback = contact.callback.clone();
                             self.observer.decision(started.elapsed().as_secs_f64());
                             c.offers_made += 1;
                             self.changes.commands.push(offer_command(&c, now));
@@ -1150,6 +1459,11 @@ impl Router {
             RouteState::Ended => return,
             RouteState::SelfService => {
                 self.observer.bot_contact("contained");
+                self.observer.bot_intent(
+                    cfg.handoff.intent_label(c.intent.as_deref()),
+                    "contained",
+                    "none",
+                );
                 self.record_bot(now, true, cfg);
                 c.reason(
                     "contained",
@@ -1333,7 +1647,20 @@ impl Router {
             "assigned to the agent",
             now,
         );
-        if held.channel == Channel::Voice {
+        if let Some(cb) = c.callback.as_mut() {
+            // The agent is reserved for this callback: dial the patient.
+            cb.attempts += 1;
+            cb.retry_at = None;
+            let attempt = cb.attempts;
+            self.observer.callback("dialed");
+            c.reason(
+                "callback_dial",
+                format!("attempt {attempt}"),
+                "the voice channel dials the patient for the agent",
+                now,
+            );
+            self.changes.commands.push(dial_command(&c, agent_id, now));
+        } else if held.channel == Channel::Voice {
             self.changes.commands.push(route_command(&c, agent_id, now));
         }
         self.remember(c.clone());
@@ -1395,9 +1722,156 @@ impl Router {
                 self.agent_freed(&id).await;
             }
         }
+        self.retry_callbacks(now).await;
         self.dispatch_all().await;
         self.rebalance(&cfg, now).await;
+        let due: Vec<String> = self
+            .state
+            .as_ref()
+            .map(|st| {
+                st.contacts
+                    .values()
+                    .filter(|c| c.state == RouteState::Queued)
+                    .filter(|c| c.next_announce_at.is_some_and(|t| t <= now))
+                    .map(|c| c.contact_id.to_string())
+                    .collect()
+            })
+            .unwrap_or_default();
+        for id in due {
+            self.announce_if_due(&id, now).await;
+        }
         self.publish_gauges(&cfg, now).await;
+    }
+
+    /// Callbacks whose retry time came: back in their queue, in their place.
+    async fn retry_callbacks(&mut self, now: DateTime<Utc>) {
+        let due: Vec<RoutedContact> = self
+            .state
+            .as_ref()
+            .map(|st| {
+                st.contacts
+                    .values()
+                    .filter(|c| c.state == RouteState::Queued)
+                    .filter(|c| {
+                        c.callback
+                            .as_ref()
+                            .and_then(|cb| cb.retry_at)
+                            .is_some_and(|t| t <= now)
+                    })
+                    .cloned()
+                    .collect()
+            })
+            .unwrap_or_default();
+        for mut c in due {
+            if let Some(cb) = c.callback.as_mut() {
+                cb.retry_at = None;
+            }
+            self.enqueue(c, now).await;
+        }
+    }
+
+    /// The patient waiting in a voice queue asked to be called back: the contact
+    /// keeps its place (its key and waiting time); only a waiting voice contact may.
+    fn callback_requested(
+        &mut self,
+        contact_id: &str,
+        now: DateTime<Utc>,
+    ) -> Result<ContactRoutingView, RoutingError> {
+        let mut c = self
+            .contact_record(contact_id)
+            .ok_or(RoutingError::UnknownContact)?;
+        if c.state != RouteState::Queued || c.channel != Channel::Voice {
+            return Err(RoutingError::NotWaiting);
+        }
+        if c.callback.is_none() {
+            c.callback = Some(Callback {
+                requested_at: now,
+                attempts: 0,
+                retry_at: None,
+            });
+            c.reason(
+                "callback_requested",
+                format!("after waiting {}s", c.waited_secs(now)),
+                "keeps its place; the patient is called back when an agent takes it",
+                now,
+            );
+            self.observer.callback("requested");
+            self.remember(c.clone());
+        }
+        Ok(c.view(now))
+    }
+
+    /// The voice channel dialled a callback: answered (the agent has the patient) or
+    /// not (retried per policy, then the contact closes with the reason).
+    async fn callback_result(
+        &mut self,
+        agent_id: &str,
+        contact_id: &str,
+        answered: bool,
+        now: DateTime<Utc>,
+    ) -> Result<ContactRoutingView, RoutingError> {
+        let mut c = self
+            .contact_record(contact_id)
+            .ok_or(RoutingError::UnknownContact)?;
+        if c.state != RouteState::Assigned
+            || c.assigned_agent.as_deref() != Some(agent_id)
+            || c.callback.is_none()
+        {
+            return Err(RoutingError::NotOffered);
+        }
+        if answered {
+            self.observer.callback("answered");
+            c.reason(
+                "callback_answered",
+                "the patient answered",
+                "connected",
+                now,
+            );
+            self.remember(c.clone());
+            return Ok(c.view(now));
+        }
+        let cfg = self.cfg();
+        let attempts = c.callback.as_ref().map(|cb| cb.attempts).unwrap_or(0);
+        // The agent was never connected: free the slot without wrap-up.
+        if let Ok(a) = self.agent_addr(agent_id) {
+            if let Ok((_, view)) = a.send(agent::Wrapped(contact_id.to_string())).await {
+                self.set_view(view);
+            }
+        }
+        c.assigned_agent = None;
+        c.answered_at = None;
+        match after_no_answer(attempts, now, &cfg.callback) {
+            AfterNoAnswer::Retry(at) => {
+                self.observer.callback("retried");
+                c.reason(
+                    "callback_no_answer",
+                    format!(
+                        "attempt {attempts} of {} unanswered",
+                        cfg.callback.max_attempts
+                    ),
+                    format!("tried again from {}", at.to_rfc3339()),
+                    now,
+                );
+                if let Some(cb) = c.callback.as_mut() {
+                    cb.retry_at = Some(at);
+                }
+                c.state = RouteState::Queued;
+                self.remember(c.clone());
+            }
+            AfterNoAnswer::GiveUp => {
+                self.observer.callback("failed");
+                c.reason(
+                    "callback_failed",
+                    format!("{attempts} attempts unanswered"),
+                    "contact closed",
+                    now,
+                );
+                c.state = RouteState::Ended;
+                self.remember(c.clone());
+            }
+        }
+        self.agent_freed(agent_id).await;
+        Ok(c.view(now))
     }
 
     async fn rebalance(&mut self, cfg: &RoutingConfig, now: DateTime<Utc>) {
@@ -1435,6 +1909,11 @@ impl Router {
             self.observer
                 .overflow(&m.from_site, &m.to_site, &m.skill, taken.len() as u64);
             for mut c in taken {
+                if let Some(r) = self.contact_record(c.contact_id.as_str()) {
+                    c.announced = r.announced;
+                    c.next_announce_at = r.next_announce_at;
+                    c.callback = r.callback;
+                }
                 c.moved_at = Some(now);
                 c.site = to_site.clone();
                 c.reason(
@@ -1461,13 +1940,23 @@ impl Router {
                 .and_then(|s| s.get(site))
                 .is_some_and(|s| s.overflowing);
             let agents = self.views_with_skill(skill);
-            if let Ok(s) = addr
+            if let Ok(mut s) = addr
                 .send(queue::Snapshot {
                     agents,
                     overflowing,
                 })
                 .await
             {
+                let hours = crate::rules::after_hours::queue_open(
+                    &self.sites,
+                    &s.site,
+                    &s.skill,
+                    &self.cfg().after_hours,
+                    self.now(),
+                );
+                s.open = hours.open;
+                s.next_opening = hours.next_opening;
+                s.hours_from = hours.hours_from.to_string();
                 out.push(s);
             }
         }
@@ -1651,6 +2140,160 @@ fn escalation_command(c: &RoutedContact, now: DateTime<Utc>) -> Command {
         now,
         Some(c.patient_id),
         payload(body),
+    )
+}
+
+/// The payload of a `bot.release` / `queue.announce`: where the patient stands.
+#[derive(Debug, Serialize)]
+struct WaitPayload<'a> {
+    contact_id: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reason: Option<&'static str>,
+    skill: &'a str,
+    queue_position: Option<u32>,
+    estimated_wait_secs: Option<u64>,
+    estimate_known: bool,
+    text: String,
+}
+
+fn wait_payload<'a>(
+    c: &'a RoutedContact,
+    reason: Option<&'static str>,
+    position: Option<u32>,
+    estimate: Option<f64>,
+    text: String,
+) -> WaitPayload<'a> {
+    WaitPayload {
+        contact_id: c.contact_id.to_string(),
+        reason,
+        skill: &c.skill,
+        queue_position: position,
+        estimated_wait_secs: estimate.map(|e| e.max(0.0).ceil() as u64),
+        estimate_known: estimate.is_some(),
+        text,
+    }
+}
+
+fn release_command(
+    c: &RoutedContact,
+    position: Option<u32>,
+    estimate: Option<f64>,
+    now: DateTime<Utc>,
+) -> Command {
+    let reason = c.handoff.unwrap_or(HandoffReason::Unresolved);
+    let text = format!(
+        "I'm connecting you with a member of our team. {}",
+        announcement_text(position, estimate)
+    );
+    Command::new(
+        CommandType::BotRelease,
+        c.cause,
+        &c.contact_id.to_string(),
+        c.site.clone(),
+        c.patient_channel(),
+        now,
+        Some(c.patient_id),
+        payload(wait_payload(
+            c,
+            Some(reason.as_str()),
+            position,
+            estimate,
+            text,
+        )),
+    )
+}
+
+fn announce_command(
+    c: &RoutedContact,
+    position: Option<u32>,
+    estimate: Option<f64>,
+    now: DateTime<Utc>,
+) -> Command {
+    Command::new(
+        CommandType::QueueAnnounce,
+        c.cause,
+        &format!("{}:{}", c.contact_id, c.announced),
+        c.site.clone(),
+        c.patient_channel(),
+        now,
+        Some(c.patient_id),
+        payload(wait_payload(
+            c,
+            None,
+            position,
+            estimate,
+            announcement_text(position, estimate),
+        )),
+    )
+}
+
+/// The payload of an `after_hours.offer`: the queue is closed; what the patient may do.
+#[derive(Debug, Serialize)]
+struct AfterHoursPayload<'a> {
+    contact_id: String,
+    skill: &'a str,
+    options: &'a [&'static str],
+    opens_at: Option<String>,
+    text: String,
+}
+
+fn after_hours_command(
+    c: &RoutedContact,
+    options: &[&'static str],
+    opens_at: Option<DateTime<Utc>>,
+    opens_local: &str,
+    now: DateTime<Utc>,
+) -> Command {
+    let offer = match (
+        options.contains(&"virtual_agent"),
+        options.contains(&"callback"),
+    ) {
+        (true, true) => " You can get answers from our virtual assistant now, or ask us to call you back when we open.",
+        (true, false) => " You can get answers from our virtual assistant now.",
+        (false, true) => " You can ask us to call you back when we open.",
+        (false, false) => "",
+    };
+    Command::new(
+        CommandType::AfterHoursOffer,
+        c.cause,
+        &c.contact_id.to_string(),
+        c.site.clone(),
+        c.patient_channel(),
+        now,
+        Some(c.patient_id),
+        payload(AfterHoursPayload {
+            contact_id: c.contact_id.to_string(),
+            skill: &c.skill,
+            options,
+            opens_at: opens_at.map(|t| t.to_rfc3339()),
+            text: format!("We are closed until {opens_local}.{offer}"),
+        }),
+    )
+}
+
+/// The payload of a `callback.dial`: call the patient back for this agent.
+#[derive(Debug, Serialize)]
+struct DialPayload<'a> {
+    agent_id: &'a str,
+    contact_id: String,
+    attempt: u32,
+}
+
+fn dial_command(c: &RoutedContact, agent_id: &str, now: DateTime<Utc>) -> Command {
+    let attempt = c.callback.as_ref().map(|cb| cb.attempts).unwrap_or(1);
+    Command::new(
+        CommandType::CallbackDial,
+        c.cause,
+        &format!("{}:{attempt}", c.contact_id),
+        c.site.clone(),
+        Channel::Voice,
+        now,
+        Some(c.patient_id),
+        payload(DialPayload {
+            agent_id,
+            contact_id: c.contact_id.to_string(),
+            attempt,
+        }),
     )
 }
 

@@ -271,18 +271,22 @@ pub enum Signal {
     AppointmentSoon,
     /// A prescription question is still open.
     OpenPrescriptionQuestion,
+    /// An urgent phrase or intent (`super::red_flags`); never fired by [`assess`],
+    /// added by the routing request that saw it.
+    RedFlag,
 }
 
 impl Signal {
     /// Every signal, in evaluation order (handy for pre-registering metric
     /// label values).
-    pub const ALL: [Signal; 6] = [
+    pub const ALL: [Signal; 7] = [
         Signal::RepeatContacts,
         Signal::BotNotResolving,
         Signal::RepeatedTransfers,
         Signal::AbandonedThenReturned,
         Signal::AppointmentSoon,
         Signal::OpenPrescriptionQuestion,
+        Signal::RedFlag,
     ];
 
     /// Stable, bounded label value (same as the serde name).
@@ -294,6 +298,7 @@ impl Signal {
             Signal::AbandonedThenReturned => "abandoned_then_returned",
             Signal::AppointmentSoon => "appointment_soon",
             Signal::OpenPrescriptionQuestion => "open_prescription_question",
+            Signal::RedFlag => "red_flag",
         }
     }
 }
@@ -310,6 +315,9 @@ pub enum Level {
     /// Must be served ahead of routine work (see `urgent_floor` in
     /// `super::priority`).
     Urgent,
+    /// A red flag (`super::red_flags`): served first, supervisors paged. Never
+    /// reached by frustration signals alone.
+    Emergency,
 }
 
 impl Level {
@@ -319,6 +327,7 @@ impl Level {
             Level::Normal => "normal",
             Level::Elevated => "elevated",
             Level::Urgent => "urgent",
+            Level::Emergency => "emergency",
         }
     }
 }

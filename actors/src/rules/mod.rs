@@ -8,9 +8,17 @@
 //! - [`matching`]: which agent gets the offer; timed relaxation (bullseye).
 //! - [`overflow`]: saturation and cross-site rebalancing with hysteresis.
 //! - [`erlang`]: Erlang C and Erlang A staffing math.
+//! - [`red_flags`]: urgent phrases and intents (a safety net, not triage).
+//! - [`handoff`]: when the virtual agent hands over (asking for a person).
+//! - [`waiting`]: wait announcements and queued callbacks.
+//! - [`after_hours`]: who answers a contact that reaches a closed queue.
 
+pub mod after_hours;
 pub mod erlang;
 pub mod frustration;
+pub mod handoff;
 pub mod matching;
 pub mod overflow;
 pub mod priority;
+pub mod red_flags;
+pub mod waiting;
