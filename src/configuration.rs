@@ -40,6 +40,10 @@ pub struct Settings {
     /// The FHIR R4 edge (`/fhir/r4`) and what is filed in the EHR.
     #[serde(default)]
     pub fhir: FhirSettings,
+    /// The site directory: `[sites.<site_id>]` with time zone, name, address, phone,
+    /// directions, opening hours, holidays and quiet hours (docs/contract.md, "Sites").
+    #[serde(default)]
+    pub sites: std::collections::BTreeMap<String, frontdoor_actors::sites::SiteConfig>,
 }
 
 /// Several nodes sharing the work through PostgreSQL (leases) and RabbitMQ
@@ -332,6 +336,27 @@ impl ApplicationSettings {
 }
 
 impl Settings {
+    /// The site directory, checked: the first mistake as one line naming its key
+    /// (`sites.main.time_zone: unknown time zone "America/Chikago" ...`).
+    pub fn site_directory(&self) -> Result<frontdoor_actors::sites::SiteDirectory, String> {
+        frontdoor_actors::sites::SiteDirectory::from_config(&self.sites)
+    }
+
+    /// Sites the configuration names elsewhere (FHIR MRN systems, principals) that
+    /// the directory lacks: their patients read UTC times.
+    pub fn sites_missing_from_directory(
+        &self,
+        directory: &frontdoor_actors::sites::SiteDirectory,
+    ) -> Vec<String> {
+        let used = self.fhir.sites.keys().map(String::as_str).chain(
+            self.security
+                .principals
+                .iter()
+                .flat_map(|p| p.sites.iter().map(String::as_str)),
+        );
+        directory.missing(used)
+    }
+
     /// Refuses plain HTTP on an address other than loopback unless
     /// `application.allow_plain_http` says so; logs one line saying why.
     pub fn check_transport(&self) -> Result<(), String> {
@@ -615,6 +640,35 @@ mod tests {
                 "{host} allowed"
             );
         }
+    }
+
+    #[test]
+    fn an_unknown_time_zone_is_refused_with_one_line_naming_the_key() {
+        let mut s = base_configuration().expect("config/base.toml");
+        assert!(
+            s.site_directory().is_ok(),
+            "config/base.toml's sites are valid"
+        );
+        s.sites.entry("main".into()).or_default().time_zone = "Mars/Olympus_Mons".into();
+        let e = s.site_directory().unwrap_err();
+        assert!(
+            e.starts_with("sites.main.time_zone: unknown time zone \"Mars/Olympus_Mons\""),
+            "{e}"
+        );
+        assert_eq!(e.lines().count(), 1);
+    }
+
+    #[test]
+    fn sites_named_elsewhere_but_missing_from_the_directory_are_listed() {
+        let mut s = base_configuration().expect("config/base.toml");
+        s.fhir.sites.insert("nowhere".into(), Default::default());
+        let d = s.site_directory().unwrap();
+        assert!(s
+            .sites_missing_from_directory(&d)
+            .contains(&"nowhere".to_string()));
+        assert!(!s
+            .sites_missing_from_directory(&d)
+            .contains(&"main".to_string()));
     }
 
     #[test]

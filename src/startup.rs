@@ -321,6 +321,12 @@ fn validate(settings: &Settings) -> anyhow::Result<()> {
         .cluster
         .validate()
         .map_err(|e| anyhow::anyhow!("Invalid [cluster] configuration: {e}"))?;
+    let sites = settings
+        .site_directory()
+        .map_err(|e| anyhow::anyhow!("Invalid [sites] configuration: {e}"))?;
+    for site in settings.sites_missing_from_directory(&sites) {
+        tracing::warn!(site = %site, "site missing from [sites]: its patients read times in UTC");
+    }
     if settings.cluster.enabled && !(settings.store.is_postgres() && settings.broker.enabled) {
         anyhow::bail!(
             "Invalid [cluster] configuration: cluster.enabled needs a PostgreSQL store (store.url) and the broker (broker.enabled)"

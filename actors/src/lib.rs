@@ -19,6 +19,7 @@
 //! - [`patient`]: the patient actor (one per resident patient).
 //! - [`supervision`]: restart policies with intensity and period (OTP), as a plain rule.
 //! - [`shard`]: patient shards and the [`shard::PatientRegistry`] handle (activation, passivation).
+//! - [`sites`]: the site directory (time zone, address, opening hours, holidays, quiet hours) and local time.
 
 pub mod command;
 pub mod compact;
@@ -32,4 +33,5 @@ pub mod ports;
 pub mod routing;
 pub mod rules;
 pub mod shard;
+pub mod sites;
 pub mod supervision;
