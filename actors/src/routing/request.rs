@@ -291,6 +291,8 @@ pub fn route_request(
         )))
     };
     match &event.kind {
+        // A reply that closed its own contact (STOP, C...) needs nobody.
+        EventKind::ContactStarted { .. } if contact.state != JourneyContactState::Open => None,
         EventKind::ContactStarted { .. } if is_self_service(event) => {
             Some(self_service(journey, contact, cfg))
         }
