@@ -218,7 +218,7 @@ pub fn disposition(m: &MessageFacts<'_>, now: DateTime<Utc>) -> Disposition {
     if spec.held_by_quiet_hours && !m.urgent {
         if let Some(until) = m.site.quiet_until(now) {
             // Held past its point (the visit would have begun): better now than never.
-            if !m.not_after.is_some_and(|t| until >= t) {
+            if m.not_after.is_none_or(|t| until < t) {
                 return Disposition::Hold { until };
             }
         }
@@ -509,7 +509,8 @@ impl Outreach {
                 ("site_phone", &s.phone),
                 ("directions", &s.directions),
             ] {
-                if !v.is_empty() && !(k == "directions" && a.telehealth_url.is_some()) {
+                let in_person_only = k == "directions" && a.telehealth_url.is_some();
+                if !v.is_empty() && !in_person_only {
                     p.insert(k.into(), v.clone().into());
                 }
             }

@@ -482,7 +482,10 @@ async fn a_confirmation_and_a_reminder_show_the_site_local_time_across_a_dst_cha
 
 #[actix_web::test]
 async fn quiet_hours_hold_a_reminder_until_eight_local_and_replies_confirm_or_reschedule() {
-    let app = app(Backend::Sqlite).await;
+    let (mut s, dir) = settings(Backend::Sqlite).await;
+    // The default window: 21:00-08:00 local.
+    s.sites.get_mut("north").unwrap().quiet_hours = String::new();
+    let app = spawn_app_with(s, dir).await;
     let t0 = Utc.with_ymd_and_hms(2027, 3, 10, 16, 0, 0).unwrap();
     advance_to(&app, t0);
     // Starts Mon 15 Mar 03:30 UTC (Sun 22:30 CDT): the 72 h reminder is due on
