@@ -1222,4 +1222,166 @@ mod tests {
         );
         assert!(Outreach::default().offsets(None, true).len() == 3);
     }
+    fn envelope(v: serde_json::Value) -> crate::event::Envelope {
+        crate::event::Envelope::parse(v.to_string().as_bytes(), 1 << 20).unwrap()
+    }
+
+    #[test]
+    fn a_telehealth_booking_also_sends_the_video_link_and_instructions_by_email() {
+        let o = outreach();
+        let j = crate::journey::Journey::new(PatientId(Uuid::from_u128(7)), Default::default());
+        let booked = envelope(serde_json::json!({
+            "id": Uuid::from_u128(11).to_string(), "type": "appointment.booked",
+            "occurred_at": "2026-03-01T12:00:00Z", "site": "north", "channel": "ehr",
+            "patient": {"mrn": "M1", "phone": "+15550100001", "email": "p@example.org"},
+            "appointment_id": "T1", "starts_at": "2026-03-10T15:30:00Z",
+            "telehealth_url": "https://video.example.org/j/T1"
+        }));
+        let mut after = j.clone();
+        after.apply(1, &booked);
+        let mut changes = OutreachChanges::default();
+        let out = on_event(
+            &o,
+            &booked,
+            &j,
+            &after,
+            utc("2026-03-01T12:00:00Z"),
+            &mut changes,
+        );
+        let templates: Vec<_> = out
+            .iter()
+            .map(|c| (c.payload["template"].clone(), c.channel))
+            .collect();
+        assert_eq!(
+            templates,
+            vec![
+                ("appointment.confirmation".into(), Channel::Sms),
+                ("appointment.telehealth".into(), Channel::Email)
+            ]
+        );
+        let mail = &out[1].payload;
+        assert_eq!(mail["to"], "p@example.org");
+        assert_eq!(mail["telehealth_url"], "https://video.example.org/j/T1");
+        assert_eq!(mail["local_time"], "Tue 10 Mar 2026, 10:30 CDT");
+        assert!(mail["instructions"].as_str().unwrap().contains("camera"));
+        // 72 h, 24 h and 1 h reminders planned, the plan replacing any earlier one.
+        assert_eq!(changes.replan, vec!["T1".to_string()]);
+        assert_eq!(
+            changes
+                .records
+                .iter()
+                .filter(|r| r.state == OutreachState::Planned)
+                .count(),
+            3
+        );
+        // The two sent ones are recorded too.
+        assert_eq!(
+            changes
+                .records
+                .iter()
+                .filter(|r| r.state == OutreachState::Sent)
+                .count(),
+            2
+        );
+    }
+
+    #[test]
+    fn prescription_ready_carries_the_visit_summary_and_education_link() {
+        let o = outreach();
+        let mut j = crate::journey::Journey::new(PatientId(Uuid::from_u128(7)), Default::default());
+        let visit = envelope(serde_json::json!({
+            "id": Uuid::from_u128(12).to_string(), "type": "encounter.finished",
+            "occurred_at": "2026-03-02T16:00:00Z", "site": "north", "channel": "ehr",
+            "patient": {"mrn": "M1", "phone": "+15550100001"},
+            "summary": "Contact dermatitis; hydrocortisone 1% twice daily for 7 days.",
+            "education_url": "https://learn.example.org/dermatitis"
+        }));
+        j.apply(1, &visit);
+        let ready = envelope(serde_json::json!({
+            "id": Uuid::from_u128(13).to_string(), "type": "prescription.ready",
+            "occurred_at": "2026-03-02T18:00:00Z", "site": "north", "channel": "pharmacy",
+            "patient": {"mrn": "M1", "phone": "+15550100001"},
+            "medication": "hydrocortisone 1% cream", "pharmacy": "Main St Pharmacy"
+        }));
+        let mut after = j.clone();
+        after.apply(2, &ready);
+        let mut changes = OutreachChanges::default();
+        // Noon in Chicago: not quiet.
+        let out = on_event(
+            &o,
+            &ready,
+            &j,
+            &after,
+            utc("2026-03-02T18:00:00Z"),
+            &mut changes,
+        );
+        assert_eq!(out.len(), 1);
+        let p = &out[0].payload;
+        assert_eq!(p["template"], "prescription.ready");
+        assert_eq!(
+            p["visit_summary"],
+            "Contact dermatitis; hydrocortisone 1% twice daily for 7 days."
+        );
+        assert_eq!(p["education_url"], "https://learn.example.org/dermatitis");
+        // At 23:00 Chicago it waits for 08:00.
+        let mut changes = OutreachChanges::default();
+        let out = on_event(
+            &o,
+            &ready,
+            &j,
+            &after,
+            utc("2026-03-03T05:00:00Z"),
+            &mut changes,
+        );
+        assert!(out.is_empty());
+        assert_eq!(changes.records[0].state, OutreachState::Planned);
+        assert_eq!(changes.records[0].due_at, utc("2026-03-03T14:00:00Z"));
+    }
+
+    #[test]
+    fn stop_changes_consent_answers_once_and_suppresses_the_next_confirmation() {
+        let o = outreach();
+        let j = crate::journey::Journey::new(PatientId(Uuid::from_u128(7)), Default::default());
+        let stop = envelope(serde_json::json!({
+            "id": Uuid::from_u128(14).to_string(), "type": "contact.started",
+            "occurred_at": "2026-03-02T18:00:00Z", "site": "north", "channel": "sms",
+            "patient": {"phone": "+15550100001"}, "contact_id": "sms-1", "text": "stop"
+        }));
+        let mut after = j.clone();
+        after.apply(1, &stop);
+        assert!(after.is_opted_out(Channel::Sms));
+        let mut changes = OutreachChanges::default();
+        let out = on_event(
+            &o,
+            &stop,
+            &j,
+            &after,
+            utc("2026-03-02T18:00:00Z"),
+            &mut changes,
+        );
+        assert_eq!(out.len(), 1);
+        assert_eq!(out[0].payload["template"], "consent.opted_out");
+        assert_eq!(changes.consent.len(), 1);
+        assert!(changes.consent[0].opted_out);
+        let booked = envelope(serde_json::json!({
+            "id": Uuid::from_u128(15).to_string(), "type": "appointment.booked",
+            "occurred_at": "2026-03-02T18:01:00Z", "site": "north", "channel": "ehr",
+            "patient": {"phone": "+15550100001"},
+            "appointment_id": "B1", "starts_at": "2026-03-10T15:30:00Z"
+        }));
+        let mut later = after.clone();
+        later.apply(2, &booked);
+        let mut changes = OutreachChanges::default();
+        let out = on_event(
+            &o,
+            &booked,
+            &after,
+            &later,
+            utc("2026-03-02T18:01:00Z"),
+            &mut changes,
+        );
+        assert!(out.is_empty());
+        assert_eq!(changes.records[0].state, OutreachState::Suppressed);
+        assert_eq!(changes.records[0].reason.as_deref(), Some("opted_out"));
+    }
 }
