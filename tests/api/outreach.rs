@@ -566,3 +566,126 @@ async fn quiet_hours_hold_a_reminder_until_eight_local_and_replies_confirm_or_re
     let (status, other) = app.get("/v1/contacts/sms-x").await;
     assert_eq!(status, 200, "{other}");
 }
+
+#[actix_web::test]
+async fn a_reminder_is_fired_by_the_partitions_new_owner_and_never_by_the_node_that_lost_it() {
+    use frontdoor::cluster::{Cluster, Ownership};
+    use frontdoor::store::cluster::Fence;
+    use frontdoor::store::{Store, StoreError};
+    use frontdoor_actors::event::Envelope;
+    use frontdoor_actors::journey::Journey;
+    use frontdoor_actors::outreach::{on_event, Outreach, OutreachChanges};
+    use frontdoor_actors::ports::Effects;
+    use std::sync::{Arc, Mutex};
+
+    let (settings, _) = test_settings(Backend::Postgres).await;
+    let connect = || async {
+        Store::connect(&settings.store)
+            .await
+            .expect("a store")
+            .with_partitions(4)
+    };
+    let tokens: Arc<Mutex<[Option<i64>; 2]>> = Arc::new(Mutex::new([None, None]));
+    let fenced = |node: usize, store: Store| {
+        let tokens = tokens.clone();
+        store.with_fences(Arc::new(move |p| {
+            let t = tokens.lock().unwrap()[node]?;
+            (p == 1).then(|| Fence {
+                lease: "partition:1".into(),
+                holder: format!("node-{node}"),
+                token: t,
+            })
+        }))
+    };
+    let owning = |node: &str, p: u32| {
+        let mut own = Ownership::joining(node, 4);
+        own.mine.insert(p, 1);
+        Cluster::new(own).0
+    };
+    let a = fenced(0, connect().await);
+    let b = fenced(1, connect().await);
+    a.cluster_prepare_leases(&["partition:1".to_string()])
+        .await
+        .unwrap();
+    let got = a
+        .cluster_acquire("partition:1", "node-0", 300)
+        .await
+        .unwrap();
+    tokens.lock().unwrap()[0] = Some(got.unwrap().token);
+    let patient = loop {
+        let p = PatientId::new();
+        if p.partition(4) == 1 {
+            break p;
+        }
+    };
+    // Node A plans a reminder with the booking (one transaction).
+    let now = Utc::now();
+    let starts = now + Days::days(2);
+    let booked = Envelope::parse(
+        event(
+            "appointment.booked",
+            "ehr",
+            now,
+            patient_json(),
+            json!({"appointment_id": "C1", "starts_at": starts.to_rfc3339()}),
+        )
+        .to_string()
+        .as_bytes(),
+        1 << 16,
+    )
+    .unwrap();
+    let outreach = Outreach::default();
+    let before = Journey::new(patient, Default::default());
+    let mut after = before.clone();
+    after.apply(1, &booked);
+    let mut changes = OutreachChanges::default();
+    let commands = on_event(&outreach, &booked, &before, &after, now, &mut changes);
+    a.append_event(
+        patient,
+        &booked,
+        &Effects {
+            commands,
+            outreach: changes,
+        },
+    )
+    .await
+    .expect("A holds the lease");
+    let due = starts - Days::hours(24) + Days::seconds(1);
+    // A node holding another partition does not see it.
+    let other = frontdoor::outreach::fire_due(&b, &outreach, &owning("node-2", 2), due)
+        .await
+        .unwrap();
+    assert_eq!(other.sent, 0);
+    // A stalls past its lease; B takes the partition.
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let taken = b
+        .cluster_acquire("partition:1", "node-1", 60_000)
+        .await
+        .unwrap()
+        .expect("B takes the expired lease");
+    tokens.lock().unwrap()[1] = Some(taken.token);
+    // A, not knowing, ticks: its write is refused, nothing is sent.
+    let stale = frontdoor::outreach::fire_due(&a, &outreach, &owning("node-0", 1), due).await;
+    assert!(matches!(stale, Err(StoreError::Fenced(_))), "{stale:?}");
+    // B, the new owner, sends it; a second tick sends nothing more.
+    let fired = frontdoor::outreach::fire_due(&b, &outreach, &owning("node-1", 1), due)
+        .await
+        .unwrap();
+    assert_eq!(fired.sent, 1);
+    let again = frontdoor::outreach::fire_due(&b, &outreach, &owning("node-1", 1), due)
+        .await
+        .unwrap();
+    assert_eq!(again.sent, 0);
+    let reminders: Vec<_> = b
+        .pending_commands(1000)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|c| c.body.contains("\"appointment.reminder\""))
+        .collect();
+    assert_eq!(reminders.len(), 1);
+}
+
+fn patient_json() -> Value {
+    json!({"mrn": "OUT-CL", "phone": PHONE})
+}
