@@ -112,6 +112,9 @@ pub async fn fire_due(
 }
 
 /// Runs [`fire_due`] every `outreach.tick_ms` on `clock`'s time (under `supervise`).
+/// A store that fails is the store probe's business (readiness): the tick logs
+/// once when it starts failing and once when it recovers, and tries again next
+/// tick; what was due meanwhile leaves at the first tick that succeeds.
 pub async fn reminder_loop(
     store: Store,
     outreach: Arc<Outreach>,
@@ -120,24 +123,32 @@ pub async fn reminder_loop(
 ) -> anyhow::Result<()> {
     let mut every = tokio::time::interval(Duration::from_millis(outreach.settings.tick_ms.max(1)));
     every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut failing = false;
     loop {
         every.tick().await;
         match fire_due(&store, &outreach, &cluster, clock.now()).await {
-            Ok(r) if r != TickReport::default() => {
-                tracing::debug!(
-                    sent = r.sent,
-                    held = r.held,
-                    suppressed = r.suppressed,
-                    failed = r.failed,
-                    "reminder tick"
-                );
+            Ok(r) => {
+                if failing {
+                    tracing::info!("reminder tick recovered");
+                    failing = false;
+                }
+                if r != TickReport::default() {
+                    tracing::debug!(
+                        sent = r.sent,
+                        held = r.held,
+                        suppressed = r.suppressed,
+                        failed = r.failed,
+                        "reminder tick"
+                    );
+                }
             }
-            Ok(_) => {}
             Err(StoreError::Fenced(_)) => {} // a partition moved: its new owner fires
-            Err(e) if e.is_transient() => {
-                tracing::warn!(error.message = %e, "reminder tick failed; trying again next tick");
+            Err(e) => {
+                if !failing {
+                    tracing::warn!(error.message = %e, "reminder tick failed; trying again every tick");
+                    failing = true;
+                }
             }
-            Err(e) => return Err(e.into()),
         }
     }
 }
