@@ -44,6 +44,10 @@ pub struct Settings {
     /// directions, opening hours, holidays and quiet hours (docs/contract.md, "Sites").
     #[serde(default)]
     pub sites: std::collections::BTreeMap<String, frontdoor_actors::sites::SiteConfig>,
+    /// Patient outreach: reminder offsets, the reminder tick, telehealth e-mail,
+    /// the answers to STOP/START/HELP.
+    #[serde(default)]
+    pub outreach: frontdoor_actors::outreach::OutreachSettings,
 }
 
 /// Several nodes sharing the work through PostgreSQL (leases) and RabbitMQ
@@ -340,6 +344,16 @@ impl Settings {
     /// (`sites.main.time_zone: unknown time zone "America/Chikago" ...`).
     pub fn site_directory(&self) -> Result<frontdoor_actors::sites::SiteDirectory, String> {
         frontdoor_actors::sites::SiteDirectory::from_config(&self.sites)
+    }
+
+    /// Everything outreach needs (settings, site directory, links), checked: the
+    /// first mistake as one line naming its key.
+    pub fn outreach(&self) -> Result<frontdoor_actors::outreach::Outreach, String> {
+        let sites = self
+            .site_directory()
+            .map_err(|e| format!("Invalid [sites] configuration: {e}"))?;
+        frontdoor_actors::outreach::Outreach::new(self.outreach.clone(), sites, self.notify.clone())
+            .map_err(|e| format!("Invalid [outreach] configuration: {e}"))
     }
 
     /// Sites the configuration names elsewhere (FHIR MRN systems, principals) that

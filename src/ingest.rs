@@ -113,6 +113,8 @@ pub struct Ingest {
     limits: Limits,
     /// Largest accepted envelope (a forwarded event is parsed again at its owner).
     max_event_bytes: usize,
+    /// Outreach settings (the site directory: local times in context views).
+    outreach: Arc<frontdoor_actors::outreach::Outreach>,
 }
 
 /// Where a patient's event goes now.
@@ -142,7 +144,15 @@ impl Ingest {
             paths,
             limits,
             max_event_bytes,
+            outreach: Arc::new(frontdoor_actors::outreach::Outreach::default()),
         }
+    }
+
+    /// With the outreach settings (the site directory gives context views their
+    /// local times).
+    pub fn with_outreach(mut self, outreach: Arc<frontdoor_actors::outreach::Outreach>) -> Ingest {
+        self.outreach = outreach;
+        self
     }
 
     fn owner(&self, patient: PatientId) -> Owner {
@@ -441,7 +451,12 @@ impl Ingest {
         }
         let stored = self.store.load_journey(patient).await?;
         let journey = fold_stored(patient, self.limits, stored);
-        Ok(context_of(&journey, Some(&self.routing.config()), now))
+        Ok(context_of(
+            &journey,
+            Some(&self.routing.config()),
+            &self.outreach.sites,
+            now,
+        ))
     }
 
     /// Every queue's live state: this node's router when it leads, else the leader's.

@@ -19,6 +19,7 @@
 //! - [`store`]: all SQL (SQLite or PostgreSQL through sqlx).
 //! - [`http`]: the actix-web API and its problem+json errors.
 //! - [`metrics`]: metric names and the Prometheus recorder.
+//! - [`outreach`]: the reminder tick (due reminders and held messages, by partition owner) and outreach counts.
 //! - [`supervisor`]: restart policies for long-running components; actor statistics.
 //! - [`runtime`]: live reload of thresholds and the `/v1/runtime` view.
 //! - [`telemetry`]: tracing subscriber setup.
@@ -35,6 +36,7 @@ pub mod fhir;
 pub mod http;
 pub mod ingest;
 pub mod metrics;
+pub mod outreach;
 pub mod runtime;
 pub mod startup;
 pub mod store;

@@ -167,6 +167,27 @@ pub const CLUSTER_TAKEOVER_SECONDS: &str = "frontdoor_cluster_takeover_duration_
 /// `no_route`, `timeout`, `error`).
 pub const CLUSTER_FORWARDS_TOTAL: &str = "frontdoor_cluster_forwards_total";
 
+/// Patient messages decided, by `template` and `outcome` (`sent`, `held`,
+/// `suppressed`, `failed`): reminders when they fire, the others when their event
+/// is stored.
+pub const OUTREACH_MESSAGES_TOTAL: &str = "frontdoor_outreach_messages_total";
+/// Messages not sent, by `template` and `reason` (`opted_out`, `too_late`).
+pub const OUTREACH_SUPPRESSED_TOTAL: &str = "frontdoor_outreach_suppressed_total";
+/// Reminders planned (one per appointment and offset still ahead).
+pub const REMINDERS_PLANNED_TOTAL: &str = "frontdoor_reminders_planned_total";
+/// From a reminder's due time to the tick that sent it.
+pub const REMINDER_LATENESS_SECONDS: &str = "frontdoor_reminder_lateness_seconds";
+/// Appointments by `outcome` (`booked`, `rescheduled`, `confirmed`, `kept`
+/// (checked in), `cancelled`, `no_show`).
+pub const APPOINTMENTS_TOTAL: &str = "frontdoor_appointments_total";
+/// Consent changes, by `channel` and `change` (`opted_out`, `opted_in`).
+pub const CONSENT_CHANGES_TOTAL: &str = "frontdoor_consent_changes_total";
+
+/// Buckets around the reminder bound (sent within 5 s of its time).
+const REMINDER_BUCKETS: &[f64] = &[
+    0.1, 0.25, 0.5, 1.0, 2.0, 3.0, 4.0, 5.0, 7.5, 10.0, 30.0, 60.0,
+];
+
 /// Buckets around the takeover bound (10 s after a lease expires).
 const TAKEOVER_BUCKETS: &[f64] = &[
     0.1, 0.5, 1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 8.0, 10.0, 15.0, 30.0,
@@ -187,6 +208,12 @@ pub fn install() -> PrometheusHandle {
                 .set_buckets_for_metric(
                     Matcher::Full(CLUSTER_TAKEOVER_SECONDS.into()),
                     TAKEOVER_BUCKETS,
+                )
+                // unwrap: the bucket list above is a non-empty constant.
+                .unwrap()
+                .set_buckets_for_metric(
+                    Matcher::Full(REMINDER_LATENESS_SECONDS.into()),
+                    REMINDER_BUCKETS,
                 )
                 // unwrap: the bucket list above is a non-empty constant.
                 .unwrap()
@@ -238,6 +265,18 @@ fn zero_known_series() {
     for policy in ["on_call", "self_service_or_callback", "wait_for_opening"] {
         metrics::counter!(AFTER_HOURS_TOTAL, "policy" => policy).increment(0);
     }
+    for outcome in APPOINTMENT_OUTCOMES {
+        metrics::counter!(APPOINTMENTS_TOTAL, "outcome" => outcome).increment(0);
+    }
+    for reason in frontdoor_actors::outreach::SuppressReason::ALL {
+        metrics::counter!(OUTREACH_SUPPRESSED_TOTAL, "template" => "appointment.reminder", "reason" => reason.as_str())
+            .increment(0);
+    }
+    for outcome in ["sent", "held", "suppressed", "failed"] {
+        metrics::counter!(OUTREACH_MESSAGES_TOTAL, "template" => "appointment.reminder", "outcome" => outcome)
+            .increment(0);
+    }
+    metrics::counter!(REMINDERS_PLANNED_TOTAL).increment(0);
 }
 
 /// Starts the routing counters whose labels come from configuration at zero (red-flag
@@ -251,6 +290,16 @@ pub fn zero_routing_series(cfg: &frontdoor_actors::routing::RoutingConfig) {
         metrics::counter!(BOT_INTENTS_TOTAL, "intent" => intent.clone(), "outcome" => "contained", "reason" => "none").increment(0);
     }
 }
+
+/// The `outcome` label of [`APPOINTMENTS_TOTAL`].
+pub const APPOINTMENT_OUTCOMES: [&str; 6] = [
+    "booked",
+    "rescheduled",
+    "confirmed",
+    "kept",
+    "cancelled",
+    "no_show",
+];
 
 /// Starts the supervision counters of an actor kind at zero (called the first
 /// time supervision sees the kind).
@@ -330,6 +379,25 @@ fn describe() {
         "Commands the broker could not route, parked."
     );
     describe_gauge!(OUTBOX_COMMANDS, "Commands in the outbox by state.");
+    describe_counter!(
+        OUTREACH_MESSAGES_TOTAL,
+        "Patient messages decided, by template and outcome."
+    );
+    describe_counter!(
+        OUTREACH_SUPPRESSED_TOTAL,
+        "Patient messages not sent, by template and reason."
+    );
+    describe_counter!(REMINDERS_PLANNED_TOTAL, "Appointment reminders planned.");
+    describe_histogram!(
+        REMINDER_LATENESS_SECONDS,
+        Unit::Seconds,
+        "From a reminder's due time to its sending."
+    );
+    describe_counter!(APPOINTMENTS_TOTAL, "Appointments by outcome.");
+    describe_counter!(
+        CONSENT_CHANGES_TOTAL,
+        "Consent changes by channel and change."
+    );
     describe_counter!(
         AUTH_DENIED_TOTAL,
         "Requests refused by authentication or authorization, by reason and role."

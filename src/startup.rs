@@ -27,6 +27,7 @@ use std::time::Duration;
 use actix_web::dev::Server;
 use actix_web::{web, App, HttpServer};
 use anyhow::Context as _;
+use frontdoor_actors::outreach::Outreach;
 use frontdoor_actors::patient::PatientDeps;
 use frontdoor_actors::ports::BoxFuture;
 use frontdoor_actors::routing::router::{Routing, RoutingDeps};
@@ -96,6 +97,7 @@ impl Application {
         clock: Arc<dyn Clock>,
     ) -> anyhow::Result<Application> {
         validate(&settings)?;
+        let outreach = Arc::new(settings.outreach().map_err(anyhow::Error::msg)?);
         let metrics = m::install();
         m::zero_routing_series(&settings.routing);
         let principals = Principals::load(&settings.security, settings.application.environment)
@@ -118,8 +120,15 @@ impl Application {
             (Cluster::standalone(&node_id, partitions), None)
         };
         let store = connect_store(&settings, &cluster).await?;
-        let routing = start_routing(&settings, clock, &store, &cluster);
-        let patients = start_patients(&settings, &store, &routing, &sup, clustered);
+        let routing = start_routing(&settings, clock.clone(), &store, &cluster);
+        let patients = start_patients(
+            &settings,
+            &store,
+            &routing,
+            &sup,
+            clustered,
+            (&outreach, &clock),
+        );
         let link = clustered.then(|| NodeLink::new(settings.broker.clone(), node_id.clone()));
         let ingest = Ingest::new(
             store.clone(),
@@ -133,7 +142,8 @@ impl Application {
             },
             settings.patients.limits(),
             settings.application.max_event_bytes,
-        );
+        )
+        .with_outreach(outreach.clone());
         if !clustered {
             lead_alone(&ingest).await?;
         }
@@ -150,6 +160,7 @@ impl Application {
                 .then(|| Path::new("config").to_path_buf()),
         ));
         spawn_background(&settings, &sup, &ingest, &principals, &runtime, clustered);
+        spawn_reminders(&sup, &ingest, &outreach, &cluster, &clock);
 
         let (shutdown, _) = shutdown::channel();
         let health = match clustered {
@@ -324,10 +335,8 @@ fn validate(settings: &Settings) -> anyhow::Result<()> {
         .cluster
         .validate()
         .map_err(|e| anyhow::anyhow!("Invalid [cluster] configuration: {e}"))?;
-    let sites = settings
-        .site_directory()
-        .map_err(|e| anyhow::anyhow!("Invalid [sites] configuration: {e}"))?;
-    for site in settings.sites_missing_from_directory(&sites) {
+    let outreach = settings.outreach().map_err(anyhow::Error::msg)?;
+    for site in settings.sites_missing_from_directory(&outreach.sites) {
         tracing::warn!(site = %site, "site missing from [sites]: its patients read times in UTC");
     }
     if settings.cluster.enabled && !(settings.store.is_postgres() && settings.broker.enabled) {
@@ -383,12 +392,14 @@ fn start_patients(
     routing: &Routing,
     sup: &Supervision,
     clustered: bool,
+    (outreach, clock): (&Arc<Outreach>, &Arc<dyn Clock>),
 ) -> PatientRegistry {
     let deps = PatientDeps {
         store: Arc::new(store.clone()),
         limits: settings.patients.limits(),
         idle_timeout: Duration::from_secs(settings.patients.idle_timeout_secs.max(1)),
-        notify: settings.notify.clone(),
+        outreach: outreach.clone(),
+        clock: clock.clone(),
         ehr: Arc::new(settings.fhir.ehr()),
         routing: Some(routing.clone()),
         supervision: sup.patient.clone(),
@@ -425,6 +436,36 @@ async fn lead_alone(ingest: &Ingest) -> anyhow::Result<()> {
         "routing rebuilt from the store"
     );
     Ok(())
+}
+
+/// The reminder tick, under [`supervise`]: due reminders and held messages of the
+/// partitions this node holds go out through the outbox.
+fn spawn_reminders(
+    sup: &Supervision,
+    ingest: &Ingest,
+    outreach: &Arc<Outreach>,
+    cluster: &Cluster,
+    clock: &Arc<dyn Clock>,
+) {
+    let (store, outreach, cluster, clock) = (
+        ingest.store().clone(),
+        outreach.clone(),
+        cluster.clone(),
+        clock.clone(),
+    );
+    supervise(
+        "reminders",
+        sup.tasks.clone(),
+        sup.stats.clone(),
+        move || {
+            Box::pin(crate::outreach::reminder_loop(
+                store.clone(),
+                outreach.clone(),
+                cluster.clone(),
+                clock.clone(),
+            )) as BoxLocal
+        },
+    );
 }
 
 /// Every background loop, each under [`supervise`] (restart, backoff, escalation).

@@ -258,37 +258,31 @@ impl Default for NotifySettings {
 
 /// The notifications an event causes, given the journey before it is applied.
 ///
-/// - `appointment.booked` / `appointment.rescheduled`: a confirmation with date,
-///   time, location (or telehealth link) and the paperwork link; not again for a
+/// - `appointment.booked` / `appointment.rescheduled`: a confirmation with date and
+///   time in the site's local time, the location (or telehealth link), the site's
+///   address, phone and directions, and the paperwork link; not again for a
 ///   booking the patient was already confirmed at that time (an EHR re-sending an
-///   appointment whose other details changed).
-/// - `prescription.ready`: a pickup notice with the pharmacy.
+///   appointment whose other details changed). A telehealth visit also gets an
+///   e-mail (`appointment.telehealth`) with the video link and login instructions.
+/// - `prescription.ready`: a pickup notice with the pharmacy, the latest visit
+///   summary and an education link when one is known.
 ///
 /// They go by SMS when the patient has a phone, else by email; a patient with
-/// neither gets none (the channel adapter has nowhere to send it).
+/// neither gets none (the channel adapter has nowhere to send it). Whether each
+/// goes out now is for [`crate::outreach::disposition`] to say (consent, quiet hours).
 pub fn notifications(
     event: &crate::event::Envelope,
     journey: &Journey,
-    settings: &NotifySettings,
+    outreach: &crate::outreach::Outreach,
 ) -> Vec<Command> {
     use crate::event::EventKind;
-    let to_phone = event
-        .patient
-        .as_ref()
-        .and_then(|p| p.phone.as_ref().map(|v| v.as_str().to_string()))
-        .or_else(|| find_identifier(journey, IdentifierKind::Phone));
-    let to_email = event
-        .patient
-        .as_ref()
-        .and_then(|p| p.email.as_ref().map(|v| v.as_str().to_string()))
-        .or_else(|| find_identifier(journey, IdentifierKind::Email));
-    let (channel, to) = match (to_phone, to_email) {
-        (Some(p), _) => (Channel::Sms, Value::String(p)),
-        (None, Some(e)) => (Channel::Email, Value::String(e)),
-        (None, None) => return Vec::new(),
+    let reach = reach_of(event, journey);
+    let Some((channel, to)) = reach.preferred() else {
+        return Vec::new();
     };
     let mut payload = Map::new();
-    payload.insert("to".into(), to);
+    payload.insert("to".into(), to.into());
+    let mut extra = Vec::new();
     match &event.kind {
         EventKind::AppointmentBooked(a) | EventKind::AppointmentRescheduled(a) => {
             if already_confirmed(journey, a) {
@@ -299,27 +293,42 @@ pub fn notifications(
             } else {
                 "appointment.rescheduled"
             };
+            // The appointment as it will be once this event is applied.
+            let mut after = journey.clone();
+            after.apply(u64::MAX, event);
+            let Some(view) = after.appointments.get(&a.appointment_id) else {
+                return Vec::new();
+            };
             payload.insert("template".into(), template.into());
-            payload.insert("appointment_id".into(), a.appointment_id.clone().into());
-            if let Some(t) = a.starts_at {
-                payload.insert("date".into(), t.format("%Y-%m-%d").to_string().into());
-                payload.insert("time".into(), t.format("%H:%M UTC").to_string().into());
-                payload.insert("starts_at".into(), t.to_rfc3339().into());
-            }
-            for (k, v) in [
-                ("department", &a.department),
-                ("location", &a.location),
-                ("telehealth_url", &a.telehealth_url),
-                ("provider", &a.provider),
-            ] {
-                if let Some(v) = v {
-                    payload.insert(k.into(), v.clone().into());
-                }
-            }
+            payload.extend(outreach.appointment_fields(&event.site, view));
             payload.insert(
                 "paperwork_url".into(),
-                format!("{}{}", settings.paperwork_base_url, a.appointment_id).into(),
+                format!("{}{}", outreach.notify.paperwork_base_url, a.appointment_id).into(),
             );
+            if let (Some(url), Some(email), true) = (
+                &view.telehealth_url,
+                &reach.email,
+                outreach.settings.telehealth_email,
+            ) {
+                let mut p = outreach.appointment_fields(&event.site, view);
+                p.insert("to".into(), email.clone().into());
+                p.insert("template".into(), "appointment.telehealth".into());
+                p.insert("telehealth_url".into(), url.clone().into());
+                p.insert(
+                    "instructions".into(),
+                    outreach.telehealth_instructions(&event.site).into(),
+                );
+                extra.push(Command::new(
+                    CommandType::NotifySend,
+                    event.id,
+                    "telehealth",
+                    event.site.clone(),
+                    Channel::Email,
+                    event.occurred_at,
+                    Some(journey.patient_id),
+                    p,
+                ));
+            }
         }
         EventKind::PrescriptionReady {
             prescription_id,
@@ -342,10 +351,28 @@ pub fn notifications(
             if let Some(p) = pharmacy {
                 payload.insert("pharmacy".into(), p.clone().into());
             }
+            let education = event
+                .field("education_url")
+                .and_then(|v| v.as_str())
+                .map(str::to_string)
+                .or_else(|| {
+                    journey
+                        .visit_summary
+                        .as_ref()
+                        .and_then(|v| v.education_url.clone())
+                });
+            if let Some(v) = journey.visit_summary.as_ref() {
+                if !v.summary.is_empty() {
+                    payload.insert("visit_summary".into(), v.summary.clone().into());
+                }
+            }
+            if let Some(url) = education {
+                payload.insert("education_url".into(), url.into());
+            }
         }
         _ => return Vec::new(),
     }
-    vec![Command::new(
+    let mut out = vec![Command::new(
         CommandType::NotifySend,
         event.id,
         "patient",
@@ -354,7 +381,26 @@ pub fn notifications(
         event.occurred_at,
         Some(journey.patient_id),
         payload,
-    )]
+    )];
+    out.extend(extra);
+    out
+}
+
+/// Where the patient can be reached: the event's own phone and e-mail first, then
+/// the journey's.
+pub fn reach_of(event: &crate::event::Envelope, journey: &Journey) -> crate::outreach::Reach {
+    crate::outreach::Reach {
+        phone: event
+            .patient
+            .as_ref()
+            .and_then(|p| p.phone.as_ref().map(|v| v.as_str().to_string()))
+            .or_else(|| find_identifier(journey, IdentifierKind::Phone)),
+        email: event
+            .patient
+            .as_ref()
+            .and_then(|p| p.email.as_ref().map(|v| v.as_str().to_string()))
+            .or_else(|| find_identifier(journey, IdentifierKind::Email)),
+    }
 }
 
 /// True when the journey already holds this appointment, booked (or rescheduled) for
@@ -404,7 +450,7 @@ mod tests {
     #[test]
     fn a_booking_sends_a_confirmation_with_date_time_location_and_paperwork() {
         let j = Journey::new(PatientId::new(), Limits::default());
-        let cmds = notifications(&booked(), &j, &NotifySettings::default());
+        let cmds = notifications(&booked(), &j, &crate::outreach::Outreach::default());
         assert_eq!(cmds.len(), 1);
         let c = &cmds[0];
         assert_eq!(c.routing_key(), "north.sms.notify.send");
@@ -420,8 +466,8 @@ mod tests {
     #[test]
     fn the_same_cause_always_yields_the_same_command_id() {
         let j = Journey::new(PatientId::new(), Limits::default());
-        let a = notifications(&booked(), &j, &NotifySettings::default());
-        let b = notifications(&booked(), &j, &NotifySettings::default());
+        let a = notifications(&booked(), &j, &crate::outreach::Outreach::default());
+        let b = notifications(&booked(), &j, &crate::outreach::Outreach::default());
         assert_eq!(a[0].id, b[0].id);
     }
 
@@ -432,14 +478,14 @@ mod tests {
         j.apply(1, &first);
         let mut again = booked();
         again.id = Uuid::from_u128(2);
-        assert!(notifications(&again, &j, &NotifySettings::default()).is_empty());
+        assert!(notifications(&again, &j, &crate::outreach::Outreach::default()).is_empty());
         let mut moved = booked();
         moved.id = Uuid::from_u128(3);
         if let crate::event::EventKind::AppointmentBooked(a) = &mut moved.kind {
             a.starts_at = Some("2026-12-01T10:00:00Z".parse().unwrap());
         }
         assert_eq!(
-            notifications(&moved, &j, &NotifySettings::default()).len(),
+            notifications(&moved, &j, &crate::outreach::Outreach::default()).len(),
             1
         );
     }
@@ -452,6 +498,6 @@ mod tests {
             ..Default::default()
         });
         let j = Journey::new(PatientId::new(), Limits::default());
-        assert!(notifications(&e, &j, &NotifySettings::default()).is_empty());
+        assert!(notifications(&e, &j, &crate::outreach::Outreach::default()).is_empty());
     }
 }

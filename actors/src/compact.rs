@@ -69,6 +69,15 @@ impl<V: Keyed> KeyedVec<V> {
         self.find(key).ok().map(|i| &self.items[i])
     }
 
+    /// The value with this key, to change (not its key: the order depends on it).
+    pub fn get_mut<Q>(&mut self, key: &Q) -> Option<&mut V>
+    where
+        V::Key: Borrow<Q>,
+        Q: Ord + ?Sized,
+    {
+        self.find(key).ok().map(|i| &mut self.items[i])
+    }
+
     /// True when a value has this key.
     pub fn contains_key<Q>(&self, key: &Q) -> bool
     where

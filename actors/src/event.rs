@@ -235,6 +235,9 @@ pub enum EventKind {
         intent: Option<String>,
         /// The department or skill the contact asked for, if known.
         skill: Option<String>,
+        /// An inbound SMS or e-mail: the patient's first message (a reply to a
+        /// reminder or confirmation is read for keywords, see `outreach`).
+        text: Option<String>,
     },
     /// `contact.message`: one message inside a contact.
     ContactMessage {
@@ -278,6 +281,16 @@ pub enum EventKind {
     AppointmentRequested {
         appointment_id: String,
         action: AppointmentAction,
+    },
+    /// `appointment.confirmed`: the patient confirmed they will come (portal, IVR;
+    /// an SMS reply "C" is read as the same).
+    AppointmentConfirmed(AppointmentFields),
+    /// `encounter.finished`: a visit ended, with its summary and an education link.
+    EncounterFinished {
+        /// The visit summary the patient may read.
+        summary: Option<String>,
+        /// Patient education material for the visit.
+        education_url: Option<String>,
     },
     /// `medications.updated`: the full current list (replaces the previous one).
     MedicationsUpdated {
@@ -364,6 +377,7 @@ pub const TYPES: &[TypeSpec] = &[
             Some(EventKind::ContactStarted {
                 intent: f.str_opt("intent"),
                 skill: f.str_opt("skill").or_else(|| f.str_opt("department")),
+                text: f.str_opt("text"),
             })
         },
     },
@@ -467,6 +481,23 @@ pub const TYPES: &[TypeSpec] = &[
             Some(EventKind::AppointmentRequested {
                 appointment_id: appointment_id?,
                 action: action?,
+            })
+        },
+    },
+    TypeSpec {
+        name: "appointment.confirmed",
+        contact: false,
+        routing: false,
+        parse: |f| parse_appointment(f, false).map(EventKind::AppointmentConfirmed),
+    },
+    TypeSpec {
+        name: "encounter.finished",
+        contact: false,
+        routing: false,
+        parse: |f| {
+            Some(EventKind::EncounterFinished {
+                summary: f.str_opt("summary"),
+                education_url: f.str_opt("education_url"),
             })
         },
     },
@@ -1223,7 +1254,8 @@ mod tests {
             e.kind,
             EventKind::ContactStarted {
                 intent: Some("medication_question".into()),
-                skill: None
+                skill: None,
+                text: None,
             }
         );
         assert_eq!(e.type_label(), "contact.started");

@@ -92,6 +92,18 @@ pub struct AppointmentView {
     pub status: AppointmentStatus,
     /// Channel it was booked or last changed through.
     pub channel: Channel,
+    /// The site it is at (its clock is the one the patient reads).
+    pub site: SiteId,
+    /// When the patient confirmed it (a reply "C", `appointment.confirmed`); a new
+    /// time clears it.
+    pub confirmed_at: Option<DateTime<Utc>>,
+    /// The start in the site's local time (RFC 3339 with the local offset), filled
+    /// for the context view.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub starts_at_local: Option<String>,
+    /// The site's IANA time zone, filled for the context view.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub time_zone: Option<String>,
 }
 
 impl Keyed for AppointmentView {
@@ -245,6 +257,12 @@ pub struct ContactView {
     pub summary: Option<String>,
     /// When it ended or was abandoned.
     pub closed_at: Option<DateTime<Utc>>,
+    /// The appointment it is about (a reply "R": reschedule this one).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub appointment_id: Option<String>,
+    /// What the patient's keyword reply meant (`opted_out`, `confirmed`, `reschedule`...).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reply: Option<crate::outreach::Reply>,
 }
 
 impl Keyed for ContactView {
@@ -291,6 +309,17 @@ pub struct TimelineEntry {
     pub seq: u64,
 }
 
+/// The latest visit summary and education link.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct VisitSummary {
+    /// What the patient may read about the visit.
+    pub summary: String,
+    /// Patient education material, when an event supplied one.
+    pub education_url: Option<String>,
+    /// When the visit (or contact) ended.
+    pub at: DateTime<Utc>,
+}
+
 /// The journey of one patient (and of every provisional record merged into it).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Journey {
@@ -314,6 +343,11 @@ pub struct Journey {
     pub contacts: KeyedVec<ContactView>,
     /// Timeline, newest first.
     pub timeline: VecDeque<TimelineEntry>,
+    /// Channels the patient opted out of (STOP), per CTIA keywords.
+    pub opted_out: Vec<Channel>,
+    /// The latest visit summary and education link (`encounter.finished`, or a
+    /// `contact.ended` summary), for the `prescription.ready` message.
+    pub visit_summary: Option<VisitSummary>,
     /// Events applied (the whole log, not just what is kept).
     pub events_applied: u64,
     /// Memory bounds.
@@ -334,6 +368,8 @@ impl Journey {
             notes: VecDeque::new(),
             contacts: KeyedVec::new(),
             timeline: VecDeque::new(),
+            opted_out: Vec::new(),
+            visit_summary: None,
             events_applied: 0,
             limits,
         }
@@ -357,7 +393,12 @@ impl Journey {
         self.events_applied += 1;
         let at = e.occurred_at;
         match &e.kind {
-            EventKind::ContactStarted { intent, skill } => {
+            EventKind::ContactStarted {
+                intent,
+                skill,
+                text,
+            } => {
+                let max = self.limits.messages_per_contact;
                 let c = self.contact_mut(e);
                 c.started_at = c.started_at.min(at);
                 if intent.is_some() {
@@ -365,6 +406,18 @@ impl Journey {
                 }
                 if skill.is_some() {
                     c.skill.clone_from(skill);
+                }
+                if let Some(text) = text {
+                    push_bounded_vec(
+                        &mut c.messages,
+                        MessageView {
+                            from: Author::Patient,
+                            text: text.clone(),
+                            at,
+                        },
+                        max,
+                    );
+                    self.read_reply(e, text, true);
                 }
             }
             EventKind::ContactMessage { from, text } => {
@@ -379,6 +432,9 @@ impl Journey {
                     },
                     max,
                 );
+                if *from == Author::Patient {
+                    self.read_reply(e, text, false);
+                }
             }
             EventKind::BotTurn {
                 resolved,
@@ -436,22 +492,46 @@ impl Journey {
                 if agent.is_some() {
                     c.last_agent.clone_from(agent);
                 }
+                if let Some(summary) = summary {
+                    self.visit_summary = Some(VisitSummary {
+                        summary: summary.clone(),
+                        education_url: None,
+                        at,
+                    });
+                }
                 self.prune_closed_contacts();
             }
             EventKind::AppointmentBooked(a) => {
-                self.upsert_appointment(a, AppointmentStatus::Booked, e.channel)
+                self.upsert_appointment(a, AppointmentStatus::Booked, e.channel, &e.site)
             }
             EventKind::AppointmentRescheduled(a) => {
-                self.upsert_appointment(a, AppointmentStatus::Rescheduled, e.channel)
+                self.upsert_appointment(a, AppointmentStatus::Rescheduled, e.channel, &e.site)
             }
             EventKind::AppointmentCancelled(a) => {
-                self.upsert_appointment(a, AppointmentStatus::Cancelled, e.channel)
+                self.upsert_appointment(a, AppointmentStatus::Cancelled, e.channel, &e.site)
             }
             EventKind::AppointmentNoShow(a) => {
-                self.upsert_appointment(a, AppointmentStatus::NoShow, e.channel)
+                self.upsert_appointment(a, AppointmentStatus::NoShow, e.channel, &e.site)
             }
             EventKind::AppointmentCheckedIn(a) => {
-                self.upsert_appointment(a, AppointmentStatus::CheckedIn, e.channel)
+                self.upsert_appointment(a, AppointmentStatus::CheckedIn, e.channel, &e.site)
+            }
+            EventKind::AppointmentConfirmed(a) => {
+                if let Some(known) = self.appointments.get_mut(&a.appointment_id) {
+                    known.confirmed_at = Some(at);
+                }
+            }
+            EventKind::EncounterFinished {
+                summary,
+                education_url,
+            } => {
+                if summary.is_some() || education_url.is_some() {
+                    self.visit_summary = Some(VisitSummary {
+                        summary: summary.clone().unwrap_or_default(),
+                        education_url: education_url.clone(),
+                        at,
+                    });
+                }
             }
             EventKind::MedicationsUpdated { medications } => {
                 // The newest list by occurrence wins, whatever order they arrive in.
@@ -563,7 +643,73 @@ impl Journey {
             disposition: None,
             summary: None,
             closed_at: None,
+            appointment_id: None,
+            reply: None,
         })
+    }
+
+    /// True when the patient opted out of `channel`.
+    pub fn is_opted_out(&self, channel: Channel) -> bool {
+        self.opted_out.contains(&channel)
+    }
+
+    /// The appointment a reply is about: the soonest booked or rescheduled one still
+    /// ahead at `at`.
+    pub fn next_appointment(&self, at: DateTime<Utc>) -> Option<&AppointmentView> {
+        self.upcoming_appointments(at).into_iter().next()
+    }
+
+    /// Reads a patient's SMS or e-mail text for keywords (`outreach::classify_reply`):
+    /// STOP/START change consent for the channel; on a new inbound contact
+    /// (`opens`), a keyword or a confirmation closes it (nobody needs to answer), a
+    /// "R" makes it a scheduling contact about the next appointment.
+    fn read_reply(&mut self, e: &Envelope, text: &str, opens: bool) {
+        use crate::outreach::{classify_reply, Reply};
+        if !matches!(e.channel, Channel::Sms | Channel::Email) {
+            return;
+        }
+        let at = e.occurred_at;
+        let mut reply = classify_reply(text, self.is_opted_out(e.channel));
+        match reply {
+            Reply::OptOut => {
+                if !self.opted_out.contains(&e.channel) {
+                    reserve_one(&mut self.opted_out);
+                    self.opted_out.push(e.channel);
+                }
+            }
+            Reply::OptIn => self.opted_out.retain(|c| *c != e.channel),
+            Reply::Help | Reply::Other => {}
+            Reply::Confirm => {
+                let next = self.next_appointment(at).map(|a| a.id.clone());
+                match next.and_then(|id| self.appointments.get_mut(&id)) {
+                    Some(a) => a.confirmed_at = Some(at),
+                    None => reply = Reply::Other,
+                }
+            }
+            Reply::Reschedule => {
+                let next = self.next_appointment(at).map(|a| a.id.clone());
+                if next.is_none() {
+                    reply = Reply::Other;
+                }
+                if opens {
+                    let c = self.contact_mut(e);
+                    c.intent = Some("reschedule".into());
+                    c.skill = Some("scheduling".into());
+                    c.appointment_id = next;
+                }
+            }
+        }
+        if !opens || reply == Reply::Other {
+            return;
+        }
+        let c = self.contact_mut(e);
+        c.reply = Some(reply);
+        if reply != Reply::Reschedule {
+            c.state = ContactState::Ended;
+            c.closed_at = Some(at);
+            c.disposition = Some(format!("reply.{}", reply.as_str()));
+            self.prune_closed_contacts();
+        }
     }
 
     fn prune_closed_contacts(&mut self) {
@@ -589,6 +735,7 @@ impl Journey {
         a: &AppointmentFields,
         status: AppointmentStatus,
         ch: Channel,
+        site: &SiteId,
     ) {
         let entry = self
             .appointments
@@ -603,9 +750,18 @@ impl Journey {
                 telehealth_url: None,
                 status,
                 channel: ch,
+                site: site.clone(),
+                confirmed_at: None,
+                starts_at_local: None,
+                time_zone: None,
             });
         entry.status = status;
         entry.channel = ch;
+        entry.site = site.clone();
+        // A confirmation holds for the time confirmed.
+        if a.starts_at.is_some() && a.starts_at != entry.starts_at {
+            entry.confirmed_at = None;
+        }
         // A later event only overwrites the fields it carries.
         macro_rules! keep {
             ($f:ident) => {
@@ -727,6 +883,8 @@ impl Journey {
             recent_contacts: recent,
             timeline: self.timeline.iter().cloned().collect(),
             events_total: self.events_applied,
+            opted_out: self.opted_out.clone(),
+            visit_summary: self.visit_summary.clone(),
             frustration: None,
         }
     }
@@ -770,6 +928,11 @@ pub struct ContextView {
     pub timeline: Vec<TimelineEntry>,
     /// Events in the journey log.
     pub events_total: u64,
+    /// Channels the patient opted out of (STOP): nothing but the carrier's answers
+    /// goes out on them.
+    pub opted_out: Vec<Channel>,
+    /// The latest visit summary and education link.
+    pub visit_summary: Option<VisitSummary>,
     /// Frustration of the latest contact (filled by the patient actor, which knows the thresholds).
     pub frustration: Option<crate::rules::frustration::Assessment>,
 }
@@ -791,7 +954,7 @@ fn when(t: &Option<DateTime<Utc>>) -> String {
 /// A one-line summary of an event for the timeline.
 pub fn summarize(e: &Envelope) -> String {
     match &e.kind {
-        EventKind::ContactStarted { intent, skill } => {
+        EventKind::ContactStarted { intent, skill, .. } => {
             let mut s = format!("{} contact started", e.channel);
             if let Some(i) = intent {
                 s.push_str(&format!(" (intent: {i})"));
@@ -844,6 +1007,11 @@ pub fn summarize(e: &Envelope) -> String {
         EventKind::AppointmentCancelled(a) => appointment_line("cancelled", a),
         EventKind::AppointmentNoShow(a) => appointment_line("missed (no-show)", a),
         EventKind::AppointmentCheckedIn(a) => appointment_line("checked in", a),
+        EventKind::AppointmentConfirmed(a) => appointment_line("confirmed by the patient", a),
+        EventKind::EncounterFinished { summary, .. } => match summary {
+            Some(s) => format!("Visit finished: {}", clip(s, 120)),
+            None => "Visit finished".into(),
+        },
         EventKind::MedicationsUpdated { medications } => {
             let names: Vec<&str> = medications.iter().map(|m| m.name.as_str()).collect();
             format!(

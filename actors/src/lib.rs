@@ -14,6 +14,7 @@
 //! - [`event`]: the event contract, parsed at the edge into a typed [`event::Envelope`].
 //! - [`identity`]: which patient an event's identifiers name; what an explicit link merges.
 //! - [`journey`]: the patient journey folded from the event log, and the context view.
+//! - [`outreach`]: reminders, templates, consent keywords, quiet hours: what goes out to patients and when.
 //! - [`ports`]: the traits the runtime implements (journey store).
 //! - [`rules`]: frustration, priority, matching, overflow and Erlang staffing math.
 //! - [`patient`]: the patient actor (one per resident patient).
@@ -28,6 +29,7 @@ pub mod event;
 pub mod identity;
 pub mod ids;
 pub mod journey;
+pub mod outreach;
 pub mod patient;
 pub mod ports;
 pub mod routing;

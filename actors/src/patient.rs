@@ -17,12 +17,13 @@ use chrono::{DateTime, Utc};
 use tokio::sync::oneshot;
 use uuid::Uuid;
 
-use crate::command::{appointment_requests, notifications, NotifySettings};
+use crate::command::appointment_requests;
 use crate::ehr::{self, EhrSettings};
 use crate::event::Envelope;
 use crate::ids::PatientId;
 use crate::journey::{ContextView, IdentifierView, Journey, Limits};
-use crate::ports::{ActorObserver, AppendOutcome, JourneyStore, PortError, StoredJourney};
+use crate::outreach::{Outreach, OutreachChanges};
+use crate::ports::{ActorObserver, AppendOutcome, Effects, JourneyStore, PortError, StoredJourney};
 use crate::routing::request::{current_frustration, red_flag_commands, route_request};
 use crate::routing::router::Routing;
 use crate::shard::{PassivationRequest, PatientShard};
@@ -37,8 +38,10 @@ pub struct PatientDeps {
     pub limits: Limits,
     /// Idle time after which a patient actor passivates.
     pub idle_timeout: Duration,
-    /// Where patient notifications point.
-    pub notify: NotifySettings,
+    /// Outreach: templates, reminders, sites (local time, quiet hours), links.
+    pub outreach: Arc<Outreach>,
+    /// Now, for planning reminders and quiet hours (a manual clock in tests).
+    pub clock: Arc<dyn crate::routing::Clock>,
     /// Per-site MRN systems, for what is filed in the EHR (`ehr.document`, `ehr.identity`).
     pub ehr: Arc<EhrSettings>,
     /// Routing (None: events are stored and shown but not routed).
@@ -71,15 +74,24 @@ pub fn fold_stored(id: PatientId, limits: Limits, stored: StoredJourney) -> Jour
 }
 
 /// The context staff read, with the current frustration when routing rules are
-/// given.
+/// given, and appointment times in both UTC and the site's local time.
 pub fn context_of(
     journey: &Journey,
     routing: Option<&crate::routing::RoutingConfig>,
+    sites: &crate::sites::SiteDirectory,
     now: DateTime<Utc>,
 ) -> ContextView {
     let mut view = journey.context(now);
     if let Some(cfg) = routing {
         view.frustration = current_frustration(journey, cfg, now);
+    }
+    for a in &mut view.appointments {
+        let tz = sites.local_time(&a.site, now).timezone();
+        a.time_zone = Some(tz.name().to_string());
+        a.starts_at_local = a.starts_at.map(|t| {
+            t.with_timezone(&tz)
+                .to_rfc3339_opts(chrono::SecondsFormat::Secs, false)
+        });
     }
     view
 }
@@ -221,11 +233,7 @@ impl PatientActor {
     /// Runs the event through the rules on a copy of the journey, catching a
     /// failure before anything is stored. Answers the commands the event causes
     /// (`claims`: the identifiers it makes the patient claim).
-    fn probe(
-        &self,
-        event: &Envelope,
-        claims: &[IdentifierView],
-    ) -> Result<Vec<crate::command::Command>, String> {
+    fn probe(&self, event: &Envelope, claims: &[IdentifierView]) -> Result<Effects, String> {
         let Some(j) = self.journey.as_ref() else {
             return Err("the journey is not loaded".into());
         };
@@ -235,11 +243,14 @@ impl PatientActor {
             {
                 panic!("fault injected by a drill");
             }
-            let mut commands = notifications(event, j, &self.deps.notify);
-            commands.extend(appointment_requests(event, j));
             let mut next = j.clone();
             next.identifiers.extend(claims.iter().cloned());
             next.apply(u64::MAX, event);
+            let mut outreach = OutreachChanges::default();
+            let now = self.deps.clock.now();
+            let mut commands =
+                crate::outreach::on_event(&self.deps.outreach, event, j, &next, now, &mut outreach);
+            commands.extend(appointment_requests(event, j));
             commands.extend(ehr::commands(event, &next, claims, &self.deps.ehr));
             if let Some(r) = &self.deps.routing {
                 commands.extend(red_flag_commands(&next, event, &r.config()));
@@ -255,7 +266,7 @@ impl PatientActor {
                     ));
                 }
             }
-            commands
+            Effects { commands, outreach }
         }))
         .map_err(|p| panic_reason(&p))
     }
@@ -377,8 +388,8 @@ impl Handler<Apply> for PatientActor {
             let _ = reply.send(Err(PatientError::Unavailable));
             return AtomicResponse::new(Box::pin(fut::ready(())));
         }
-        let commands = match self.probe(&event, &claims) {
-            Ok(commands) => commands,
+        let effects = match self.probe(&event, &claims) {
+            Ok(effects) => effects,
             Err(reason) => {
                 let answer = self.failed(Some(event.id), &reason, ctx);
                 let _ = reply.send(Err(answer));
@@ -388,7 +399,7 @@ impl Handler<Apply> for PatientActor {
         let fut = self
             .deps
             .store
-            .append_event(self.id, event.clone(), commands);
+            .append_event(self.id, event.clone(), effects);
         AtomicResponse::new(Box::pin(fut.into_actor(self).then(
             move |res, act, _ctx| {
                 let answer = match res {
@@ -465,7 +476,7 @@ impl Handler<GetContext> for PatientActor {
             Some(j) => {
                 let routing = self.deps.routing.as_ref().map(|r| r.config());
                 let view = catch_unwind(AssertUnwindSafe(|| {
-                    context_of(j, routing.as_deref(), msg.now)
+                    context_of(j, routing.as_deref(), &self.deps.outreach.sites, msg.now)
                 }));
                 match view {
                     Ok(view) => {

@@ -71,6 +71,26 @@ pub enum AppendOutcome {
     Moved { to: PatientId },
 }
 
+/// What an event causes besides its place in the log, written with it in one
+/// transaction: commands for the outbox and outreach changes (reminder plans,
+/// records of held, suppressed and failed messages, consent).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Effects {
+    /// Commands to relay (the outbox).
+    pub commands: Vec<Command>,
+    /// Reminders, message records, consent, confirmations.
+    pub outreach: crate::outreach::OutreachChanges,
+}
+
+impl From<Vec<Command>> for Effects {
+    fn from(commands: Vec<Command>) -> Effects {
+        Effects {
+            commands,
+            ..Effects::default()
+        }
+    }
+}
+
 /// The journey store.
 pub trait JourneyStore: Send + Sync + 'static {
     /// Loads a patient's journey (the log of it and of every record merged into it).
@@ -80,13 +100,13 @@ pub trait JourneyStore: Send + Sync + 'static {
     ) -> BoxFuture<'static, Result<StoredJourney, PortError>>;
 
     /// Appends an event to a patient's log, atomically with its effects (identity
-    /// links, and the `commands` it causes, written to the outbox). Idempotent by
-    /// event id: a duplicate stores nothing, commands included.
+    /// links, the commands it causes, written to the outbox, and its outreach
+    /// changes). Idempotent by event id: a duplicate stores nothing, effects included.
     fn append_event(
         &self,
         patient: PatientId,
         event: Arc<Envelope>,
-        commands: Vec<Command>,
+        effects: Effects,
     ) -> BoxFuture<'static, Result<AppendOutcome, PortError>>;
 }
 

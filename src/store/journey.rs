@@ -3,11 +3,11 @@
 use std::sync::Arc;
 
 use chrono::Utc;
-use frontdoor_actors::command::Command;
 use frontdoor_actors::event::{Envelope, EventKind};
 use frontdoor_actors::identity::{self, KnownIdentifier, LinkAction, Resolution, Target};
 use frontdoor_actors::ids::{Identifier, IdentifierKind, PatientId};
 use frontdoor_actors::journey::IdentifierView;
+use frontdoor_actors::ports::Effects;
 use frontdoor_actors::ports::{AppendOutcome, BoxFuture, JourneyStore, PortError, StoredJourney};
 use sqlx::{AnyConnection, Row};
 
@@ -469,7 +469,7 @@ impl Store {
         &self,
         patient: PatientId,
         event: &Envelope,
-        commands: &[Command],
+        effects: &Effects,
     ) -> Result<AppendOutcome, StoreError> {
         timed("append_event", async {
             let partition = patient.partition(self.partitions());
@@ -478,10 +478,11 @@ impl Store {
             if let Some(f) = &fence {
                 super::cluster::check_fence(&mut tx, f).await?;
             }
-            let outcome = append_in(&mut tx, patient, event, commands, partition).await?;
+            let outcome = append_in(&mut tx, patient, event, effects, partition).await?;
             if matches!(outcome, AppendOutcome::Stored { .. }) {
                 tx.commit().await?;
-                if !commands.is_empty() {
+                crate::outreach::observe_stored(event, &effects.outreach);
+                if !effects.commands.is_empty() {
                     self.outbox_written().notify_one();
                 }
             } else {
@@ -501,7 +502,7 @@ impl Store {
     #[tracing::instrument(name = "store.append_batch", skip_all, fields(events = jobs.len()))]
     pub async fn append_batch(
         &self,
-        jobs: &[(PatientId, Arc<Envelope>, Vec<Command>)],
+        jobs: &[(PatientId, Arc<Envelope>, Effects)],
     ) -> Result<Vec<Result<AppendOutcome, StoreError>>, StoreError> {
         timed("append_batch", async {
             let mut tx = self.pool().begin().await?;
@@ -529,7 +530,8 @@ impl Store {
             }
             let mut out = Vec::with_capacity(jobs.len());
             let mut wrote_commands = false;
-            for (patient, event, commands) in jobs {
+            let mut stored = Vec::new();
+            for (patient, event, effects) in jobs {
                 let partition = patient.partition(self.partitions());
                 if fenced.get(&partition).copied().unwrap_or(false) {
                     out.push(Err(StoreError::Fenced(crate::cluster::partition_lease(
@@ -538,10 +540,11 @@ impl Store {
                     continue;
                 }
                 let mut sp = sqlx::Connection::begin(&mut *tx).await?;
-                match append_in(&mut sp, *patient, event, commands, partition).await {
+                match append_in(&mut sp, *patient, event, effects, partition).await {
                     Ok(o @ AppendOutcome::Stored { .. }) => {
                         sp.commit().await?;
-                        wrote_commands |= !commands.is_empty();
+                        wrote_commands |= !effects.commands.is_empty();
+                        stored.push((event, &effects.outreach));
                         out.push(Ok(o));
                     }
                     Ok(o) => {
@@ -556,6 +559,9 @@ impl Store {
                 }
             }
             tx.commit().await?;
+            for (event, changes) in stored {
+                crate::outreach::observe_stored(event, changes);
+            }
             if wrote_commands {
                 self.outbox_written().notify_one();
             }
@@ -571,7 +577,7 @@ async fn append_in(
     conn: &mut AnyConnection,
     patient: PatientId,
     event: &Envelope,
-    commands: &[Command],
+    effects: &Effects,
     partition: u32,
 ) -> Result<AppendOutcome, StoreError> {
     let seq = sqlx::query(
@@ -609,7 +615,8 @@ async fn append_in(
     if matches!(event.kind, EventKind::IdentityLinked) {
         relinked = link_identities(conn, patient, event).await?;
     }
-    super::outbox::insert_commands(conn, commands, Some(partition)).await?;
+    super::outbox::insert_commands(conn, &effects.commands, Some(partition)).await?;
+    super::outreach::write_changes(conn, patient, partition, &effects.outreach).await?;
     Ok(AppendOutcome::Stored {
         seq: u64::try_from(seq).unwrap_or_default(),
         relinked,
@@ -702,13 +709,13 @@ impl JourneyStore for Store {
         &self,
         patient: PatientId,
         event: Arc<Envelope>,
-        commands: Vec<Command>,
+        effects: Effects,
     ) -> BoxFuture<'static, Result<AppendOutcome, PortError>> {
         let store = self.clone();
         Box::pin(async move {
             match store.writer() {
-                Some(w) => w.append(patient, event, commands).await,
-                None => store.append_event(patient, &event, &commands).await,
+                Some(w) => w.append(patient, event, effects).await,
+                None => store.append_event(patient, &event, &effects).await,
             }
             .map_err(port_error)
         })

@@ -23,6 +23,7 @@ pub mod audit;
 pub mod cluster;
 pub mod journey;
 pub mod outbox;
+pub mod outreach;
 pub mod routing;
 pub mod seed;
 pub mod writer;

@@ -6,10 +6,10 @@
 
 use std::sync::Arc;
 
-use frontdoor_actors::command::Command;
 use frontdoor_actors::event::Envelope;
 use frontdoor_actors::ids::PatientId;
 use frontdoor_actors::ports::AppendOutcome;
+use frontdoor_actors::ports::Effects;
 use tokio::sync::{mpsc, oneshot};
 
 use super::{Store, StoreError};
@@ -17,7 +17,7 @@ use super::{Store, StoreError};
 struct Job {
     patient: PatientId,
     event: Arc<Envelope>,
-    commands: Vec<Command>,
+    effects: Effects,
     reply: oneshot::Sender<Result<AppendOutcome, StoreError>>,
 }
 
@@ -48,9 +48,9 @@ impl Writer {
                         Err(_) => break,
                     }
                 }
-                let batch: Vec<(PatientId, Arc<Envelope>, Vec<Command>)> = jobs
+                let batch: Vec<(PatientId, Arc<Envelope>, Effects)> = jobs
                     .iter_mut()
-                    .map(|j| (j.patient, j.event.clone(), std::mem::take(&mut j.commands)))
+                    .map(|j| (j.patient, j.event.clone(), std::mem::take(&mut j.effects)))
                     .collect();
                 match store.append_batch(&batch).await {
                     Ok(outcomes) => {
@@ -75,14 +75,14 @@ impl Writer {
         &self,
         patient: PatientId,
         event: Arc<Envelope>,
-        commands: Vec<Command>,
+        effects: Effects,
     ) -> Result<AppendOutcome, StoreError> {
         let (reply, rx) = oneshot::channel();
         self.tx
             .send(Job {
                 patient,
                 event,
-                commands,
+                effects,
                 reply,
             })
             .await

@@ -772,7 +772,7 @@ async fn a_node_that_lost_a_partition_lease_can_no_longer_write_for_that_partiti
         )
         .unwrap()
     };
-    a.append_event(patient, &ev(1), &[])
+    a.append_event(patient, &ev(1), &Default::default())
         .await
         .expect("A holds the lease");
     // A stalls past its lease; B takes the partition with a newer token.
@@ -785,12 +785,12 @@ async fn a_node_that_lost_a_partition_lease_can_no_longer_write_for_that_partiti
     assert!(taken.token > tokens.lock().unwrap()[0].unwrap());
     tokens.lock().unwrap()[1] = Some(taken.token);
     // A, not knowing, writes with its old token: refused, nothing stored.
-    let stale = a.append_event(patient, &ev(2), &[]).await;
+    let stale = a.append_event(patient, &ev(2), &Default::default()).await;
     assert!(
         matches!(stale, Err(StoreError::Fenced(_))),
         "the old holder's write is refused: {stale:?}"
     );
-    b.append_event(patient, &ev(3), &[])
+    b.append_event(patient, &ev(3), &Default::default())
         .await
         .expect("B holds the lease");
     assert_eq!(a.count_events(Some(patient)).await.unwrap(), 2);

@@ -82,7 +82,9 @@ fn workload_with_effects(n: usize, patients: usize) -> Vec<Published> {
                 "portal",
                 days_ago(0, 0),
                 json!({"mrn": mrn, "phone": format!("+1555{:07}", who)}),
-                json!({"appointment_id": format!("appt-{who}"), "starts_at": days_ago(-3, 0).to_rfc3339(),
+                // Ten days ahead: no reminder comes due on the replacement's clock
+                // (a 72 h reminder of a 3-day booking would, and rightly leave).
+                json!({"appointment_id": format!("appt-{who}"), "starts_at": days_ago(-10, 0).to_rfc3339(),
                        "department": "dermatology", "location": "North Clinic", "round": 0}),
             )
         } else {

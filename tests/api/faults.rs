@@ -153,7 +153,7 @@ async fn a_non_transient_error_in_a_group_commit_batch_undoes_only_its_own_event
         .map(|text| {
             let e = message(&format!("MRN-GC-{text}"), text);
             let env = Envelope::parse(e.to_string().as_bytes(), 1 << 16).unwrap();
-            (PatientId::new(), Arc::new(env), Vec::new())
+            (PatientId::new(), Arc::new(env), Default::default())
         })
         .collect();
     let outcomes = app

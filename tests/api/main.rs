@@ -16,6 +16,7 @@ mod faults;
 mod fhir;
 mod health;
 mod journeys;
+mod outreach;
 mod passivation;
 mod routing;
 mod security;

@@ -439,6 +439,8 @@ pub fn route_request(
         {
             handing_over(HandoffReason::AskedForPerson, None)
         }
+        // A reply that closed its own contact (STOP, C...) needs nobody.
+        EventKind::ContactStarted { .. } if contact.state != JourneyContactState::Open => None,
         EventKind::ContactStarted { .. } if is_self_service(event) => {
             Some(self_service(journey, contact, cfg))
         }
