@@ -23,6 +23,7 @@ use chrono::{DateTime, Utc};
 use frontdoor_actors::event::{AppointmentAction, Channel, Envelope};
 use frontdoor_actors::ids::{IdentifierKind, PatientId, SiteId};
 use frontdoor_actors::journey::{AppointmentStatus, ContactState, ContactView, ContextView};
+use frontdoor_actors::routing::model::RouteState;
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
@@ -120,7 +121,8 @@ async fn open_contact(
         .routing_contact(contact_id, now)
         .await
         .map_err(|_| ApiError::Unavailable("the store is unavailable; retry later".into()))?;
-    let Some(patient) = routed.map(|c| c.contact.patient_id) else {
+    let Some((patient, route_state)) = routed.map(|c| (c.contact.patient_id, c.contact.state))
+    else {
         return Err(guard::deny(state, caller, None, NO_OPEN_CONTACT).await);
     };
     let context = state
@@ -144,6 +146,10 @@ async fn open_contact(
         })
         .cloned();
     match contact {
+        // A person has the contact now: the bot stops (it was told so by bot.release).
+        Some(_) if route_state == RouteState::Assigned => Err(ApiError::Conflict(
+            "an agent has taken this contact; the virtual agent no longer answers it".into(),
+        )),
         Some(contact) => Ok(Open {
             patient: context.patient_id,
             context,

@@ -1132,3 +1132,34 @@ async fn containment_is_counted_under_the_intent_the_bot_answered() {
         .unwrap_or(0.0);
     assert!(value >= 1.0, "{value}");
 }
+
+#[actix_web::test]
+async fn the_bot_stops_answering_a_chat_once_an_agent_has_taken_it() {
+    let app = spawn_app(Backend::Sqlite).await;
+    start(
+        &app,
+        json!({"mrn": "MRN-IVA-TAKEN"}),
+        "chat",
+        "chat-taken",
+        json!({"skill": "scheduling"}),
+    )
+    .await;
+    // Waiting for a person, the bot may still answer a routine question.
+    assert_eq!(ask(&app, "chat-taken", "directions").await.0, 200);
+    agent(
+        &app,
+        "ag-taken",
+        json!({"scheduling": 3}),
+        json!({"chat": 2}),
+    )
+    .await;
+    assert_eq!(routed(&app, "chat-taken").await["state"], "offered");
+    assert_eq!(
+        desktop(&app, "offer.accepted", "ag-taken", "chat-taken", json!({})).await,
+        202
+    );
+    assert_eq!(routed(&app, "chat-taken").await["state"], "assigned");
+    let (status, body) = ask(&app, "chat-taken", "directions").await;
+    assert_eq!(status, 409, "{body}");
+    assert_eq!(body["type"], "urn:frontdoor:problem:conflict");
+}
