@@ -143,10 +143,12 @@ impl Application {
             sup.tasks.clone(),
             sup.stats.clone(),
             cluster.clone(),
-            Path::new("config")
-                .join("base.toml")
-                .exists()
-                .then(|| Path::new("config").to_path_buf()),
+            settings.config_dir.clone().or_else(|| {
+                Path::new("config")
+                    .join("base.toml")
+                    .exists()
+                    .then(|| Path::new("config").to_path_buf())
+            }),
         ));
         spawn_background(&settings, &sup, &ingest, &principals, &runtime, clustered);
 
@@ -300,7 +302,7 @@ impl Application {
 }
 
 /// Refuses settings that cannot work, naming the key.
-fn validate(settings: &Settings) -> anyhow::Result<()> {
+pub fn validate(settings: &Settings) -> anyhow::Result<()> {
     settings.check_transport().map_err(anyhow::Error::msg)?;
     settings
         .routing

@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 use actix_web::http::Method;
 use actix_web::{web, Route};
 
-use super::{audit, events, fhir, health, patients, routing, runtime};
+use super::{audit, events, fhir, health, openapi, patients, routing, runtime};
 use crate::auth::Role;
 
 /// What one role may do on one route.
@@ -112,6 +112,21 @@ pub static ROUTES: &[RouteSpec] = &[
         monitor: Allow,
         clinician: Allow,
         handler: |r| r.to(health::healthz),
+    },
+    RouteSpec {
+        method: Method::GET,
+        path: "/openapi.json",
+        resource: "openapi",
+        patient_data: false,
+        auth: Auth::Open,
+        rate_limited: false,
+        adapter: Allow,
+        agent: Allow,
+        supervisor: Allow,
+        admin: Allow,
+        monitor: Allow,
+        clinician: Allow,
+        handler: |r| r.to(openapi::serve),
     },
     RouteSpec {
         method: Method::GET,
