@@ -137,6 +137,8 @@ impl Application {
             lead_alone(&ingest).await?;
         }
         let runtime = Arc::new(Runtime::new(
+            &settings,
+            store.clone(),
             routing.clone(),
             patients.clone(),
             sup.patient.clone(),
@@ -150,6 +152,11 @@ impl Application {
                     .then(|| Path::new("config").to_path_buf())
             }),
         ));
+        // The stored live changes, before the API listens (a version this node
+        // cannot apply leaves it not ready; the poll below retries).
+        if let Err(e) = runtime.sync().await {
+            tracing::warn!(error.message = %e, "stored configuration not read at start; the poll retries");
+        }
         spawn_background(&settings, &sup, &ingest, &principals, &runtime, clustered);
 
         let (shutdown, _) = shutdown::channel();
@@ -478,6 +485,11 @@ fn spawn_background(
         "routing_purge",
         Box::new(move || Box::pin(routing_purge(ingest2.clone()))),
     );
+    let rt = runtime.clone();
+    loop_of(
+        "config_sync",
+        Box::new(move || Box::pin(config_sync(rt.clone()))),
+    );
     let p = principals.clone();
     let interval = Duration::from_secs(settings.security.reload_interval_secs.max(1));
     loop_of(
@@ -743,6 +755,18 @@ async fn routing_purge(ingest: Ingest) -> anyhow::Result<()> {
     }
 }
 
+/// Applies the latest stored configuration version every second (every node), so a
+/// change taken by one node is in force on all of them within a few seconds.
+async fn config_sync(runtime: Arc<Runtime>) -> anyhow::Result<()> {
+    let mut tick = tokio::time::interval(crate::runtime::SYNC_INTERVAL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        // A store outage is the store probe's to report; the next tick retries.
+        let _ = runtime.sync().await;
+    }
+}
+
 /// The one SIGHUP listener: re-reads the principals and the reloadable settings.
 async fn reload_on_sighup(
     hup: Arc<tokio::sync::Mutex<tokio::signal::unix::Signal>>,
@@ -753,7 +777,10 @@ async fn reload_on_sighup(
     while hup.recv().await.is_some() {
         principals.reload_logged("sighup");
         match runtime.reload_from_files() {
-            Ok(v) => tracing::info!(config.version = v, "SIGHUP: configuration reloaded"),
+            Ok(v) => tracing::info!(
+                config.version = v,
+                "SIGHUP: configuration files re-read, stored changes re-applied"
+            ),
             Err(reason) => tracing::error!(
                 reason,
                 "SIGHUP: configuration rejected; the old values stay"

@@ -222,7 +222,7 @@ pub fn details(method: &Method, path: &str) -> Option<Details> {
         },
         ("PUT", "/v1/runtime/config") => Details {
             summary: "Change reloadable values (a JSON merge patch over routing, supervision.patient, supervision.tasks), stored with who, when and why, and applied by every node.",
-            parameters: json!([header_param("X-Change-Reason", "Why (recorded with the change; or `reason` in the body).")]),
+            parameters: json!([header_param("X-Access-Reason", "Why (recorded with the change), unless the body says `reason`.")]),
             request_body: Some(json!({"required": true, "content": {"application/json": {"schema": schema_ref("ConfigChange")}}})),
             responses: vec![(200, json_response("Stored and applied here.", schema_ref("RuntimeConfig")))],
             fhir: false,
@@ -492,7 +492,7 @@ fn components() -> Value {
             },
             "ConfigChange": {
                 "type": "object",
-                "description": "A JSON merge patch over the reloadable values; `reason` (or the X-Change-Reason header) says why.",
+                "description": "A JSON merge patch over the reloadable values; `reason` (or the X-Access-Reason header) says why.",
                 "properties": {
                     "routing": {"type": "object"},
                     "supervision": {"type": "object", "properties": {
@@ -502,7 +502,7 @@ fn components() -> Value {
             },
             "ConfigChangeRecord": {
                 "type": "object",
-                "required": ["version", "changed_at", "changed_by", "kind"],
+                "required": ["version", "changed_at", "changed_by", "kind", "patch", "overlay"],
                 "properties": {
                     "version": {"type": "integer"},
                     "changed_at": {"type": "string", "format": "date-time"},
@@ -510,7 +510,7 @@ fn components() -> Value {
                     "kind": {"enum": ["change", "revert"]},
                     "reason": {"type": ["string", "null"]},
                     "patch": {"type": "object"},
-                    "values": {"type": "object"}
+                    "overlay": {"type": "object", "description": "Every change in force at this version, merged (what each node merges over its files)."}
                 }
             }
         }

@@ -18,6 +18,7 @@ mod faults;
 mod fhir;
 mod health;
 mod journeys;
+mod live_config;
 mod passivation;
 mod routing;
 mod security;
