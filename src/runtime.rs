@@ -83,19 +83,24 @@ pub struct Runtime {
     changing: tokio::sync::Mutex<()>,
 }
 
-/// Merges `patch` over `base` (RFC 7396: `null` removes a key).
+/// Merges `patch` over `base` (RFC 7396: `null` removes a key; an object patched
+/// over a non-object starts from an empty object, so no `null` is ever kept).
 fn merge(base: &mut Value, patch: &Value) {
-    match (base, patch) {
-        (Value::Object(b), Value::Object(p)) => {
-            for (k, v) in p {
-                if v.is_null() {
-                    b.remove(k);
-                } else {
-                    merge(b.entry(k.clone()).or_insert(Value::Null), v);
-                }
+    let Value::Object(p) = patch else {
+        *base = patch.clone();
+        return;
+    };
+    if !base.is_object() {
+        *base = Value::Object(Default::default());
+    }
+    if let Value::Object(b) = base {
+        for (k, v) in p {
+            if v.is_null() {
+                b.remove(k);
+            } else {
+                merge(b.entry(k.clone()).or_insert(Value::Null), v);
             }
         }
-        (b, p) => *b = p.clone(),
     }
 }
 
@@ -132,10 +137,14 @@ fn check_patch(patch: &Value) -> Result<(), String> {
                 ));
             }
         }
-        Some(_) => return Err("supervision must be an object".into()),
+        // null: undo every earlier change of the section (RFC 7396).
+        Some(Value::Null) => {}
+        Some(_) => return Err("supervision must be an object or null".into()),
     }
-    if p.get("routing").is_some_and(|r| !r.is_object()) {
-        return Err("routing must be an object".into());
+    if p.get("routing")
+        .is_some_and(|r| !r.is_object() && !r.is_null())
+    {
+        return Err("routing must be an object or null".into());
     }
     Ok(())
 }
@@ -436,5 +445,31 @@ impl Runtime {
             "supervision": self.stats.snapshot(),
             "components_down": self.stats.down(),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_merge_patch_removes_nulls_and_keeps_none() {
+        let mut overlay = json!({});
+        merge(
+            &mut overlay,
+            &json!({"supervision": {"tasks": null}, "routing": {"a": 1}}),
+        );
+        assert_eq!(overlay, json!({"supervision": {}, "routing": {"a": 1}}));
+        merge(&mut overlay, &json!({"routing": null}));
+        assert_eq!(overlay, json!({"supervision": {}}));
+        merge(&mut overlay, &json!({"routing": {"x": {"y": 2}}}));
+        merge(
+            &mut overlay,
+            &json!({"routing": {"x": {"y": null, "z": 3}}}),
+        );
+        assert_eq!(
+            overlay,
+            json!({"supervision": {}, "routing": {"x": {"z": 3}}})
+        );
     }
 }

@@ -237,7 +237,7 @@ pub fn details(method: &Method, path: &str) -> Option<Details> {
         ("POST", "/v1/runtime/config/revert") => Details {
             summary: "Make the values of an earlier version the values in force again (a new version, recorded like any change).",
             parameters: json!([]),
-            request_body: Some(json!({"required": true, "content": {"application/json": {"schema": object(&["version"], json!({"version": {"type": "integer", "minimum": 1}, "reason": {"type": "string", "maxLength": 500}}))}}})),
+            request_body: Some(json!({"required": true, "content": {"application/json": {"schema": json!({"type": "object", "required": ["version"], "additionalProperties": false, "properties": {"version": {"type": "integer", "minimum": 1}, "reason": {"type": ["string", "null"], "minLength": 1, "maxLength": 500}}})}}})),
             responses: vec![
                 (200, json_response("Stored and applied here.", schema_ref("RuntimeConfig"))),
                 (404, problem_response("No such version.")),
@@ -492,12 +492,12 @@ fn components() -> Value {
             },
             "ConfigChange": {
                 "type": "object",
-                "description": "A JSON merge patch over the reloadable values; `reason` (or the X-Access-Reason header) says why.",
+                "description": "A JSON merge patch (RFC 7396) over the reloadable values: a null removes an earlier change of that key; `reason` (or the X-Access-Reason header) says why.",
                 "properties": {
-                    "routing": {"type": "object"},
-                    "supervision": {"type": "object", "properties": {
-                        "patient": {"type": "object"}, "tasks": {"type": "object"}}},
-                    "reason": {"type": "string", "maxLength": 500}
+                    "routing": {"type": ["object", "null"]},
+                    "supervision": {"type": ["object", "null"], "properties": {
+                        "patient": {"type": ["object", "null"]}, "tasks": {"type": ["object", "null"]}}},
+                    "reason": {"type": ["string", "null"], "minLength": 1, "maxLength": 500}
                 }
             },
             "ConfigChangeRecord": {

@@ -16,6 +16,7 @@ mod drills;
 mod edge;
 mod faults;
 mod fhir;
+mod fuzz_regressions;
 mod health;
 mod journeys;
 mod live_config;
