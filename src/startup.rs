@@ -758,7 +758,10 @@ async fn routing_purge(ingest: Ingest) -> anyhow::Result<()> {
 /// Applies the latest stored configuration version every second (every node), so a
 /// change taken by one node is in force on all of them within a few seconds.
 async fn config_sync(runtime: Arc<Runtime>) -> anyhow::Result<()> {
-    let mut tick = tokio::time::interval(crate::runtime::SYNC_INTERVAL);
+    // The first poll one interval after start: the build applied the stored version
+    // already, and the store has enough to do while the node starts.
+    let every = crate::runtime::SYNC_INTERVAL;
+    let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
