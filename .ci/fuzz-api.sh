@@ -46,6 +46,8 @@ curl -fsS "$BASE/healthz" >/dev/null || { log "the runtime did not come up"; cat
 
 log "schemathesis $(schemathesis --version 2>/dev/null | awk '{print $NF}'): at most $MAX_EXAMPLES examples per operation, ${MAX_TIME}s"
 set +e
+# From the work directory: schemathesis keeps its cache (.schemathesis/) in the current one.
+cd "$WORK"
 timeout --kill-after=10 $((MAX_TIME + 60)) schemathesis run "$BASE/openapi.json" \
   --header "Authorization: Bearer $TOKEN" \
   --checks all \
@@ -61,6 +63,7 @@ timeout --kill-after=10 $((MAX_TIME + 60)) schemathesis run "$BASE/openapi.json"
   --no-color \
   --report junit --report-dir "$WORK/report"
 STATUS=$?
+cd - >/dev/null
 set -e
 if [ $STATUS -ne 0 ]; then
   log "schemathesis failed (exit $STATUS); the runtime's log:"
