@@ -187,6 +187,9 @@ pub enum PrincipalsError {
     /// Production refuses a token whose value is published (the development tokens).
     #[error("principal {id}: its token is a published development token, refused in production")]
     DevelopmentToken { id: String },
+    /// Production refuses a principal set that is empty: such a server refuses everyone.
+    #[error("no principals configured (security.principals_file and security.principals are empty): a production server would refuse every request")]
+    NoneInProduction,
 }
 
 /// The digests of the development tokens published in
@@ -302,6 +305,9 @@ impl Principals {
             }
             return Err(e);
         }
+        if p.by_digest.read().map(|m| m.is_empty()).unwrap_or(false) {
+            tracing::warn!("no principals configured: every request that needs a token is refused (see docs/security.md)");
+        }
         Ok(p)
     }
 
@@ -313,6 +319,9 @@ impl Principals {
         }
         let fresh = index(&entries, self.environment)?;
         let n = fresh.len();
+        if n == 0 && self.environment == Environment::Production {
+            return Err(PrincipalsError::NoneInProduction);
+        }
         // unwrap: the lock is only held for a swap or a lookup, neither of which panics.
         *self.by_digest.write().unwrap() = fresh;
         metrics::gauge!(m::PRINCIPALS).set(n as f64);
@@ -418,6 +427,37 @@ mod tests {
         }
         let own = settings(vec![entry("ops", Role::Admin, "a-token-of-its-own")], None);
         assert!(Principals::load(&own, Environment::Production).is_ok());
+    }
+
+    #[test]
+    fn production_refuses_to_start_or_reload_with_no_principals() {
+        let none = settings(Vec::new(), None);
+        assert!(matches!(
+            Principals::load(&none, Environment::Production),
+            Err(PrincipalsError::NoneInProduction)
+        ));
+        assert!(Principals::load(&none, Environment::Local).is_ok());
+        // A principals file emptied later is refused too; the old set stays.
+        let dir = std::env::temp_dir().join(format!("fd-none-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("principals.toml");
+        std::fs::write(
+            &file,
+            format!(
+                "[[principal]]\nid = \"ops\"\nrole = \"admin\"\nsites = [\"*\"]\ntoken_sha256 = \"{}\"\n",
+                token_digest("an-ops-token-of-its-own")
+            ),
+        )
+        .unwrap();
+        let p = Principals::load(
+            &settings(Vec::new(), Some(file.clone())),
+            Environment::Production,
+        )
+        .expect("one principal");
+        std::fs::write(&file, "# emptied\n").unwrap();
+        assert!(matches!(p.reload(), Err(PrincipalsError::NoneInProduction)));
+        assert!(p.authenticate("an-ops-token-of-its-own").is_some());
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     fn settings(entries: Vec<PrincipalEntry>, file: Option<PathBuf>) -> SecuritySettings {

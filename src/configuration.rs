@@ -48,6 +48,9 @@ pub struct Settings {
     /// the answers to STOP/START/HELP.
     #[serde(default)]
     pub outreach: frontdoor_actors::outreach::OutreachSettings,
+    /// Where these settings were read from (SIGHUP re-reads it); not a setting.
+    #[serde(skip)]
+    pub config_dir: Option<std::path::PathBuf>,
 }
 
 /// Several nodes sharing the work through PostgreSQL (leases) and RabbitMQ
@@ -585,30 +588,81 @@ pub struct TelemetrySettings {
     pub level: String,
 }
 
+/// Settings whose value is a list of strings. From the environment they are
+/// written comma-separated (`FRONTDOOR__ROUTING__OVERFLOW__CROSS_SITE_SKILLS=scheduling,billing`);
+/// a test checks that every list among the settings is named here.
+pub const LIST_KEYS: &[&str] = &[
+    "routing.overflow.cross_site_skills",
+    "outreach.reminders.in_person",
+    "outreach.reminders.telehealth",
+    "routing.after_hours.clinical_skills",
+    "routing.after_hours.self_service_skills",
+    "routing.announce.channels",
+    "routing.handoff.bot_intents",
+    "routing.handoff.person_intents",
+    "routing.handoff.person_phrases",
+    "routing.red_flags.categories.breathing.intents",
+    "routing.red_flags.categories.breathing.phrases",
+    "routing.red_flags.categories.chest_pain.intents",
+    "routing.red_flags.categories.chest_pain.phrases",
+    "routing.red_flags.categories.overdose.intents",
+    "routing.red_flags.categories.overdose.phrases",
+    "routing.red_flags.categories.stroke.intents",
+    "routing.red_flags.categories.stroke.phrases",
+    "routing.red_flags.categories.suicidal.intents",
+    "routing.red_flags.categories.suicidal.phrases",
+];
+
+/// The separator of list values in `FRONTDOOR__*` variables.
+pub const LIST_SEPARATOR: &str = ",";
+
 /// Reads settings from `config_dir` for the environment named by
 /// `FRONTDOOR_ENVIRONMENT` (default `local`), then `FRONTDOOR__*` variables.
 pub fn get_configuration(config_dir: &Path) -> Result<Settings, config::ConfigError> {
-    let name = std::env::var("FRONTDOOR_ENVIRONMENT").unwrap_or_else(|_| "local".to_string());
+    let vars: std::collections::HashMap<String, String> = std::env::vars().collect();
+    get_configuration_with(config_dir, &vars)
+}
+
+/// As [`get_configuration`], with the environment given as a map (tests).
+pub fn get_configuration_with(
+    config_dir: &Path,
+    vars: &std::collections::HashMap<String, String>,
+) -> Result<Settings, config::ConfigError> {
+    let name = vars
+        .get("FRONTDOOR_ENVIRONMENT")
+        .cloned()
+        .unwrap_or_else(|| "local".to_string());
     let Some(environment) = Environment::parse(&name) else {
         return Err(config::ConfigError::Message(format!(
             "FRONTDOOR_ENVIRONMENT must be local or production, not {name:?}"
         )));
     };
-    config::Config::builder()
+    let overrides: config::Map<String, String> = vars
+        .iter()
+        .filter(|(k, _)| k.starts_with("FRONTDOOR__"))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    let mut env = config::Environment::with_prefix("FRONTDOOR")
+        .prefix_separator("__")
+        .separator("__")
+        .try_parsing(true)
+        .list_separator(LIST_SEPARATOR)
+        .source(Some(overrides));
+    for key in LIST_KEYS {
+        env = env.with_list_parse_key(key);
+    }
+    let mut settings: Settings = config::Config::builder()
         .add_source(config::File::from(config_dir.join("base.toml")))
         .add_source(
             config::File::from(config_dir.join(format!("{}.toml", environment.as_str())))
                 .required(false),
         )
-        .add_source(
-            config::Environment::with_prefix("FRONTDOOR")
-                .prefix_separator("__")
-                .separator("__")
-                .try_parsing(true),
-        )
+        .add_source(env)
         .set_override("application.environment", environment.as_str())?
         .build()?
-        .try_deserialize()
+        .try_deserialize()?;
+    settings.config_dir = Some(config_dir.to_path_buf());
+    Ok(settings)
 }
 
 /// The settings in `config/` with no environment overrides (tests start here).
@@ -697,5 +751,89 @@ mod tests {
             base_configuration().unwrap().application.environment,
             Environment::Local
         );
+    }
+
+    fn env(pairs: &[(&str, &str)]) -> std::collections::HashMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    fn config_dir() -> std::path::PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("config")
+    }
+
+    #[test]
+    fn a_list_setting_is_read_from_the_environment_comma_separated() {
+        let s = get_configuration_with(
+            &config_dir(),
+            &env(&[(
+                "FRONTDOOR__ROUTING__OVERFLOW__CROSS_SITE_SKILLS",
+                "scheduling,billing,pharmacy",
+            )]),
+        )
+        .expect("a list from the environment");
+        let skills: Vec<&str> = s
+            .routing
+            .overflow
+            .cross_site_skills
+            .iter()
+            .map(String::as_str)
+            .collect();
+        assert_eq!(skills, ["billing", "pharmacy", "scheduling"]);
+        let one = get_configuration_with(
+            &config_dir(),
+            &env(&[("FRONTDOOR__ROUTING__OVERFLOW__CROSS_SITE_SKILLS", "billing")]),
+        )
+        .expect("a list of one");
+        assert_eq!(one.routing.overflow.cross_site_skills.len(), 1);
+        // Scalars next to it still parse as scalars.
+        let port = get_configuration_with(
+            &config_dir(),
+            &env(&[("FRONTDOOR__APPLICATION__PORT", "9091")]),
+        )
+        .expect("a scalar");
+        assert_eq!(port.application.port, 9091);
+        assert_eq!(port.config_dir.as_deref(), Some(config_dir().as_path()));
+    }
+
+    /// Every list of scalars among the settings is in [`LIST_KEYS`] (else it
+    /// could not be set from the environment).
+    #[test]
+    fn every_list_setting_is_named_in_list_keys() {
+        fn walk(prefix: &str, v: &serde_json::Value, out: &mut Vec<String>) {
+            match v {
+                serde_json::Value::Object(m) => {
+                    for (k, v) in m {
+                        let key = if prefix.is_empty() {
+                            k.clone()
+                        } else {
+                            format!("{prefix}.{k}")
+                        };
+                        walk(&key, v, out);
+                    }
+                }
+                serde_json::Value::Array(items) if items.iter().all(|i| !i.is_object()) => {
+                    out.push(prefix.to_string())
+                }
+                _ => {}
+            }
+        }
+        let s = base_configuration().unwrap();
+        let sections = serde_json::json!({
+            "routing": s.routing,
+            "supervision": s.supervision,
+            "cluster": s.cluster,
+            "outreach": s.outreach,
+        });
+        let mut lists = Vec::new();
+        walk("", &sections, &mut lists);
+        assert!(!lists.is_empty());
+        let missing: Vec<&String> = lists
+            .iter()
+            .filter(|k| !LIST_KEYS.contains(&k.as_str()))
+            .collect();
+        assert!(missing.is_empty(), "missing from LIST_KEYS: {missing:?}");
     }
 }

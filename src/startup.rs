@@ -148,17 +148,26 @@ impl Application {
             lead_alone(&ingest).await?;
         }
         let runtime = Arc::new(Runtime::new(
+            &settings,
+            store.clone(),
             routing.clone(),
             patients.clone(),
             sup.patient.clone(),
             sup.tasks.clone(),
             sup.stats.clone(),
             cluster.clone(),
-            Path::new("config")
-                .join("base.toml")
-                .exists()
-                .then(|| Path::new("config").to_path_buf()),
+            settings.config_dir.clone().or_else(|| {
+                Path::new("config")
+                    .join("base.toml")
+                    .exists()
+                    .then(|| Path::new("config").to_path_buf())
+            }),
         ));
+        // The stored live changes, before the API listens (a version this node
+        // cannot apply leaves it not ready; the poll below retries).
+        if let Err(e) = runtime.sync().await {
+            tracing::warn!(error.message = %e, "stored configuration not read at start; the poll retries");
+        }
         spawn_background(&settings, &sup, &ingest, &principals, &runtime, clustered);
         spawn_reminders(&sup, &ingest, &outreach, &cluster, &clock);
 
@@ -314,7 +323,7 @@ impl Application {
 }
 
 /// Refuses settings that cannot work, naming the key.
-fn validate(settings: &Settings) -> anyhow::Result<()> {
+pub fn validate(settings: &Settings) -> anyhow::Result<()> {
     settings.check_transport().map_err(anyhow::Error::msg)?;
     settings
         .routing
@@ -527,6 +536,11 @@ fn spawn_background(
     loop_of(
         "routing_purge",
         Box::new(move || Box::pin(routing_purge(ingest2.clone()))),
+    );
+    let rt = runtime.clone();
+    loop_of(
+        "config_sync",
+        Box::new(move || Box::pin(config_sync(rt.clone()))),
     );
     let p = principals.clone();
     let interval = Duration::from_secs(settings.security.reload_interval_secs.max(1));
@@ -793,6 +807,21 @@ async fn routing_purge(ingest: Ingest) -> anyhow::Result<()> {
     }
 }
 
+/// Applies the latest stored configuration version every second (every node), so a
+/// change taken by one node is in force on all of them within a few seconds.
+async fn config_sync(runtime: Arc<Runtime>) -> anyhow::Result<()> {
+    // The first poll one interval after start: the build applied the stored version
+    // already, and the store has enough to do while the node starts.
+    let every = crate::runtime::SYNC_INTERVAL;
+    let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        // A store outage is the store probe's to report; the next tick retries.
+        let _ = runtime.sync().await;
+    }
+}
+
 /// The one SIGHUP listener: re-reads the principals and the reloadable settings.
 async fn reload_on_sighup(
     hup: Arc<tokio::sync::Mutex<tokio::signal::unix::Signal>>,
@@ -803,7 +832,10 @@ async fn reload_on_sighup(
     while hup.recv().await.is_some() {
         principals.reload_logged("sighup");
         match runtime.reload_from_files() {
-            Ok(v) => tracing::info!(config.version = v, "SIGHUP: configuration reloaded"),
+            Ok(v) => tracing::info!(
+                config.version = v,
+                "SIGHUP: configuration files re-read, stored changes re-applied"
+            ),
             Err(reason) => tracing::error!(
                 reason,
                 "SIGHUP: configuration rejected; the old values stay"

@@ -12,6 +12,11 @@ const LAPIN_CAP: &str = "lapin=info";
 /// lapin's "Server returned us a message" prints the returned body.
 const LAPIN_RETURNS_OFF: &str = "lapin::returned_messages=off";
 
+/// actix-http logs a request it cannot parse (a malformed header line, a broken
+/// chunk) at ERROR: that is the client's fault, answered 400, and not the runtime's
+/// (the outside fuzzer sends such requests by the hundred).
+const ACTIX_PARSE_ERRORS_OFF: &str = "actix_http::h1::dispatcher=off";
+
 /// Installs the global subscriber (once per process; later calls are ignored).
 pub fn init(settings: &TelemetrySettings) {
     let filter = EnvFilter::try_from_default_env()
@@ -22,7 +27,12 @@ pub fn init(settings: &TelemetrySettings) {
     // unwrap: both are constant, valid directives (checked by the test below).
     let filter = filter
         .add_directive(LAPIN_CAP.parse().expect("a constant directive"))
-        .add_directive(LAPIN_RETURNS_OFF.parse().expect("a constant directive"));
+        .add_directive(LAPIN_RETURNS_OFF.parse().expect("a constant directive"))
+        .add_directive(
+            ACTIX_PARSE_ERRORS_OFF
+                .parse()
+                .expect("a constant directive"),
+        );
     let registry = tracing_subscriber::registry().with(filter);
     let _ = if settings.format == "json" {
         registry
@@ -41,6 +51,9 @@ mod tests {
             .parse::<tracing_subscriber::filter::Directive>()
             .is_ok());
         assert!(super::LAPIN_RETURNS_OFF
+            .parse::<tracing_subscriber::filter::Directive>()
+            .is_ok());
+        assert!(super::ACTIX_PARSE_ERRORS_OFF
             .parse::<tracing_subscriber::filter::Directive>()
             .is_ok());
     }

@@ -894,9 +894,11 @@ impl Envelope {
                 "is required: an object with at least one of mrn, phone, email, portal_id",
             );
         }
+        // `"contact_id": null` is no contact id (a contact event without one is refused),
+        // unless the field was already refused for its value.
         if spec.is_some_and(|t| t.contact)
             && contact_id.is_none()
-            && obj.get("contact_id").is_none()
+            && !f.errors.iter().any(|e| e.field == "contact_id")
         {
             f.err("contact_id", "is required for contact events");
         }

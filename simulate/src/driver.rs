@@ -891,7 +891,7 @@ impl Sim {
                     for e in group {
                         let t = e["type"].as_str().unwrap_or("?").to_string();
                         let class = match client.post(&url).json(&e).send().await {
-                            Ok(r) => format!("{}xx", r.status().as_u16() / 100),
+                            Ok(r) => crate::summary::response_class(r.status().as_u16()),
                             Err(_) => "transport".to_string(),
                         };
                         out.push((t, class));

@@ -62,6 +62,16 @@ pub struct Summary {
     pub sl_target_secs: f64,
 }
 
+/// How a response is counted: `2xx`, `4xx`, `5xx`..., except 401 and 429, counted
+/// by themselves because each has one cause the summary names (no token; the
+/// runtime's per-token rate limit).
+pub fn response_class(status: u16) -> String {
+    match status {
+        401 | 429 => status.to_string(),
+        s => format!("{}xx", s / 100),
+    }
+}
+
 impl Summary {
     /// Events sent in total.
     pub fn events_sent(&self) -> u64 {
@@ -140,6 +150,18 @@ impl fmt::Display for Summary {
             .collect();
         writeln!(f, "responses: {}", responses.join(", "))?;
         writeln!(f, "errors: {}", self.errors())?;
+        if let Some(n) = self.responses.get("401") {
+            writeln!(
+                f,
+                "  {n} refused with 401: no token or an unknown one (--token, else $FRONTDOOR_TOKEN)"
+            )?;
+        }
+        if let Some(n) = self.responses.get("429") {
+            writeln!(
+                f,
+                "  {n} refused with 429 by the runtime's per-token rate limit (security.events_rate_per_sec, security.events_burst): raise them for a surge, e.g. FRONTDOOR__SECURITY__EVENTS_RATE_PER_SEC=5000 FRONTDOOR__SECURITY__EVENTS_BURST=10000"
+            )?;
+        }
         for e in &self.error_samples {
             writeln!(f, "  {e}")?;
         }
@@ -296,5 +318,21 @@ mod tests {
         };
         assert_eq!(s.service_level(), Some(0.6));
         assert_eq!(Summary::default().service_level(), None);
+    }
+
+    #[test]
+    fn the_summary_names_rate_limited_and_unauthorized_events() {
+        let mut sum = Summary::default();
+        for status in [202, 202, 429, 429, 429, 401, 503] {
+            *sum.responses.entry(response_class(status)).or_default() += 1;
+        }
+        assert_eq!(sum.errors(), 5);
+        let text = sum.to_string();
+        assert!(
+            text.contains("3 refused with 429 by the runtime's per-token rate limit"),
+            "{text}"
+        );
+        assert!(text.contains("1 refused with 401"), "{text}");
+        assert!(text.contains("5xx 1"), "{text}");
     }
 }

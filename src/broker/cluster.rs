@@ -318,11 +318,11 @@ async fn session(
     let settings = &ctx.link.inner.settings;
     let session = connection::connect(settings, "cluster").await?;
     let res = async {
-        let setup = session.connection.create_channel().await?;
+        let setup = session.channel().await?;
         topology::declare_cluster(&setup, settings).await?;
         let node_queue = topology::declare_node_queue(&setup, settings, &ctx.link.inner.node_id).await?;
 
-        let rpc = session.connection.create_channel().await?;
+        let rpc = session.channel().await?;
         rpc.confirm_select(ConfirmSelectOptions::default()).await?;
         let mut replies = rpc
             .basic_consume(
@@ -335,7 +335,7 @@ async fn session(
                 FieldTable::default(),
             )
             .await?;
-        let calls = session.connection.create_channel().await?;
+        let calls = session.channel().await?;
         calls
             .basic_qos(settings.prefetch.max(1), BasicQosOptions::default())
             .await?;

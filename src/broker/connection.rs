@@ -12,19 +12,48 @@ use super::BrokerError;
 use crate::configuration::BrokerSettings;
 use crate::metrics as m;
 
-/// An open connection and the watch over its events (ends with the connection).
+/// An open connection, the channels opened on it, and the watch over its events
+/// (ends with the connection).
 pub struct Session {
     /// The connection.
     pub connection: Connection,
+    /// Every channel opened through [`Session::channel`], closed before the
+    /// connection (see [`Session::close`]).
+    channels: std::sync::Mutex<Vec<lapin::Channel>>,
     /// Dropping it stops the event watch.
     _watch: tokio::sync::oneshot::Sender<()>,
 }
 
 impl Session {
+    /// Opens a channel that [`Session::close`] closes before the connection.
+    pub async fn channel(&self) -> Result<lapin::Channel, lapin::Error> {
+        let channel = self.connection.create_channel().await?;
+        if let Ok(mut open) = self.channels.lock() {
+            open.push(channel.clone());
+        }
+        Ok(channel)
+    }
+
     /// Closes the connection politely (best effort: it may be dead already).
+    ///
+    /// Each channel still open is closed first and awaited. Otherwise the last
+    /// handle of a channel dropped while the connection closes makes lapin close
+    /// that channel in the background, on a connection already closing, and it
+    /// logs the refusal as an ERROR ("invalid channel state: Closing") on every
+    /// clean shutdown.
     pub async fn close(self, why: &str) {
         // Stop watching first: a polite close is not an error worth a warning.
         drop(self._watch);
+        let open = self
+            .channels
+            .lock()
+            .map(|mut c| std::mem::take(&mut *c))
+            .unwrap_or_default();
+        for channel in open {
+            if channel.status().connected() {
+                let _ = channel.close(200, why.into()).await;
+            }
+        }
         let _ = self.connection.close(200, why.into()).await;
     }
 }
@@ -49,6 +78,7 @@ pub async fn connect(
     watch_events(&connection, component, rx);
     Ok(Session {
         connection,
+        channels: std::sync::Mutex::new(Vec::new()),
         _watch: tx,
     })
 }

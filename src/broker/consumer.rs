@@ -179,9 +179,9 @@ async fn consume_all(
     shutdown: &Shutdown,
     backoff: &mut Backoff,
 ) -> Result<(), BrokerError> {
-    let setup = session.connection.create_channel().await?;
+    let setup = session.channel().await?;
     topology::declare_ingest(&setup, &ctx.settings).await?;
-    let dead_letters = session.connection.create_channel().await?;
+    let dead_letters = session.channel().await?;
     dead_letters
         .confirm_select(ConfirmSelectOptions::default())
         .await?;
@@ -222,6 +222,8 @@ async fn consume_all(
             .copied()
             .collect();
         for p in new {
+            // Not a session channel: it closes itself when its partition stops
+            // (or is dropped), so the next consumer of the queue takes over.
             let channel = session.connection.create_channel().await?;
             channel
                 .basic_qos(ctx.settings.prefetch.max(1), BasicQosOptions::default())

@@ -88,7 +88,7 @@ async fn session(
 ) -> Result<(), BrokerError> {
     let session = connection::connect(settings, "relay").await?;
     let res = async {
-        let channel = session.connection.create_channel().await?;
+        let channel = session.channel().await?;
         topology::declare_commands(&channel, settings).await?;
         if cluster.now().fenced() {
             // Routing requests go to the routing queue: make sure it exists before the

@@ -12,8 +12,9 @@ pub async fn healthz() -> HttpResponse {
     HttpResponse::Ok().json(json!({"status": "ok"}))
 }
 
-/// `GET /readyz`: the store and the broker, each reported on its own, and the
-/// supervised components. Ready when the store answers, the broker is up (or not
+/// `GET /readyz`: the store and the broker, each reported on its own, the
+/// supervised components and the live configuration (a stored version this node
+/// cannot apply makes it not ready). Ready when the store answers, the broker is up (or not
 /// configured) and no component has escalated; otherwise 503 problem+json naming
 /// each side (`store: down; broker: up`).
 #[tracing::instrument(name = "http.readyz", skip_all)]
@@ -32,14 +33,22 @@ pub async fn readyz(state: web::Data<AppState>) -> Result<HttpResponse, ApiError
         crate::cluster::Membership::Refused(_) => "refused",
     };
     let cluster_ok = matches!(cluster, "standalone" | "member");
-    if store == "up" && broker != "down" && down.is_empty() && cluster_ok {
-        return Ok(HttpResponse::Ok().json(
-            json!({"status": "ready", "store": store, "broker": broker, "cluster": cluster}),
-        ));
+    let config = state.runtime.config_failure();
+    let version = state.runtime.version();
+    if store == "up" && broker != "down" && down.is_empty() && cluster_ok && config.is_none() {
+        return Ok(HttpResponse::Ok().json(json!({
+            "status": "ready", "store": store, "broker": broker, "cluster": cluster,
+            "config_version": version,
+        })));
     }
     let mut detail = format!("store: {store}; broker: {broker}; cluster: {cluster}");
     if !down.is_empty() {
         detail.push_str(&format!("; components escalated: {}", down.join(", ")));
+    }
+    if let Some((v, reason)) = config {
+        detail.push_str(&format!(
+            "; configuration version {v} cannot be applied here ({reason}); running version {version}"
+        ));
     }
     Err(ApiError::Unavailable(detail))
 }

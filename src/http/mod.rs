@@ -9,6 +9,7 @@
 //! - [`patients`]: `GET /v1/patients`, `GET /v1/patients/{id}/context`.
 //! - [`audit`]: `GET /v1/audit` (JSON or FHIR AuditEvent).
 //! - [`health`]: `/healthz`, `/readyz`, `/metrics`.
+//! - [`openapi`]: the OpenAPI 3.1 document (`/openapi.json`), generated from [`routes`].
 //! - [`runtime`]: `/v1/runtime` and `/v1/runtime/config` (live reload).
 //! - [`routing`]: `/v1/contacts/{id}`, `/v1/queues`, `/v1/agents`, `/v1/agents/{id}/state`.
 
@@ -18,6 +19,7 @@ pub mod events;
 pub mod fhir;
 pub mod guard;
 pub mod health;
+pub mod openapi;
 pub mod patients;
 pub mod problem;
 pub mod routes;

@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 use actix_web::http::Method;
 use actix_web::{web, Route};
 
-use super::{audit, bot, events, fhir, health, patients, routing, runtime};
+use super::{audit, bot, events, fhir, health, openapi, patients, routing, runtime};
 use crate::auth::Role;
 
 /// What one role may do on one route.
@@ -120,6 +120,22 @@ pub static ROUTES: &[RouteSpec] = &[
         clinician: Allow,
         bot: Deny,
         handler: |r| r.to(health::healthz),
+    },
+    RouteSpec {
+        method: Method::GET,
+        path: "/openapi.json",
+        resource: "openapi",
+        patient_data: false,
+        auth: Auth::Open,
+        rate_limited: false,
+        adapter: Allow,
+        agent: Allow,
+        supervisor: Allow,
+        admin: Allow,
+        monitor: Allow,
+        clinician: Allow,
+        bot: Allow,
+        handler: |r| r.to(openapi::serve),
     },
     RouteSpec {
         method: Method::GET,
@@ -312,6 +328,38 @@ pub static ROUTES: &[RouteSpec] = &[
         clinician: Deny,
         bot: Deny,
         handler: |r| r.to(runtime::reload),
+    },
+    RouteSpec {
+        method: Method::GET,
+        path: "/v1/runtime/config/history",
+        resource: "runtime.config",
+        patient_data: false,
+        auth: Auth::Required,
+        rate_limited: false,
+        adapter: Deny,
+        agent: Deny,
+        supervisor: Allow,
+        admin: Allow,
+        monitor: Allow,
+        clinician: Deny,
+        bot: Deny,
+        handler: |r| r.to(runtime::history),
+    },
+    RouteSpec {
+        method: Method::POST,
+        path: "/v1/runtime/config/revert",
+        resource: "runtime.config",
+        patient_data: false,
+        auth: Auth::Required,
+        rate_limited: false,
+        adapter: Deny,
+        agent: Deny,
+        supervisor: Deny,
+        admin: Allow,
+        monitor: Deny,
+        clinician: Deny,
+        bot: Deny,
+        handler: |r| r.to(runtime::revert),
     },
     RouteSpec {
         method: Method::GET,

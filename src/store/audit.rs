@@ -66,6 +66,7 @@ fn resource_label(resource: &str) -> &'static str {
         "identity.move",
         "identity.link",
         "audit.search",
+        "runtime.config",
     ];
     KNOWN
         .iter()

@@ -17,6 +17,7 @@
 //!   by the router with its commands, fenced by its lease in a cluster.
 //! - [`cluster`]: the cluster's shared settings, members and leases (PostgreSQL).
 //! - [`audit`]: the append-only audit log (reads, denials, identity links) and its purge.
+//! - [`runtime_config`]: live configuration changes (who, when, why), shared by every node.
 //! - [`seed`]: bulk loading of patients with journeys (benchmarks and drills).
 
 pub mod audit;
@@ -25,6 +26,7 @@ pub mod journey;
 pub mod outbox;
 pub mod outreach;
 pub mod routing;
+pub mod runtime_config;
 pub mod seed;
 pub mod writer;
 

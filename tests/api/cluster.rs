@@ -795,3 +795,41 @@ async fn a_node_that_lost_a_partition_lease_can_no_longer_write_for_that_partiti
         .expect("B holds the lease");
     assert_eq!(a.count_events(Some(patient)).await.unwrap(), 2);
 }
+
+/// Live configuration in a cluster: a change taken by one node is in force on every
+/// node within a few seconds, each shows the same `config_version`, and a node that
+/// joins later starts with it.
+#[actix_web::test]
+async fn a_configuration_change_on_one_node_is_in_force_on_every_node_within_seconds() {
+    let mut c = TestCluster::start(3, 4).await;
+    let req = c
+        .client
+        .put(c.url(1, "/v1/runtime/config"))
+        .json(&json!({"routing": {"offer_timeout_secs": 45}, "reason": "night shift"}));
+    let changed = Instant::now();
+    let (status, body) = c.send(req, Duration::from_secs(10)).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["config_version"], 2);
+    for i in 0..3 {
+        eventually(
+            Duration::from_secs(5),
+            &format!("node {i} on version 2"),
+            || async {
+                let rt = c.runtime(i).await?;
+                let (_, cfg) = c.get(i, "/v1/runtime/config").await;
+                (rt["config_version"] == 2 && cfg["config"]["routing"]["offer_timeout_secs"] == 45)
+                    .then_some(())
+            },
+        )
+        .await;
+    }
+    let all_in_force = changed.elapsed();
+    assert!(all_in_force < Duration::from_secs(4), "{all_in_force:?}");
+    let joined = c.add_node(Vec::new());
+    eventually(WITHIN, "the joining node up", || async {
+        let rt = c.runtime(joined).await?;
+        (rt["config_version"] == 2).then_some(())
+    })
+    .await;
+    c.stop(None).await;
+}

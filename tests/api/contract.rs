@@ -140,3 +140,41 @@ fn the_published_json_schema_names_the_same_channels_and_required_fields_as_the_
         assert!(text.contains(t), "schema does not describe {t}");
     }
 }
+
+/// docs/contract.md marks a field "(required" exactly when the parser refuses the
+/// event without it (`note.recorded` once omitted `author`).
+#[actix_web::test]
+async fn note_recorded_requires_author_and_text_as_docs_contract_md_says() {
+    let doc =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/contract.md")).unwrap();
+    let row = doc
+        .lines()
+        .find(|l| l.starts_with("| `note.recorded`"))
+        .expect("the note.recorded row");
+    let app = crate::helpers::spawn_app(crate::helpers::Backend::Sqlite).await;
+    let note = |fields: Value| {
+        event(
+            "note.recorded",
+            "ehr",
+            days_ago(0, 0),
+            json!({"mrn": "MRN-NOTE-1"}),
+            fields,
+        )
+    };
+    let full = json!({"author": "dr-osei", "role": "physician", "text": "call back Monday"});
+    assert_eq!(
+        app.post_event(&note(full.clone())).await.status().as_u16(),
+        202
+    );
+    for field in ["author", "text", "role"] {
+        let mut fields = full.clone();
+        fields.as_object_mut().unwrap().remove(field);
+        let status = app.post_event(&note(fields)).await.status().as_u16();
+        let documented = row.contains(&format!("`{field}` (required"));
+        assert_eq!(
+            status == 400,
+            documented,
+            "{field}: answered {status}, docs/contract.md says required = {documented}"
+        );
+    }
+}

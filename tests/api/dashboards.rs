@@ -206,6 +206,77 @@ fn every_metric_in_src_metrics_is_documented_in_docs_metrics_md() {
     );
 }
 
+/// The store operations the code times (`timed("<operation>", ...)` in src/store/).
+fn store_operations() -> BTreeSet<String> {
+    let mut ops = BTreeSet::new();
+    for entry in std::fs::read_dir(repo().join("src/store")).expect("src/store") {
+        let path = entry.expect("entry").path();
+        let text = std::fs::read_to_string(&path).expect("a store source file");
+        for chunk in text.split("timed(").skip(1) {
+            let chunk = chunk.trim_start();
+            if let Some(rest) = chunk.strip_prefix('"') {
+                if let Some(op) = rest.split('"').next() {
+                    ops.insert(op.to_string());
+                }
+            }
+        }
+    }
+    ops
+}
+
+#[test]
+fn docs_metrics_md_lists_exactly_the_store_operations_the_code_emits() {
+    let doc = std::fs::read_to_string(repo().join("docs/metrics.md")).expect("docs/metrics.md");
+    let section = doc
+        .split("The store's `operation` label names the call")
+        .nth(1)
+        .and_then(|s| s.split("How to use them").next())
+        .expect("the store operations list in docs/metrics.md");
+    let documented: BTreeSet<String> = section
+        .split('`')
+        .skip(1)
+        .step_by(2)
+        .filter(|t| t.chars().all(|c| c.is_ascii_lowercase() || c == '_'))
+        .map(str::to_string)
+        .collect();
+    let emitted = store_operations();
+    assert!(emitted.len() > 20, "parsed too few operations: {emitted:?}");
+    let missing: Vec<_> = emitted.difference(&documented).collect();
+    assert!(
+        missing.is_empty(),
+        "store operations not in docs/metrics.md: {missing:?}"
+    );
+    let stale: Vec<_> = documented.difference(&emitted).collect();
+    assert!(
+        stale.is_empty(),
+        "docs/metrics.md lists operations no code emits: {stale:?}"
+    );
+}
+
+#[test]
+fn docs_metrics_md_lists_every_offer_outcome() {
+    let doc = std::fs::read_to_string(repo().join("docs/metrics.md")).expect("docs/metrics.md");
+    let row = doc
+        .lines()
+        .find(|l| l.starts_with("| `frontdoor_offers_total`"))
+        .expect("the offers row");
+    let src =
+        std::fs::read_to_string(repo().join("actors/src/routing/router.rs")).expect("router.rs");
+    let labels = src
+        .split("pub fn as_str(self) -> &'static str {")
+        .nth(1)
+        .and_then(|s| s.split("fn rule(self)").next())
+        .expect("OfferOutcome::as_str");
+    let outcomes: Vec<&str> = labels.split('"').skip(1).step_by(2).collect();
+    assert!(outcomes.len() >= 4, "{outcomes:?}");
+    for o in outcomes {
+        assert!(
+            row.contains(&format!("`{o}`")),
+            "offer outcome {o} is not in docs/metrics.md"
+        );
+    }
+}
+
 #[test]
 fn every_dashboard_has_a_uid_a_datasource_variable_site_and_skill_variables_and_units() {
     let all = dashboards();
