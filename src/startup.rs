@@ -771,17 +771,29 @@ async fn resident_gauge(patients: PatientRegistry) -> anyhow::Result<()> {
     }
 }
 
+/// How soon a periodic purge tries again after the store refused it. A store outage
+/// is the store probe's to report (readiness); a purge that cannot run now is not a
+/// failed component, and must not keep the node unready after the store is back.
+const PURGE_RETRY: Duration = Duration::from_secs(30);
+
 /// Purges audit records past retention every `interval_secs` (see docs/security.md).
 async fn audit_purge(store: Store, retention_days: u32, interval_secs: u64) -> anyhow::Result<()> {
     let mut tick = tokio::time::interval(Duration::from_secs(interval_secs));
     loop {
         tick.tick().await;
-        let cutoff = chrono::Utc::now() - chrono::Duration::days(i64::from(retention_days));
-        let n = store
-            .audit_purge(cutoff)
-            .await
-            .map_err(|e| anyhow::anyhow!("audit retention purge failed: {e}"))?;
-        tracing::info!(purged = n, retention_days, "audit retention purge ran");
+        loop {
+            let cutoff = chrono::Utc::now() - chrono::Duration::days(i64::from(retention_days));
+            match store.audit_purge(cutoff).await {
+                Ok(n) => {
+                    tracing::info!(purged = n, retention_days, "audit retention purge ran");
+                    break;
+                }
+                Err(e) => {
+                    tracing::warn!(error.message = %e, retry_secs = PURGE_RETRY.as_secs(), "audit retention purge failed; trying again");
+                    tokio::time::sleep(PURGE_RETRY).await;
+                }
+            }
+        }
     }
 }
 
@@ -796,13 +808,13 @@ async fn routing_purge(ingest: Ingest) -> anyhow::Result<()> {
         }
         let keep = i64::from(ingest.routing().config().record_retention_secs);
         let cutoff = chrono::Utc::now() - chrono::Duration::seconds(keep);
-        let n = ingest
-            .store()
-            .purge_routing(cutoff)
-            .await
-            .map_err(|e| anyhow::anyhow!("routing record purge failed: {e}"))?;
-        if n > 0 {
-            tracing::info!(rows = n, "ended contact records purged");
+        match ingest.store().purge_routing(cutoff).await {
+            Ok(n) if n > 0 => tracing::info!(rows = n, "ended contact records purged"),
+            Ok(_) => {}
+            // The next hourly tick tries again (see PURGE_RETRY for why this is no failure).
+            Err(e) => {
+                tracing::warn!(error.message = %e, "routing record purge failed; trying at the next tick")
+            }
         }
     }
 }
