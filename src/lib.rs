@@ -21,6 +21,8 @@
 //! - [`metrics`]: metric names and the Prometheus recorder.
 //! - [`supervisor`]: restart policies for long-running components; actor statistics.
 //! - [`runtime`]: live reload of thresholds and the `/v1/runtime` view.
+//! - [`replay`]: `frontdoor replay`, a recorded window re-run under a changed
+//!   configuration (what-if), reported side by side.
 //! - [`telemetry`]: tracing subscriber setup.
 //!
 //! The traffic simulator is a client of this API and lives in its own crate
@@ -35,6 +37,7 @@ pub mod fhir;
 pub mod http;
 pub mod ingest;
 pub mod metrics;
+pub mod replay;
 pub mod runtime;
 pub mod startup;
 pub mod store;

@@ -19,10 +19,16 @@ async fn main() -> anyhow::Result<()> {
             let app = Application::build(settings).await?;
             app.run_until_stopped().await
         }
+        Some("replay") => {
+            let code = frontdoor::replay::main(std::env::args().skip(2).collect()).await?;
+            std::process::exit(code);
+        }
         Some("simulate") => anyhow::bail!(
             "the simulator is its own binary now: frontdoor-simulate \
              (cargo run --release -p frontdoor-simulate -- --help)"
         ),
-        Some(other) => anyhow::bail!("unknown command {other:?}; use `serve` or no command"),
+        Some(other) => {
+            anyhow::bail!("unknown command {other:?}; use `serve`, `replay` or no command")
+        }
     }
 }

@@ -52,6 +52,60 @@ fn merge(base: &mut Value, patch: &Value) {
     }
 }
 
+/// A validated change of the reloadable values.
+#[derive(Debug, Clone)]
+pub struct Change {
+    /// Routing thresholds after the change.
+    pub routing: RoutingConfig,
+    /// Patient actors' restart policy after the change.
+    pub patient: SupervisionPolicy,
+    /// Long-running components' restart policy after the change.
+    pub tasks: SupervisionPolicy,
+}
+
+/// Merges `patch` (the `PUT /v1/runtime/config` shape) over `current` (the
+/// [`Runtime::tunables`] shape), parses the result strictly and validates it: an
+/// unknown key or a bad value is refused with its reason, naming the key. Live
+/// reload and `frontdoor replay` share it.
+pub fn validate_change(current: &Value, patch: &Value) -> Result<Change, String> {
+    let Value::Object(p) = patch else {
+        return Err("the change must be a JSON object".into());
+    };
+    if let Some(k) = p.keys().find(|k| *k != "routing" && *k != "supervision") {
+        return Err(format!(
+            "unknown section {k:?}: only routing and supervision are reloadable"
+        ));
+    }
+    if let Some(Value::Object(s)) = p.get("supervision") {
+        if let Some(k) = s.keys().find(|k| *k != "patient" && *k != "tasks") {
+            return Err(format!(
+                "supervision.{k} is not reloadable (only supervision.patient and supervision.tasks)"
+            ));
+        }
+    }
+    let mut merged = current.clone();
+    merge(&mut merged, patch);
+    let routing: RoutingConfig =
+        serde_json::from_value(merged["routing"].clone()).map_err(|e| format!("routing: {e}"))?;
+    routing.validate().map_err(|e| format!("routing: {e}"))?;
+    let patient: SupervisionPolicy =
+        serde_json::from_value(merged["supervision"]["patient"].clone())
+            .map_err(|e| format!("supervision.patient: {e}"))?;
+    patient
+        .validate()
+        .map_err(|e| format!("supervision.patient: {e}"))?;
+    let tasks: SupervisionPolicy = serde_json::from_value(merged["supervision"]["tasks"].clone())
+        .map_err(|e| format!("supervision.tasks: {e}"))?;
+    tasks
+        .validate()
+        .map_err(|e| format!("supervision.tasks: {e}"))?;
+    Ok(Change {
+        routing,
+        patient,
+        tasks,
+    })
+}
+
 impl Runtime {
     /// A runtime view over the started components.
     pub fn new(
@@ -95,39 +149,11 @@ impl Runtime {
 
     /// Applies a JSON patch over the values in force; answers the new version.
     pub fn apply(&self, patch: &Value) -> Result<u64, String> {
-        let Value::Object(p) = patch else {
-            return Err("the change must be a JSON object".into());
-        };
-        if let Some(k) = p.keys().find(|k| *k != "routing" && *k != "supervision") {
-            return Err(format!(
-                "unknown section {k:?}: only routing and supervision are reloadable"
-            ));
-        }
-        if let Some(Value::Object(s)) = p.get("supervision") {
-            if let Some(k) = s.keys().find(|k| *k != "patient" && *k != "tasks") {
-                return Err(format!(
-                    "supervision.{k} is not reloadable (only supervision.patient and supervision.tasks)"
-                ));
-            }
-        }
-        let mut merged = self.tunables();
-        merge(&mut merged, patch);
-        let routing: RoutingConfig = serde_json::from_value(merged["routing"].clone())
-            .map_err(|e| format!("routing: {e}"))?;
-        routing.validate().map_err(|e| format!("routing: {e}"))?;
-        let patient: SupervisionPolicy =
-            serde_json::from_value(merged["supervision"]["patient"].clone())
-                .map_err(|e| format!("supervision.patient: {e}"))?;
-        patient
-            .validate()
-            .map_err(|e| format!("supervision.patient: {e}"))?;
-        let tasks: SupervisionPolicy =
-            serde_json::from_value(merged["supervision"]["tasks"].clone())
-                .map_err(|e| format!("supervision.tasks: {e}"))?;
-        tasks
-            .validate()
-            .map_err(|e| format!("supervision.tasks: {e}"))?;
-
+        let Change {
+            routing,
+            patient,
+            tasks,
+        } = validate_change(&self.tunables(), patch)?;
         self.routing.reload(routing)?;
         if let Ok(mut g) = self.patient_policy.write() {
             *g = patient;

@@ -23,6 +23,7 @@ pub mod audit;
 pub mod cluster;
 pub mod journey;
 pub mod outbox;
+pub mod replay;
 pub mod routing;
 pub mod seed;
 pub mod writer;

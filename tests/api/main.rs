@@ -17,6 +17,7 @@ mod fhir;
 mod health;
 mod journeys;
 mod passivation;
+mod replay;
 mod routing;
 mod security;
 mod supervision;
