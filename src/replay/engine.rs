@@ -246,6 +246,12 @@ enum Action {
         entry: i64,
     },
     Staff(AgentUpdate),
+    /// A modelled unresolved bot exchange of a patient who, under this run's
+    /// hand-off threshold, is still with the bot when the recording handed over.
+    BotTurn {
+        contact: String,
+        left: u32,
+    },
     /// Only advances time (a wrap-up timer is due).
     Wake,
 }
@@ -291,11 +297,21 @@ pub struct RunOutput {
 pub struct ModelSettings {
     /// Seconds a modelled agent takes to answer an offer.
     pub answer_secs: f64,
+    /// Seconds between modelled bot exchanges (a later hand-off than recorded).
+    pub bot_turn_secs: f64,
+    /// Seconds between routing's timer runs while contacts wait (overflow and
+    /// relaxation are checked then; offer timeouts, relaxation steps and wrap-up
+    /// timers also run exactly when due).
+    pub tick_secs: f64,
 }
 
 impl Default for ModelSettings {
     fn default() -> Self {
-        ModelSettings { answer_secs: 3.0 }
+        ModelSettings {
+            answer_secs: 3.0,
+            bot_turn_secs: 20.0,
+            tick_secs: 5.0,
+        }
     }
 }
 
@@ -317,17 +333,20 @@ struct Run<'a> {
     journeys: HashMap<PatientId, Journey>,
     contacts: HashMap<String, Live>,
     waiting: usize,
-    wake_until: i64,
     offers: Vec<Offer>,
     used_answers: HashSet<usize>,
     stats: RunStats,
     agent_sites: HashMap<String, (SiteId, BTreeMap<String, u8>, Presence)>,
     seq: u64,
+    /// The latest event of each contact still with the bot (for modelled turns).
+    bot_last: HashMap<String, (PatientId, Envelope)>,
 }
 
-/// Runs the window under `cfg` with `staffing` added; `progress` is told how far it got.
+/// Runs the window (up to `until_ms`) under `cfg` with `staffing` added; `progress`
+/// is told how far it got.
 pub async fn run(
     recorded: &[Recorded],
+    until_ms: i64,
     facts: &Facts,
     cfg: RoutingConfig,
     staffing: &Staffing,
@@ -367,17 +386,17 @@ pub async fn run(
         journeys: HashMap::new(),
         contacts: HashMap::new(),
         waiting: 0,
-        wake_until: i64::MIN,
         offers: Vec::new(),
         used_answers: HashSet::new(),
         agent_sites: HashMap::new(),
         seq: 0,
+        bot_last: HashMap::new(),
     };
     let last = recorded.last().map(|r| r.at_ms).unwrap_or(start);
     for (at, u) in staffing.updates(start, last) {
         run.schedule(at, MODELLED, Action::Staff(u));
     }
-    let tick = i64::try_from(run.cfg.tick_interval_ms.max(1)).unwrap_or(500);
+    let tick = ((run.model.tick_secs * 1000.0) as i64).max(1);
     let mut next_tick = start - start.rem_euclid(tick) + tick;
     let mut i = 0usize;
     loop {
@@ -389,16 +408,21 @@ pub async fn run(
             (None, Some(a)) => a,
             (Some(r), Some(a)) => r.min(a),
         };
+        if next.0 >= until_ms {
+            // The window is over: what the live run had not decided by then is not
+            // decided here either.
+            break;
+        }
         let next_at = next.0.max(run.now);
-        // Timers run while something waits (offer timeouts, relaxation,
-        // overflow) or a wrap-up timer is due.
-        if run.waiting > 0 || run.wake_until >= next_tick {
+        // Timers run every `tick_secs` while something waits (overflow);
+        // deadlines (offer timeouts, relaxation steps, wrap-up) are Wake steps.
+        if run.waiting > 0 {
             while next_tick <= next_at {
                 run.advance(next_tick);
                 run.routing.tick().await;
                 run.drain(MODELLED);
                 next_tick += tick;
-                if run.waiting == 0 && run.wake_until < next_tick {
+                if run.waiting == 0 {
                     break;
                 }
             }
@@ -484,6 +508,8 @@ impl Run<'_> {
                 agent_id: agent.clone(),
             });
             self.answer_offer(contact, agent);
+            let deadline = self.now + i64::from(self.cfg.offer_timeout_secs) * 1000;
+            self.schedule(deadline, MODELLED, Action::Wake);
         }
     }
 
@@ -591,7 +617,34 @@ impl Run<'_> {
                     .entry(p)
                     .or_insert_with(|| Journey::new(p, Limits::default()));
                 j.apply(i as u64, e);
-                let Some(req) = route_request(j, e, &self.cfg) else {
+                let req = route_request(j, e, &self.cfg);
+                if let Some(c) = &cid {
+                    if !self.contacts.contains_key(c) {
+                        self.bot_last.insert(c.clone(), (p, e.clone()));
+                        // The recording handed over here; this run keeps the bot:
+                        // the patient goes on with modelled failed exchanges.
+                        let handed_over_live = self
+                            .facts
+                            .contacts
+                            .get(c)
+                            .is_some_and(|f| f.entry == Some(r.at_ms));
+                        if handed_over_live
+                            && matches!(e.kind, EventKind::BotTurn { .. })
+                            && !matches!(req, Some(RouteRequest::Queue(_)))
+                        {
+                            let at = self.now + (self.model.bot_turn_secs * 1000.0) as i64;
+                            self.schedule(
+                                at,
+                                MODELLED,
+                                Action::BotTurn {
+                                    contact: c.clone(),
+                                    left: 5,
+                                },
+                            );
+                        }
+                    }
+                }
+                let Some(req) = req else {
                     return;
                 };
                 if let (RouteRequest::Queue(n), Some(c)) = (&req, cid) {
@@ -643,6 +696,17 @@ impl Run<'_> {
             // A transfer: the agent's part of the contact is over.
             let from = live.accepted_at.take().unwrap_or(now);
             self.stats.busy(&queue, &agent, from, now);
+        }
+        let steps: Vec<u32> = self
+            .cfg
+            .relaxation
+            .steps
+            .iter()
+            .map(|s| s.after_secs)
+            .filter(|s| *s > 0)
+            .collect();
+        for after in steps {
+            self.schedule(now + i64::from(after) * 1000, MODELLED, Action::Wake);
         }
         if is_new {
             self.stats.arrival(&queue, now);
@@ -714,7 +778,67 @@ impl Run<'_> {
     async fn action(&mut self, a: Action, rank: u64) {
         let now = self.now;
         match a {
-            Action::Wake => {}
+            Action::BotTurn { contact, left } => {
+                if self.contacts.contains_key(&contact) {
+                    return;
+                }
+                let Some((p, mut e)) = self.bot_last.get(&contact).cloned() else {
+                    return;
+                };
+                e.id = self.synthetic_id("bot.turn", &contact);
+                e.event_type = "bot.turn".into();
+                e.kind = EventKind::BotTurn {
+                    resolved: false,
+                    intent: None,
+                    patient_text: None,
+                    bot_text: None,
+                };
+                e.occurred_at = self.at();
+                e.raw = Arc::new(serde_json::Map::new());
+                let j = self
+                    .journeys
+                    .entry(p)
+                    .or_insert_with(|| Journey::new(p, Limits::default()));
+                let Some(cid) = e.contact_id.clone() else {
+                    return;
+                };
+                if j.contacts
+                    .get(&cid)
+                    .is_none_or(|c| c.state != frontdoor_actors::journey::ContactState::Open)
+                {
+                    return;
+                }
+                j.apply(u64::MAX, &e);
+                match route_request(j, &e, &self.cfg) {
+                    Some(RouteRequest::Queue(n)) => {
+                        self.queued(
+                            &contact,
+                            p,
+                            &e,
+                            n.site.as_str(),
+                            &n.skill,
+                            &n.assessment.signals,
+                        );
+                        self.route(RouteRequest::Queue(n)).await;
+                    }
+                    _ if left > 1 => {
+                        let at = now + (self.model.bot_turn_secs * 1000.0) as i64;
+                        self.schedule(
+                            at,
+                            MODELLED,
+                            Action::BotTurn {
+                                contact,
+                                left: left - 1,
+                            },
+                        );
+                    }
+                    _ => {}
+                }
+            }
+            Action::Wake => {
+                self.routing.tick().await;
+                self.drain(MODELLED);
+            }
             Action::Staff(u) => self.agent_state(u).await,
             Action::Answer {
                 contact,
@@ -826,8 +950,7 @@ impl Run<'_> {
                     }
                     None => {
                         let at = now + i64::from(self.cfg.wrap_up_secs) * 1000;
-                        self.wake_until = self.wake_until.max(at + 1000);
-                        self.schedule(at + 1, MODELLED, Action::Wake);
+                        self.schedule(at, MODELLED, Action::Wake);
                         at
                     }
                 };

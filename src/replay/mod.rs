@@ -8,11 +8,13 @@
 //! - [`patch`]: the what-if patch (routing thresholds, staffing, model knobs).
 //! - [`stats`]: per queue and hour figures of a run.
 //! - [`report`]: both runs side by side (terminal table, JSON, HTML with SVG).
+//! - [`synth`]: a synthetic three-site day (benchmark, worked example).
 
 pub mod engine;
 pub mod patch;
 pub mod report;
 pub mod stats;
+pub mod synth;
 
 use std::io::{BufRead, IsTerminal, Write};
 use std::path::{Path, PathBuf};
@@ -191,9 +193,13 @@ pub async fn replay(
     }
     let rec = recorded(window)?;
     let facts = Facts::of(&rec, &base_cfg);
+    let until_ms = DateTime::parse_from_rfc3339(&window.until)
+        .map(|t| t.timestamp_millis())
+        .unwrap_or(i64::MAX);
     let total = rec.len();
     let base = engine::run(
         &rec,
+        until_ms,
         &facts,
         base_cfg.clone(),
         &patch::Staffing::default(),
@@ -203,6 +209,7 @@ pub async fn replay(
     .await?;
     let changed = engine::run(
         &rec,
+        until_ms,
         &facts,
         whatif.routing.clone(),
         &whatif.staffing,
@@ -232,7 +239,8 @@ pub async fn replay(
 const USAGE: &str = "usage: frontdoor replay (--store URL --since RFC3339 --until RFC3339 | --file EXPORT.jsonl)
                         [--patch WHATIF.toml] [--config DIR] [--html REPORT.html] [--json REPORT.json]
                         [--quiet]
-       frontdoor replay --store URL --since RFC3339 --until RFC3339 --export EXPORT.jsonl";
+       frontdoor replay --store URL --since RFC3339 --until RFC3339 --export EXPORT.jsonl
+       frontdoor replay --synthetic-day EXPORT.jsonl [--date YYYY-MM-DD] [--contacts-per-site N]";
 
 fn time(flag: &str, v: Option<String>) -> anyhow::Result<DateTime<Utc>> {
     let v = v.with_context(|| format!("{flag} needs a value\n{USAGE}"))?;
@@ -248,8 +256,17 @@ pub async fn main(args: Vec<String>) -> anyhow::Result<i32> {
     let (mut patch, mut config, mut html, mut json_out, mut export) =
         (None, PathBuf::from("config"), None, None, None);
     let mut quiet = false;
+    let (mut synthetic, mut date, mut per_site) = (None, None, 3700u32);
     while let Some(a) = it.next() {
         match a.as_str() {
+            "--synthetic-day" => synthetic = it.next().map(PathBuf::from),
+            "--date" => date = it.next(),
+            "--contacts-per-site" => {
+                per_site = it
+                    .next()
+                    .and_then(|v| v.parse().ok())
+                    .context("--contacts-per-site needs a number")?
+            }
             "--store" => store = it.next(),
             "--since" => since = Some(time("--since", it.next())?),
             "--until" => until = Some(time("--until", it.next())?),
@@ -266,6 +283,29 @@ pub async fn main(args: Vec<String>) -> anyhow::Result<i32> {
             }
             other => bail!("unknown argument {other:?}\n{USAGE}"),
         }
+    }
+    if let Some(out) = synthetic {
+        let day = match date {
+            Some(d) => chrono::NaiveDate::parse_from_str(&d, "%Y-%m-%d")
+                .with_context(|| format!("--date: {d:?} is not YYYY-MM-DD"))?
+                .and_hms_opt(0, 0, 0)
+                .map(|t| t.and_utc())
+                .unwrap_or_default(),
+            None => Utc::now(),
+        };
+        let w = synth::day(1, day, per_site);
+        let mut f = std::io::BufWriter::new(
+            std::fs::File::create(&out)
+                .with_context(|| format!("cannot write {}", out.display()))?,
+        );
+        write_export(&w, &mut f)?;
+        f.flush()?;
+        eprintln!(
+            "wrote a synthetic day of {} events to {}",
+            w.events.len(),
+            out.display()
+        );
+        return Ok(0);
     }
     let source = match (store, file) {
         (Some(url), None) => Source::Store {

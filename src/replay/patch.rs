@@ -161,6 +161,12 @@ pub fn parse(toml_text: &str, current: &Value) -> Result<WhatIf, String> {
     if !(model.answer_secs.is_finite() && (0.0..=3600.0).contains(&model.answer_secs)) {
         return Err("replay.answer_secs: must be 0-3600".into());
     }
+    if !(model.bot_turn_secs.is_finite() && (1.0..=3600.0).contains(&model.bot_turn_secs)) {
+        return Err("replay.bot_turn_secs: must be 1-3600".into());
+    }
+    if !(model.tick_secs.is_finite() && (0.1..=60.0).contains(&model.tick_secs)) {
+        return Err("replay.tick_secs: must be 0.1-60".into());
+    }
     let change = validate_change(current, &json)?;
     Ok(WhatIf {
         routing: change.routing,
