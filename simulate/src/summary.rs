@@ -11,6 +11,8 @@ pub struct Summary {
     pub events_by_type: BTreeMap<String, u64>,
     /// Responses by status class (`2xx`, `4xx`, `5xx`, `transport`).
     pub responses: BTreeMap<String, u64>,
+    /// Requests retried after a 429 or 503 with `Retry-After`.
+    pub retries: u64,
     /// The first few failures (type and status only: bodies may name fields).
     pub error_samples: Vec<String>,
     /// Contacts started.
@@ -65,13 +67,23 @@ impl Summary {
         self.events_by_type.values().sum()
     }
 
-    /// Failed requests (4xx, 5xx and transport errors).
+    /// Failed requests (4xx, 5xx and transport errors; not throttled or shed ones).
     pub fn errors(&self) -> u64 {
         self.responses
             .iter()
-            .filter(|(k, _)| k.as_str() != "2xx")
+            .filter(|(k, _)| !matches!(k.as_str(), "2xx" | "throttled" | "shed"))
             .map(|(_, v)| v)
             .sum()
+    }
+
+    /// Events the runtime refused with 429 (rate limited) after every retry.
+    pub fn throttled(&self) -> u64 {
+        self.responses.get("throttled").copied().unwrap_or(0)
+    }
+
+    /// Events the runtime shed with 503 (overloaded, unavailable) after every retry.
+    pub fn shed(&self) -> u64 {
+        self.responses.get("shed").copied().unwrap_or(0)
     }
 
     /// Answered within target over answered + abandoned (abandons count against it).
@@ -136,6 +148,13 @@ impl fmt::Display for Summary {
             .map(|(k, v)| format!("{k} {v}"))
             .collect();
         writeln!(f, "responses: {}", responses.join(", "))?;
+        writeln!(
+            f,
+            "throttled (429 after retries): {}; shed (503 after retries): {}; retried after Retry-After: {}",
+            self.throttled(),
+            self.shed(),
+            self.retries
+        )?;
         writeln!(f, "errors: {}", self.errors())?;
         for e in &self.error_samples {
             writeln!(f, "  {e}")?;
@@ -155,7 +174,7 @@ impl fmt::Display for Summary {
         )?;
         writeln!(
             f,
-            "queued for a human: {}; offers seen {} (declined {}); answered {}; served {}; transferred {}; abandoned {}; left at close {}",
+            "queued for a human: {}; offers seen {} (declined {}); answered {}; served {}; transferred {}; abandoned by patients {}; left at close {}",
             self.queued, self.offers_seen, self.offers_declined, self.answered, self.served, self.transfers, self.abandoned, self.left_at_close
         )?;
         let asa = if self.answered > 0 {
