@@ -17,7 +17,7 @@ fn main() {
     let per_site: u32 = std::env::var("BENCH_CONTACTS_PER_SITE")
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(3700);
+        .unwrap_or(4500);
     let day = chrono::DateTime::parse_from_rfc3339("2026-11-30T00:00:00Z")
         .unwrap()
         .to_utc();

@@ -161,6 +161,12 @@ pub trait RoutingObserver: Send + Sync + 'static {
     fn agents(&self, site: &str, presence: &'static str, count: u64);
     /// Containment over the window.
     fn containment(&self, ratio: f64);
+    /// Whether the gauges (queue snapshots, agents by presence, containment) are
+    /// wanted: computing queue snapshots on every tick is the costly part of a tick,
+    /// so an observer that drops them (a replay) says no.
+    fn wants_gauges(&self) -> bool {
+        true
+    }
 }
 
 /// An observer that records nothing (benchmarks, unit tests).
@@ -178,6 +184,9 @@ impl RoutingObserver for NoObserver {
     fn queue(&self, _: &crate::routing::queue::QueueSnapshot) {}
     fn agents(&self, _: &str, _: &'static str, _: u64) {}
     fn containment(&self, _: f64) {}
+    fn wants_gauges(&self) -> bool {
+        false
+    }
 }
 
 /// What supervision reports for the runtime's metrics and logs.

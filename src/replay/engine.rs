@@ -252,8 +252,9 @@ enum Action {
         contact: String,
         left: u32,
     },
-    /// Only advances time (a wrap-up timer is due).
-    Wake,
+    /// Routing's timers are due (a wrap-up timer; or, for a contact still waiting
+    /// unanswered, an offer timeout or relaxation step).
+    Wake(Option<String>),
 }
 
 /// Where a contact is in this run.
@@ -340,6 +341,8 @@ struct Run<'a> {
     seq: u64,
     /// The latest event of each contact still with the bot (for modelled turns).
     bot_last: HashMap<String, (PatientId, Envelope)>,
+    /// When routing's timers last ran.
+    last_tick: i64,
 }
 
 /// Runs the window (up to `until_ms`) under `cfg` with `staffing` added; `progress`
@@ -391,6 +394,7 @@ pub async fn run(
         agent_sites: HashMap::new(),
         seq: 0,
         bot_last: HashMap::new(),
+        last_tick: i64::MIN,
     };
     let last = recorded.last().map(|r| r.at_ms).unwrap_or(start);
     for (at, u) in staffing.updates(start, last) {
@@ -419,6 +423,7 @@ pub async fn run(
         if run.waiting > 0 {
             while next_tick <= next_at {
                 run.advance(next_tick);
+                run.last_tick = next_tick;
                 run.routing.tick().await;
                 run.drain(MODELLED);
                 next_tick += tick;
@@ -507,9 +512,9 @@ impl Run<'_> {
                 contact_id: contact.clone(),
                 agent_id: agent.clone(),
             });
-            self.answer_offer(contact, agent);
+            self.answer_offer(contact.clone(), agent);
             let deadline = self.now + i64::from(self.cfg.offer_timeout_secs) * 1000;
-            self.schedule(deadline, MODELLED, Action::Wake);
+            self.schedule(deadline, MODELLED, Action::Wake(Some(contact)));
         }
     }
 
@@ -706,7 +711,11 @@ impl Run<'_> {
             .filter(|s| *s > 0)
             .collect();
         for after in steps {
-            self.schedule(now + i64::from(after) * 1000, MODELLED, Action::Wake);
+            self.schedule(
+                now + i64::from(after) * 1000,
+                MODELLED,
+                Action::Wake(Some(contact.to_string())),
+            );
         }
         if is_new {
             self.stats.arrival(&queue, now);
@@ -835,7 +844,18 @@ impl Run<'_> {
                     _ => {}
                 }
             }
-            Action::Wake => {
+            Action::Wake(contact) => {
+                // Nothing to time out or relax once the contact is answered or gone;
+                // one timer run per instant is enough.
+                let idle = contact.as_ref().is_some_and(|c| {
+                    self.contacts
+                        .get(c)
+                        .is_none_or(|l| l.ended || l.waiting_since.is_none())
+                });
+                if idle || self.last_tick == now {
+                    return;
+                }
+                self.last_tick = now;
                 self.routing.tick().await;
                 self.drain(MODELLED);
             }
@@ -950,7 +970,7 @@ impl Run<'_> {
                     }
                     None => {
                         let at = now + i64::from(self.cfg.wrap_up_secs) * 1000;
-                        self.schedule(at, MODELLED, Action::Wake);
+                        self.schedule(at, MODELLED, Action::Wake(None));
                         at
                     }
                 };

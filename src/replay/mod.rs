@@ -256,7 +256,7 @@ pub async fn main(args: Vec<String>) -> anyhow::Result<i32> {
     let (mut patch, mut config, mut html, mut json_out, mut export) =
         (None, PathBuf::from("config"), None, None, None);
     let mut quiet = false;
-    let (mut synthetic, mut date, mut per_site) = (None, None, 3700u32);
+    let (mut synthetic, mut date, mut per_site) = (None, None, 4500u32);
     while let Some(a) = it.next() {
         match a.as_str() {
             "--synthetic-day" => synthetic = it.next().map(PathBuf::from),

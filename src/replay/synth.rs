@@ -63,7 +63,7 @@ fn id(seed: u64, n: u64) -> String {
 const PROFILE: [f64; 12] = [1.1, 1.7, 1.6, 1.3, 1.1, 0.9, 1.0, 0.9, 0.8, 0.7, 0.5, 0.4];
 
 /// A day starting at midnight `day` (UTC) with about `contacts_per_site` contacts
-/// at each of the three sites (3,700 a site make about 50,000 events).
+/// at each of the three sites (4,500 a site make about 50,000 events).
 pub fn day(seed: u64, day: DateTime<Utc>, contacts_per_site: u32) -> Window {
     let midnight = day.timestamp_millis() - day.timestamp_millis().rem_euclid(86_400_000);
     let mut rng = Rng(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1);
