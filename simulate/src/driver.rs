@@ -936,6 +936,46 @@ fn walk(v: &Value, out: &mut Vec<(String, String)>) {
     }
 }
 
+/// The longest `Retry-After` honoured, seconds (a longer one is capped).
+const MAX_RETRY_AFTER_SECS: u64 = 10;
+
+/// Sends one event as an adapter must: a 429 (rate limited) or 503 (shed,
+/// unavailable) is retried after its `Retry-After` (else 1 s, at most
+/// [`MAX_RETRY_AFTER_SECS`]), up to `max_retries` times. Answers the outcome class
+/// (`2xx`, `throttled` or `shed` when the retries ran out, `4xx`, `5xx`,
+/// `transport`) and the retries made.
+pub async fn send_with_retry(
+    client: &reqwest::Client,
+    url: &str,
+    event: &Value,
+    max_retries: u32,
+) -> (String, u32) {
+    let mut retries = 0;
+    loop {
+        let r = match client.post(url).json(event).send().await {
+            Ok(r) => r,
+            Err(_) => return ("transport".to_string(), retries),
+        };
+        let status = r.status().as_u16();
+        if status != 429 && status != 503 {
+            return (format!("{}xx", status / 100), retries);
+        }
+        if retries >= max_retries {
+            let class = if status == 429 { "throttled" } else { "shed" };
+            return (class.to_string(), retries);
+        }
+        let wait = r
+            .headers()
+            .get(reqwest::header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .unwrap_or(1)
+            .clamp(1, MAX_RETRY_AFTER_SECS);
+        retries += 1;
+        tokio::time::sleep(Duration::from_secs(wait)).await;
+    }
+}
+
 #[cfg(test)]
 mod tests {
     /// A peer answering the scripted statuses in turn (one connection each).
@@ -1032,45 +1072,5 @@ mod tests {
             ]
         );
         assert!(find_offers(&Value::Null).is_empty());
-    }
-}
-
-/// The longest `Retry-After` honoured, seconds (a longer one is capped).
-const MAX_RETRY_AFTER_SECS: u64 = 10;
-
-/// Sends one event as an adapter must: a 429 (rate limited) or 503 (shed,
-/// unavailable) is retried after its `Retry-After` (else 1 s, at most
-/// [`MAX_RETRY_AFTER_SECS`]), up to `max_retries` times. Answers the outcome class
-/// (`2xx`, `throttled` or `shed` when the retries ran out, `4xx`, `5xx`,
-/// `transport`) and the retries made.
-pub async fn send_with_retry(
-    client: &reqwest::Client,
-    url: &str,
-    event: &Value,
-    max_retries: u32,
-) -> (String, u32) {
-    let mut retries = 0;
-    loop {
-        let r = match client.post(url).json(event).send().await {
-            Ok(r) => r,
-            Err(_) => return ("transport".to_string(), retries),
-        };
-        let status = r.status().as_u16();
-        if status != 429 && status != 503 {
-            return (format!("{}xx", status / 100), retries);
-        }
-        if retries >= max_retries {
-            let class = if status == 429 { "throttled" } else { "shed" };
-            return (class.to_string(), retries);
-        }
-        let wait = r
-            .headers()
-            .get(reqwest::header::RETRY_AFTER)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.trim().parse::<u64>().ok())
-            .unwrap_or(1)
-            .clamp(1, MAX_RETRY_AFTER_SECS);
-        retries += 1;
-        tokio::time::sleep(Duration::from_secs(wait)).await;
     }
 }

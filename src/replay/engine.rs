@@ -439,7 +439,7 @@ pub async fn run(
             run.advance(next_at);
             run.recorded(i, &recorded[i]).await;
             i += 1;
-            if i % 2048 == 0 {
+            if i.is_multiple_of(2048) {
                 progress(i);
             }
         } else if let Some(Reverse((_, rank, id))) = run.heap.pop() {

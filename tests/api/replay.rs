@@ -142,7 +142,7 @@ async fn recorded_day(app: &TestApp) {
             answered.insert((c.clone(), a.clone()));
             step += 1;
             let idx: usize = c.trim_start_matches("day-").parse().unwrap();
-            if idx % 3 == 0 && step % 2 == 1 {
+            if idx.is_multiple_of(3) && step % 2 == 1 {
                 assert_eq!(desktop(app, "offer.declined", &a, &c).await, 202);
             } else if desktop(app, "offer.accepted", &a, &c).await == 202 {
                 if idx == 5 {
@@ -157,7 +157,11 @@ async fn recorded_day(app: &TestApp) {
                     .await;
                     continue;
                 }
-                let channel = if idx % 4 == 0 { "voice" } else { "chat" };
+                let channel = if idx.is_multiple_of(4) {
+                    "voice"
+                } else {
+                    "chat"
+                };
                 let site = if idx % 3 == 2 { "south" } else { "north" };
                 patient_event(
                     app,
