@@ -20,7 +20,13 @@ async fn main() -> anyhow::Result<()> {
             app.run_until_stopped().await
         }
         Some("replay") => {
-            let code = frontdoor::replay::main(std::env::args().skip(2).collect()).await?;
+            let code = match frontdoor::replay::main(std::env::args().skip(2).collect()).await {
+                Ok(code) => code,
+                Err(e) => {
+                    eprintln!("replay: {e:#}");
+                    1
+                }
+            };
             std::process::exit(code);
         }
         Some("simulate") => anyhow::bail!(
