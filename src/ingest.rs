@@ -233,7 +233,14 @@ impl Ingest {
             _ => return Err(IngestError::Rejected("not a routing event".into())),
         };
         match self.route_input(input, event.id).await {
-            Ok(_) => Ok(IngestOutcome::Routed),
+            Ok(_) => {
+                // Kept for `frontdoor replay` (agent availability, answer and handle
+                // times); routing already applied it, so a failure here only warns.
+                if let Err(e) = self.store.record_routing_event(event).await {
+                    tracing::warn!(error = %e, "routing event not recorded for replay");
+                }
+                Ok(IngestOutcome::Routed)
+            }
             Err(e @ (RoutingError::Unavailable(_) | RoutingError::NotLeader)) => {
                 Err(IngestError::Unavailable(Box::new(e)))
             }

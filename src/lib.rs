@@ -22,6 +22,8 @@
 //! - [`outreach`]: the reminder tick (due reminders and held messages, by partition owner) and outreach counts.
 //! - [`supervisor`]: restart policies for long-running components; actor statistics.
 //! - [`runtime`]: live reload of thresholds and the `/v1/runtime` view.
+//! - [`replay`]: `frontdoor replay`, a recorded window re-run under a changed
+//!   configuration (what-if), reported side by side.
 //! - [`telemetry`]: tracing subscriber setup.
 //!
 //! The traffic simulator is a client of this API and lives in its own crate
@@ -37,6 +39,7 @@ pub mod http;
 pub mod ingest;
 pub mod metrics;
 pub mod outreach;
+pub mod replay;
 pub mod runtime;
 pub mod startup;
 pub mod store;

@@ -44,6 +44,14 @@ enum Command {
     /// Print the hex SHA-256 of a bearer token read from standard input (what a
     /// principal's `token_sha256` holds; the token itself is never configured).
     HashToken,
+    /// Replay a recorded window under the configuration in force and a changed one,
+    /// side by side (docs/whatif.md): `frontdoor replay --help` lists the options.
+    #[command(disable_help_flag = true)]
+    Replay {
+        /// Passed to the replay as they are.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true, num_args = 0..)]
+        args: Vec<String>,
+    },
     /// Run the traffic simulator (`frontdoor-simulate`, installed beside this
     /// binary) with the arguments that follow: `frontdoor simulate --help` lists them.
     #[command(disable_help_flag = true)]
@@ -90,6 +98,18 @@ fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Command::Simulate { args } => simulate(args),
+        Command::Replay { args } => {
+            let code = actix_web::rt::System::new().block_on(async move {
+                match frontdoor::replay::main(args).await {
+                    Ok(code) => code,
+                    Err(e) => {
+                        eprintln!("replay: {e:#}");
+                        1
+                    }
+                }
+            });
+            std::process::exit(code);
+        }
     }
 }
 

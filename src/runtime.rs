@@ -149,6 +149,37 @@ fn check_patch(patch: &Value) -> Result<(), String> {
     Ok(())
 }
 
+/// A validated change of the reloadable values (what `frontdoor replay` runs under).
+#[derive(Debug, Clone)]
+pub struct Change {
+    /// Routing thresholds after the change.
+    pub routing: RoutingConfig,
+    /// Patient actors' restart policy after the change.
+    pub patient: SupervisionPolicy,
+    /// Long-running components' restart policy after the change.
+    pub tasks: SupervisionPolicy,
+}
+
+/// Merges `patch` (the `PUT /v1/runtime/config` shape) over `current` (the
+/// [`Runtime::tunables`] shape) and checks it by the same rules as a live change: an
+/// unknown key or a bad value is refused with its reason, naming the key. Live
+/// reload and `frontdoor replay` share it.
+pub fn validate_change(current: &Value, patch: &Value) -> Result<Change, String> {
+    // An empty patch is no change (a replay under the configuration in force); a live
+    // change must change something, which `Runtime::apply` checks itself.
+    if !patch.as_object().is_some_and(|p| p.is_empty()) {
+        check_patch(patch)?;
+    }
+    let mut merged = current.clone();
+    merge(&mut merged, patch);
+    let (routing, patient, tasks) = validate(&merged)?;
+    Ok(Change {
+        routing,
+        patient,
+        tasks,
+    })
+}
+
 /// Parses and validates a full set of reloadable values.
 fn validate(
     values: &Value,

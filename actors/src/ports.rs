@@ -194,6 +194,12 @@ pub trait RoutingObserver: Send + Sync + 'static {
     /// A contact reached a closed queue; the policy applied (`on_call`,
     /// `self_service_or_callback`, `wait_for_opening`).
     fn after_hours(&self, _policy: &'static str) {}
+    /// Whether the gauges (queue snapshots, agents by presence, containment) are
+    /// wanted: computing queue snapshots on every tick is the costly part of a tick,
+    /// so an observer that drops them (a replay) says no.
+    fn wants_gauges(&self) -> bool {
+        true
+    }
 }
 
 /// An observer that records nothing (benchmarks, unit tests).
@@ -211,6 +217,9 @@ impl RoutingObserver for NoObserver {
     fn queue(&self, _: &crate::routing::queue::QueueSnapshot) {}
     fn agents(&self, _: &str, _: &'static str, _: u64) {}
     fn containment(&self, _: f64) {}
+    fn wants_gauges(&self) -> bool {
+        false
+    }
 }
 
 /// What supervision reports for the runtime's metrics and logs.

@@ -34,6 +34,8 @@ pub struct SimulateOptions {
     pub poll_interval: Duration,
     /// Requests in flight at once.
     pub concurrency: usize,
+    /// Retries of one event after a 429 or 503 (honouring `Retry-After`).
+    pub max_retries: u32,
     /// Seconds between progress lines.
     pub progress_every: Duration,
     /// Bearer token sent with every request (an adapter-and-desktop principal, or admin);
@@ -57,6 +59,7 @@ impl Default for SimulateOptions {
             sl_target_secs: 20.0,
             poll_interval: Duration::from_millis(200),
             concurrency: 16,
+            max_retries: 5,
             progress_every: Duration::from_secs(5),
             token: None,
         }
@@ -81,6 +84,7 @@ Drives a running Front Door over HTTP with a multi-site contact-center day.
   --surge               flu-season surge: arrivals ramp to 10x within 5 simulated minutes
   --sl-target-secs T    service-level target the summary reports against (default 20)
   --concurrency N       requests in flight (default 16)
+  --max-retries N       retries of an event answered 429 or 503, after its Retry-After (default 5)
   --token TOKEN         bearer token sent with every request (default: $FRONTDOOR_TOKEN)
   --help                this text
 ";
@@ -169,6 +173,7 @@ impl SimulateOptions {
                 "--volume",
                 "--sl-target-secs",
                 "--concurrency",
+                "--max-retries",
                 "--token",
             ];
             if !known.contains(&flag.as_str()) {
@@ -193,6 +198,7 @@ impl SimulateOptions {
                 "--volume" => o.volume_scale = number(&flag, &v)?,
                 "--sl-target-secs" => o.sl_target_secs = number(&flag, &v)?,
                 "--concurrency" => o.concurrency = number(&flag, &v)?,
+                "--max-retries" => o.max_retries = number(&flag, &v)?,
                 // unwrap-free: every known flag is matched above.
                 _ => return Err(ArgsError::Unknown(flag)),
             }

@@ -883,18 +883,16 @@ impl Sim {
         }
         let client = &self.client;
         let url = format!("{}/v1/events", self.opts.target);
-        let results: Vec<Vec<(String, String)>> = stream::iter(groups)
+        let max_retries = self.opts.max_retries;
+        let results: Vec<Vec<(String, String, u32)>> = stream::iter(groups)
             .map(|group| {
                 let url = url.clone();
                 async move {
                     let mut out = Vec::with_capacity(group.len());
                     for e in group {
                         let t = e["type"].as_str().unwrap_or("?").to_string();
-                        let class = match client.post(&url).json(&e).send().await {
-                            Ok(r) => crate::summary::response_class(r.status().as_u16()),
-                            Err(_) => "transport".to_string(),
-                        };
-                        out.push((t, class));
+                        let (class, retries) = send_with_retry(client, &url, &e, max_retries).await;
+                        out.push((t, class, retries));
                     }
                     out
                 }
@@ -902,7 +900,8 @@ impl Sim {
             .buffer_unordered(self.opts.concurrency)
             .collect()
             .await;
-        for (t, class) in results.into_iter().flatten() {
+        for (t, class, retries) in results.into_iter().flatten() {
+            self.summary.retries += u64::from(retries);
             if class != "2xx" && self.summary.error_samples.len() < 10 {
                 let sample = format!("{t}: {class}");
                 if !self.summary.error_samples.contains(&sample) {
@@ -953,8 +952,124 @@ fn walk(v: &Value, out: &mut Vec<(String, String)>) {
     }
 }
 
+/// The longest `Retry-After` honoured, seconds (a longer one is capped).
+const MAX_RETRY_AFTER_SECS: u64 = 10;
+
+/// Sends one event as an adapter must: a 429 (rate limited) or 503 (shed,
+/// unavailable) is retried after its `Retry-After` (else 1 s, at most
+/// [`MAX_RETRY_AFTER_SECS`]), up to `max_retries` times. Answers the outcome class
+/// (`2xx`, `throttled` or `shed` when the retries ran out, `4xx`, `5xx`,
+/// `transport`) and the retries made.
+pub async fn send_with_retry(
+    client: &reqwest::Client,
+    url: &str,
+    event: &Value,
+    max_retries: u32,
+) -> (String, u32) {
+    let mut retries = 0;
+    loop {
+        let r = match client.post(url).json(event).send().await {
+            Ok(r) => r,
+            Err(_) => return ("transport".to_string(), retries),
+        };
+        let status = r.status().as_u16();
+        if status != 429 && status != 503 {
+            return (crate::summary::response_class(status), retries);
+        }
+        if retries >= max_retries {
+            let class = if status == 429 { "throttled" } else { "shed" };
+            return (class.to_string(), retries);
+        }
+        let wait = r
+            .headers()
+            .get(reqwest::header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .unwrap_or(1)
+            .clamp(1, MAX_RETRY_AFTER_SECS);
+        retries += 1;
+        tokio::time::sleep(Duration::from_secs(wait)).await;
+    }
+}
+
 #[cfg(test)]
 mod tests {
+    /// A peer answering the scripted statuses in turn (one connection each).
+    async fn peer(script: Vec<(u16, Option<&'static str>)>) -> String {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            for (status, retry_after) in script {
+                let Ok((mut sock, _)) = listener.accept().await else {
+                    return;
+                };
+                let mut buf = vec![0u8; 8192];
+                let mut got = Vec::new();
+                loop {
+                    let n = sock.read(&mut buf).await.unwrap_or(0);
+                    if n == 0 {
+                        break;
+                    }
+                    got.extend_from_slice(&buf[..n]);
+                    let text = String::from_utf8_lossy(&got);
+                    if let Some(h) = text.find("\r\n\r\n") {
+                        let len = text[..h]
+                            .lines()
+                            .find_map(|l| {
+                                l.to_ascii_lowercase()
+                                    .strip_prefix("content-length:")
+                                    .map(|v| v.trim().parse::<usize>().unwrap_or(0))
+                            })
+                            .unwrap_or(0);
+                        if got.len() >= h + 4 + len {
+                            break;
+                        }
+                    }
+                }
+                let extra = retry_after
+                    .map(|r| format!("retry-after: {r}\r\n"))
+                    .unwrap_or_default();
+                let resp = format!(
+                    "HTTP/1.1 {status} X\r\n{extra}content-length: 0\r\nconnection: close\r\n\r\n"
+                );
+                let _ = sock.write_all(resp.as_bytes()).await;
+            }
+        });
+        format!("http://{addr}/v1/events")
+    }
+
+    #[tokio::test]
+    async fn a_429_or_503_is_retried_after_retry_after_and_counted_apart_when_retries_run_out() {
+        let client = reqwest::Client::new();
+        let e = json!({"type": "contact.started"});
+        let url = peer(vec![(429, Some("1")), (503, None), (202, None)]).await;
+        let t = Instant::now();
+        assert_eq!(
+            send_with_retry(&client, &url, &e, 5).await,
+            ("2xx".to_string(), 2)
+        );
+        assert!(
+            t.elapsed() >= Duration::from_secs(2),
+            "waited Retry-After (1 s) and the 1 s default"
+        );
+        let url = peer(vec![(429, Some("1")), (429, Some("1"))]).await;
+        assert_eq!(
+            send_with_retry(&client, &url, &e, 1).await,
+            ("throttled".to_string(), 1)
+        );
+        let url = peer(vec![(503, Some("1"))]).await;
+        assert_eq!(
+            send_with_retry(&client, &url, &e, 0).await,
+            ("shed".to_string(), 0)
+        );
+        let url = peer(vec![(400, None)]).await;
+        assert_eq!(
+            send_with_retry(&client, &url, &e, 3).await,
+            ("4xx".to_string(), 0)
+        );
+    }
+
     use super::*;
 
     #[test]

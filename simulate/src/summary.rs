@@ -11,6 +11,8 @@ pub struct Summary {
     pub events_by_type: BTreeMap<String, u64>,
     /// Responses by status class (`2xx`, `4xx`, `5xx`, `transport`).
     pub responses: BTreeMap<String, u64>,
+    /// Requests retried after a 429 or 503 with `Retry-After`.
+    pub retries: u64,
     /// The first few failures (type and status only: bodies may name fields).
     pub error_samples: Vec<String>,
     /// Contacts started.
@@ -78,13 +80,23 @@ impl Summary {
         self.events_by_type.values().sum()
     }
 
-    /// Failed requests (4xx, 5xx and transport errors).
+    /// Failed requests (4xx, 5xx and transport errors; not throttled or shed ones).
     pub fn errors(&self) -> u64 {
         self.responses
             .iter()
-            .filter(|(k, _)| k.as_str() != "2xx")
+            .filter(|(k, _)| !matches!(k.as_str(), "2xx" | "throttled" | "shed"))
             .map(|(_, v)| v)
             .sum()
+    }
+
+    /// Events the runtime refused with 429 (rate limited) after every retry.
+    pub fn throttled(&self) -> u64 {
+        self.responses.get("throttled").copied().unwrap_or(0)
+    }
+
+    /// Events the runtime shed with 503 (overloaded, unavailable) after every retry.
+    pub fn shed(&self) -> u64 {
+        self.responses.get("shed").copied().unwrap_or(0)
     }
 
     /// Answered within target over answered + abandoned (abandons count against it).
@@ -149,6 +161,13 @@ impl fmt::Display for Summary {
             .map(|(k, v)| format!("{k} {v}"))
             .collect();
         writeln!(f, "responses: {}", responses.join(", "))?;
+        writeln!(
+            f,
+            "throttled (429 after retries): {}; shed (503 after retries): {}; retried after Retry-After: {}",
+            self.throttled(),
+            self.shed(),
+            self.retries
+        )?;
         writeln!(f, "errors: {}", self.errors())?;
         if let Some(n) = self.responses.get("401") {
             writeln!(
@@ -156,10 +175,12 @@ impl fmt::Display for Summary {
                 "  {n} refused with 401: no token or an unknown one (--token, else $FRONTDOOR_TOKEN)"
             )?;
         }
-        if let Some(n) = self.responses.get("429") {
+        let throttled = self.throttled();
+        if throttled > 0 {
+            let n = throttled;
             writeln!(
                 f,
-                "  {n} refused with 429 by the runtime's per-token rate limit (security.events_rate_per_sec, security.events_burst): raise them for a surge, e.g. FRONTDOOR__SECURITY__EVENTS_RATE_PER_SEC=5000 FRONTDOOR__SECURITY__EVENTS_BURST=10000"
+                "  {n} refused with 429 (after every retry) by the runtime's per-token rate limit (security.events_rate_per_sec, security.events_burst): raise them for a surge, e.g. FRONTDOOR__SECURITY__EVENTS_RATE_PER_SEC=5000 FRONTDOOR__SECURITY__EVENTS_BURST=10000"
             )?;
         }
         for e in &self.error_samples {
@@ -181,7 +202,7 @@ impl fmt::Display for Summary {
         )?;
         writeln!(
             f,
-            "queued for a human: {}; offers seen {} (declined {}); answered {}; served {}; transferred {}; abandoned {}; left at close {}",
+            "queued for a human: {}; offers seen {} (declined {}); answered {}; served {}; transferred {}; abandoned by patients {}; left at close {}",
             self.queued, self.offers_seen, self.offers_declined, self.answered, self.served, self.transfers, self.abandoned, self.left_at_close
         )?;
         let asa = if self.answered > 0 {
@@ -323,13 +344,18 @@ mod tests {
     #[test]
     fn the_summary_names_rate_limited_and_unauthorized_events() {
         let mut sum = Summary::default();
-        for status in [202, 202, 429, 429, 429, 401, 503] {
+        for status in [202, 202, 401, 503] {
             *sum.responses.entry(response_class(status)).or_default() += 1;
         }
-        assert_eq!(sum.errors(), 5);
+        // A 429 still refused after every retry is counted as throttled.
+        *sum.responses.entry("throttled".into()).or_default() += 3;
+        assert_eq!(sum.errors(), 2);
+        assert_eq!(sum.throttled(), 3);
         let text = sum.to_string();
         assert!(
-            text.contains("3 refused with 429 by the runtime's per-token rate limit"),
+            text.contains(
+                "3 refused with 429 (after every retry) by the runtime's per-token rate limit"
+            ),
             "{text}"
         );
         assert!(text.contains("1 refused with 401"), "{text}");

@@ -25,6 +25,7 @@ pub mod cluster;
 pub mod journey;
 pub mod outbox;
 pub mod outreach;
+pub mod replay;
 pub mod routing;
 pub mod runtime_config;
 pub mod seed;

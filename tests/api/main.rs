@@ -22,6 +22,7 @@ mod journeys;
 mod live_config;
 mod outreach;
 mod passivation;
+mod replay;
 mod routing;
 mod security;
 mod supervision;

@@ -1977,6 +1977,10 @@ impl Router {
     }
 
     async fn publish_gauges(&mut self, cfg: &RoutingConfig, now: DateTime<Utc>) {
+        if !self.observer.wants_gauges() {
+            self.trim_bot(now, cfg);
+            return;
+        }
         for s in self.queue_snapshots().await {
             self.observer.queue(&s);
         }
