@@ -43,6 +43,8 @@ BLOCKS = [
     # The virtual agent: an IVA session, three answers (the last one an unknown intent, 422).
     ("curl -s -XPOST localhost:8080/v1/events -H \"$AUTH\"", "run"),
     ("cargo run --release -- --help", "run"),
+    # What if: a replay of the day the blocks above recorded, with the example patch.
+    ("./target/release/frontdoor replay", "run"),
     ("createdb -h 127.0.0.1 -U postgres frontdoor", "run"),
     # The same block if its createdb went missing: it runs, and fails as a fresh server would.
     ("FRONTDOOR__STORE__URL=postgres://", "run"),
@@ -172,6 +174,8 @@ def rewrite(block, db, port):
         code = re.sub(r"(5432/)frontdoor\b", r"\g<1>" + db, code)
         # The embedded store's file: the check's own SQLite database.
         code = code.replace("data/frontdoor.db", '"$DOCS_WORK/docs.db"')
+        # Reports go to the check's own directory, not the checkout.
+        code = code.replace("--html report.html", '--html "$DOCS_WORK/report.html"')
         code = re.sub(r"(createdb .*-U postgres )frontdoor\b", r"\g<1>" + db, code)
         if code.lstrip().startswith("simulate"):
             code = re.sub(r"--max-seconds \d+", "", code)
