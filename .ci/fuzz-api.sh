@@ -48,11 +48,31 @@ log "schemathesis $(schemathesis --version 2>/dev/null | awk '{print $NF}'): at 
 set +e
 # From the work directory: schemathesis keeps its cache (.schemathesis/) in the current one.
 cd "$WORK"
+# POST /v1/events: schemathesis 4.32 cannot generate random cases from the envelope's
+# per-type conditionals (17 if/then branches: "Schema Error ... does not support this
+# part"), so that one operation gets the examples and coverage phases (boundary and
+# negative cases from the same schema) in a run of its own, and the fuzzing phase
+# covers every other operation.
+timeout --kill-after=10 120 schemathesis run "$BASE/openapi.json" \
+  --header "Authorization: Bearer $TOKEN" \
+  --checks all \
+  --exclude-checks positive_data_acceptance \
+  --phases examples,coverage \
+  --include-path /v1/events \
+  --max-examples "$MAX_EXAMPLES" \
+  --request-timeout 10 \
+  --max-response-time 5 \
+  --seed "${FUZZ_SEED:-18}" \
+  --generation-database none \
+  --workers 1 \
+  --no-color
+EVENTS_STATUS=$?
 timeout --kill-after=10 $((MAX_TIME + 60)) schemathesis run "$BASE/openapi.json" \
   --header "Authorization: Bearer $TOKEN" \
   --checks all \
   --exclude-checks positive_data_acceptance \
   --phases examples,coverage,fuzzing \
+  --exclude-path /v1/events \
   --max-examples "$MAX_EXAMPLES" \
   --max-time "$MAX_TIME" \
   --request-timeout 10 \
@@ -63,6 +83,7 @@ timeout --kill-after=10 $((MAX_TIME + 60)) schemathesis run "$BASE/openapi.json"
   --no-color \
   --report junit --report-dir "$WORK/report"
 STATUS=$?
+[ $EVENTS_STATUS -ne 0 ] && STATUS=$EVENTS_STATUS
 cd - >/dev/null
 set -e
 if [ $STATUS -ne 0 ]; then
