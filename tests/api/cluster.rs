@@ -21,7 +21,7 @@ use crate::amqp::{amqp_url, enable_broker, eventually, Adapter};
 use crate::chaos::ChaosProxy;
 use crate::child::{command, free_port};
 use crate::drills::{assert_exactly_once, assert_in_order, publish_all, workload};
-use crate::helpers::{days_ago, event, test_settings, Backend};
+use crate::helpers::{days_ago, event, test_settings, Backend, FencedPair};
 
 const WITHIN: Duration = Duration::from_secs(60);
 /// The development admin token the nodes' local configuration accepts.
@@ -714,34 +714,12 @@ async fn a_node_that_loses_its_broker_connection_hands_its_partitions_to_the_oth
 
 #[actix_web::test]
 async fn a_node_that_lost_a_partition_lease_can_no_longer_write_for_that_partition() {
-    use frontdoor::store::cluster::Fence;
     use frontdoor::store::StoreError;
     use frontdoor_actors::event::Envelope;
     use frontdoor_actors::ids::PatientId;
-    use std::sync::{Arc, Mutex};
 
-    let (settings, _) = test_settings(Backend::Postgres).await;
-    let connect = || async {
-        Store::connect(&settings.store)
-            .await
-            .expect("a store")
-            .with_partitions(4)
-    };
-    // Two nodes' stores, each fenced by the token it was given for partition 1.
-    let tokens: Arc<Mutex<[Option<i64>; 2]>> = Arc::new(Mutex::new([None, None]));
-    let fenced = |node: usize, store: Store| {
-        let tokens = tokens.clone();
-        store.with_fences(Arc::new(move |p| {
-            let t = tokens.lock().unwrap()[node]?;
-            (p == 1).then(|| Fence {
-                lease: "partition:1".into(),
-                holder: format!("node-{node}"),
-                token: t,
-            })
-        }))
-    };
-    let a = fenced(0, connect().await);
-    let b = fenced(1, connect().await);
+    let pair = FencedPair::new().await;
+    let (a, b) = (pair.a.clone(), pair.b.clone());
     a.cluster_prepare_leases(&["partition:1".to_string()])
         .await
         .unwrap();
@@ -750,7 +728,7 @@ async fn a_node_that_lost_a_partition_lease_can_no_longer_write_for_that_partiti
         .cluster_acquire("partition:1", "node-0", 300)
         .await
         .unwrap();
-    tokens.lock().unwrap()[0] = Some(got.unwrap().token);
+    pair.set_token(0, got.unwrap().token);
     let patient = loop {
         let p = PatientId::new();
         if p.partition(4) == 1 {
@@ -782,8 +760,8 @@ async fn a_node_that_lost_a_partition_lease_can_no_longer_write_for_that_partiti
         .await
         .unwrap();
     let taken = got.expect("B takes the expired lease");
-    assert!(taken.token > tokens.lock().unwrap()[0].unwrap());
-    tokens.lock().unwrap()[1] = Some(taken.token);
+    assert!(taken.token > pair.token(0).unwrap());
+    pair.set_token(1, taken.token);
     // A, not knowing, writes with its old token: refused, nothing stored.
     let stale = a.append_event(patient, &ev(2), &Default::default()).await;
     assert!(

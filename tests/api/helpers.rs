@@ -500,3 +500,54 @@ macro_rules! on_both_backends {
         }
     };
 }
+
+/// Two nodes' stores on one fresh PostgreSQL database (4 partitions), each fenced for
+/// partition 1 by the lease token it believes it holds (none until [`set_token`]):
+/// what two cluster members see while the lease of partition 1 moves between them.
+///
+/// [`set_token`]: FencedPair::set_token
+pub struct FencedPair {
+    /// Node 0's store (`holder` "node-0").
+    pub a: Store,
+    /// Node 1's store (`holder` "node-1").
+    pub b: Store,
+    tokens: Arc<Mutex<[Option<i64>; 2]>>,
+}
+
+impl FencedPair {
+    pub async fn new() -> FencedPair {
+        use frontdoor::store::cluster::Fence;
+        let (settings, _) = test_settings(Backend::Postgres).await;
+        let tokens: Arc<Mutex<[Option<i64>; 2]>> = Arc::new(Mutex::new([None, None]));
+        let mut stores = Vec::new();
+        for node in 0..2 {
+            let tokens = tokens.clone();
+            let store = Store::connect(&settings.store)
+                .await
+                .expect("a store")
+                .with_partitions(4)
+                .with_fences(Arc::new(move |p| {
+                    let t = tokens.lock().unwrap()[node]?;
+                    (p == 1).then(|| Fence {
+                        lease: "partition:1".into(),
+                        holder: format!("node-{node}"),
+                        token: t,
+                    })
+                }));
+            stores.push(store);
+        }
+        let b = stores.pop().unwrap();
+        let a = stores.pop().unwrap();
+        FencedPair { a, b, tokens }
+    }
+
+    /// The token node `node` writes partition 1 with from now on.
+    pub fn set_token(&self, node: usize, token: i64) {
+        self.tokens.lock().unwrap()[node] = Some(token);
+    }
+
+    /// The token node `node` holds, if any.
+    pub fn token(&self, node: usize) -> Option<i64> {
+        self.tokens.lock().unwrap()[node]
+    }
+}

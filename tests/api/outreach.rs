@@ -11,7 +11,7 @@ use frontdoor_actors::ids::PatientId;
 use frontdoor_actors::routing::Clock;
 use serde_json::{json, Value};
 
-use crate::helpers::{event, spawn_app_with, test_settings, Backend, TestApp};
+use crate::helpers::{event, spawn_app_with, test_settings, Backend, FencedPair, TestApp};
 
 const PHONE: &str = "+15550142001";
 
@@ -570,40 +570,19 @@ async fn quiet_hours_hold_a_reminder_until_eight_local_and_replies_confirm_or_re
 #[actix_web::test]
 async fn a_reminder_is_fired_by_the_partitions_new_owner_and_never_by_the_node_that_lost_it() {
     use frontdoor::cluster::{Cluster, Ownership};
-    use frontdoor::store::cluster::Fence;
-    use frontdoor::store::{Store, StoreError};
+    use frontdoor::store::StoreError;
     use frontdoor_actors::event::Envelope;
     use frontdoor_actors::journey::Journey;
     use frontdoor_actors::outreach::{on_event, Outreach, OutreachChanges};
     use frontdoor_actors::ports::Effects;
-    use std::sync::{Arc, Mutex};
 
-    let (settings, _) = test_settings(Backend::Postgres).await;
-    let connect = || async {
-        Store::connect(&settings.store)
-            .await
-            .expect("a store")
-            .with_partitions(4)
-    };
-    let tokens: Arc<Mutex<[Option<i64>; 2]>> = Arc::new(Mutex::new([None, None]));
-    let fenced = |node: usize, store: Store| {
-        let tokens = tokens.clone();
-        store.with_fences(Arc::new(move |p| {
-            let t = tokens.lock().unwrap()[node]?;
-            (p == 1).then(|| Fence {
-                lease: "partition:1".into(),
-                holder: format!("node-{node}"),
-                token: t,
-            })
-        }))
-    };
+    let pair = FencedPair::new().await;
+    let (a, b) = (pair.a.clone(), pair.b.clone());
     let owning = |node: &str, p: u32| {
         let mut own = Ownership::joining(node, 4);
         own.mine.insert(p, 1);
         Cluster::new(own).0
     };
-    let a = fenced(0, connect().await);
-    let b = fenced(1, connect().await);
     a.cluster_prepare_leases(&["partition:1".to_string()])
         .await
         .unwrap();
@@ -611,7 +590,7 @@ async fn a_reminder_is_fired_by_the_partitions_new_owner_and_never_by_the_node_t
         .cluster_acquire("partition:1", "node-0", 300)
         .await
         .unwrap();
-    tokens.lock().unwrap()[0] = Some(got.unwrap().token);
+    pair.set_token(0, got.unwrap().token);
     let patient = loop {
         let p = PatientId::new();
         if p.partition(4) == 1 {
@@ -663,7 +642,7 @@ async fn a_reminder_is_fired_by_the_partitions_new_owner_and_never_by_the_node_t
         .await
         .unwrap()
         .expect("B takes the expired lease");
-    tokens.lock().unwrap()[1] = Some(taken.token);
+    pair.set_token(1, taken.token);
     // A, not knowing, ticks: its write is refused, nothing is sent.
     let stale = frontdoor::outreach::fire_due(&a, &outreach, &owning("node-0", 1), due).await;
     assert!(matches!(stale, Err(StoreError::Fenced(_))), "{stale:?}");
