@@ -4,6 +4,8 @@ use std::sync::Arc;
 
 use chrono::Utc;
 use frontdoor_actors::event::{Envelope, EventKind};
+use std::collections::HashMap;
+
 use frontdoor_actors::identity::{self, KnownIdentifier, LinkAction, Resolution, Target};
 use frontdoor_actors::ids::{Identifier, IdentifierKind, PatientId};
 use frontdoor_actors::journey::IdentifierView;
@@ -150,11 +152,124 @@ pub struct Resolved {
     pub resolution: Resolution,
 }
 
+/// Claims what `resolution` says for one event inside an open transaction: a new
+/// patient when it names none, then each unknown identifier (audited). A claim
+/// someone else made first (another event of the same new caller, on this or
+/// another node) joins that patient instead. Returns the patient and what it claimed.
+async fn claim_in(
+    tx: &mut AnyConnection,
+    resolution: &Resolution,
+    event_id: uuid::Uuid,
+    now_ms: i64,
+) -> Result<(PatientId, Vec<IdentifierView>), StoreError> {
+    let (mut patient, is_new) = match resolution.target {
+        Target::Existing(p) => (p, false),
+        Target::New => (PatientId::new(), true),
+    };
+    if is_new {
+        sqlx::query("INSERT INTO patients (id, created_at_ms) VALUES ($1, $2)")
+            .bind(patient.to_string())
+            .bind(now_ms)
+            .execute(&mut *tx)
+            .await?;
+    }
+    let mut claims = Vec::new();
+    for id in &resolution.claims {
+        if claim(tx, id, patient, now_ms).await? {
+            record_link(
+                tx,
+                Some(event_id.to_string()),
+                Link::Claim { identifier: id },
+                patient,
+            )
+            .await?;
+            claims.push(view(id));
+        } else if is_new && claims.is_empty() {
+            // A concurrent event created this patient first: join it.
+            let owner = known_identifiers(tx, std::slice::from_ref(id)).await?;
+            if let Some(k) = owner.first() {
+                patient = k.owner;
+            }
+        }
+    }
+    Ok((patient, claims))
+}
+
+/// Who holds each of `ids` now, in one statement per chunk: identifier → (owner,
+/// whether the owner has an MRN).
+async fn known_many(
+    conn: &mut AnyConnection,
+    ids: &[&Identifier],
+) -> Result<HashMap<Identifier, (PatientId, bool)>, StoreError> {
+    let mut out = HashMap::with_capacity(ids.len());
+    for range in super::batch::pow2_chunks(ids.len(), super::batch::MAX_ROWS_PER_STATEMENT) {
+        let chunk = &ids[range];
+        let terms: Vec<String> = (0..chunk.len())
+            .map(|i| format!("(i.kind = ${} AND i.value = ${})", 2 * i + 1, 2 * i + 2))
+            .collect();
+        // Built from placeholders only; the identifiers are bound.
+        let sql = format!(
+            "SELECT i.kind, i.value, i.patient_id, \
+                    CAST(CASE WHEN EXISTS (SELECT 1 FROM identities m \
+                         WHERE m.patient_id = i.patient_id AND m.kind = 'mrn') THEN 1 ELSE 0 END AS BIGINT) AS has_mrn \
+             FROM identities i WHERE {}",
+            terms.join(" OR ")
+        );
+        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for id in chunk {
+            q = q.bind(id.kind().as_str()).bind(id.value().to_string());
+        }
+        for row in q.fetch_all(&mut *conn).await? {
+            let kind: String = row.try_get(0)?;
+            let value: String = row.try_get(1)?;
+            let owner: String = row.try_get(2)?;
+            let has_mrn: i64 = row.try_get(3)?;
+            // The stored text is the identifier's normal form: match it as asked.
+            if let Some(id) = chunk
+                .iter()
+                .find(|id| id.kind().as_str() == kind && id.value() == value)
+            {
+                out.insert((*id).clone(), (parse_patient(&owner)?, has_mrn != 0));
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// What `known` says of one event's identifiers, as the identity rules read it.
+fn known_of(
+    ids: &[Identifier],
+    known: &HashMap<Identifier, (PatientId, bool)>,
+) -> Vec<KnownIdentifier> {
+    ids.iter()
+        .filter_map(|id| {
+            known.get(id).map(|(owner, has_mrn)| KnownIdentifier {
+                identifier: id.clone(),
+                owner: *owner,
+                owner_has_mrn: *has_mrn,
+            })
+        })
+        .collect()
+}
+
 impl Store {
     /// Resolves identifiers to a patient, creating a provisional or new patient and
-    /// claiming unknown identifiers as the identity rules decide. Idempotent.
+    /// claiming unknown identifiers as the identity rules decide. Idempotent. With
+    /// group commit, concurrent resolutions go through [`super::resolver`] together.
     #[tracing::instrument(name = "store.resolve_patient", skip_all)]
     pub async fn resolve_patient(
+        &self,
+        ids: &[Identifier],
+        event_id: uuid::Uuid,
+    ) -> Result<Resolved, StoreError> {
+        if let Some(r) = self.resolver() {
+            return r.resolve(ids.to_vec(), event_id).await;
+        }
+        self.resolve_one(ids, event_id).await
+    }
+
+    /// One event's resolution on its own (its claims in a transaction of their own).
+    async fn resolve_one(
         &self,
         ids: &[Identifier],
         event_id: uuid::Uuid,
@@ -175,42 +290,113 @@ impl Store {
             }
             let now_ms = Utc::now().timestamp_millis();
             let mut tx = self.pool().begin().await?;
-            let (mut patient, is_new) = match resolution.target {
-                Target::Existing(p) => (p, false),
-                Target::New => (PatientId::new(), true),
-            };
-            if is_new {
-                sqlx::query("INSERT INTO patients (id, created_at_ms) VALUES ($1, $2)")
-                    .bind(patient.to_string())
-                    .bind(now_ms)
-                    .execute(&mut *tx)
-                    .await?;
-            }
-            let mut claims = Vec::new();
-            for id in &resolution.claims {
-                if claim(&mut tx, id, patient, now_ms).await? {
-                    record_link(
-                        &mut tx,
-                        Some(event_id.to_string()),
-                        Link::Claim { identifier: id },
-                        patient,
-                    )
-                    .await?;
-                    claims.push(view(id));
-                } else if is_new && claims.is_empty() {
-                    // A concurrent event created this patient first: join it.
-                    let owner = known_identifiers(&mut tx, std::slice::from_ref(id)).await?;
-                    if let Some(k) = owner.first() {
-                        patient = k.owner;
-                    }
-                }
-            }
+            let (patient, claims) = claim_in(&mut tx, &resolution, event_id, now_ms).await?;
             tx.commit().await?;
             Ok(Resolved {
                 patient,
                 claims,
                 resolution,
             })
+        })
+        .await
+    }
+
+    /// Resolves the identifiers of many events together: one lookup statement for
+    /// all their identifiers, then one transaction for every event that claims
+    /// something, in order, each seeing the claims of the ones before it (two first
+    /// events of the same new caller in one batch make one patient). When that
+    /// transaction fails for a non-transient reason, the claiming events are resolved
+    /// one by one instead, so one bad event fails alone.
+    #[tracing::instrument(name = "store.resolve_batch", skip_all, fields(events = requests.len()))]
+    pub async fn resolve_batch(
+        &self,
+        requests: &[(Vec<Identifier>, uuid::Uuid)],
+    ) -> Result<Vec<Result<Resolved, StoreError>>, StoreError> {
+        timed("resolve_batch", async {
+            let mut all: Vec<&Identifier> = requests.iter().flat_map(|(ids, _)| ids).collect();
+            all.sort();
+            all.dedup();
+            let mut conn = self.pool().acquire().await?;
+            let mut known = known_many(&mut conn, &all).await?;
+            drop(conn);
+            let mut out: Vec<Option<Result<Resolved, StoreError>>> =
+                requests.iter().map(|_| None).collect();
+            let mut claiming = Vec::new();
+            for (i, (ids, _)) in requests.iter().enumerate() {
+                let resolution = identity::resolve(ids, &known_of(ids, &known));
+                match resolution.target {
+                    Target::Existing(patient) if resolution.claims.is_empty() => {
+                        out[i] = Some(Ok(Resolved {
+                            patient,
+                            claims: Vec::new(),
+                            resolution,
+                        }))
+                    }
+                    _ => claiming.push(i),
+                }
+            }
+            if !claiming.is_empty() {
+                let now_ms = Utc::now().timestamp_millis();
+                let together = async {
+                    let mut tx = self.pool().begin().await?;
+                    let mut resolved = Vec::with_capacity(claiming.len());
+                    for &i in &claiming {
+                        let (ids, event_id) = &requests[i];
+                        let resolution = identity::resolve(ids, &known_of(ids, &known));
+                        let (patient, claims) = if resolution.claims.is_empty() {
+                            match resolution.target {
+                                Target::Existing(p) => (p, Vec::new()),
+                                Target::New => claim_in(&mut tx, &resolution, *event_id, now_ms).await?,
+                            }
+                        } else {
+                            claim_in(&mut tx, &resolution, *event_id, now_ms).await?
+                        };
+                        // The next events of this batch see what this one claimed.
+                        let has_mrn = claims.iter().any(|c| c.kind == IdentifierKind::Mrn)
+                            || known.values().any(|(o, m)| *o == patient && *m);
+                        for id in ids {
+                            if let Some(k) = resolution.claims.iter().find(|c| *c == id) {
+                                if claims.iter().any(|c| c.kind == k.kind() && c.value == k.value()) {
+                                    known.insert(k.clone(), (patient, has_mrn));
+                                }
+                            }
+                        }
+                        if has_mrn {
+                            for (o, m) in known.values_mut() {
+                                if *o == patient {
+                                    *m = true;
+                                }
+                            }
+                        }
+                        resolved.push(Resolved {
+                            patient,
+                            claims,
+                            resolution,
+                        });
+                    }
+                    tx.commit().await?;
+                    Ok::<_, StoreError>(resolved)
+                };
+                match together.await {
+                    Ok(resolved) => {
+                        for (i, r) in claiming.iter().zip(resolved) {
+                            out[*i] = Some(Ok(r));
+                        }
+                    }
+                    Err(e) if e.is_transient() => return Err(e),
+                    Err(e) => {
+                        tracing::warn!(error.message = %e, events = claiming.len(), "a batch of identity claims was refused; resolving them one by one");
+                        for &i in &claiming {
+                            let (ids, event_id) = &requests[i];
+                            out[i] = Some(self.resolve_one(ids, *event_id).await);
+                        }
+                    }
+                }
+            }
+            Ok(out
+                .into_iter()
+                .map(|o| o.unwrap_or_else(|| Err(StoreError::Batch("no outcome".into()))))
+                .collect())
         })
         .await
     }
@@ -493,82 +679,248 @@ impl Store {
         .await
     }
 
-    /// Appends several events in one transaction (group commit), each in its own
-    /// savepoint: a duplicate, a moved patient or a non-transient error undoes only
-    /// its own event. A transient error fails the whole batch (nothing committed;
-    /// every caller retries). Outcomes are known only once the batch committed.
-    /// In a cluster, the events of a partition this node no longer holds are
-    /// refused (`Fenced`) and the others are written.
+    /// Appends several events in one transaction (group commit): one multi-row
+    /// statement per table for the whole batch (the merged-record check, the events
+    /// with `ON CONFLICT DO NOTHING ... RETURNING` naming the duplicates as a set, the
+    /// outbox rows). A batch holding an `identity.linked` (which merges records other
+    /// events of the batch may belong to), or one whose whole-batch statement the
+    /// store refused, is written event by event instead, each in its own savepoint: a
+    /// duplicate, a moved patient or a non-transient error then undoes only its own
+    /// event. A transient error fails the whole batch (nothing committed; every
+    /// caller retries). Outcomes are known only once the batch committed. In a
+    /// cluster, the events of a partition this node no longer holds are refused
+    /// (`Fenced`) and the others are written.
     #[tracing::instrument(name = "store.append_batch", skip_all, fields(events = jobs.len()))]
     pub async fn append_batch(
         &self,
         jobs: &[(PatientId, Arc<Envelope>, Effects)],
     ) -> Result<Vec<Result<AppendOutcome, StoreError>>, StoreError> {
         timed("append_batch", async {
-            let mut tx = self.pool().begin().await?;
-            // Each partition's fence once, first: the lease rows stay locked (shared)
-            // until this batch commits, so no takeover lands in the middle of it.
-            // In lease-name order, as the renewal locks them (no deadlock).
-            let mut partitions: Vec<u32> = jobs
+            let links = jobs
                 .iter()
-                .map(|(patient, _, _)| patient.partition(self.partitions()))
-                .collect();
-            partitions.sort_by_key(|p| crate::cluster::partition_lease(*p));
-            partitions.dedup();
-            let mut fenced: std::collections::BTreeMap<u32, bool> = Default::default();
-            for p in partitions {
-                let ok = match self.partition_fence(p) {
-                    Ok(None) => true,
-                    Ok(Some(f)) => match super::cluster::check_fence(&mut tx, &f).await {
-                        Ok(()) => true,
-                        Err(StoreError::Fenced(_)) => false,
-                        Err(e) => return Err(e),
-                    },
-                    Err(_) => false,
-                };
-                fenced.insert(p, !ok);
-            }
-            let mut out = Vec::with_capacity(jobs.len());
-            let mut wrote_commands = false;
-            let mut stored = Vec::new();
-            for (patient, event, effects) in jobs {
-                let partition = patient.partition(self.partitions());
-                if fenced.get(&partition).copied().unwrap_or(false) {
-                    out.push(Err(StoreError::Fenced(crate::cluster::partition_lease(
-                        partition,
-                    ))));
-                    continue;
-                }
-                let mut sp = sqlx::Connection::begin(&mut *tx).await?;
-                match append_in(&mut sp, *patient, event, effects, partition).await {
-                    Ok(o @ AppendOutcome::Stored { .. }) => {
-                        sp.commit().await?;
-                        wrote_commands |= !effects.commands.is_empty();
-                        stored.push((event, &effects.outreach));
-                        out.push(Ok(o));
+                .any(|(_, e, _)| matches!(e.kind, EventKind::IdentityLinked));
+            if !links {
+                match self.append_whole_batch(jobs).await {
+                    Err(e) if !e.is_transient() => {
+                        tracing::warn!(error.message = %e, events = jobs.len(), "a whole-batch statement was refused; writing the batch event by event");
                     }
-                    Ok(o) => {
-                        sp.rollback().await?;
-                        out.push(Ok(o));
-                    }
-                    Err(e) if e.is_transient() => return Err(e),
-                    Err(e) => {
-                        sp.rollback().await?;
-                        out.push(Err(e));
-                    }
+                    other => return other,
                 }
             }
-            tx.commit().await?;
-            for (event, changes) in stored {
-                crate::outreach::observe_stored(event, changes);
-            }
-            if wrote_commands {
-                self.outbox_written().notify_one();
-            }
-            Ok(out)
+            self.append_each(jobs).await
         })
         .await
     }
+
+    /// Checks each partition's fence once, first: the lease rows stay locked
+    /// (shared) until the batch commits, so no takeover lands in the middle of it.
+    /// In lease-name order, as the renewal locks them (no deadlock). True: refused.
+    async fn batch_fences(
+        &self,
+        tx: &mut AnyConnection,
+        jobs: &[(PatientId, Arc<Envelope>, Effects)],
+    ) -> Result<std::collections::BTreeMap<u32, bool>, StoreError> {
+        let mut partitions: Vec<u32> = jobs
+            .iter()
+            .map(|(patient, _, _)| patient.partition(self.partitions()))
+            .collect();
+        partitions.sort_by_key(|p| crate::cluster::partition_lease(*p));
+        partitions.dedup();
+        let mut fenced = std::collections::BTreeMap::new();
+        for p in partitions {
+            let ok = match self.partition_fence(p) {
+                Ok(None) => true,
+                Ok(Some(f)) => match super::cluster::check_fence(&mut *tx, &f).await {
+                    Ok(()) => true,
+                    Err(StoreError::Fenced(_)) => false,
+                    Err(e) => return Err(e),
+                },
+                Err(_) => false,
+            };
+            fenced.insert(p, !ok);
+        }
+        Ok(fenced)
+    }
+
+    /// The whole batch in one statement per table (no `identity.linked` in it).
+    async fn append_whole_batch(
+        &self,
+        jobs: &[(PatientId, Arc<Envelope>, Effects)],
+    ) -> Result<Vec<Result<AppendOutcome, StoreError>>, StoreError> {
+        let mut tx = self.pool().begin().await?;
+        let fenced = self.batch_fences(&mut tx, jobs).await?;
+        let mut out: Vec<Option<Result<AppendOutcome, StoreError>>> =
+            jobs.iter().map(|_| None).collect();
+        for (slot, (patient, _, _)) in out.iter_mut().zip(jobs) {
+            let partition = patient.partition(self.partitions());
+            if fenced.get(&partition).copied().unwrap_or(false) {
+                *slot = Some(Err(StoreError::Fenced(crate::cluster::partition_lease(
+                    partition,
+                ))));
+            }
+        }
+        // Records merged into another: their events go to the survivor (Moved).
+        let mut patients: Vec<PatientId> = jobs
+            .iter()
+            .zip(&out)
+            .filter(|(_, o)| o.is_none())
+            .map(|((p, _, _), _)| *p)
+            .collect();
+        patients.sort();
+        patients.dedup();
+        let merged = merged_into_of(&mut tx, &patients).await?;
+        // The same id twice in one batch: the first is the one stored.
+        let mut seen = std::collections::HashSet::new();
+        let mut to_insert = Vec::new();
+        for (i, (slot, (patient, event, _))) in out.iter_mut().zip(jobs).enumerate() {
+            if slot.is_some() {
+                continue;
+            }
+            if let Some(to) = merged.get(patient) {
+                *slot = Some(Ok(AppendOutcome::Moved { to: *to }));
+            } else if !seen.insert(event.id) {
+                *slot = Some(Ok(AppendOutcome::Duplicate));
+            } else {
+                to_insert.push(i);
+            }
+        }
+        let received_ms = Utc::now().timestamp_millis();
+        let mut seqs: std::collections::HashMap<String, i64> =
+            std::collections::HashMap::with_capacity(to_insert.len());
+        for range in
+            super::batch::pow2_chunks(to_insert.len(), super::batch::MAX_ROWS_PER_STATEMENT)
+        {
+            let chunk = &to_insert[range];
+            let sql = super::batch::multi_row_sql(
+                "INSERT INTO events (id, patient_id, type, channel, site, contact_id, occurred_at_ms, received_at_ms, body)",
+                9,
+                chunk.len(),
+                "ON CONFLICT (id) DO NOTHING RETURNING id, seq",
+            );
+            let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+            for &i in chunk {
+                let (patient, event, _) = &jobs[i];
+                q = q
+                    .bind(event.id.to_string())
+                    .bind(patient.to_string())
+                    .bind(event.event_type.clone())
+                    .bind(event.channel.as_str())
+                    .bind(event.site.to_string())
+                    .bind(event.contact_id.as_ref().map(|c| c.to_string()))
+                    .bind(millis(event.occurred_at))
+                    .bind(received_ms)
+                    .bind(event.to_json());
+            }
+            for row in q.fetch_all(&mut *tx).await? {
+                seqs.insert(row.try_get(0)?, row.try_get(1)?);
+            }
+        }
+        let mut commands = Vec::new();
+        let mut stored = Vec::new();
+        for &i in &to_insert {
+            let (patient, event, effects) = &jobs[i];
+            match seqs.get(&event.id.to_string()) {
+                None => out[i] = Some(Ok(AppendOutcome::Duplicate)),
+                Some(seq) => {
+                    let partition = patient.partition(self.partitions());
+                    commands.extend(effects.commands.iter().map(|c| (c, Some(partition))));
+                    super::outreach::write_changes(&mut tx, *patient, partition, &effects.outreach)
+                        .await?;
+                    stored.push((event, &effects.outreach));
+                    out[i] = Some(Ok(AppendOutcome::Stored {
+                        seq: u64::try_from(*seq).unwrap_or_default(),
+                        relinked: Vec::new(),
+                    }));
+                }
+            }
+        }
+        super::outbox::insert_command_rows(&mut tx, &commands).await?;
+        tx.commit().await?;
+        for (event, changes) in stored {
+            crate::outreach::observe_stored(event, changes);
+        }
+        if !commands.is_empty() {
+            self.outbox_written().notify_one();
+        }
+        Ok(out
+            .into_iter()
+            .map(|o| o.unwrap_or_else(|| Err(StoreError::Batch("no outcome".into()))))
+            .collect())
+    }
+
+    /// The batch event by event, each in its own savepoint.
+    async fn append_each(
+        &self,
+        jobs: &[(PatientId, Arc<Envelope>, Effects)],
+    ) -> Result<Vec<Result<AppendOutcome, StoreError>>, StoreError> {
+        let mut tx = self.pool().begin().await?;
+        let fenced = self.batch_fences(&mut tx, jobs).await?;
+        let mut out = Vec::with_capacity(jobs.len());
+        let mut wrote_commands = false;
+        let mut stored = Vec::new();
+        for (patient, event, effects) in jobs {
+            let partition = patient.partition(self.partitions());
+            if fenced.get(&partition).copied().unwrap_or(false) {
+                out.push(Err(StoreError::Fenced(crate::cluster::partition_lease(
+                    partition,
+                ))));
+                continue;
+            }
+            let mut sp = sqlx::Connection::begin(&mut *tx).await?;
+            match append_in(&mut sp, *patient, event, effects, partition).await {
+                Ok(o @ AppendOutcome::Stored { .. }) => {
+                    sp.commit().await?;
+                    wrote_commands |= !effects.commands.is_empty();
+                    stored.push((event, &effects.outreach));
+                    out.push(Ok(o));
+                }
+                Ok(o) => {
+                    sp.rollback().await?;
+                    out.push(Ok(o));
+                }
+                Err(e) if e.is_transient() => return Err(e),
+                Err(e) => {
+                    sp.rollback().await?;
+                    out.push(Err(e));
+                }
+            }
+        }
+        tx.commit().await?;
+        for (event, changes) in stored {
+            crate::outreach::observe_stored(event, changes);
+        }
+        if wrote_commands {
+            self.outbox_written().notify_one();
+        }
+        Ok(out)
+    }
+}
+
+/// The survivor of each of `patients` that was merged into another record.
+async fn merged_into_of(
+    conn: &mut AnyConnection,
+    patients: &[PatientId],
+) -> Result<std::collections::HashMap<PatientId, PatientId>, StoreError> {
+    let mut out = std::collections::HashMap::new();
+    for range in super::batch::pow2_chunks(patients.len(), super::batch::MAX_ROWS_PER_STATEMENT) {
+        let chunk = &patients[range];
+        let placeholders: Vec<String> = (1..=chunk.len()).map(|i| format!("${i}")).collect();
+        // Built from placeholders only; the ids are bound.
+        let sql = format!(
+            "SELECT id, merged_into FROM patients WHERE merged_into IS NOT NULL AND id IN ({})",
+            placeholders.join(", ")
+        );
+        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for p in chunk {
+            q = q.bind(p.to_string());
+        }
+        for row in q.fetch_all(&mut *conn).await? {
+            let id: String = row.try_get(0)?;
+            let to: String = row.try_get(1)?;
+            out.insert(parse_patient(&id)?, parse_patient(&to)?);
+        }
+    }
+    Ok(out)
 }
 
 /// One event appended inside an open transaction; the caller commits it only when

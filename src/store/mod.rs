@@ -13,6 +13,8 @@
 //! - [`journey`]: patients, identifiers and links, and the append-only event log.
 //! - [`outbox`]: commands written with the state change that causes them, for the relay.
 //! - [`writer`]: group commit of journey appends.
+//! - [`resolver`]: group identity resolution (one lookup, one claim transaction per group).
+//! - [`batch`]: multi-row statements cut into a few prepared shapes.
 //! - [`routing`]: routing state (contacts, agents, holds, applied inputs), written
 //!   by the router with its commands, fenced by its lease in a cluster.
 //! - [`cluster`]: the cluster's shared settings, members and leases (PostgreSQL).
@@ -21,11 +23,13 @@
 //! - [`seed`]: bulk loading of patients with journeys (benchmarks and drills).
 
 pub mod audit;
+pub(crate) mod batch;
 pub mod cluster;
 pub mod journey;
 pub mod outbox;
 pub mod outreach;
 pub mod replay;
+pub mod resolver;
 pub mod routing;
 pub mod runtime_config;
 pub mod seed;
@@ -119,6 +123,8 @@ pub struct Store {
     backend: Backend,
     /// Group commit of journey appends, when started.
     writer: Option<writer::Writer>,
+    /// Group identity resolution, started with group commit.
+    resolver: Option<resolver::Resolver>,
     /// Patient partitions (outbox rows carry their patient's partition).
     partitions: u32,
     /// Cluster: the fence of each partition's journey writes (None: one node, unfenced).
@@ -156,6 +162,7 @@ impl Store {
             pool,
             backend,
             writer: None,
+            resolver: None,
             partitions: 1,
             fences: None,
             outbox_written: Arc::new(tokio::sync::Notify::new()),
@@ -193,8 +200,10 @@ impl Store {
             return self;
         }
         let writer = writer::Writer::start(self.clone(), max_batch);
+        let resolver = resolver::Resolver::start(self.clone(), max_batch);
         Store {
             writer: Some(writer),
+            resolver: Some(resolver),
             ..self
         }
     }
@@ -239,6 +248,11 @@ impl Store {
     /// The group-commit writer, when started.
     pub(crate) fn writer(&self) -> Option<&writer::Writer> {
         self.writer.as_ref()
+    }
+
+    /// The group identity resolver, when started.
+    pub(crate) fn resolver(&self) -> Option<&resolver::Resolver> {
+        self.resolver.as_ref()
     }
 
     /// The backend in use.

@@ -5,7 +5,7 @@ use chrono::Utc;
 use frontdoor_actors::command::Command;
 use sqlx::{AnyConnection, Row};
 
-use super::{timed, Store, StoreError};
+use super::{batch, timed, Store, StoreError};
 
 /// Which outbox rows a relay publishes.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -46,20 +46,36 @@ pub(crate) async fn insert_commands(
     commands: &[Command],
     partition: Option<u32>,
 ) -> Result<(), StoreError> {
+    let rows: Vec<(&Command, Option<u32>)> = commands.iter().map(|c| (c, partition)).collect();
+    insert_command_rows(tx, &rows).await
+}
+
+/// Inserts the commands of a whole batch, each with its partition, in multi-row
+/// statements (idempotent by command id).
+pub(crate) async fn insert_command_rows(
+    tx: &mut AnyConnection,
+    rows: &[(&Command, Option<u32>)],
+) -> Result<(), StoreError> {
     let now = Utc::now().timestamp_millis();
-    for c in commands {
-        sqlx::query(
-            "INSERT INTO outbox (id, command_type, routing_key, body, created_at_ms, partition_no) \
-             VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (id) DO NOTHING",
-        )
-        .bind(c.id.to_string())
-        .bind(c.command_type.as_str())
-        .bind(c.routing_key())
-        .bind(c.to_wire().to_string())
-        .bind(now)
-        .bind(partition.map(i64::from))
-        .execute(&mut *tx)
-        .await?;
+    for range in batch::pow2_chunks(rows.len(), batch::MAX_ROWS_PER_STATEMENT) {
+        let chunk = &rows[range];
+        let sql = batch::multi_row_sql(
+            "INSERT INTO outbox (id, command_type, routing_key, body, created_at_ms, partition_no)",
+            6,
+            chunk.len(),
+            "ON CONFLICT (id) DO NOTHING",
+        );
+        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for (c, partition) in chunk {
+            q = q
+                .bind(c.id.to_string())
+                .bind(c.command_type.as_str())
+                .bind(c.routing_key())
+                .bind(c.to_wire().to_string())
+                .bind(now)
+                .bind(partition.map(i64::from));
+        }
+        q.execute(&mut *tx).await?;
     }
     Ok(())
 }

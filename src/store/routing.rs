@@ -14,6 +14,7 @@ use frontdoor_actors::routing::agent::AgentState;
 use frontdoor_actors::routing::model::{ContactRoutingView, RouteState, RoutingRecord};
 use sqlx::Row;
 
+use super::batch::{multi_row_sql, pow2_chunks, MAX_ROWS_PER_STATEMENT};
 use super::cluster::{check_fence, Fence};
 use super::journey::port_error;
 use super::{timed, Store, StoreError};
@@ -76,61 +77,115 @@ impl Store {
             if let Some(f) = fence {
                 check_fence(&mut tx, f).await?;
             }
-            for c in &changes.contacts {
-                let body = serde_json::to_string(&RoutingRecord::of(c))
-                    .map_err(corrupt("routing contact"))?;
-                sqlx::query(
-                    "INSERT INTO routing_contacts (contact_id, patient_id, state, site, updated_at_ms, body) \
-                     VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (contact_id) DO UPDATE SET \
+            // One statement per table per step (contacts and agents are unique per
+            // step: the router keys them by id).
+            let contacts = changes
+                .contacts
+                .iter()
+                .map(|c| {
+                    serde_json::to_string(&RoutingRecord::of(c))
+                        .map(|body| (c, body))
+                        .map_err(corrupt("routing contact"))
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            for range in pow2_chunks(contacts.len(), MAX_ROWS_PER_STATEMENT) {
+                let chunk = &contacts[range];
+                let sql = multi_row_sql(
+                    "INSERT INTO routing_contacts (contact_id, patient_id, state, site, updated_at_ms, body)",
+                    6,
+                    chunk.len(),
+                    "ON CONFLICT (contact_id) DO UPDATE SET \
                      patient_id = excluded.patient_id, state = excluded.state, site = excluded.site, \
                      updated_at_ms = excluded.updated_at_ms, body = excluded.body",
-                )
-                .bind(c.contact_id.to_string())
-                .bind(c.patient_id.to_string())
-                .bind(state_label(c.state))
-                .bind(c.site.to_string())
-                .bind(now)
-                .bind(body)
-                .execute(&mut *tx)
-                .await?;
-            }
-            for a in &changes.agents {
-                let body = serde_json::to_string(a).map_err(corrupt("routing agent"))?;
-                sqlx::query(
-                    "INSERT INTO routing_agents (agent_id, site, updated_at_ms, body) VALUES ($1, $2, $3, $4) \
-                     ON CONFLICT (agent_id) DO UPDATE SET site = excluded.site, \
-                     updated_at_ms = excluded.updated_at_ms, body = excluded.body",
-                )
-                .bind(a.id.clone())
-                .bind(a.site.to_string())
-                .bind(now)
-                .bind(body)
-                .execute(&mut *tx)
-                .await?;
-                sqlx::query("DELETE FROM routing_holds WHERE agent_id = $1")
-                    .bind(a.id.clone())
-                    .execute(&mut *tx)
-                    .await?;
-                for h in a.offers.values().chain(a.assignments.values()) {
-                    sqlx::query(
-                        "INSERT INTO routing_holds (agent_id, contact_id, patient_id) VALUES ($1, $2, $3) \
-                         ON CONFLICT (agent_id, contact_id) DO NOTHING",
-                    )
-                    .bind(a.id.clone())
-                    .bind(h.contact_id.to_string())
-                    .bind(h.patient_id.to_string())
-                    .execute(&mut *tx)
-                    .await?;
+                );
+                let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+                for (c, body) in chunk {
+                    q = q
+                        .bind(c.contact_id.to_string())
+                        .bind(c.patient_id.to_string())
+                        .bind(state_label(c.state))
+                        .bind(c.site.to_string())
+                        .bind(now)
+                        .bind(body.clone());
                 }
+                q.execute(&mut *tx).await?;
             }
-            for id in &changes.inputs {
-                sqlx::query(
-                    "INSERT INTO routing_inputs (id, applied_at_ms) VALUES ($1, $2) ON CONFLICT (id) DO NOTHING",
-                )
-                .bind(id.to_string())
-                .bind(now)
-                .execute(&mut *tx)
-                .await?;
+            let agents = changes
+                .agents
+                .iter()
+                .map(|a| {
+                    serde_json::to_string(a)
+                        .map(|body| (a, body))
+                        .map_err(corrupt("routing agent"))
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            for range in pow2_chunks(agents.len(), MAX_ROWS_PER_STATEMENT) {
+                let chunk = &agents[range];
+                let sql = multi_row_sql(
+                    "INSERT INTO routing_agents (agent_id, site, updated_at_ms, body)",
+                    4,
+                    chunk.len(),
+                    "ON CONFLICT (agent_id) DO UPDATE SET site = excluded.site, \
+                     updated_at_ms = excluded.updated_at_ms, body = excluded.body",
+                );
+                let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+                for (a, body) in chunk {
+                    q = q
+                        .bind(a.id.clone())
+                        .bind(a.site.to_string())
+                        .bind(now)
+                        .bind(body.clone());
+                }
+                q.execute(&mut *tx).await?;
+                let placeholders: Vec<String> = (1..=chunk.len()).map(|i| format!("${i}")).collect();
+                // Built from placeholders only; the ids are bound.
+                let sql = format!(
+                    "DELETE FROM routing_holds WHERE agent_id IN ({})",
+                    placeholders.join(", ")
+                );
+                let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+                for (a, _) in chunk {
+                    q = q.bind(a.id.clone());
+                }
+                q.execute(&mut *tx).await?;
+            }
+            let holds: Vec<(&str, String, String)> = changes
+                .agents
+                .iter()
+                .flat_map(|a| {
+                    a.offers
+                        .values()
+                        .chain(a.assignments.values())
+                        .map(move |h| (a.id.as_str(), h.contact_id.to_string(), h.patient_id.to_string()))
+                })
+                .collect();
+            for range in pow2_chunks(holds.len(), MAX_ROWS_PER_STATEMENT) {
+                let chunk = &holds[range];
+                let sql = multi_row_sql(
+                    "INSERT INTO routing_holds (agent_id, contact_id, patient_id)",
+                    3,
+                    chunk.len(),
+                    "ON CONFLICT (agent_id, contact_id) DO NOTHING",
+                );
+                let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+                for (agent, contact, patient) in chunk {
+                    q = q.bind(agent.to_string()).bind(contact.clone()).bind(patient.clone());
+                }
+                q.execute(&mut *tx).await?;
+            }
+            for range in pow2_chunks(changes.inputs.len(), MAX_ROWS_PER_STATEMENT) {
+                let chunk = &changes.inputs[range];
+                let sql = multi_row_sql(
+                    "INSERT INTO routing_inputs (id, applied_at_ms)",
+                    2,
+                    chunk.len(),
+                    "ON CONFLICT (id) DO NOTHING",
+                );
+                let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+                for id in chunk {
+                    q = q.bind(id.to_string()).bind(now);
+                }
+                q.execute(&mut *tx).await?;
             }
             super::outbox::insert_commands(&mut tx, &changes.commands, None).await?;
             tx.commit().await?;

@@ -3,6 +3,7 @@
 mod helpers;
 
 mod amqp;
+mod batches;
 mod broker;
 mod canary;
 mod chaos;
