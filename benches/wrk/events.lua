@@ -5,7 +5,7 @@
 -- made of a per-run nonce, the wrk thread's index and a per-thread counter), over
 -- BENCH_PATIENTS patients (MRN and phone) and three sites. The mix, by each thread's
 -- counter: a quarter `appointment.booked` two days ahead (a `notify.send` confirmation
--- in the outbox, reminders scheduled), half `contact.started` with intent `scheduling`
+-- in the outbox), half `contact.started` with intent `scheduling`
 -- (routed to a queue for a human), a quarter `survey.completed`.
 --
 -- Environment: FRONTDOOR_BENCH_TOKEN (bearer token of a principal that may post
