@@ -366,6 +366,7 @@ async fn run() -> anyhow::Result<()> {
     }
 
     let mut temp_dir = None;
+    let mut postgres_url = None;
     let url = if let Ok(server) = std::env::var("FRONTDOOR_BENCH_POSTGRES_URL") {
         use sqlx::Connection;
         let mut conn = sqlx::PgConnection::connect(&format!("{server}/postgres"))
@@ -396,6 +397,7 @@ async fn run() -> anyhow::Result<()> {
                 .await
                 .context("Failed to create the bench database")?;
         }
+        postgres_url = Some(format!("{server}/{name}"));
         format!("{server}/{name}")
     } else if let Ok(path) = std::env::var("FRONTDOOR_BENCH_SQLITE") {
         format!("sqlite://{path}")
@@ -427,6 +429,25 @@ async fn run() -> anyhow::Result<()> {
             n as f64 / took.as_secs_f64(),
             (n * 3 + events as usize) as f64 / took.as_secs_f64(),
         );
+        // A freshly loaded PostgreSQL database has no statistics until autovacuum
+        // analyzes it; without them the planner chose a parallel scan of the
+        // events table for `load_journey` (seconds per load). A store that has
+        // been running has them: measure that.
+        if let Some(url) = &postgres_url {
+            use sqlx::Connection;
+            let started = Instant::now();
+            let mut conn = sqlx::PgConnection::connect(url)
+                .await
+                .context("Failed to connect to PostgreSQL")?;
+            sqlx::query("ANALYZE")
+                .execute(&mut conn)
+                .await
+                .context("Failed to analyze the bench database")?;
+            println!(
+                "ANALYZE after seeding: {:.1} s",
+                started.elapsed().as_secs_f64()
+            );
+        }
     } else {
         anyhow::ensure!(
             existing as usize == n,

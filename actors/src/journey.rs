@@ -1285,6 +1285,13 @@ mod tests {
     }
 
     #[test]
+    fn a_packed_timeline_line_is_smaller_than_the_served_one() {
+        // docs/benchmarks.md (Passivation, issue 11) counts on these sizes.
+        assert_eq!(std::mem::size_of::<TimelineItem>(), 88);
+        assert_eq!(std::mem::size_of::<TimelineEntry>(), 136);
+    }
+
+    #[test]
     fn an_older_medication_list_arriving_late_does_not_replace_the_newer_one() {
         let newer = ev(
             1,
