@@ -18,7 +18,8 @@
 //! default 100,000), `FRONTDOOR_BENCH_SAMPLES` (latency samples, default 2,000),
 //! `FRONTDOOR_BENCH_SQLITE` (a database file to reuse: seeded when empty, kept),
 //! `FRONTDOOR_BENCH_POSTGRES_URL` (e.g. `postgres://postgres@127.0.0.1:5432`: a fresh
-//! database is created on that server).
+//! database is created on that server), `FRONTDOOR_BENCH_POSTGRES_DB` (with it: a
+//! database of that name to reuse: created and seeded when missing or empty, kept).
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::collections::HashMap;
@@ -365,16 +366,38 @@ async fn run() -> anyhow::Result<()> {
     }
 
     let mut temp_dir = None;
+    let mut postgres_url = None;
     let url = if let Ok(server) = std::env::var("FRONTDOOR_BENCH_POSTGRES_URL") {
         use sqlx::Connection;
-        let name = format!("frontdoor_bench_{}", Uuid::new_v4().simple());
         let mut conn = sqlx::PgConnection::connect(&format!("{server}/postgres"))
             .await
             .context("Failed to connect to PostgreSQL")?;
-        sqlx::query(sqlx::AssertSqlSafe(format!(r#"CREATE DATABASE "{name}""#)))
-            .execute(&mut conn)
-            .await
-            .context("Failed to create the bench database")?;
+        // A named database is reused (seeded when empty); otherwise a fresh one.
+        let (name, reuse) = match std::env::var("FRONTDOOR_BENCH_POSTGRES_DB") {
+            Ok(name) => (name, true),
+            Err(_) => (
+                format!("frontdoor_bench_{}", Uuid::new_v4().simple()),
+                false,
+            ),
+        };
+        anyhow::ensure!(
+            name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'),
+            "FRONTDOOR_BENCH_POSTGRES_DB must be letters, digits and underscores"
+        );
+        let exists = reuse
+            && sqlx::query("SELECT 1 FROM pg_database WHERE datname = $1")
+                .bind(&name)
+                .fetch_optional(&mut conn)
+                .await
+                .context("Failed to look for the bench database")?
+                .is_some();
+        if !exists {
+            sqlx::query(sqlx::AssertSqlSafe(format!(r#"CREATE DATABASE "{name}""#)))
+                .execute(&mut conn)
+                .await
+                .context("Failed to create the bench database")?;
+        }
+        postgres_url = Some(format!("{server}/{name}"));
         format!("{server}/{name}")
     } else if let Ok(path) = std::env::var("FRONTDOOR_BENCH_SQLITE") {
         format!("sqlite://{path}")
@@ -406,6 +429,25 @@ async fn run() -> anyhow::Result<()> {
             n as f64 / took.as_secs_f64(),
             (n * 3 + events as usize) as f64 / took.as_secs_f64(),
         );
+        // A freshly loaded PostgreSQL database has no statistics until autovacuum
+        // analyzes it; without them the planner chose a parallel scan of the
+        // events table for `load_journey` (seconds per load). A store that has
+        // been running has them: measure that.
+        if let Some(url) = &postgres_url {
+            use sqlx::Connection;
+            let started = Instant::now();
+            let mut conn = sqlx::PgConnection::connect(url)
+                .await
+                .context("Failed to connect to PostgreSQL")?;
+            sqlx::query("ANALYZE")
+                .execute(&mut conn)
+                .await
+                .context("Failed to analyze the bench database")?;
+            println!(
+                "ANALYZE after seeding: {:.1} s",
+                started.elapsed().as_secs_f64()
+            );
+        }
     } else {
         anyhow::ensure!(
             existing as usize == n,

@@ -149,6 +149,11 @@ impl fmt::Display for ContactId {
 }
 
 impl SiteId {
+    /// A site id from text that was one already (a packed copy of a parsed id).
+    pub(crate) fn from_trusted(s: &str) -> SiteId {
+        SiteId(s.to_string())
+    }
+
     /// A site name: 1–64 of `[A-Za-z0-9-_.:]`.
     pub fn parse(s: &str) -> Result<SiteId, &'static str> {
         bounded_token(s, 64, "must be 1-64 characters of [A-Za-z0-9-_.:]").map(SiteId)
@@ -156,6 +161,11 @@ impl SiteId {
 }
 
 impl ContactId {
+    /// A contact id from text that was one already (a packed copy of a parsed id).
+    pub(crate) fn from_trusted(s: &str) -> ContactId {
+        ContactId(s.to_string())
+    }
+
     /// A synthetic contact id for an event that belongs to no channel contact.
     pub fn from_event_id(id: Uuid) -> ContactId {
         ContactId(id.to_string())

@@ -8,6 +8,7 @@
 //! years of history costs a bounded amount of memory; the full log stays in the store.
 
 use std::collections::VecDeque;
+use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -17,6 +18,7 @@ use uuid::Uuid;
 use crate::compact::{reserve_one, reserve_one_deque, Keyed, KeyedVec, SortedVecSet};
 use crate::event::{AppointmentFields, Author, Channel, Envelope, EventKind, Medication};
 use crate::ids::{ContactId, IdentifierKind, PatientId, SiteId};
+use crate::intern::intern;
 
 /// Bounds on what a journey keeps in memory.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -309,6 +311,93 @@ pub struct TimelineEntry {
     pub seq: u64,
 }
 
+/// One line of the timeline as a resident journey keeps it: the served
+/// [`TimelineEntry`] packed for a million resident patients (88 bytes inline
+/// against 136, and one allocation against up to four). The event type and site
+/// are interned (one shared copy each); the contact id and the summary share one
+/// boxed text. [`TimelineItem::entry`] unpacks it at read time.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TimelineItem {
+    /// Event id.
+    pub id: Uuid,
+    /// When it happened.
+    pub occurred_at: DateTime<Utc>,
+    /// Store order, to break ties between equal timestamps.
+    pub seq: u64,
+    /// Event type as sent (interned).
+    event_type: Arc<str>,
+    /// Site (interned).
+    site: Arc<str>,
+    /// The contact id (its first `contact_len` bytes; none when 0), then the summary.
+    text: Box<str>,
+    /// Length of the contact id in `text` (contact ids are at most 128 bytes).
+    contact_len: u16,
+    /// Channel.
+    pub channel: Channel,
+}
+
+impl TimelineItem {
+    /// The timeline line of a stored event (`seq` is its store sequence number).
+    pub fn from_event(seq: u64, e: &Envelope) -> TimelineItem {
+        let mut contact = e.contact_id.as_ref().map(|c| c.as_str()).unwrap_or("");
+        // `ContactId::parse` bounds contact ids to 128 bytes, so this never clips a
+        // parsed event's id; it only keeps `contact_len` honest.
+        while contact.len() > usize::from(u16::MAX) {
+            let mut end = usize::from(u16::MAX);
+            while !contact.is_char_boundary(end) {
+                end -= 1;
+            }
+            contact = &contact[..end];
+        }
+        let summary = summarize(e);
+        let mut text = String::with_capacity(contact.len() + summary.len());
+        text.push_str(contact);
+        text.push_str(&summary);
+        TimelineItem {
+            id: e.id,
+            occurred_at: e.occurred_at,
+            seq,
+            event_type: intern(&e.event_type),
+            site: intern(e.site.as_str()),
+            text: text.into_boxed_str(),
+            // unwrap_or: clipped to u16::MAX above.
+            contact_len: u16::try_from(contact.len()).unwrap_or(u16::MAX),
+            channel: e.channel,
+        }
+    }
+
+    /// Event type as sent.
+    pub fn event_type(&self) -> &str {
+        &self.event_type
+    }
+
+    /// The one-line summary.
+    pub fn summary(&self) -> &str {
+        &self.text[usize::from(self.contact_len)..]
+    }
+
+    /// The contact it belongs to.
+    pub fn contact_id(&self) -> Option<&str> {
+        (self.contact_len > 0).then(|| &self.text[..usize::from(self.contact_len)])
+    }
+
+    /// The served form.
+    pub fn entry(&self) -> TimelineEntry {
+        TimelineEntry {
+            id: self.id,
+            event_type: self.event_type.to_string(),
+            channel: self.channel,
+            // The site and contact id were parsed when the event was; the packed
+            // copies are the same text.
+            site: SiteId::from_trusted(&self.site),
+            occurred_at: self.occurred_at,
+            contact_id: self.contact_id().map(ContactId::from_trusted),
+            summary: self.summary().to_string(),
+            seq: self.seq,
+        }
+    }
+}
+
 /// The latest visit summary and education link.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct VisitSummary {
@@ -341,8 +430,8 @@ pub struct Journey {
     pub notes: VecDeque<NoteView>,
     /// Contacts by id (all open ones, recent closed ones).
     pub contacts: KeyedVec<ContactView>,
-    /// Timeline, newest first.
-    pub timeline: VecDeque<TimelineEntry>,
+    /// Timeline, newest first (packed; [`TimelineItem::entry`] serves it).
+    pub timeline: VecDeque<TimelineItem>,
     /// Channels the patient opted out of (STOP), per CTIA keywords.
     pub opted_out: Vec<Channel>,
     /// The latest visit summary and education link (`encounter.finished`, or a
@@ -609,16 +698,7 @@ impl Journey {
                 }
             }
         }
-        self.push_timeline(TimelineEntry {
-            id: e.id,
-            event_type: e.event_type.clone(),
-            channel: e.channel,
-            site: e.site.clone(),
-            occurred_at: at,
-            contact_id: e.contact_id.clone(),
-            summary: summarize(e),
-            seq,
-        });
+        self.push_timeline(seq, e);
     }
 
     fn contact_mut(&mut self, e: &Envelope) -> &mut ContactView {
@@ -809,9 +889,9 @@ impl Journey {
         }
     }
 
-    fn push_timeline(&mut self, entry: TimelineEntry) {
+    fn push_timeline(&mut self, seq: u64, e: &Envelope) {
         // Newest first by (occurred_at, seq); events may arrive out of order.
-        let key = (entry.occurred_at, entry.seq);
+        let key = (e.occurred_at, seq);
         let pos = self
             .timeline
             .iter()
@@ -820,8 +900,9 @@ impl Journey {
         if pos >= self.limits.timeline {
             return;
         }
+        let item = TimelineItem::from_event(seq, e);
         reserve_one_deque(&mut self.timeline);
-        self.timeline.insert(pos, entry);
+        self.timeline.insert(pos, item);
         self.timeline.truncate(self.limits.timeline);
     }
 
@@ -881,7 +962,7 @@ impl Journey {
             notes: self.notes.iter().rev().cloned().collect(),
             open_contacts: self.open_contacts().into_iter().cloned().collect(),
             recent_contacts: recent,
-            timeline: self.timeline.iter().cloned().collect(),
+            timeline: self.timeline.iter().map(TimelineItem::entry).collect(),
             events_total: self.events_applied,
             opted_out: self.opted_out.clone(),
             visit_summary: self.visit_summary.clone(),
@@ -1184,6 +1265,33 @@ mod tests {
     }
 
     #[test]
+    fn a_packed_timeline_line_serves_the_entry_of_its_event() {
+        for e in sample() {
+            let served = TimelineItem::from_event(7, &e).entry();
+            let expected = TimelineEntry {
+                id: e.id,
+                event_type: e.event_type.clone(),
+                channel: e.channel,
+                site: e.site.clone(),
+                occurred_at: e.occurred_at,
+                contact_id: e.contact_id.clone(),
+                summary: summarize(&e),
+                seq: 7,
+            };
+            assert_eq!(served, expected);
+        }
+        let with_contact = &sample()[3];
+        assert!(with_contact.contact_id.is_some(), "the sample covers both");
+    }
+
+    #[test]
+    fn a_packed_timeline_line_is_smaller_than_the_served_one() {
+        // docs/benchmarks.md (Passivation, issue 11) counts on these sizes.
+        assert_eq!(std::mem::size_of::<TimelineItem>(), 88);
+        assert_eq!(std::mem::size_of::<TimelineEntry>(), 136);
+    }
+
+    #[test]
     fn an_older_medication_list_arriving_late_does_not_replace_the_newer_one() {
         let newer = ev(
             1,
@@ -1279,7 +1387,8 @@ mod tests {
             AppointmentStatus::CheckedIn
         );
         assert_eq!(
-            j.timeline[0].summary, "An appointment missed (no-show)",
+            j.timeline[0].summary(),
+            "An appointment missed (no-show)",
             "the timeline says what happened without inventing a time"
         );
     }

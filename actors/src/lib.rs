@@ -12,6 +12,7 @@
 //! - [`command`]: commands for adapters (notify.send, contact.offer...), with deterministic ids.
 //! - [`ehr`]: what is filed in the EHR (a FHIR `Communication` per staff exchange, identity suggestions).
 //! - [`event`]: the event contract, parsed at the edge into a typed [`event::Envelope`].
+//! - [`intern`]: one shared copy of repeated text (event types, sites) across resident journeys.
 //! - [`identity`]: which patient an event's identifiers name; what an explicit link merges.
 //! - [`journey`]: the patient journey folded from the event log, and the context view.
 //! - [`outreach`]: reminders, templates, consent keywords, quiet hours: what goes out to patients and when.
@@ -28,6 +29,7 @@ pub mod ehr;
 pub mod event;
 pub mod identity;
 pub mod ids;
+pub mod intern;
 pub mod journey;
 pub mod outreach;
 pub mod patient;

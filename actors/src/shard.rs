@@ -5,16 +5,18 @@
 //! activating one on demand and forwarding messages in arrival order.
 //!
 //! Passivation without losing a message: the shard counts what it dispatched to
-//! each actor and the actor counts what it processed. An idle actor asks to
-//! passivate with its count; the shard agrees only when the two match (nothing is
-//! queued), removes it, and the actor stops. Anything later starts a new
-//! incarnation that loads from the store, which by then holds every event the old
-//! one stored.
+//! each actor and the actor counts what it processed. The shard notices an idle
+//! actor (nothing dispatched to it for the idle timeout; one sweep per shard, not
+//! a timer per actor) and tells it to passivate; the actor asks with its count; the
+//! shard agrees only when the two match (nothing is queued), removes it, and the
+//! actor stops. Anything later starts a new incarnation that loads from the store,
+//! which by then holds every event the old one stored.
 
 use std::collections::hash_map::DefaultHasher;
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use actix::dev::ToEnvelope;
 use actix::prelude::*;
@@ -83,15 +85,23 @@ pub struct DropPartitions {
 }
 
 struct Entry {
+    /// The resident actor.
     addr: Addr<PatientActor>,
+    /// Messages sent to it (the passivation handshake compares them).
     dispatched: u64,
+    /// Its incarnation.
     generation: u64,
+    /// When a message was last sent to it (the idle sweep reads it).
+    last_dispatch: Instant,
+    /// `dispatched` when the sweep last told it to passivate, so an idle actor
+    /// that has not yet answered is not told again.
+    asked_at: u64,
 }
 
 /// One shard of resident patients.
 pub struct PatientShard {
-    /// Dependencies handed to each new patient actor.
-    deps: PatientDeps,
+    /// Dependencies handed to each new patient actor (one copy for all of them).
+    deps: Arc<PatientDeps>,
     /// Resident patients.
     patients: HashMap<PatientId, Entry>,
     /// Next incarnation number.
@@ -102,7 +112,7 @@ impl PatientShard {
     /// A shard with no resident patients.
     pub fn new(deps: PatientDeps) -> Self {
         PatientShard {
-            deps,
+            deps: Arc::new(deps),
             patients: HashMap::new(),
             next_generation: 0,
         }
@@ -131,13 +141,32 @@ impl PatientShard {
                 addr,
                 dispatched: 0,
                 generation,
+                last_dispatch: Instant::now(),
+                asked_at: u64::MAX,
             }
         })
+    }
+
+    /// Tells every actor idle for the idle timeout to passivate (once per idle spell).
+    fn sweep_idle(&mut self) {
+        let idle = self.deps.idle_timeout;
+        for e in self.patients.values_mut() {
+            if e.asked_at != e.dispatched && e.last_dispatch.elapsed() >= idle {
+                e.dispatched += 1;
+                e.asked_at = e.dispatched;
+                e.addr.do_send(PassivateNow);
+            }
+        }
     }
 }
 
 impl Actor for PatientShard {
     type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        let tick = (self.deps.idle_timeout / 2).max(Duration::from_millis(50));
+        ctx.run_interval(tick, |shard, _ctx| shard.sweep_idle());
+    }
 }
 
 impl<M> Handler<Dispatch<M>> for PatientShard
@@ -151,6 +180,7 @@ where
     fn handle(&mut self, msg: Dispatch<M>, ctx: &mut Self::Context) {
         let entry = self.entry(msg.patient, ctx);
         entry.dispatched += 1;
+        entry.last_dispatch = Instant::now();
         // do_send keeps arrival order; the bound on in-flight work is upstream
         // (broker prefetch, HTTP concurrency), each caller awaiting its reply.
         entry.addr.do_send(msg.msg);
