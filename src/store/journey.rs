@@ -478,10 +478,15 @@ impl Store {
             let placeholders: Vec<String> =
                 (0..sites.len()).map(|i| format!("${}", i + 2)).collect();
             // Built from placeholders only; the sites are bound.
+            // Two indexed branches (the patient's own events, then its merged
+            // records'), as `load_journey` reads them: an `OR ... IN (subquery)`
+            // makes PostgreSQL scan the whole events table.
+            let list = placeholders.join(", ");
             let sql = format!(
-                "SELECT 1 FROM events WHERE (patient_id = $1 OR patient_id IN \
-                 (SELECT id FROM patients WHERE merged_into = $1)) AND site IN ({}) LIMIT 1",
-                placeholders.join(", ")
+                "SELECT 1 FROM events WHERE patient_id = $1 AND site IN ({list}) \
+                 UNION ALL \
+                 SELECT 1 FROM patients p JOIN events e ON e.patient_id = p.id \
+                 WHERE p.merged_into = $1 AND e.site IN ({list}) LIMIT 1"
             );
             let mut q = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(patient.to_string());
             for site in sites {
@@ -507,16 +512,22 @@ impl Store {
         }
         timed("patient_has_appointment_in", async {
             let all_sites = sites.iter().any(|s| s == "*");
-            let mut sql =
-                "SELECT site, type, body FROM events WHERE (patient_id = $1 OR patient_id IN \
-                 (SELECT id FROM patients WHERE merged_into = $1)) AND type LIKE 'appointment.%'"
-                    .to_string();
-            if !all_sites {
+            let site_filter = if all_sites {
+                String::new()
+            } else {
                 let placeholders: Vec<String> =
                     (0..sites.len()).map(|i| format!("${}", i + 2)).collect();
-                sql.push_str(&format!(" AND site IN ({})", placeholders.join(", ")));
-            }
-            sql.push_str(" ORDER BY seq");
+                format!(" AND e.site IN ({})", placeholders.join(", "))
+            };
+            // Two indexed branches, as in `patient_seen_at_sites`.
+            let sql = format!(
+                "SELECT e.site, e.type, e.body, e.seq FROM events e \
+                 WHERE e.patient_id = $1 AND e.type LIKE 'appointment.%'{site_filter} \
+                 UNION ALL \
+                 SELECT e.site, e.type, e.body, e.seq FROM patients p JOIN events e ON e.patient_id = p.id \
+                 WHERE p.merged_into = $1 AND e.type LIKE 'appointment.%'{site_filter} \
+                 ORDER BY 4"
+            );
             // Built from placeholders only; the sites are bound.
             let mut q = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(patient.to_string());
             if !all_sites {
@@ -822,6 +833,7 @@ impl Store {
             }
         }
         let mut commands = Vec::new();
+        let mut outreach = Vec::new();
         let mut stored = Vec::new();
         for &i in &to_insert {
             let (patient, event, effects) = &jobs[i];
@@ -830,8 +842,9 @@ impl Store {
                 Some(seq) => {
                     let partition = patient.partition(self.partitions());
                     commands.extend(effects.commands.iter().map(|c| (c, Some(partition))));
-                    super::outreach::write_changes(&mut tx, *patient, partition, &effects.outreach)
-                        .await?;
+                    if !effects.outreach.is_empty() {
+                        outreach.push((*patient, partition, &effects.outreach));
+                    }
                     stored.push((event, &effects.outreach));
                     out[i] = Some(Ok(AppendOutcome::Stored {
                         seq: u64::try_from(*seq).unwrap_or_default(),
@@ -841,6 +854,7 @@ impl Store {
             }
         }
         super::outbox::insert_command_rows(&mut tx, &commands).await?;
+        super::outreach::write_changes_of_batch(&mut tx, &outreach).await?;
         tx.commit().await?;
         for (event, changes) in stored {
             crate::outreach::observe_stored(event, changes);

@@ -8,7 +8,7 @@ use frontdoor_actors::ids::PatientId;
 use frontdoor_actors::outreach::{OutreachChanges, OutreachState};
 use sqlx::{AnyConnection, Row};
 
-use super::{millis, timed, Store, StoreError};
+use super::{batch, millis, timed, Store, StoreError};
 
 /// Writes one event's outreach changes inside its transaction: drops the planned
 /// reminders of re-planned appointments, records every message (a record whose id
@@ -19,56 +19,105 @@ pub(crate) async fn write_changes(
     partition: u32,
     changes: &OutreachChanges,
 ) -> Result<(), StoreError> {
-    if changes.is_empty() {
+    write_changes_of_batch(conn, &[(patient, partition, changes)]).await
+}
+
+/// Writes the outreach changes of a whole batch of events (at most one event per
+/// patient, as the writer's batches hold: a patient's events are appended one after
+/// another), in multi-row statements: every re-planned appointment's planned
+/// reminders dropped first, then every record inserted, then consent.
+pub(crate) async fn write_changes_of_batch(
+    conn: &mut AnyConnection,
+    batch: &[(PatientId, u32, &OutreachChanges)],
+) -> Result<(), StoreError> {
+    let mut seen = std::collections::HashSet::new();
+    if batch.iter().any(|(p, _, c)| !c.is_empty() && !seen.insert(*p)) {
+        // Two events of one patient: their drops and records must interleave in order.
+        for one in batch {
+            write_patients_changes(conn, std::slice::from_ref(one)).await?;
+        }
         return Ok(());
     }
+    write_patients_changes(conn, batch).await
+}
+
+/// [`write_changes_of_batch`] for a batch with at most one event per patient.
+async fn write_patients_changes(
+    conn: &mut AnyConnection,
+    batch: &[(PatientId, u32, &OutreachChanges)],
+) -> Result<(), StoreError> {
     let now = Utc::now().timestamp_millis();
-    let pid = patient.to_string();
-    for appointment in &changes.replan {
-        sqlx::query(
-            "DELETE FROM outreach WHERE patient_id = $1 AND appointment_id = $2 AND state = 'planned'",
-        )
-        .bind(pid.clone())
-        .bind(appointment.clone())
-        .execute(&mut *conn)
-        .await?;
+    let replans: Vec<(String, &String)> = batch
+        .iter()
+        .flat_map(|(p, _, c)| c.replan.iter().map(move |a| (p.to_string(), a)))
+        .collect();
+    for range in batch::pow2_chunks(replans.len(), batch::MAX_ROWS_PER_STATEMENT) {
+        let chunk = &replans[range];
+        let terms: Vec<String> = (0..chunk.len())
+            .map(|i| format!("(patient_id = ${} AND appointment_id = ${})", 2 * i + 1, 2 * i + 2))
+            .collect();
+        // Built from placeholders only; the ids are bound.
+        let sql = format!(
+            "DELETE FROM outreach WHERE state = 'planned' AND ({})",
+            terms.join(" OR ")
+        );
+        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for (patient, appointment) in chunk {
+            q = q.bind(patient.clone()).bind((*appointment).clone());
+        }
+        q.execute(&mut *conn).await?;
     }
-    for r in &changes.records {
-        let command = serde_json::to_string(&r.command)
-            .map_err(|e| StoreError::Corrupt(format!("a command does not serialize: {e}")))?;
-        sqlx::query(
+    let mut records = Vec::new();
+    for (patient, partition, changes) in batch {
+        for r in &changes.records {
+            let command = serde_json::to_string(&r.command)
+                .map_err(|e| StoreError::Corrupt(format!("a command does not serialize: {e}")))?;
+            records.push((patient.to_string(), *partition, r, command));
+        }
+    }
+    for range in batch::pow2_chunks(records.len(), batch::MAX_ROWS_PER_STATEMENT) {
+        let chunk = &records[range];
+        let sql = batch::multi_row_sql(
             "INSERT INTO outreach (id, patient_id, partition_no, appointment_id, template, channel, site, state, reason, \
-             due_at_ms, not_after_ms, urgent, command, created_at_ms, updated_at_ms) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $14) ON CONFLICT (id) DO NOTHING",
-        )
-        .bind(r.command.id.to_string())
-        .bind(pid.clone())
-        .bind(i64::from(partition))
-        .bind(r.appointment_id.clone())
-        .bind(r.template.clone())
-        .bind(r.command.channel.as_str())
-        .bind(r.command.site.to_string())
-        .bind(r.state.as_str())
-        .bind(r.reason.clone())
-        .bind(millis(r.due_at))
-        .bind(r.not_after.map(millis))
-        .bind(i64::from(r.urgent))
-        .bind(command)
-        .bind(now)
-        .execute(&mut *conn)
-        .await?;
+             due_at_ms, not_after_ms, urgent, command, created_at_ms, updated_at_ms)",
+            15,
+            chunk.len(),
+            "ON CONFLICT (id) DO NOTHING",
+        );
+        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for (pid, partition, r, command) in chunk {
+            q = q
+                .bind(r.command.id.to_string())
+                .bind(pid.clone())
+                .bind(i64::from(*partition))
+                .bind(r.appointment_id.clone())
+                .bind(r.template.clone())
+                .bind(r.command.channel.as_str())
+                .bind(r.command.site.to_string())
+                .bind(r.state.as_str())
+                .bind(r.reason.clone())
+                .bind(millis(r.due_at))
+                .bind(r.not_after.map(millis))
+                .bind(i64::from(r.urgent))
+                .bind(command.clone())
+                .bind(now)
+                .bind(now);
+        }
+        q.execute(&mut *conn).await?;
     }
-    for c in &changes.consent {
-        sqlx::query(
-            "INSERT INTO consent (patient_id, channel, opted_out, changed_at_ms) VALUES ($1, $2, $3, $4) \
-             ON CONFLICT (patient_id, channel) DO UPDATE SET opted_out = excluded.opted_out, changed_at_ms = excluded.changed_at_ms",
-        )
-        .bind(pid.clone())
-        .bind(c.channel.as_str())
-        .bind(i64::from(c.opted_out))
-        .bind(millis(c.at))
-        .execute(&mut *conn)
-        .await?;
+    for (patient, _, changes) in batch {
+        for c in &changes.consent {
+            sqlx::query(
+                "INSERT INTO consent (patient_id, channel, opted_out, changed_at_ms) VALUES ($1, $2, $3, $4) \
+                 ON CONFLICT (patient_id, channel) DO UPDATE SET opted_out = excluded.opted_out, changed_at_ms = excluded.changed_at_ms",
+            )
+            .bind(patient.to_string())
+            .bind(c.channel.as_str())
+            .bind(i64::from(c.opted_out))
+            .bind(millis(c.at))
+            .execute(&mut *conn)
+            .await?;
+        }
     }
     Ok(())
 }

@@ -599,7 +599,9 @@ async fn a_reminder_is_fired_by_the_partitions_new_owner_and_never_by_the_node_t
     };
     // Node A plans a reminder with the booking (one transaction).
     let now = Utc::now();
-    let starts = now + Days::days(2);
+    // Due at noon UTC tomorrow: never inside the default quiet hours (21:00-08:00),
+    // whatever time of day the test runs.
+    let starts = now.date_naive().and_hms_opt(12, 0, 0).unwrap().and_utc() + Days::days(2);
     let booked = Envelope::parse(
         event(
             "appointment.booked",
