@@ -41,6 +41,33 @@ pub struct SimulateOptions {
     /// Bearer token sent with every request (an adapter-and-desktop principal, or admin);
     /// `--token`, else the `FRONTDOOR_TOKEN` environment variable.
     pub token: Option<secrecy::SecretString>,
+    /// Publish events over RabbitMQ as a channel adapter does (`--amqp`), instead of
+    /// `POST /v1/events`; the desktops then take their offers from the commands
+    /// exchange. `None`: HTTP.
+    pub amqp: Option<AmqpOptions>,
+}
+
+/// Where and how the `--amqp` mode reaches RabbitMQ (docs/contract.md, "RabbitMQ").
+#[derive(Debug, Clone)]
+pub struct AmqpOptions {
+    /// `amqp://user:password@127.0.0.1:5672/%2f` (loopback only, like `--target`).
+    pub url: secrecy::SecretString,
+    /// The exchange events are published to (the runtime's `broker.events_exchange`).
+    pub events_exchange: String,
+    /// The exchange the runtime relays commands to (`broker.commands_exchange`); the
+    /// simulator binds an exclusive queue of its own to it.
+    pub commands_exchange: String,
+}
+
+impl AmqpOptions {
+    /// The runtime's default exchanges at `url`.
+    pub fn new(url: &str) -> AmqpOptions {
+        AmqpOptions {
+            url: secrecy::SecretString::from(url.to_string()),
+            events_exchange: "frontdoor.events".into(),
+            commands_exchange: "frontdoor.commands".into(),
+        }
+    }
 }
 
 impl Default for SimulateOptions {
@@ -62,6 +89,7 @@ impl Default for SimulateOptions {
             max_retries: 5,
             progress_every: Duration::from_secs(5),
             token: None,
+            amqp: None,
         }
     }
 }
@@ -86,6 +114,11 @@ Drives a running Front Door over HTTP with a multi-site contact-center day.
   --concurrency N       requests in flight (default 16)
   --max-retries N       retries of an event answered 429 or 503, after its Retry-After (default 5)
   --token TOKEN         bearer token sent with every request (default: $FRONTDOOR_TOKEN)
+  --amqp URL            publish events to RabbitMQ (amqp://user:pass@127.0.0.1:5672/%2f, loopback
+                        only) with publisher confirms and x-patient-key, as an adapter does; offers
+                        and other commands are read from the commands exchange (an exclusive queue)
+  --events-exchange X   with --amqp: the events exchange (default frontdoor.events)
+  --commands-exchange X with --amqp: the commands exchange (default frontdoor.commands)
   --help                this text
 ";
 
@@ -122,6 +155,28 @@ fn number<T: std::str::FromStr>(flag: &str, v: &str) -> Result<T, ArgsError> {
     v.parse().map_err(|_| invalid(flag, "not a number"))
 }
 
+/// Only loopback brokers, for the same reason as [`check_target`]:
+/// `amqp://[user[:password]@]host[:port][/vhost]`.
+pub fn check_amqp_url(url: &str) -> Result<(), ArgsError> {
+    let rest = url
+        .strip_prefix("amqp://")
+        .ok_or_else(|| invalid("--amqp", "must start with amqp://"))?;
+    let authority = rest.split('/').next().unwrap_or("");
+    let host_port = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+    let host = if let Some(v6) = host_port.strip_prefix('[') {
+        v6.split(']').next().unwrap_or("")
+    } else {
+        host_port.split(':').next().unwrap_or("")
+    };
+    if !matches!(host, "127.0.0.1" | "localhost" | "::1") {
+        return Err(invalid(
+            "--amqp",
+            "only 127.0.0.1, localhost or [::1] are allowed",
+        ));
+    }
+    Ok(())
+}
+
 /// Only loopback targets: the simulator is a load generator and must never be
 /// pointed at somebody else's service by accident.
 pub fn check_target(url: &str) -> Result<String, ArgsError> {
@@ -148,6 +203,9 @@ impl SimulateOptions {
     pub fn parse(args: impl IntoIterator<Item = String>) -> Result<SimulateOptions, ArgsError> {
         let mut o = SimulateOptions::default();
         let mut max_seconds: Option<f64> = None;
+        let mut amqp_url: Option<String> = None;
+        let mut events_exchange: Option<String> = None;
+        let mut commands_exchange: Option<String> = None;
         let mut it = args.into_iter();
         while let Some(flag) = it.next() {
             let (flag, inline) = match flag.split_once('=') {
@@ -175,6 +233,9 @@ impl SimulateOptions {
                 "--concurrency",
                 "--max-retries",
                 "--token",
+                "--amqp",
+                "--events-exchange",
+                "--commands-exchange",
             ];
             if !known.contains(&flag.as_str()) {
                 return Err(ArgsError::Unknown(flag));
@@ -199,11 +260,36 @@ impl SimulateOptions {
                 "--sl-target-secs" => o.sl_target_secs = number(&flag, &v)?,
                 "--concurrency" => o.concurrency = number(&flag, &v)?,
                 "--max-retries" => o.max_retries = number(&flag, &v)?,
+                "--amqp" => {
+                    check_amqp_url(&v)?;
+                    amqp_url = Some(v);
+                }
+                "--events-exchange" => events_exchange = Some(v),
+                "--commands-exchange" => commands_exchange = Some(v),
                 // unwrap-free: every known flag is matched above.
                 _ => return Err(ArgsError::Unknown(flag)),
             }
         }
         o.target = check_target(&o.target)?;
+        match amqp_url {
+            Some(url) => {
+                let mut a = AmqpOptions::new(&url);
+                if let Some(x) = events_exchange {
+                    a.events_exchange = x;
+                }
+                if let Some(x) = commands_exchange {
+                    a.commands_exchange = x;
+                }
+                o.amqp = Some(a);
+            }
+            None if events_exchange.is_some() || commands_exchange.is_some() => {
+                return Err(invalid(
+                    "--events-exchange/--commands-exchange",
+                    "only with --amqp",
+                ));
+            }
+            None => {}
+        }
         if !(o.day_minutes > 0.0 && o.day_minutes <= 24.0 * 60.0) {
             return Err(invalid("--day-minutes", "must be in (0, 1440]"));
         }
@@ -277,6 +363,33 @@ mod tests {
         ] {
             assert!(parse(&format!("--target {bad}")).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn amqp_mode_takes_a_loopback_broker_and_the_runtimes_exchanges() {
+        let o = parse("--amqp amqp://guest:guest@127.0.0.1:5672/%2f").unwrap();
+        let a = o.amqp.expect("amqp mode");
+        assert_eq!(a.events_exchange, "frontdoor.events");
+        assert_eq!(a.commands_exchange, "frontdoor.commands");
+        let o = parse("--amqp amqp://localhost --events-exchange e --commands-exchange c").unwrap();
+        let a = o.amqp.unwrap();
+        assert_eq!(
+            (a.events_exchange.as_str(), a.commands_exchange.as_str()),
+            ("e", "c")
+        );
+        assert!(parse("").unwrap().amqp.is_none());
+        for bad in [
+            "amqp://guest:guest@10.0.0.1:5672/%2f",
+            "amqps://127.0.0.1",
+            "amqp://127.0.0.1@evil.example.org",
+            "http://127.0.0.1:5672",
+        ] {
+            assert!(parse(&format!("--amqp {bad}")).is_err(), "{bad}");
+        }
+        assert!(
+            parse("--events-exchange e").is_err(),
+            "exchange without --amqp"
+        );
     }
 
     #[test]

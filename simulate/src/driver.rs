@@ -10,6 +10,7 @@ use anyhow::Context as _;
 use futures_util::stream::{self, StreamExt};
 use serde_json::{json, Value};
 
+use super::amqp::{self, Link, SeenCommand};
 use super::args::SimulateOptions;
 use super::arrivals::{Arrival, ArrivalStream};
 use super::rng::Rng;
@@ -113,6 +114,10 @@ struct Agent {
 /// A batch of events that must be sent in order (one contact's or agent's).
 type Group = Vec<Value>;
 
+/// How long an `--amqp` run waits at the end for the runtime to settle what the
+/// broker confirmed, before it reads the runtime's totals.
+const SETTLE_WAIT: Duration = Duration::from_secs(15);
+
 /// The simulation state.
 struct Sim {
     /// Options.
@@ -121,6 +126,10 @@ struct Sim {
     rng: Rng,
     /// HTTP client.
     client: reqwest::Client,
+    /// The broker link of an `--amqp` run (events out, commands in); `None`: HTTP.
+    link: Option<Link>,
+    /// Command ids seen (a relay may deliver one twice).
+    commands_seen: HashSet<String>,
     /// Every contact started (indexes are stable).
     contacts: Vec<Contact>,
     /// Contact id → index.
@@ -169,6 +178,10 @@ pub async fn run(opts: SimulateOptions) -> anyhow::Result<Summary> {
         .await
         .and_then(|r| r.error_for_status())
         .with_context(|| format!("Failed to reach the runtime at {}", opts.target))?;
+    let link = match &opts.amqp {
+        Some(a) => Some(Link::connect(a).await?),
+        None => None,
+    };
 
     let mut rng = Rng::new(opts.seed);
     let mut agents = Vec::new();
@@ -197,11 +210,14 @@ pub async fn run(opts: SimulateOptions) -> anyhow::Result<Summary> {
     let mut sim = Sim {
         summary: Summary {
             sl_target_secs: opts.sl_target_secs,
+            over_amqp: link.is_some(),
             ..Summary::default()
         },
         opts,
         rng,
         client,
+        link,
+        commands_seen: HashSet::new(),
         contacts: Vec::new(),
         by_id: HashMap::new(),
         agents,
@@ -214,6 +230,10 @@ pub async fn run(opts: SimulateOptions) -> anyhow::Result<Summary> {
         outbox: Vec::new(),
     };
     sim.run().await?;
+    if let Some(link) = sim.link.take() {
+        sim.summary.commands_unreadable = link.unreadable();
+        link.close().await;
+    }
     Ok(sim.summary)
 }
 
@@ -237,6 +257,7 @@ impl Sim {
             seed = self.opts.seed,
             compression,
             surge = self.opts.surge,
+            over_amqp = self.link.is_some(),
             "simulation starting"
         );
         // The floor opens: everyone signs in, late starters at their time.
@@ -283,17 +304,37 @@ impl Sim {
         self.close().await;
         self.summary.elapsed_secs = start.elapsed().as_secs_f64();
         self.summary.simulated_hours = last_sim / 3600.0;
-        if let Ok(r) = self
+        // Over AMQP a confirm means the broker has the event, not that the runtime
+        // took it: wait (a bounded while) until its consumer has settled as many.
+        let settle_until = Instant::now() + SETTLE_WAIT;
+        loop {
+            let Some(text) = self.runtime_metrics().await else {
+                break;
+            };
+            let mut now = Summary::default();
+            now.read_runtime_metrics(&text);
+            let settled: f64 = now.broker_deliveries.values().sum();
+            let done = !self.summary.over_amqp
+                || settled >= self.summary.confirmed as f64
+                || Instant::now() >= settle_until;
+            if done {
+                self.summary.read_runtime_metrics(&text);
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+        Ok(())
+    }
+
+    /// The runtime's `/metrics` text, if it answers.
+    async fn runtime_metrics(&self) -> Option<String> {
+        let r = self
             .client
             .get(format!("{}/metrics", self.opts.target))
             .send()
             .await
-        {
-            if let Ok(text) = r.text().await {
-                self.summary.read_runtime_metrics(&text);
-            }
-        }
-        Ok(())
+            .ok()?;
+        r.text().await.ok()
     }
 
     fn progress(&self, now_sim: f64) {
@@ -610,38 +651,76 @@ impl Sim {
         }
     }
 
-    /// Polls the runtime for offers made to the simulated agents.
+    /// The offers made to the simulated agents: over HTTP the desktops poll
+    /// `GET /v1/agents`; over AMQP they read the `contact.offer` commands (every
+    /// command received is counted by type).
     async fn poll_offers(&mut self, now_sim: f64) {
+        if self.link.is_some() {
+            self.take_commands(now_sim);
+            return;
+        }
         let url = format!("{}/v1/agents", self.opts.target);
         let body: Value = match self.client.get(&url).send().await {
             Ok(r) if r.status().is_success() => r.json().await.unwrap_or(Value::Null),
             _ => return,
         };
         for (agent, contact_id) in find_offers(&body) {
-            let Some(&idx) = self.by_id.get(&contact_id) else {
-                continue;
-            };
-            if !self.agent_index.contains_key(&agent)
-                || !self.offers_handled.insert((agent.clone(), contact_id))
-            {
-                continue;
-            }
-            if self.contacts[idx].stage != Stage::Waiting {
-                continue;
-            }
-            self.contacts[idx].stage = Stage::Offered;
-            self.summary.offers_seen += 1;
-            let accept = self.rng.chance(0.94);
-            let at = now_sim + self.rng.range(2.0, 8.0);
-            self.schedule(
-                at,
-                Action::Respond {
-                    contact: idx,
-                    agent,
-                    accept,
-                },
-            );
+            self.offer_seen(agent, contact_id, now_sim);
         }
+    }
+
+    /// Counts the commands the runtime relayed since the last tick (duplicates
+    /// by `message_id` apart) and answers the offers among them.
+    fn take_commands(&mut self, now_sim: f64) {
+        let commands = match self.link.as_mut() {
+            Some(link) => link.take_commands(),
+            None => return,
+        };
+        for SeenCommand {
+            id,
+            kind,
+            agent_id,
+            contact_id,
+        } in commands
+        {
+            if !self.commands_seen.insert(id) {
+                self.summary.commands_duplicate += 1;
+                continue;
+            }
+            if let ("contact.offer", Some(agent), Some(contact)) =
+                (kind.as_str(), agent_id, contact_id)
+            {
+                self.offer_seen(agent, contact, now_sim);
+            }
+            *self.summary.commands_by_type.entry(kind).or_default() += 1;
+        }
+    }
+
+    /// A desktop sees an offer: it answers a few seconds later (once per offer).
+    fn offer_seen(&mut self, agent: String, contact_id: String, now_sim: f64) {
+        let Some(&idx) = self.by_id.get(&contact_id) else {
+            return;
+        };
+        if !self.agent_index.contains_key(&agent)
+            || !self.offers_handled.insert((agent.clone(), contact_id))
+        {
+            return;
+        }
+        if self.contacts[idx].stage != Stage::Waiting {
+            return;
+        }
+        self.contacts[idx].stage = Stage::Offered;
+        self.summary.offers_seen += 1;
+        let accept = self.rng.chance(0.94);
+        let at = now_sim + self.rng.range(2.0, 8.0);
+        self.schedule(
+            at,
+            Action::Respond {
+                contact: idx,
+                agent,
+                accept,
+            },
+        );
     }
 
     fn respond(&mut self, idx: usize, agent: String, accept: bool, now_sim: f64) {
@@ -881,6 +960,10 @@ impl Sim {
         if groups.is_empty() {
             return;
         }
+        if self.link.is_some() {
+            self.publish(groups).await;
+            return;
+        }
         let client = &self.client;
         let url = format!("{}/v1/events", self.opts.target);
         let max_retries = self.opts.max_retries;
@@ -910,6 +993,49 @@ impl Sim {
             }
             *self.summary.events_by_type.entry(t).or_default() += 1;
             *self.summary.responses.entry(class).or_default() += 1;
+        }
+    }
+}
+
+impl Sim {
+    /// [`Sim::flush`] over AMQP: groups concurrently, each group in order, each
+    /// event confirmed (or given up on) before the next of its group.
+    async fn publish(&mut self, groups: Vec<Group>) {
+        let Some(link) = self.link.as_ref() else {
+            return;
+        };
+        let channel = link.channel();
+        let exchange = link.events_exchange();
+        let max_retries = self.opts.max_retries;
+        let results: Vec<Vec<(String, amqp::Published)>> = stream::iter(groups)
+            .map(|group| async move {
+                let mut out = Vec::with_capacity(group.len());
+                for e in group {
+                    let t = e["type"].as_str().unwrap_or("?").to_string();
+                    let p = amqp::publish_with_retry(channel, exchange, &e, max_retries).await;
+                    out.push((t, p));
+                }
+                out
+            })
+            .buffer_unordered(self.opts.concurrency)
+            .collect()
+            .await;
+        for (t, p) in results.into_iter().flatten() {
+            let class = p.outcome.class();
+            self.summary.published += u64::from(p.attempts);
+            self.summary.nacked += u64::from(p.nacked);
+            self.summary.returned += u64::from(p.returned);
+            self.summary.retries += u64::from(p.attempts.saturating_sub(1));
+            if p.outcome == amqp::Outcome::Confirmed {
+                self.summary.confirmed += 1;
+            } else if self.summary.error_samples.len() < 10 {
+                let sample = format!("{t}: {class}");
+                if !self.summary.error_samples.contains(&sample) {
+                    self.summary.error_samples.push(sample);
+                }
+            }
+            *self.summary.events_by_type.entry(t).or_default() += 1;
+            *self.summary.responses.entry(class.to_string()).or_default() += 1;
         }
     }
 }

@@ -10,6 +10,12 @@
 //! contacts; and a flu-season surge (10x within five simulated minutes). The
 //! agents' desktops poll `GET /v1/agents` for offers and answer them.
 //!
+//! With `--amqp` it behaves like a channel adapter on RabbitMQ instead
+//! (docs/contract.md, "RabbitMQ"): events go to the events exchange with publisher
+//! confirms and `x-patient-key`, and the desktops take their offers from the
+//! `contact.offer` commands on the commands exchange; the API is still read for
+//! the runtime's own totals (`/metrics`).
+//!
 //! A simulated floor day runs `compression` times faster than the wall clock,
 //! handle times and patience included; the runtime measures waits on the wall
 //! clock, so at high compression its service level is optimistic (see
@@ -19,6 +25,8 @@
 //! # Layout
 //! - `main.rs`: the `frontdoor-simulate` binary (options, logs, the summary on stdout).
 //! - [`args`]: the command's options (hand-parsed) and their checks.
+//! - [`amqp`]: the `--amqp` mode: events published to RabbitMQ with confirms and
+//!   `x-patient-key`, commands read from an exclusive queue on the commands exchange.
 //! - [`model`]: the arrival model (hourly profile, weekday, surge), pure.
 //! - [`arrivals`]: the seeded stream of new contacts built on the model.
 //! - [`rng`]: a seeded random source (Poisson, exponential, weighted choice).
@@ -26,6 +34,7 @@
 //! - [`driver`]: the run loop and the patients' and agents' behaviour.
 //! - [`summary`]: the counters and the final report.
 
+pub mod amqp;
 pub mod args;
 pub mod arrivals;
 pub mod driver;
@@ -34,6 +43,6 @@ pub mod rng;
 pub mod scenario;
 pub mod summary;
 
-pub use args::{ArgsError, SimulateOptions, USAGE};
+pub use args::{AmqpOptions, ArgsError, SimulateOptions, USAGE};
 pub use driver::run;
 pub use summary::Summary;

@@ -11,8 +11,28 @@ pub struct Summary {
     pub events_by_type: BTreeMap<String, u64>,
     /// Responses by status class (`2xx`, `4xx`, `5xx`, `transport`).
     pub responses: BTreeMap<String, u64>,
-    /// Requests retried after a 429 or 503 with `Retry-After`.
+    /// Requests retried after a 429 or 503 with `Retry-After` (over AMQP: events
+    /// published again after a nack or a return).
     pub retries: u64,
+    /// Events went over RabbitMQ (`--amqp`), not HTTP.
+    pub over_amqp: bool,
+    /// AMQP: publishes made (first attempts and republishes).
+    pub published: u64,
+    /// AMQP: events the broker confirmed (acked and routed).
+    pub confirmed: u64,
+    /// AMQP: publishes the broker nacked.
+    pub nacked: u64,
+    /// AMQP: publishes returned unroutable (`mandatory`, no queue bound).
+    pub returned: u64,
+    /// AMQP: commands received from the commands exchange, by type (each id once).
+    pub commands_by_type: BTreeMap<String, u64>,
+    /// AMQP: commands received again under an id already seen (at-least-once relay).
+    pub commands_duplicate: u64,
+    /// AMQP: deliveries on the commands queue that were not commands.
+    pub commands_unreadable: u64,
+    /// The runtime's broker deliveries by outcome (`stored`, `routed`, …), from
+    /// `/metrics` at the end.
+    pub broker_deliveries: BTreeMap<String, f64>,
     /// The first few failures (type and status only: bodies may name fields).
     pub error_samples: Vec<String>,
     /// Contacts started.
@@ -80,11 +100,12 @@ impl Summary {
         self.events_by_type.values().sum()
     }
 
-    /// Failed requests (4xx, 5xx and transport errors; not throttled or shed ones).
+    /// Failed requests (4xx, 5xx and transport errors; not throttled or shed ones;
+    /// over AMQP, events not confirmed after every retry).
     pub fn errors(&self) -> u64 {
         self.responses
             .iter()
-            .filter(|(k, _)| !matches!(k.as_str(), "2xx" | "throttled" | "shed"))
+            .filter(|(k, _)| !matches!(k.as_str(), "2xx" | "confirmed" | "throttled" | "shed"))
             .map(|(_, v)| v)
             .sum()
     }
@@ -120,6 +141,10 @@ impl Summary {
                     *self.escalations.entry(signal).or_default() += s.value;
                 }
                 "frontdoor_overflow_total" => self.overflows += s.value,
+                "frontdoor_broker_deliveries_total" => {
+                    let outcome = s.label("outcome").unwrap_or("unknown").to_string();
+                    *self.broker_deliveries.entry(outcome).or_default() += s.value;
+                }
                 "frontdoor_service_level_ratio" => {
                     let key = format!(
                         "{}/{}",
@@ -161,6 +186,36 @@ impl fmt::Display for Summary {
             .map(|(k, v)| format!("{k} {v}"))
             .collect();
         writeln!(f, "responses: {}", responses.join(", "))?;
+        if self.over_amqp {
+            writeln!(
+                f,
+                "amqp: published {} (incl. republished), confirmed {}, nacked {}, returned {}",
+                self.published, self.confirmed, self.nacked, self.returned
+            )?;
+            let commands: Vec<String> = self
+                .commands_by_type
+                .iter()
+                .map(|(k, v)| format!("{k} {v}"))
+                .collect();
+            writeln!(
+                f,
+                "commands received: {} [{}]; duplicates {}; unreadable {}",
+                self.commands_by_type.values().sum::<u64>(),
+                commands.join(", "),
+                self.commands_duplicate,
+                self.commands_unreadable
+            )?;
+            let deliveries: Vec<String> = self
+                .broker_deliveries
+                .iter()
+                .map(|(k, v)| format!("{k} {v}"))
+                .collect();
+            writeln!(
+                f,
+                "broker deliveries (runtime): [{}]",
+                deliveries.join(", ")
+            )?;
+        }
         writeln!(
             f,
             "throttled (429 after retries): {}; shed (503 after retries): {}; retried after Retry-After: {}",
@@ -327,6 +382,42 @@ mod tests {
         );
         assert_eq!(sum.escalations.values().sum::<f64>(), 7.0);
         assert_eq!(sum.overflows, 4.0);
+    }
+
+    #[test]
+    fn over_amqp_the_summary_separates_published_confirmed_nacked_and_returned() {
+        let mut sum = Summary {
+            over_amqp: true,
+            published: 12,
+            confirmed: 9,
+            nacked: 1,
+            returned: 2,
+            ..Summary::default()
+        };
+        sum.responses.insert("confirmed".into(), 9);
+        sum.responses.insert("returned".into(), 1);
+        sum.commands_by_type.insert("contact.offer".into(), 4);
+        sum.read_runtime_metrics("frontdoor_broker_deliveries_total{outcome=\"stored\"} 7\n");
+        assert_eq!(
+            sum.errors(),
+            1,
+            "only the event never confirmed is an error"
+        );
+        let text = sum.to_string();
+        assert!(
+            text.contains(
+                "amqp: published 12 (incl. republished), confirmed 9, nacked 1, returned 2"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains("commands received: 4 [contact.offer 4]"),
+            "{text}"
+        );
+        assert!(
+            text.contains("broker deliveries (runtime): [stored 7]"),
+            "{text}"
+        );
     }
 
     #[test]

@@ -213,3 +213,75 @@ async fn a_clean_sigterm_in_broker_mode_logs_no_error() {
         "a clean shutdown logged errors: {errors:#?}"
     );
 }
+
+#[test]
+fn replay_refuses_bad_input_with_a_non_zero_exit_code_that_says_why() {
+    let dir = std::env::temp_dir().join(format!("fd-replay-cli-{}", uuid::Uuid::new_v4()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = |name: &str| dir.join(name).to_string_lossy().into_owned();
+    let day = path("day.jsonl");
+    let made = frontdoor(
+        &[
+            "replay",
+            "--synthetic-day",
+            &day,
+            "--contacts-per-site",
+            "5",
+        ],
+        &[],
+    );
+    assert!(made.status.success(), "{}", stderr(&made));
+
+    // A patch key that does not exist: refused before the window is read, named.
+    std::fs::write(path("typo.toml"), "[routing]\noffer_timout_secs = 10\n").unwrap();
+    let o = frontdoor(
+        &[
+            "replay",
+            "--file",
+            &day,
+            "--patch",
+            &path("typo.toml"),
+            "--quiet",
+        ],
+        &[],
+    );
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("patch refused") && stderr(&o).contains("offer_timout_secs"),
+        "{}",
+        stderr(&o)
+    );
+    assert!(stdout(&o).is_empty(), "nothing ran: {}", stdout(&o));
+
+    // A window with no events (the export's header alone): says so, exits 1.
+    let text = std::fs::read_to_string(&day).unwrap();
+    let header = text.lines().next().unwrap();
+    std::fs::write(path("empty.jsonl"), format!("{header}\n")).unwrap();
+    let o = frontdoor(&["replay", "--file", &path("empty.jsonl"), "--quiet"], &[]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("no events in the window"),
+        "{}",
+        stderr(&o)
+    );
+    assert!(stdout(&o).is_empty(), "no report: {}", stdout(&o));
+
+    // An export from a newer schema version: refused, both versions named.
+    assert!(header.contains("\"schema_version\":1"), "{header}");
+    let newer = text.replacen("\"schema_version\":1", "\"schema_version\":9", 1);
+    std::fs::write(path("newer.jsonl"), newer).unwrap();
+    let o = frontdoor(&["replay", "--file", &path("newer.jsonl"), "--quiet"], &[]);
+    assert!(!o.status.success(), "a newer export was replayed");
+    assert!(
+        stderr(&o).contains("version 9") && stderr(&o).contains("up to version 1"),
+        "{}",
+        stderr(&o)
+    );
+    assert!(stdout(&o).is_empty(), "no report: {}", stdout(&o));
+
+    // The same day, unpatched, replays (exit 0, a report on stdout).
+    let o = frontdoor(&["replay", "--file", &day, "--quiet"], &[]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(!stdout(&o).is_empty());
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -26,6 +26,7 @@ mod passivation;
 mod replay;
 mod routing;
 mod security;
+mod simulate;
 mod supervision;
 mod tls;
 mod virtual_agent;
