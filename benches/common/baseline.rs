@@ -177,9 +177,16 @@ pub async fn postgres(server: &str, rows: &[EventRow], batch: usize, rounds: usi
         .execute(&mut admin)
         .await
         .expect("create the baseline database");
-    let mut conn = sqlx::PgConnection::connect(&format!("{server}/{db}"))
+    let url = format!("{server}/{db}");
+    let mut conn = sqlx::PgConnection::connect(&url)
         .await
         .expect("the baseline database");
+    // TCP_NODELAY, as the runtime's own pool sets it (src/store/nodelay.rs), so the
+    // baseline is not held back by Nagle's algorithm either.
+    let port = <sqlx::postgres::PgConnectOptions as std::str::FromStr>::from_str(&url)
+        .map(|o| o.get_port())
+        .unwrap_or(5432);
+    frontdoor::store::nodelay::disable_nagle_to_port(port);
     let batch = batch.max(1);
     let mut secs = Vec::new();
     let mut batches = 0;

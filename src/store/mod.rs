@@ -26,6 +26,7 @@ pub mod audit;
 pub(crate) mod batch;
 pub mod cluster;
 pub mod journey;
+pub mod nodelay;
 pub mod outbox;
 pub mod outreach;
 pub mod replay;
@@ -153,11 +154,23 @@ impl Store {
         } else {
             (sqlite_url(settings.url.expose_secret())?, Backend::Sqlite)
         };
-        let pool = AnyPoolOptions::new()
+        let mut options = AnyPoolOptions::new()
             .max_connections(settings.max_connections.max(1))
-            .acquire_timeout(settings.acquire_timeout())
-            .connect(&url)
-            .await?;
+            .acquire_timeout(settings.acquire_timeout());
+        if backend == Backend::Postgres {
+            // TCP_NODELAY, as libpq sets it (see `nodelay`): a Unix-socket URL has no port
+            // to match and nothing to set.
+            let port = <sqlx::postgres::PgConnectOptions as std::str::FromStr>::from_str(&url)
+                .map(|o| o.get_port())
+                .unwrap_or(5432);
+            options = options.after_connect(move |_conn, _meta| {
+                Box::pin(async move {
+                    nodelay::disable_nagle_to_port(port);
+                    Ok(())
+                })
+            });
+        }
+        let pool = options.connect(&url).await?;
         let store = Store {
             pool,
             backend,
@@ -301,6 +314,19 @@ fn sqlite_url(url: &str) -> Result<String, StoreError> {
         query.to_string()
     };
     Ok(format!("sqlite://{path}?{query}"))
+}
+
+/// Runs a store task (the group writer, the group resolver) on a thread of its own
+/// (an actix arbiter), stopped when the task ends. On the thread that runs the
+/// broker consumers and thousands of ingest tasks, every statement of a batch
+/// waited for its turn behind them between round trips: the batch's connection
+/// is driven only when its task is polled.
+pub(crate) fn spawn_dedicated(task: impl Future<Output = ()> + Send + 'static) {
+    let arbiter = actix_rt::Arbiter::new();
+    arbiter.spawn(async move {
+        task.await;
+        actix_rt::Arbiter::current().stop();
+    });
 }
 
 /// Runs a store operation, recording its latency and outcome.

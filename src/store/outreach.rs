@@ -31,7 +31,10 @@ pub(crate) async fn write_changes_of_batch(
     batch: &[(PatientId, u32, &OutreachChanges)],
 ) -> Result<(), StoreError> {
     let mut seen = std::collections::HashSet::new();
-    if batch.iter().any(|(p, _, c)| !c.is_empty() && !seen.insert(*p)) {
+    if batch
+        .iter()
+        .any(|(p, _, c)| !c.is_empty() && !seen.insert(*p))
+    {
         // Two events of one patient: their drops and records must interleave in order.
         for one in batch {
             write_patients_changes(conn, std::slice::from_ref(one)).await?;
@@ -54,7 +57,13 @@ async fn write_patients_changes(
     for range in batch::pow2_chunks(replans.len(), batch::MAX_ROWS_PER_STATEMENT) {
         let chunk = &replans[range];
         let terms: Vec<String> = (0..chunk.len())
-            .map(|i| format!("(patient_id = ${} AND appointment_id = ${})", 2 * i + 1, 2 * i + 2))
+            .map(|i| {
+                format!(
+                    "(patient_id = ${} AND appointment_id = ${})",
+                    2 * i + 1,
+                    2 * i + 2
+                )
+            })
             .collect();
         // Built from placeholders only; the ids are bound.
         let sql = format!(

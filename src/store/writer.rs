@@ -39,7 +39,7 @@ impl Writer {
     pub fn start(store: Store, max_batch: usize) -> Writer {
         let max_batch = max_batch.max(1);
         let (tx, mut rx) = mpsc::channel::<Job>(max_batch * 4);
-        actix_rt::spawn(async move {
+        super::spawn_dedicated(async move {
             while let Some(first) = rx.recv().await {
                 let mut jobs = vec![first];
                 while jobs.len() < max_batch {

@@ -39,10 +39,14 @@ async fn sql(app: &TestApp, statement: String) {
     let url = app.settings.store.url.expose_secret().to_string();
     if url.starts_with("postgres") {
         let mut c = sqlx::PgConnection::connect(&url).await.unwrap();
-        c.execute(sqlx::AssertSqlSafe(statement.clone())).await.unwrap();
+        c.execute(sqlx::AssertSqlSafe(statement.clone()))
+            .await
+            .unwrap();
     } else {
         let mut c = sqlx::SqliteConnection::connect(&url).await.unwrap();
-        c.execute(sqlx::AssertSqlSafe(statement.clone())).await.unwrap();
+        c.execute(sqlx::AssertSqlSafe(statement.clone()))
+            .await
+            .unwrap();
     }
 }
 
