@@ -817,16 +817,7 @@ impl Store {
             let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
             for &i in chunk {
                 let (patient, event, _) = &jobs[i];
-                q = q
-                    .bind(event.id.to_string())
-                    .bind(patient.to_string())
-                    .bind(event.event_type.clone())
-                    .bind(event.channel.as_str())
-                    .bind(event.site.to_string())
-                    .bind(event.contact_id.as_ref().map(|c| c.to_string()))
-                    .bind(millis(event.occurred_at))
-                    .bind(received_ms)
-                    .bind(event.to_json());
+                q = bind_event(q, *patient, event, received_ms);
             }
             for row in q.fetch_all(&mut *tx).await? {
                 seqs.insert(row.try_get(0)?, row.try_get(1)?);
@@ -943,6 +934,28 @@ async fn merged_into_of(
     Ok(out)
 }
 
+/// A query on either backend, as sqlx's `Any` driver builds it.
+pub(crate) type AnyQuery<'q> = sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments>;
+
+/// Binds one `events` row, in the column order `id, patient_id, type, channel, site,
+/// contact_id, occurred_at_ms, received_at_ms, body`.
+pub(crate) fn bind_event<'q>(
+    q: AnyQuery<'q>,
+    patient: PatientId,
+    event: &Envelope,
+    received_ms: i64,
+) -> AnyQuery<'q> {
+    q.bind(event.id.to_string())
+        .bind(patient.to_string())
+        .bind(event.event_type.clone())
+        .bind(event.channel.as_str())
+        .bind(event.site.to_string())
+        .bind(event.contact_id.as_ref().map(|c| c.to_string()))
+        .bind(millis(event.occurred_at))
+        .bind(received_ms)
+        .bind(event.to_json())
+}
+
 /// One event appended inside an open transaction; the caller commits it only when
 /// the outcome is `Stored` (otherwise it rolls back: nothing half-stored).
 async fn append_in(
@@ -952,19 +965,15 @@ async fn append_in(
     effects: &Effects,
     partition: u32,
 ) -> Result<AppendOutcome, StoreError> {
-    let seq = sqlx::query(
-        "INSERT INTO events (id, patient_id, type, channel, site, contact_id, occurred_at_ms, received_at_ms, body) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT (id) DO NOTHING RETURNING seq",
+    let seq = bind_event(
+        sqlx::query(
+            "INSERT INTO events (id, patient_id, type, channel, site, contact_id, occurred_at_ms, received_at_ms, body) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT (id) DO NOTHING RETURNING seq",
+        ),
+        patient,
+        event,
+        Utc::now().timestamp_millis(),
     )
-    .bind(event.id.to_string())
-    .bind(patient.to_string())
-    .bind(event.event_type.clone())
-    .bind(event.channel.as_str())
-    .bind(event.site.to_string())
-    .bind(event.contact_id.as_ref().map(|c| c.to_string()))
-    .bind(millis(event.occurred_at))
-    .bind(Utc::now().timestamp_millis())
-    .bind(event.to_json())
     .fetch_optional(&mut *conn)
     .await?;
     let Some(seq) = seq else {

@@ -25,6 +25,7 @@
 pub mod audit;
 pub(crate) mod batch;
 pub mod cluster;
+mod group;
 pub mod journey;
 pub mod nodelay;
 pub mod outbox;

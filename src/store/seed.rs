@@ -11,7 +11,8 @@ use frontdoor_actors::event::Envelope;
 use frontdoor_actors::ids::{Identifier, PatientId};
 use sqlx::AssertSqlSafe;
 
-use super::{millis, timed, Store, StoreError};
+use super::batch::multi_row_sql;
+use super::{timed, Store, StoreError};
 
 /// Rows per `INSERT` statement: 1,000 events bind 9,000 parameters, under SQLite's
 /// 32,766 and PostgreSQL's 65,535.
@@ -28,25 +29,6 @@ pub struct SeedPatient {
     pub events: Vec<Envelope>,
 }
 
-/// `INSERT INTO <table> (<columns>) VALUES ($1, ..), ($k, ..), ...` for `rows` rows.
-fn multi_row_insert(table_and_columns: &str, columns: usize, rows: usize) -> String {
-    let mut sql = format!("INSERT INTO {table_and_columns} VALUES ");
-    for r in 0..rows {
-        if r > 0 {
-            sql.push_str(", ");
-        }
-        sql.push('(');
-        for c in 0..columns {
-            if c > 0 {
-                sql.push_str(", ");
-            }
-            sql.push_str(&format!("${}", r * columns + c + 1));
-        }
-        sql.push(')');
-    }
-    sql
-}
-
 impl Store {
     /// Loads patients, their identifiers and their events in one transaction,
     /// returning the number of events written. Not idempotent: loading the same
@@ -57,7 +39,7 @@ impl Store {
             let now_ms = Utc::now().timestamp_millis();
             let mut tx = self.pool().begin().await?;
             for chunk in patients.chunks(ROWS_PER_STATEMENT) {
-                let sql = multi_row_insert("patients (id, created_at_ms)", 2, chunk.len());
+                let sql = multi_row_sql("INSERT INTO patients (id, created_at_ms)", 2, chunk.len(), "");
                 let mut q = sqlx::query(AssertSqlSafe(sql));
                 for p in chunk {
                     q = q.bind(p.id.to_string()).bind(now_ms);
@@ -69,11 +51,7 @@ impl Store {
                 .flat_map(|p| p.identifiers.iter().map(move |i| (i, p.id)))
                 .collect();
             for chunk in identities.chunks(ROWS_PER_STATEMENT) {
-                let sql = multi_row_insert(
-                    "identities (kind, value, patient_id, linked_at_ms)",
-                    4,
-                    chunk.len(),
-                );
+                let sql = multi_row_sql("INSERT INTO identities (kind, value, patient_id, linked_at_ms)", 4, chunk.len(), "");
                 let mut q = sqlx::query(AssertSqlSafe(sql));
                 for (id, patient) in chunk {
                     q = q
@@ -89,23 +67,10 @@ impl Store {
                 .flat_map(|p| p.events.iter().map(move |e| (e, p.id)))
                 .collect();
             for chunk in events.chunks(ROWS_PER_STATEMENT) {
-                let sql = multi_row_insert(
-                    "events (id, patient_id, type, channel, site, contact_id, occurred_at_ms, received_at_ms, body)",
-                    9,
-                    chunk.len(),
-                );
+                let sql = multi_row_sql("INSERT INTO events (id, patient_id, type, channel, site, contact_id, occurred_at_ms, received_at_ms, body)", 9, chunk.len(), "");
                 let mut q = sqlx::query(AssertSqlSafe(sql));
                 for (e, patient) in chunk {
-                    q = q
-                        .bind(e.id.to_string())
-                        .bind(patient.to_string())
-                        .bind(e.event_type.clone())
-                        .bind(e.channel.as_str())
-                        .bind(e.site.to_string())
-                        .bind(e.contact_id.as_ref().map(|c| c.to_string()))
-                        .bind(millis(e.occurred_at))
-                        .bind(now_ms)
-                        .bind(e.to_json());
+                    q = super::journey::bind_event(q, *patient, e, now_ms);
                 }
                 q.execute(&mut *tx).await?;
             }
@@ -121,18 +86,5 @@ impl Store {
             .fetch_one(self.pool())
             .await?;
         Ok(sqlx::Row::try_get(&row, 0)?)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_multi_row_insert_numbers_its_placeholders_row_by_row() {
-        assert_eq!(
-            multi_row_insert("t (a, b)", 2, 2),
-            "INSERT INTO t (a, b) VALUES ($1, $2), ($3, $4)"
-        );
     }
 }
