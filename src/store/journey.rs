@@ -31,29 +31,8 @@ async fn known_identifiers(
     conn: &mut AnyConnection,
     ids: &[Identifier],
 ) -> Result<Vec<KnownIdentifier>, StoreError> {
-    let mut out = Vec::with_capacity(ids.len());
-    for id in ids {
-        let row = sqlx::query(
-            "SELECT i.patient_id, \
-                    CAST(CASE WHEN EXISTS (SELECT 1 FROM identities m \
-                         WHERE m.patient_id = i.patient_id AND m.kind = 'mrn') THEN 1 ELSE 0 END AS BIGINT) AS has_mrn \
-             FROM identities i WHERE i.kind = $1 AND i.value = $2",
-        )
-        .bind(id.kind().as_str())
-        .bind(id.value())
-        .fetch_optional(&mut *conn)
-        .await?;
-        if let Some(row) = row {
-            let owner: String = row.try_get(0)?;
-            let has_mrn: i64 = row.try_get(1)?;
-            out.push(KnownIdentifier {
-                identifier: id.clone(),
-                owner: parse_patient(&owner)?,
-                owner_has_mrn: has_mrn != 0,
-            });
-        }
-    }
-    Ok(out)
+    let refs: Vec<&Identifier> = ids.iter().collect();
+    Ok(known_of(ids, &known_many(conn, &refs).await?))
 }
 
 /// One identity link, as `identity_links` and the audit log record it.
