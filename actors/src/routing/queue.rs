@@ -25,6 +25,10 @@ use crate::rules::matching::{
 use crate::rules::overflow::{self, QueueLoad};
 use crate::rules::priority::PriorityKey;
 
+/// The views of the agents with a queue's skill, shared by the router between
+/// agent changes (cloning the list is one reference count).
+pub type AgentViews = Arc<[Arc<AgentView>]>;
+
 /// Sliding-window statistics of one queue.
 #[derive(Debug, Clone, Default)]
 pub struct QueueStats {
@@ -218,6 +222,11 @@ impl QueueState {
         cfg: &RoutingConfig,
         skip_agents: &BTreeSet<String>,
     ) -> Option<Proposal> {
+        // Most dispatches find the queue empty (every tick and every freed agent
+        // dispatches each queue): answer before bucketing the agents.
+        if self.contacts.is_empty() {
+            return None;
+        }
         let mut by_channel: HashMap<&str, Vec<&AgentView>> = HashMap::new();
         for a in agents
             .iter()
@@ -514,7 +523,7 @@ pub struct Enqueue {
 #[rtype(result = "Option<Proposal>")]
 pub struct Propose {
     /// Views of the agents with the queue's skill, any site.
-    pub agents: Vec<Arc<AgentView>>,
+    pub agents: AgentViews,
     /// Agents refused for this pass (their reservation failed).
     pub skip: BTreeSet<String>,
 }
@@ -550,7 +559,7 @@ pub struct TakeForOverflow(pub u32);
 #[rtype(result = "QueueLoad")]
 pub struct Load {
     /// Views of the agents with the queue's skill.
-    pub agents: Vec<Arc<AgentView>>,
+    pub agents: AgentViews,
 }
 
 /// The queue's snapshot.
@@ -558,7 +567,7 @@ pub struct Load {
 #[rtype(result = "QueueSnapshot")]
 pub struct Snapshot {
     /// Views of the agents with the queue's skill.
-    pub agents: Vec<Arc<AgentView>>,
+    pub agents: AgentViews,
     /// Whether the rebalancer has this queue shedding work.
     pub overflowing: bool,
 }
@@ -570,7 +579,7 @@ pub struct Position {
     /// The contact.
     pub contact_id: String,
     /// Views of the agents with the queue's skill.
-    pub agents: Vec<Arc<AgentView>>,
+    pub agents: AgentViews,
 }
 
 /// Statistics to record.

@@ -29,6 +29,7 @@
 //! wrap-ups, re-dispatches queues (relaxation widens with waiting time), plans
 //! overflow and publishes gauges. Tests use a manual clock and call [`Routing::tick`].
 
+use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
@@ -41,7 +42,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::agent::{self, AgentActor, AgentState, Held, Presence};
 use super::model::{ContactRoutingView, RouteState, RoutedContact};
-use super::queue::{self, QueueActor, QueueSnapshot};
+use super::queue::{self, AgentViews, QueueActor, QueueSnapshot};
 use super::request::{NeedsHuman, RouteRequest};
 use super::{Clock, RoutingConfig};
 use crate::command::{Command, CommandType};
@@ -261,6 +262,7 @@ impl Routing {
             active: active.clone(),
             state: None,
             changes: Pending::default(),
+            skill_views: RefCell::default(),
         };
         actix::spawn(router.run(rx));
         Routing { tx, config, active }
@@ -537,6 +539,11 @@ struct Router {
     state: Option<State>,
     /// Unwritten changes of the current step.
     changes: Pending,
+    /// The agents with each skill, as of the views the router holds: built on
+    /// first use and dropped whenever a view changes, so the dispatches, ticks and
+    /// positions between two agent changes share one list instead of walking every
+    /// agent each time (the top cost of a replay, docs/benchmarks.md).
+    skill_views: RefCell<HashMap<String, AgentViews>>,
 }
 
 impl Router {
@@ -680,6 +687,7 @@ impl Router {
     }
 
     fn deactivate(&mut self, why: &str) {
+        self.views_changed();
         if self.state.take().is_some() {
             tracing::info!(reason = why, "router inactive: routing state dropped");
         }
@@ -726,6 +734,7 @@ impl Router {
             st.contacts.insert(c.contact_id.to_string(), c);
         }
         self.state = Some(st);
+        self.views_changed();
         self.active.store(true, Ordering::SeqCst);
         for c in queued {
             let addr = self.queue_addr(&c.site, &c.skill);
@@ -766,8 +775,13 @@ impl Router {
         addr
     }
 
-    fn views_with_skill(&self, skill: &str) -> Vec<Arc<AgentView>> {
-        self.state
+    /// The views of the agents with `skill` (any site), in agent-id order.
+    fn views_with_skill(&self, skill: &str) -> AgentViews {
+        if let Some(v) = self.skill_views.borrow().get(skill) {
+            return v.clone();
+        }
+        let views: AgentViews = self
+            .state
             .as_ref()
             .map(|st| {
                 st.agents
@@ -776,7 +790,16 @@ impl Router {
                     .map(|a| a.view.clone())
                     .collect()
             })
-            .unwrap_or_default()
+            .unwrap_or_default();
+        self.skill_views
+            .borrow_mut()
+            .insert(skill.to_string(), views.clone());
+        views
+    }
+
+    /// Forgets the per-skill lists (an agent was added or its view changed).
+    fn views_changed(&self) {
+        self.skill_views.borrow_mut().clear();
     }
 
     fn set_view(&mut self, view: AgentView) {
@@ -784,6 +807,7 @@ impl Router {
         if let Some(a) = self.st().agents.get_mut(&id) {
             a.view = Arc::new(view);
         }
+        self.views_changed();
         self.changes.agents.insert(id);
     }
 
@@ -1536,6 +1560,7 @@ impl Router {
                         presence: Presence::Offline,
                     },
                 );
+                self.views_changed();
                 addr
             }
         };
@@ -1710,9 +1735,8 @@ impl Router {
             let Ok(expired) = addr.send(agent::Expire).await else {
                 continue;
             };
-            let changed = !expired.offers.is_empty() || !expired.wraps.is_empty();
-            if changed {
-                self.set_view(expired.view);
+            if let Some(view) = expired.view {
+                self.set_view(view);
             }
             for held in expired.offers {
                 self.offer_failed(&id, held, OfferOutcome::Timeout, now)
