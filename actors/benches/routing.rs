@@ -199,7 +199,7 @@ fn through_actors() {
                 contact_channel: None,
             };
             routing
-                .route(RouteRequest::Queue(Box::new(n)))
+                .route(RouteRequest::Queue(Box::new(n)), None)
                 .await
                 .unwrap();
         }

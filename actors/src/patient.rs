@@ -431,10 +431,11 @@ impl Handler<Apply> for PatientActor {
                         && matches!(&answer, Ok(Applied::Stored { .. }));
                 let load = reload.then(|| act.deps.store.load_journey(act.id));
                 let patient_id = act.id;
+                let event_id = event.id;
                 async move {
                     if let Some((routing, req)) = route {
                         // The event is stored; a routing failure is logged, not a lost event.
-                        if let Err(e) = routing.route(req).await {
+                        if let Err(e) = routing.route(req, Some(event_id)).await {
                             tracing::error!(%patient_id, error.message = %e, "routing the contact failed");
                         }
                     }

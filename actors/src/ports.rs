@@ -130,9 +130,11 @@ pub struct RoutingChanges {
     pub agents: Vec<AgentState>,
     /// Commands the step decided (offers, routes, escalations), for the outbox.
     pub commands: Vec<Command>,
-    /// Ids of the routing inputs applied by the step, so a redelivery of one is
-    /// recognised and applied only once.
-    pub inputs: Vec<uuid::Uuid>,
+    /// Ids of the routing inputs applied by the step, in the order applied, each
+    /// with the router's time when it applied it: a redelivery of one is recognised
+    /// and applied only once, and `frontdoor replay` replays them in this order at
+    /// these times.
+    pub inputs: Vec<(uuid::Uuid, chrono::DateTime<chrono::Utc>)>,
 }
 
 impl RoutingChanges {

@@ -217,7 +217,7 @@ async fn run(ops: Vec<Op>) -> Result<(), String> {
             }
             Op::Start(site, skill, voice) => {
                 routing
-                    .route(needs_human(started, *site, *skill, *voice))
+                    .route(needs_human(started, *site, *skill, *voice), None)
                     .await
                     .map_err(|e| e.to_string())?;
                 started += 1;
@@ -262,7 +262,7 @@ async fn run(ops: Vec<Op>) -> Result<(), String> {
                         intent: None,
                     }
                 };
-                routing.route(req).await.map_err(|e| e.to_string())?;
+                routing.route(req, None).await.map_err(|e| e.to_string())?;
             }
             Op::Wrap(c) => {
                 let Some(id) = pick(*c, started) else {

@@ -579,7 +579,7 @@ impl Run<'_> {
     }
 
     async fn route(&mut self, req: RouteRequest) {
-        let _ = self.routing.route(req).await;
+        let _ = self.routing.route(req, None).await;
         self.drain(MODELLED);
     }
 

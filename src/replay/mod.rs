@@ -16,6 +16,7 @@ pub mod report;
 pub mod stats;
 pub mod synth;
 
+use std::collections::HashMap;
 use std::io::{BufRead, IsTerminal, Write};
 use std::path::{Path, PathBuf};
 
@@ -93,7 +94,7 @@ pub fn write_export(w: &Window, out: &mut dyn Write) -> anyhow::Result<()> {
         writeln!(
             out,
             "{}",
-            json!({"patient_id": e.patient_id, "occurred_at_ms": e.occurred_at_ms, "received_at_ms": e.received_at_ms, "event": event})
+            json!({"patient_id": e.patient_id, "occurred_at_ms": e.occurred_at_ms, "received_at_ms": e.received_at_ms, "applied_seq": e.applied_seq, "applied_at_ms": e.applied_at_ms, "event": event})
         )?;
     }
     Ok(())
@@ -134,6 +135,8 @@ pub fn read_export(path: &Path) -> anyhow::Result<Window> {
             occurred_at_ms: v["occurred_at_ms"].as_i64().unwrap_or_default(),
             received_at_ms: v["received_at_ms"].as_i64().unwrap_or_default(),
             body: v["event"].to_string(),
+            applied_seq: v["applied_seq"].as_i64(),
+            applied_at_ms: v["applied_at_ms"].as_i64(),
         });
     }
     Ok(Window {
@@ -143,18 +146,75 @@ pub fn read_export(path: &Path) -> anyhow::Result<Window> {
     })
 }
 
-/// Parses the stored events (an unreadable one is an error naming it).
+/// The window's events in the order routing saw them: the inputs the router
+/// applied in its order (`applied_seq`), each patient's other events just before
+/// that patient's next routed one (its journey is complete when routing asks), and
+/// what has no place in the router's order after the last routed event before it in
+/// the log. Each patient's events keep their log order. With no `applied_seq` at all
+/// (an older recording, a synthetic day) this is the log order.
+pub fn router_order(events: &[RecordedEvent]) -> Vec<usize> {
+    // (router position, before = 0 / at = 1 / after = 2, log position)
+    let mut keys: Vec<(i64, u8, usize)> = Vec::with_capacity(events.len());
+    let mut last = 0i64;
+    for (i, e) in events.iter().enumerate() {
+        keys.push(match e.applied_seq {
+            Some(a) => {
+                last = last.max(a);
+                (a, 1, i)
+            }
+            None => (last, 2, i),
+        });
+    }
+    // Backwards: a patient's unrouted event goes just before that patient's next
+    // routed one.
+    let mut next_routed: HashMap<&str, i64> = HashMap::new();
+    for i in (0..events.len()).rev() {
+        let p = events[i].patient_id.as_str();
+        if p.is_empty() {
+            continue;
+        }
+        match events[i].applied_seq {
+            Some(a) => {
+                next_routed.insert(p, a);
+            }
+            None => {
+                if let Some(a) = next_routed.get(p) {
+                    keys[i] = (*a, 0, i);
+                }
+            }
+        }
+    }
+    // A patient's events never pass each other.
+    let mut latest: HashMap<&str, (i64, u8, usize)> = HashMap::new();
+    for (i, e) in events.iter().enumerate() {
+        if e.patient_id.is_empty() {
+            continue;
+        }
+        let k = latest.entry(e.patient_id.as_str()).or_insert(keys[i]);
+        if keys[i] < *k {
+            keys[i] = (k.0, k.1, i);
+        }
+        *k = keys[i];
+    }
+    let mut order: Vec<usize> = (0..events.len()).collect();
+    order.sort_by_key(|&i| keys[i]);
+    order
+}
+
+/// Parses the stored events in [`router_order`] (an unreadable one is an error
+/// naming it).
 pub fn recorded(w: &Window) -> anyhow::Result<Vec<Recorded>> {
-    // Replay time is when the runtime received each event, never going back.
+    // Replay time is when the router applied each event (when the runtime received
+    // it, for what routing never saw), never going back.
     let mut at = i64::MIN;
-    w.events
-        .iter()
-        .enumerate()
+    router_order(&w.events)
+        .into_iter()
+        .map(|n| (n, &w.events[n]))
         .map(|(n, e)| {
             let event = Envelope::from_stored(&e.body).map_err(|err| {
                 anyhow::anyhow!("event {} of the window is unreadable: {err}", n + 1)
             })?;
-            at = at.max(e.received_at_ms);
+            at = at.max(e.applied_at_ms.unwrap_or(e.received_at_ms));
             Ok(Recorded {
                 patient: PatientId::parse(&e.patient_id),
                 at_ms: at,
@@ -387,4 +447,52 @@ pub async fn main(args: Vec<String>) -> anyhow::Result<i32> {
             .with_context(|| format!("cannot write {}", p.display()))?;
     }
     Ok(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ev(patient: &str, applied: Option<i64>) -> RecordedEvent {
+        RecordedEvent {
+            patient_id: patient.into(),
+            occurred_at_ms: 0,
+            received_at_ms: 0,
+            body: String::new(),
+            applied_seq: applied,
+            applied_at_ms: None,
+        }
+    }
+
+    #[test]
+    fn routing_inputs_are_replayed_in_the_routers_order_and_a_patients_events_before_its_next_routed_one(
+    ) {
+        // Log order: A's note, an agent event the router applied second, A's
+        // contact the router applied first, B's note (B never routed), A's end
+        // applied third.
+        let events = vec![
+            ev("A", None),
+            ev("", Some(2)),
+            ev("A", Some(1)),
+            ev("B", None),
+            ev("A", Some(3)),
+        ];
+        assert_eq!(router_order(&events), vec![0, 2, 1, 3, 4]);
+    }
+
+    #[test]
+    fn a_recording_without_the_routers_order_keeps_the_log_order() {
+        let events = vec![ev("A", None), ev("", None), ev("B", None), ev("A", None)];
+        assert_eq!(router_order(&events), vec![0, 1, 2, 3]);
+    }
+
+    #[test]
+    fn a_patients_events_never_pass_each_other() {
+        // A's second routed event was (oddly) applied before its first: the log
+        // order of the patient wins.
+        let events = vec![ev("A", Some(5)), ev("A", Some(2)), ev("", Some(3))];
+        let order = router_order(&events);
+        let a: Vec<usize> = order.iter().copied().filter(|&i| i < 2).collect();
+        assert_eq!(a, vec![0, 1]);
+    }
 }

@@ -220,6 +220,8 @@ pub fn day(seed: u64, day: DateTime<Utc>, contacts_per_site: u32) -> Window {
             occurred_at_ms: at,
             received_at_ms: at,
             body: body.to_string(),
+            applied_seq: None,
+            applied_at_ms: None,
         })
         .collect();
     Window {

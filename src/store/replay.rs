@@ -1,5 +1,6 @@
 //! What `frontdoor replay` reads: routing events as they were applied, and a window
-//! of the whole recorded log (patient and routing events) in replay order.
+//! of the whole recorded log (patient and routing events) in log order, each with
+//! its place in the router's order (`replay::router_order` puts them in it).
 
 use chrono::{DateTime, Utc};
 use frontdoor_actors::event::{Envelope, EventKind};
@@ -19,6 +20,12 @@ pub struct RecordedEvent {
     pub received_at_ms: i64,
     /// The event as stored (JSON).
     pub body: String,
+    /// Where the router applied it among all routing inputs (agent events, answers,
+    /// wrap-ups, patient events' route requests); None when routing never saw it or
+    /// its record was purged (docs/whatif.md, "Fidelity").
+    pub applied_seq: Option<i64>,
+    /// When the router applied it, on the router's clock (ms since the epoch).
+    pub applied_at_ms: Option<i64>,
 }
 
 impl Store {
@@ -64,11 +71,13 @@ impl Store {
     ) -> Result<Vec<RecordedEvent>, StoreError> {
         timed("recorded_window", async {
             let rows = sqlx::query(
-                "SELECT patient_id, occurred_at_ms, received_at_ms, body, seq AS pos, 0 AS src, seq FROM events \
-                 WHERE occurred_at_ms >= $1 AND occurred_at_ms < $2 \
+                "SELECT e.patient_id, e.occurred_at_ms, e.received_at_ms, e.body, e.seq AS pos, 0 AS src, e.seq, ri.applied_seq, ri.applied_at_ms \
+                 FROM events e LEFT JOIN routing_inputs ri ON ri.id = e.id \
+                 WHERE e.occurred_at_ms >= $1 AND e.occurred_at_ms < $2 \
                  UNION ALL \
-                 SELECT '' AS patient_id, occurred_at_ms, received_at_ms, body, after_seq AS pos, 1 AS src, seq \
-                 FROM routing_events WHERE occurred_at_ms >= $1 AND occurred_at_ms < $2 \
+                 SELECT '' AS patient_id, r.occurred_at_ms, r.received_at_ms, r.body, r.after_seq AS pos, 1 AS src, r.seq, ri.applied_seq, ri.applied_at_ms \
+                 FROM routing_events r LEFT JOIN routing_inputs ri ON ri.id = r.id \
+                 WHERE r.occurred_at_ms >= $1 AND r.occurred_at_ms < $2 \
                  ORDER BY pos, src, seq",
             )
             .bind(millis(since))
@@ -82,6 +91,8 @@ impl Store {
                         occurred_at_ms: r.try_get(1)?,
                         received_at_ms: r.try_get(2)?,
                         body: r.try_get(3)?,
+                        applied_seq: r.try_get(7)?,
+                        applied_at_ms: r.try_get(8)?,
                     })
                 })
                 .collect::<Result<Vec<_>, sqlx::Error>>()

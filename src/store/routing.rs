@@ -17,7 +17,7 @@ use sqlx::Row;
 use super::batch::{multi_row_sql, pow2_chunks, MAX_ROWS_PER_STATEMENT};
 use super::cluster::{check_fence, Fence};
 use super::journey::port_error;
-use super::{timed, Store, StoreError};
+use super::{millis, timed, Store, StoreError};
 use crate::auth::AssignmentCheck;
 
 fn state_label(s: RouteState) -> &'static str {
@@ -173,17 +173,27 @@ impl Store {
                 }
                 q.execute(&mut *tx).await?;
             }
+            // The inputs in the order the router applied them, numbered after the
+            // last step's (the router is the only writer: one leader, fenced).
+            let mut applied_seq: i64 = if changes.inputs.is_empty() {
+                0
+            } else {
+                sqlx::query_scalar("SELECT COALESCE(MAX(applied_seq), 0) FROM routing_inputs")
+                    .fetch_one(&mut *tx)
+                    .await?
+            };
             for range in pow2_chunks(changes.inputs.len(), MAX_ROWS_PER_STATEMENT) {
                 let chunk = &changes.inputs[range];
                 let sql = multi_row_sql(
-                    "INSERT INTO routing_inputs (id, applied_at_ms)",
-                    2,
+                    "INSERT INTO routing_inputs (id, applied_at_ms, applied_seq)",
+                    3,
                     chunk.len(),
                     "ON CONFLICT (id) DO NOTHING",
                 );
                 let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
-                for id in chunk {
-                    q = q.bind(id.to_string()).bind(now);
+                for (id, at) in chunk {
+                    applied_seq += 1;
+                    q = q.bind(id.to_string()).bind(millis(*at)).bind(applied_seq);
                 }
                 q.execute(&mut *tx).await?;
             }

@@ -7,7 +7,7 @@ use chrono::Utc;
 use frontdoor::replay::{self, engine::Offer, Window};
 use serde_json::{json, Value};
 
-use crate::helpers::{event, spawn_app, Backend, TestApp};
+use crate::helpers::{event, principal_of, spawn_app, token_for, Backend, TestApp};
 
 async fn agent(app: &TestApp, id: &str, site: &str, state: &str, skills: Value, capacity: Value) {
     let mut e = event(
@@ -343,4 +343,142 @@ async fn bad_patches_and_empty_windows_are_refused_before_anything_runs() {
         .unwrap()
         .to_string();
     assert!(e.contains("no events in the window"), "{e}");
+}
+
+/// The longest common subsequence of two offer lists: the offers both made, in the
+/// same relative order, and where each list's unmatched offers are.
+fn common_offers(
+    a: &[(String, String)],
+    b: &[(String, String)],
+) -> (usize, Vec<usize>, Vec<usize>) {
+    let (n, m) = (a.len(), b.len());
+    let mut t = vec![vec![0u32; m + 1]; n + 1];
+    for i in (0..n).rev() {
+        for j in (0..m).rev() {
+            t[i][j] = if a[i] == b[j] {
+                t[i + 1][j + 1] + 1
+            } else {
+                t[i + 1][j].max(t[i][j + 1])
+            };
+        }
+    }
+    let (mut i, mut j) = (0, 0);
+    let (mut only_a, mut only_b) = (Vec::new(), Vec::new());
+    while i < n && j < m {
+        if a[i] == b[j] {
+            i += 1;
+            j += 1;
+        } else if t[i + 1][j] >= t[i][j + 1] {
+            only_a.push(i);
+            i += 1;
+        } else {
+            only_b.push(j);
+            j += 1;
+        }
+    }
+    only_a.extend(i..n);
+    only_b.extend(j..m);
+    (t[0][0] as usize, only_a, only_b)
+}
+
+#[actix_web::test]
+async fn a_live_simulator_run_is_replayed_in_the_routers_order_and_makes_most_of_its_offers() {
+    let app = spawn_app(Backend::Sqlite).await;
+    let since = Utc::now() - chrono::Duration::seconds(5);
+    // Twelve floor hours in three minutes: about 300 contacts at three sites in 20 s,
+    // sixteen requests in flight, desktops answering from GET /v1/agents.
+    let opts = frontdoor_simulate::SimulateOptions {
+        target: app.address.clone(),
+        seed: 5,
+        day_minutes: 3.0,
+        start_hour: 8.0,
+        end_hour: 20.0,
+        max_duration: std::time::Duration::from_secs(20),
+        max_contacts: 300,
+        token: Some(token_for(principal_of(frontdoor::auth::Role::Admin)).into()),
+        ..frontdoor_simulate::SimulateOptions::default()
+    };
+    let summary = frontdoor_simulate::run(opts)
+        .await
+        .expect("the simulation runs");
+    // A desktop's answer to an offer routing already took back (the patient hung
+    // up meanwhile) is refused with a 4xx: a live floor's race, not a failure.
+    assert!(summary.events_sent() > 500, "{summary}");
+    let live = live_offers(&app).await;
+    assert!(live.len() >= 100, "the run made offers: {summary}");
+    let w = window(&app, since).await;
+
+    // The recording holds the router's order: every routing input the router
+    // applied (agent events, answers, wrap-ups, the route requests of patient
+    // events) has its place, and the replay feeds them in it, each patient's
+    // events still in log order.
+    let routed = w.events.iter().filter(|e| e.applied_seq.is_some()).count();
+    let starts = w
+        .events
+        .iter()
+        .filter(|e| e.body.contains("\"type\":\"contact.started\""))
+        .count();
+    assert!(
+        routed >= starts,
+        "every contact.started was routed and recorded: {routed} routed of {starts} starts"
+    );
+    let order = replay::router_order(&w.events);
+    let applied: Vec<i64> = order
+        .iter()
+        .filter_map(|&i| w.events[i].applied_seq)
+        .collect();
+    assert!(
+        applied.windows(2).all(|p| p[0] < p[1]),
+        "routing inputs in the router's order"
+    );
+    let mut last_pos: std::collections::HashMap<&str, usize> = Default::default();
+    for &i in &order {
+        let p = w.events[i].patient_id.as_str();
+        if p.is_empty() {
+            continue;
+        }
+        if let Some(prev) = last_pos.insert(p, i) {
+            assert!(prev < i, "a patient's events keep their log order");
+        }
+    }
+
+    // Replayed unchanged: the offers both runs made, in the same order.
+    let current = replay::tunables(&app.settings);
+    let (_, base, _) = replay::replay(&w, &current, "", &mut |_, _, _| {})
+        .await
+        .unwrap();
+    let replayed = pairs(&base);
+    let same_prefix = live
+        .iter()
+        .zip(&replayed)
+        .take_while(|(a, b)| a == b)
+        .count();
+    let (common, only_live, only_replay) = common_offers(&live, &replayed);
+    eprintln!(
+        "live simulator run: {} events, {} live offers, {} replayed; the first {} identical; {} in common in the same order ({:.0} %); {} only live, {} only replayed",
+        w.events.len(),
+        live.len(),
+        replayed.len(),
+        same_prefix,
+        common,
+        100.0 * common as f64 / live.len() as f64,
+        only_live.len(),
+        only_replay.len()
+    );
+    for i in only_live.iter().take(5) {
+        eprintln!(
+            "first live offers the replay did not make: #{i} {:?}",
+            live[*i]
+        );
+    }
+    // docs/whatif.md ("Fidelity") says which differences remain and why.
+    assert!(
+        same_prefix >= 1,
+        "the replay starts with the live run's first offer"
+    );
+    assert!(
+        common * 2 >= live.len(),
+        "most live offers are made again, in order: {common} of {}",
+        live.len()
+    );
 }

@@ -357,12 +357,15 @@ impl Routing {
         out
     }
 
-    /// Routes a contact as the patient actor decided.
+    /// Routes a contact as the patient actor decided; `event` is the id of the
+    /// patient event that asked, kept with the applied inputs in the router's order
+    /// (what `frontdoor replay` replays concurrent inputs in).
     pub async fn route(
         &self,
         req: RouteRequest,
+        event: Option<uuid::Uuid>,
     ) -> Result<Option<ContactRoutingView>, RoutingError> {
-        match self.input(RoutingInput::Route(req), None).await? {
+        match self.input(RoutingInput::Route(req), event).await? {
             RoutingOutput::Contact { contact } => Ok(contact.map(|c| *c)),
             _ => Ok(None),
         }
@@ -513,8 +516,8 @@ struct Pending {
     agents: BTreeSet<String>,
     /// Commands decided.
     commands: Vec<Command>,
-    /// Inputs applied.
-    inputs: Vec<uuid::Uuid>,
+    /// Inputs applied, with the time each was.
+    inputs: Vec<(uuid::Uuid, DateTime<Utc>)>,
 }
 
 /// A reply held until the step is written.
@@ -593,9 +596,10 @@ impl Router {
         match msg {
             Msg::Input { input, id, reply } => {
                 let result = if self.state.is_some() {
+                    let at = self.now();
                     let r = self.apply(input).await;
                     if let Some(id) = id {
-                        self.changes.inputs.push(id);
+                        self.changes.inputs.push((id, at));
                     }
                     r
                 } else {
