@@ -29,11 +29,19 @@ fn main() {
             "tasks": frontdoor_actors::supervision::SupervisionPolicy::default(),
         }
     });
+    // No site directory: every site open all day (the synthetic day's own hours).
+    let sites = std::sync::Arc::new(frontdoor_actors::sites::SiteDirectory::default());
     let sys = actix::System::new();
     for round in 1..=3 {
         let t = Instant::now();
         let (r, base, whatif) = sys
-            .block_on(replay::replay(&w, &current, PATCH, &mut |_, _, _| {}))
+            .block_on(replay::replay(
+                &w,
+                &current,
+                &sites,
+                PATCH,
+                &mut |_, _, _| {},
+            ))
             .expect("replay");
         let table = report::table(&r);
         let html = report::html(&r);

@@ -12,7 +12,6 @@
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use frontdoor_actors::command::{Command, CommandType};
@@ -345,17 +344,34 @@ struct Run<'a> {
     last_tick: i64,
 }
 
-/// Runs the window (up to `until_ms`) under `cfg` with `staffing` added; `progress`
-/// is told how far it got.
+/// What one run replays under: routing's thresholds, the site directory (hours and
+/// holidays), the agents added, and the replay model's knobs.
+pub struct Setup<'a> {
+    /// Routing's thresholds.
+    pub routing: RoutingConfig,
+    /// The site directory in force.
+    pub sites: Arc<frontdoor_actors::sites::SiteDirectory>,
+    /// Agents added by the patch.
+    pub staffing: &'a Staffing,
+    /// The replay model's knobs.
+    pub model: ModelSettings,
+}
+
+/// Runs the window (up to `until_ms`) under `setup`; `progress` is told how far it
+/// got.
 pub async fn run(
     recorded: &[Recorded],
     until_ms: i64,
     facts: &Facts,
-    cfg: RoutingConfig,
-    staffing: &Staffing,
-    model: ModelSettings,
+    setup: Setup<'_>,
     progress: &mut dyn FnMut(usize),
 ) -> anyhow::Result<RunOutput> {
+    let Setup {
+        routing: cfg,
+        sites,
+        staffing,
+        model,
+    } = setup;
     let Some(first) = recorded.first() else {
         anyhow::bail!("no events to replay");
     };
@@ -369,9 +385,9 @@ pub async fn run(
         clock: clock.clone(),
         store: store.clone(),
         observer: Arc::new(NoObserver),
-        // Site opening hours are not replayed: only a queue's own hours
-        // (routing.after_hours.queues) close it (docs/whatif.md, "What replay cannot know").
-        sites: Arc::new(Default::default()),
+        // The site directory in force: opening hours and holidays close sites and
+        // their queues on virtual time, as they did live.
+        sites,
     });
     routing
         .activate()
@@ -474,13 +490,14 @@ impl Run<'_> {
         self.heap.push(Reverse((at, rank, id)));
     }
 
+    /// Moves virtual time to `to` (ms); a step at the same millisecond as the one
+    /// before moves the clock by a microsecond, so routing sees its steps strictly
+    /// ordered in time, as live (see docs/whatif.md, "Fidelity").
     fn advance(&mut self, to: i64) {
-        if to > self.now {
-            self.clock.advance(Duration::from_millis(
-                u64::try_from(to - self.now).unwrap_or(0),
-            ));
-            self.now = to;
-        }
+        let to = to.max(self.now);
+        self.clock
+            .step_to(DateTime::<Utc>::from_timestamp_millis(to).unwrap_or_default());
+        self.now = to;
     }
 
     fn at(&self) -> DateTime<Utc> {

@@ -19,11 +19,13 @@ pub mod synth;
 use std::collections::HashMap;
 use std::io::{BufRead, IsTerminal, Write};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use anyhow::{bail, Context};
 use chrono::{DateTime, Utc};
 use frontdoor_actors::event::Envelope;
 use frontdoor_actors::ids::PatientId;
+use frontdoor_actors::sites::SiteDirectory;
 use serde_json::{json, Value};
 
 use crate::configuration::get_configuration;
@@ -232,10 +234,12 @@ pub fn tunables(settings: &crate::configuration::Settings) -> Value {
     })
 }
 
-/// Both runs of a window and the report; `progress` hears (run, done, total).
+/// Both runs of a window and the report, with `sites` (hours, holidays, time zones)
+/// closing sites and queues as live; `progress` hears (run, done, total).
 pub async fn replay(
     window: &Window,
     current: &Value,
+    sites: &Arc<SiteDirectory>,
     patch_text: &str,
     progress: &mut dyn FnMut(&str, usize, usize),
 ) -> anyhow::Result<(report::Report, Vec<engine::Offer>, Vec<engine::Offer>)> {
@@ -261,9 +265,12 @@ pub async fn replay(
         &rec,
         until_ms,
         &facts,
-        base_cfg.clone(),
-        &patch::Staffing::default(),
-        whatif.model,
+        engine::Setup {
+            routing: base_cfg.clone(),
+            sites: sites.clone(),
+            staffing: &patch::Staffing::default(),
+            model: whatif.model,
+        },
         &mut |n| progress("base", n, total),
     )
     .await?;
@@ -271,9 +278,12 @@ pub async fn replay(
         &rec,
         until_ms,
         &facts,
-        whatif.routing.clone(),
-        &whatif.staffing,
-        whatif.model,
+        engine::Setup {
+            routing: whatif.routing.clone(),
+            sites: sites.clone(),
+            staffing: &whatif.staffing,
+            model: whatif.model,
+        },
         &mut |n| progress("what-if", n, total),
     )
     .await?;
@@ -298,7 +308,7 @@ pub async fn replay(
 
 const USAGE: &str = "usage: frontdoor replay (--store URL --since RFC3339 --until RFC3339 | --file EXPORT.jsonl)
                         [--patch WHATIF.toml] [--config DIR] [--html REPORT.html] [--json REPORT.json]
-                        [--quiet]
+                        [--sites-open] [--quiet]
        frontdoor replay --store URL --since RFC3339 --until RFC3339 --export EXPORT.jsonl
        frontdoor replay --synthetic-day EXPORT.jsonl [--date YYYY-MM-DD] [--contacts-per-site N]";
 
@@ -316,10 +326,14 @@ pub async fn main(args: Vec<String>) -> anyhow::Result<i32> {
     let (mut patch, mut config, mut html, mut json_out, mut export) =
         (None, PathBuf::from("config"), None, None, None);
     let mut quiet = false;
+    // Every site open all day instead of the site directory's hours and holidays
+    // (a synthetic day, whose hours are its own).
+    let mut sites_open = false;
     let (mut synthetic, mut date, mut per_site) = (None, None, 4500u32);
     while let Some(a) = it.next() {
         match a.as_str() {
             "--synthetic-day" => synthetic = it.next().map(PathBuf::from),
+            "--sites-open" => sites_open = true,
             "--date" => date = it.next(),
             "--contacts-per-site" => {
                 per_site = it
@@ -385,6 +399,14 @@ pub async fn main(args: Vec<String>) -> anyhow::Result<i32> {
     };
     let settings = get_configuration(&config).context("cannot read the configuration in force")?;
     let current = tunables(&settings);
+    // Opening hours and holidays close sites and their queues in routing, as live.
+    let sites = Arc::new(if sites_open {
+        SiteDirectory::default()
+    } else {
+        settings
+            .site_directory()
+            .map_err(|e| anyhow::anyhow!("the site directory in force: {e}"))?
+    });
     if let Err(e) = patch::parse(&patch_text, &current) {
         eprintln!("patch refused: {e}");
         return Ok(2);
@@ -435,7 +457,7 @@ pub async fn main(args: Vec<String>) -> anyhow::Result<i32> {
             eprintln!("{line}");
         }
     };
-    let (r, _, _) = replay(&window, &current, &patch_text, &mut bar).await?;
+    let (r, _, _) = replay(&window, &current, &sites, &patch_text, &mut bar).await?;
     print!("{}", report::table(&r));
     if let Some(p) = html {
         std::fs::write(&p, report::html(&r))

@@ -10,7 +10,7 @@ use frontdoor::configuration::{base_configuration, PrincipalEntry, Settings};
 use frontdoor::startup::Application;
 use frontdoor::store::Store;
 use frontdoor_actors::routing::router::Routing;
-use frontdoor_actors::routing::ManualClock;
+use frontdoor_actors::routing::{Clock, ManualClock, SystemClock};
 use secrecy::SecretString;
 use serde_json::{json, Value};
 use sqlx::Connection;
@@ -228,9 +228,29 @@ pub async fn spawn_app(backend: Backend) -> TestApp {
 
 /// Starts the application with the given settings.
 pub async fn spawn_app_with(settings: Settings, dir: Option<TempDir>) -> TestApp {
-    init_logs();
     let clock = Arc::new(ManualClock::new(Utc::now()));
-    let app = Application::build_with_clock(settings.clone(), clock.clone())
+    spawn_app_on(settings, dir, clock.clone(), clock).await
+}
+
+/// Starts the application on a fresh database with routing on the wall clock, as
+/// in production (its timers run every `tick_interval_ms` as configured by default,
+/// waits grow); `TestApp::clock` then drives nothing.
+pub async fn spawn_app_on_the_wall_clock(backend: Backend) -> TestApp {
+    let (mut settings, dir) = test_settings(backend).await;
+    settings.routing.tick_interval_ms =
+        frontdoor_actors::routing::RoutingConfig::default().tick_interval_ms;
+    let unused = Arc::new(ManualClock::new(Utc::now()));
+    spawn_app_on(settings, dir, Arc::new(SystemClock), unused).await
+}
+
+async fn spawn_app_on(
+    settings: Settings,
+    dir: Option<TempDir>,
+    runs_on: Arc<dyn Clock>,
+    clock: Arc<ManualClock>,
+) -> TestApp {
+    init_logs();
+    let app = Application::build_with_clock(settings.clone(), runs_on)
         .await
         .expect("Failed to build the application");
     let address = format!("http://127.0.0.1:{}", app.port());

@@ -7,7 +7,9 @@ use chrono::Utc;
 use frontdoor::replay::{self, engine::Offer, Window};
 use serde_json::{json, Value};
 
-use crate::helpers::{event, principal_of, spawn_app, token_for, Backend, TestApp};
+use crate::helpers::{
+    event, principal_of, spawn_app, spawn_app_on_the_wall_clock, token_for, Backend, TestApp,
+};
 
 async fn agent(app: &TestApp, id: &str, site: &str, state: &str, skills: Value, capacity: Value) {
     let mut e = event(
@@ -236,7 +238,8 @@ async fn a_recorded_day_replayed_unchanged_makes_the_live_offers_in_the_same_ord
     assert!(live.len() >= 10, "the day made offers: {live:?}");
     let w = window(&app, since).await;
     let current = replay::tunables(&app.settings);
-    let (report, base, whatif) = replay::replay(&w, &current, "", &mut |_, _, _| {})
+    let sites = std::sync::Arc::new(app.settings.site_directory().unwrap());
+    let (report, base, whatif) = replay::replay(&w, &current, &sites, "", &mut |_, _, _| {})
         .await
         .unwrap();
     assert_eq!(
@@ -256,10 +259,10 @@ async fn a_recorded_day_replayed_unchanged_makes_the_live_offers_in_the_same_ord
         )
     };
     let patch = "[routing.frustration]\nbot_handoff_after_exchanges = 1\n\n[[staffing.add]]\nsite = \"south\"\nskill = \"scheduling\"\nagents = 2\nfrom = \"00:00\"\nto = \"23:59\"\n";
-    let (a, _, _) = replay::replay(&w, &current, patch, &mut |_, _, _| {})
+    let (a, _, _) = replay::replay(&w, &current, &sites, patch, &mut |_, _, _| {})
         .await
         .unwrap();
-    let (b, _, wb) = replay::replay(&w, &current, patch, &mut |_, _, _| {})
+    let (b, _, wb) = replay::replay(&w, &current, &sites, patch, &mut |_, _, _| {})
         .await
         .unwrap();
     assert_eq!(text(&a), text(&b));
@@ -280,7 +283,7 @@ async fn a_recorded_day_replayed_unchanged_makes_the_live_offers_in_the_same_ord
     let path = std::env::temp_dir().join(format!("fd-replay-{}.jsonl", uuid::Uuid::new_v4()));
     std::fs::write(&path, &buf).unwrap();
     let again = replay::read_export(&path).unwrap();
-    let (c, _, _) = replay::replay(&again, &current, patch, &mut |_, _, _| {})
+    let (c, _, _) = replay::replay(&again, &current, &sites, patch, &mut |_, _, _| {})
         .await
         .unwrap();
     assert_eq!(text(&a), text(&c));
@@ -302,6 +305,7 @@ async fn a_recorded_day_replayed_unchanged_makes_the_live_offers_in_the_same_ord
 async fn bad_patches_and_empty_windows_are_refused_before_anything_runs() {
     let app = spawn_app(Backend::Sqlite).await;
     let current = replay::tunables(&app.settings);
+    let sites = std::sync::Arc::new(app.settings.site_directory().unwrap());
     let since = Utc::now() - chrono::Duration::hours(30);
     let empty = Window {
         since: since.to_rfc3339(),
@@ -315,6 +319,7 @@ async fn bad_patches_and_empty_windows_are_refused_before_anything_runs() {
     let e = replay::replay(
         &empty,
         &current,
+        &sites,
         "[routing]\noffer_timeout_secs = 0\n",
         &mut |_, _, _| {},
     )
@@ -329,6 +334,7 @@ async fn bad_patches_and_empty_windows_are_refused_before_anything_runs() {
     let e = replay::replay(
         &empty,
         &current,
+        &sites,
         "[routing]\noffer_timout_secs = 10\n",
         &mut |_, _, _| {},
     )
@@ -337,7 +343,7 @@ async fn bad_patches_and_empty_windows_are_refused_before_anything_runs() {
     .unwrap()
     .to_string();
     assert!(e.contains("offer_timout_secs"), "{e}");
-    let e = replay::replay(&empty, &current, "", &mut |_, _, _| {})
+    let e = replay::replay(&empty, &current, &sites, "", &mut |_, _, _| {})
         .await
         .err()
         .unwrap()
@@ -383,7 +389,7 @@ fn common_offers(
 
 #[actix_web::test]
 async fn a_live_simulator_run_is_replayed_in_the_routers_order_and_makes_most_of_its_offers() {
-    let app = spawn_app(Backend::Sqlite).await;
+    let app = spawn_app_on_the_wall_clock(Backend::Sqlite).await;
     let since = Utc::now() - chrono::Duration::seconds(5);
     // Twelve floor hours in three minutes: about 300 contacts at three sites in 20 s,
     // sixteen requests in flight, desktops answering from GET /v1/agents.
@@ -444,7 +450,8 @@ async fn a_live_simulator_run_is_replayed_in_the_routers_order_and_makes_most_of
 
     // Replayed unchanged: the offers both runs made, in the same order.
     let current = replay::tunables(&app.settings);
-    let (_, base, _) = replay::replay(&w, &current, "", &mut |_, _, _| {})
+    let sites = std::sync::Arc::new(app.settings.site_directory().unwrap());
+    let (_, base, _) = replay::replay(&w, &current, &sites, "", &mut |_, _, _| {})
         .await
         .unwrap();
     let replayed = pairs(&base);
@@ -465,10 +472,10 @@ async fn a_live_simulator_run_is_replayed_in_the_routers_order_and_makes_most_of
         only_live.len(),
         only_replay.len()
     );
-    for i in only_live.iter().take(5) {
+    if let (Some(l), Some(r)) = (live.get(same_prefix), replayed.get(same_prefix)) {
         eprintln!(
-            "first live offers the replay did not make: #{i} {:?}",
-            live[*i]
+            "first difference, offer #{same_prefix}: live {l:?}, replayed {r:?} at {} ms",
+            base[same_prefix].at_ms
         );
     }
     // docs/whatif.md ("Fidelity") says which differences remain and why.
