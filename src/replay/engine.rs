@@ -12,6 +12,7 @@
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use frontdoor_actors::command::{Command, CommandType};
@@ -490,14 +491,13 @@ impl Run<'_> {
         self.heap.push(Reverse((at, rank, id)));
     }
 
-    /// Moves virtual time to `to` (ms); a step at the same millisecond as the one
-    /// before moves the clock by a microsecond, so routing sees its steps strictly
-    /// ordered in time, as live (see docs/whatif.md, "Fidelity").
     fn advance(&mut self, to: i64) {
-        let to = to.max(self.now);
-        self.clock
-            .step_to(DateTime::<Utc>::from_timestamp_millis(to).unwrap_or_default());
-        self.now = to;
+        if to > self.now {
+            self.clock.advance(Duration::from_millis(
+                u64::try_from(to - self.now).unwrap_or(0),
+            ));
+            self.now = to;
+        }
     }
 
     fn at(&self) -> DateTime<Utc> {

@@ -52,43 +52,30 @@ impl Clock for SystemClock {
     }
 }
 
-/// A clock that moves only when told (tests drive timers with it; `frontdoor
-/// replay` runs routing on it).
+/// A clock that moves only when told (tests drive timers with it).
 pub struct ManualClock {
-    /// Microseconds since the epoch.
-    micros: AtomicI64,
+    /// Milliseconds since the epoch.
+    millis: AtomicI64,
 }
 
 impl ManualClock {
     /// A clock reading `start`.
     pub fn new(start: DateTime<Utc>) -> ManualClock {
         ManualClock {
-            micros: AtomicI64::new(start.timestamp_micros()),
+            millis: AtomicI64::new(start.timestamp_millis()),
         }
     }
 
     /// Moves the clock forward.
     pub fn advance(&self, by: std::time::Duration) {
-        let us = i64::try_from(by.as_micros()).unwrap_or(i64::MAX);
-        self.micros.fetch_add(us, Ordering::SeqCst);
-    }
-
-    /// Moves the clock to `t`, or by one microsecond if it already reads `t` or
-    /// later: each step on it then happens strictly after the one before, as on a
-    /// wall clock (two agents freed in the same millisecond are not tied).
-    pub fn step_to(&self, t: DateTime<Utc>) {
-        let target = t.timestamp_micros();
-        let _ = self
-            .micros
-            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |now| {
-                Some(if target > now { target } else { now + 1 })
-            });
+        let ms = i64::try_from(by.as_millis()).unwrap_or(i64::MAX);
+        self.millis.fetch_add(ms, Ordering::SeqCst);
     }
 }
 
 impl Clock for ManualClock {
     fn now(&self) -> DateTime<Utc> {
-        DateTime::from_timestamp_micros(self.micros.load(Ordering::SeqCst)).unwrap_or_else(Utc::now)
+        DateTime::from_timestamp_millis(self.millis.load(Ordering::SeqCst)).unwrap_or_else(Utc::now)
     }
 }
 
