@@ -109,7 +109,20 @@ pub struct Command {
     pub payload: Map<String, Value>,
 }
 
+/// The id of a command of `command_type` caused by `caused_by`, with `discriminator`.
+fn derived_id(caused_by: Uuid, command_type: CommandType, discriminator: &str) -> Uuid {
+    let name = format!("{caused_by}:{}:{discriminator}", command_type.as_str());
+    Uuid::new_v5(&COMMAND_NAMESPACE, name.as_bytes())
+}
+
 impl Command {
+    /// The id of the routing request a patient event `cause` wrote (a cluster's
+    /// router records its inputs under it; `frontdoor replay` finds the event's place
+    /// in the router's order by it).
+    pub fn routing_request_id(cause: Uuid) -> Uuid {
+        derived_id(cause, CommandType::RoutingRequest, "route")
+    }
+
     /// A command whose id is derived from `caused_by`, its type and a discriminator.
     #[allow(clippy::too_many_arguments)] // each is a distinct wire field; a builder would only rename them
     pub fn new(
@@ -122,9 +135,8 @@ impl Command {
         patient_id: Option<PatientId>,
         payload: Map<String, Value>,
     ) -> Command {
-        let name = format!("{caused_by}:{}:{discriminator}", command_type.as_str());
         Command {
-            id: Uuid::new_v5(&COMMAND_NAMESPACE, name.as_bytes()),
+            id: derived_id(caused_by, command_type, discriminator),
             command_type,
             site,
             channel,
@@ -429,6 +441,24 @@ fn find_identifier(journey: &Journey, kind: IdentifierKind) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_routing_requests_id_is_known_from_the_event_that_caused_it() {
+        let cause = Uuid::new_v4();
+        let req = crate::routing::request::RouteRequest::Abandoned {
+            contact_id: crate::ids::ContactId::parse("c-1").unwrap(),
+        };
+        let c = Command::routing_request(
+            &req,
+            cause,
+            SiteId::parse("north").unwrap(),
+            Channel::Voice,
+            Utc::now(),
+            PatientId::new(),
+        );
+        assert_eq!(Command::routing_request_id(cause), c.id);
+        assert_ne!(Command::routing_request_id(Uuid::new_v4()), c.id);
+    }
     use crate::event::Envelope;
     use crate::journey::Limits;
     use serde_json::json;

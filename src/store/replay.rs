@@ -2,7 +2,10 @@
 //! of the whole recorded log (patient and routing events) in log order, each with
 //! its place in the router's order (`replay::router_order` puts them in it).
 
+use std::collections::HashMap;
+
 use chrono::{DateTime, Utc};
+use frontdoor_actors::command::Command;
 use frontdoor_actors::event::{Envelope, EventKind};
 use sqlx::Row;
 
@@ -62,7 +65,10 @@ impl Store {
 
     /// Every recorded event that occurred in `[since, until)`, patient and routing
     /// events together, in the order the runtime received them: patient events in
-    /// log order, each routing event after the patient events stored before it.
+    /// log order, each routing event after the patient events stored before it. Each
+    /// carries its place in the router's order when the router recorded one, under
+    /// the event's id (a single node, routing events) or under the id of the routing
+    /// request the event wrote (a cluster's route requests go through the outbox).
     #[tracing::instrument(name = "store.recorded_window", skip_all)]
     pub async fn recorded_window(
         &self,
@@ -71,28 +77,50 @@ impl Store {
     ) -> Result<Vec<RecordedEvent>, StoreError> {
         timed("recorded_window", async {
             let rows = sqlx::query(
-                "SELECT e.patient_id, e.occurred_at_ms, e.received_at_ms, e.body, e.seq AS pos, 0 AS src, e.seq, ri.applied_seq, ri.applied_at_ms \
-                 FROM events e LEFT JOIN routing_inputs ri ON ri.id = e.id \
-                 WHERE e.occurred_at_ms >= $1 AND e.occurred_at_ms < $2 \
+                "SELECT patient_id, occurred_at_ms, received_at_ms, body, seq AS pos, 0 AS src, seq, id FROM events \
+                 WHERE occurred_at_ms >= $1 AND occurred_at_ms < $2 \
                  UNION ALL \
-                 SELECT '' AS patient_id, r.occurred_at_ms, r.received_at_ms, r.body, r.after_seq AS pos, 1 AS src, r.seq, ri.applied_seq, ri.applied_at_ms \
-                 FROM routing_events r LEFT JOIN routing_inputs ri ON ri.id = r.id \
-                 WHERE r.occurred_at_ms >= $1 AND r.occurred_at_ms < $2 \
+                 SELECT '' AS patient_id, occurred_at_ms, received_at_ms, body, after_seq AS pos, 1 AS src, seq, id \
+                 FROM routing_events WHERE occurred_at_ms >= $1 AND occurred_at_ms < $2 \
                  ORDER BY pos, src, seq",
             )
             .bind(millis(since))
             .bind(millis(until))
             .fetch_all(self.pool())
             .await?;
+            // The router applies an input after it occurred; an hour either side of
+            // the window covers any queueing before it was applied.
+            let slack = 3_600_000;
+            let applied: HashMap<String, (i64, i64)> = sqlx::query(
+                "SELECT id, applied_seq, applied_at_ms FROM routing_inputs \
+                 WHERE applied_at_ms >= $1 AND applied_at_ms < $2 AND applied_seq IS NOT NULL",
+            )
+            .bind(millis(since) - slack)
+            .bind(millis(until) + slack)
+            .fetch_all(self.pool())
+            .await?
+            .into_iter()
+            .map(|r| Ok((r.try_get(0)?, (r.try_get(1)?, r.try_get(2)?))))
+            .collect::<Result<_, sqlx::Error>>()?;
             rows.into_iter()
                 .map(|r| {
+                    let id: String = r.try_get(7)?;
+                    let patient_id: String = r.try_get(0)?;
+                    let place = applied.get(&id).copied().or_else(|| {
+                        // A cluster records a patient event's route request under
+                        // the routing request's command id.
+                        let cause = uuid::Uuid::parse_str(&id).ok()?;
+                        (!patient_id.is_empty())
+                            .then(|| Command::routing_request_id(cause).to_string())
+                            .and_then(|c| applied.get(&c).copied())
+                    });
                     Ok(RecordedEvent {
-                        patient_id: r.try_get(0)?,
+                        patient_id,
                         occurred_at_ms: r.try_get(1)?,
                         received_at_ms: r.try_get(2)?,
                         body: r.try_get(3)?,
-                        applied_seq: r.try_get(7)?,
-                        applied_at_ms: r.try_get(8)?,
+                        applied_seq: place.map(|p| p.0),
+                        applied_at_ms: place.map(|p| p.1),
                     })
                 })
                 .collect::<Result<Vec<_>, sqlx::Error>>()

@@ -489,3 +489,43 @@ async fn a_live_simulator_run_is_replayed_in_the_routers_order_and_makes_most_of
         live.len()
     );
 }
+
+#[actix_web::test]
+async fn a_route_request_a_cluster_recorded_under_its_command_id_gives_the_event_its_place() {
+    for backend in [Backend::Sqlite, Backend::Postgres] {
+        let app = spawn_app(backend).await;
+        let since = Utc::now() - chrono::Duration::seconds(5);
+        // A note: stored, and never routed by this node, so only the cluster's
+        // record below can give it a place.
+        let mut e = event(
+            "note.recorded",
+            "desktop",
+            Utc::now(),
+            json!({"mrn": "MRN-CLUSTER-ORDER"}),
+            json!({"author": "rn-jlee", "role": "nurse", "text": "called about a refill"}),
+        );
+        e["site"] = json!("north");
+        app.store_event(&e).await;
+        let id: uuid::Uuid = e["id"].as_str().unwrap().parse().unwrap();
+        // What a cluster's leader writes when it applies that event's routing
+        // request from the routing queue: the command's id, not the event's.
+        let changes = frontdoor_actors::ports::RoutingChanges {
+            inputs: vec![(
+                frontdoor_actors::command::Command::routing_request_id(id),
+                Utc::now(),
+            )],
+            ..Default::default()
+        };
+        app.store.save_routing(&changes, None).await.unwrap();
+        let w = window(&app, since).await;
+        let mine = w
+            .events
+            .iter()
+            .find(|r| r.body.contains(&id.to_string()))
+            .expect("the event is in the window");
+        assert!(
+            mine.applied_seq.is_some() && mine.applied_at_ms.is_some(),
+            "{backend:?}: the event has its place in the router's order"
+        );
+    }
+}
