@@ -130,11 +130,47 @@ pub struct RoutingChanges {
     pub agents: Vec<AgentState>,
     /// Commands the step decided (offers, routes, escalations), for the outbox.
     pub commands: Vec<Command>,
-    /// Ids of the routing inputs applied by the step, in the order applied, each
-    /// with the router's time when it applied it: a redelivery of one is recognised
-    /// and applied only once, and `frontdoor replay` replays them in this order at
-    /// these times.
-    pub inputs: Vec<(uuid::Uuid, chrono::DateTime<chrono::Utc>)>,
+    /// The routing inputs applied by the step, in the order applied, and the timer
+    /// runs that decided something: a redelivery of an input is recognised and
+    /// applied only once, and `frontdoor replay` replays them in this order at these
+    /// times.
+    pub inputs: Vec<AppliedInput>,
+}
+
+/// One routing input the router applied, or one run of its timers that changed
+/// something, with the router's time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AppliedInput {
+    /// The input's id (a timer run: derived from its time).
+    pub id: uuid::Uuid,
+    /// When the router applied it.
+    pub at: chrono::DateTime<chrono::Utc>,
+    /// A timer run (offer timeouts, wrap-ups, overflow, announcements), not an input.
+    pub tick: bool,
+}
+
+/// Ids of timer runs (`AppliedInput::tick`).
+const TICK_NAMESPACE: uuid::Uuid = uuid::Uuid::from_u128(0x2d6e_71a4_5b0c_4f19_9e3d_c8a1_04f7_b6e2);
+
+impl AppliedInput {
+    /// An input applied at `at`.
+    pub fn input(id: uuid::Uuid, at: chrono::DateTime<chrono::Utc>) -> AppliedInput {
+        AppliedInput {
+            id,
+            at,
+            tick: false,
+        }
+    }
+
+    /// A timer run at `at` that changed something.
+    pub fn tick(at: chrono::DateTime<chrono::Utc>) -> AppliedInput {
+        let nanos = at.timestamp_nanos_opt().unwrap_or(at.timestamp_micros());
+        AppliedInput {
+            id: uuid::Uuid::new_v5(&TICK_NAMESPACE, format!("tick:{nanos}").as_bytes()),
+            at,
+            tick: true,
+        }
+    }
 }
 
 impl RoutingChanges {

@@ -37,8 +37,9 @@ pub struct Recorded {
     pub patient: Option<PatientId>,
     /// Replay time: when the runtime received it (ms since the epoch).
     pub at_ms: i64,
-    /// The event.
-    pub event: Envelope,
+    /// The event (None: a run of the router's timers that decided something live;
+    /// the replay runs them there too).
+    pub event: Option<Envelope>,
 }
 
 /// What the recording says about one contact.
@@ -79,7 +80,9 @@ impl Facts {
         let mut f = Facts::default();
         let mut journeys: HashMap<PatientId, Journey> = HashMap::new();
         for (i, r) in recorded.iter().enumerate() {
-            let e = &r.event;
+            let Some(e) = &r.event else {
+                continue;
+            };
             let cid = e.contact_id.as_ref().map(|c| c.to_string());
             match &e.kind {
                 EventKind::OfferAccepted { agent_id } => {
@@ -602,7 +605,12 @@ impl Run<'_> {
 
     /// A recorded event.
     async fn recorded(&mut self, i: usize, r: &Recorded) {
-        let e = &r.event;
+        let Some(e) = &r.event else {
+            // Where the live router's timers decided something.
+            self.routing.tick().await;
+            self.drain(MODELLED);
+            return;
+        };
         match &e.kind {
             EventKind::AgentState {
                 agent_id,

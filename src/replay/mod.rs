@@ -92,6 +92,14 @@ pub fn write_export(w: &Window, out: &mut dyn Write) -> anyhow::Result<()> {
         json!({"format": EXPORT_FORMAT, "schema_version": EXPORT_SCHEMA_VERSION, "since": w.since, "until": w.until})
     )?;
     for e in &w.events {
+        if e.tick {
+            writeln!(
+                out,
+                "{}",
+                json!({"tick": true, "applied_seq": e.applied_seq, "applied_at_ms": e.applied_at_ms})
+            )?;
+            continue;
+        }
         let event: Value = serde_json::from_str(&e.body)?;
         writeln!(
             out,
@@ -132,6 +140,17 @@ pub fn read_export(path: &Path) -> anyhow::Result<Window> {
             continue;
         }
         let v: Value = serde_json::from_str(&l).with_context(|| format!("line {}", n + 2))?;
+        if v["tick"] == true {
+            let (Some(seq), Some(at)) = (v["applied_seq"].as_i64(), v["applied_at_ms"].as_i64())
+            else {
+                bail!(
+                    "line {}: a timer run without applied_seq and applied_at_ms",
+                    n + 2
+                );
+            };
+            events.push(RecordedEvent::tick(seq, at));
+            continue;
+        }
         events.push(RecordedEvent {
             patient_id: v["patient_id"].as_str().unwrap_or_default().to_string(),
             occurred_at_ms: v["occurred_at_ms"].as_i64().unwrap_or_default(),
@@ -139,6 +158,7 @@ pub fn read_export(path: &Path) -> anyhow::Result<Window> {
             body: v["event"].to_string(),
             applied_seq: v["applied_seq"].as_i64(),
             applied_at_ms: v["applied_at_ms"].as_i64(),
+            tick: false,
         });
     }
     Ok(Window {
@@ -213,9 +233,13 @@ pub fn recorded(w: &Window) -> anyhow::Result<Vec<Recorded>> {
         .into_iter()
         .map(|n| (n, &w.events[n]))
         .map(|(n, e)| {
-            let event = Envelope::from_stored(&e.body).map_err(|err| {
-                anyhow::anyhow!("event {} of the window is unreadable: {err}", n + 1)
-            })?;
+            let event = if e.tick {
+                None
+            } else {
+                Some(Envelope::from_stored(&e.body).map_err(|err| {
+                    anyhow::anyhow!("event {} of the window is unreadable: {err}", n + 1)
+                })?)
+            };
             at = at.max(e.applied_at_ms.unwrap_or(e.received_at_ms));
             Ok(Recorded {
                 patient: PatientId::parse(&e.patient_id),
@@ -248,7 +272,7 @@ pub async fn replay(
     // Refused before anything runs.
     let whatif =
         patch::parse(patch_text, current).map_err(|e| anyhow::anyhow!("patch refused: {e}"))?;
-    if window.events.is_empty() {
+    if window.events.iter().all(|e| e.tick) {
         bail!(
             "no events in the window {} .. {}: nothing to replay",
             window.since,
@@ -427,9 +451,13 @@ pub async fn main(args: Vec<String>) -> anyhow::Result<i32> {
             window.events.len(),
             out.display()
         );
-        return Ok(if window.events.is_empty() { 1 } else { 0 });
+        return Ok(if window.events.iter().all(|e| e.tick) {
+            1
+        } else {
+            0
+        });
     }
-    if window.events.is_empty() {
+    if window.events.iter().all(|e| e.tick) {
         eprintln!(
             "no events in the window {} .. {}: nothing to replay",
             window.since, window.until
@@ -483,6 +511,7 @@ mod tests {
             body: String::new(),
             applied_seq: applied,
             applied_at_ms: None,
+            tick: false,
         }
     }
 

@@ -29,6 +29,23 @@ pub struct RecordedEvent {
     pub applied_seq: Option<i64>,
     /// When the router applied it, on the router's clock (ms since the epoch).
     pub applied_at_ms: Option<i64>,
+    /// Not an event: a run of the router's timers that decided something (no body).
+    pub tick: bool,
+}
+
+impl RecordedEvent {
+    /// A run of the router's timers at `at_ms`, `seq`-th in the router's order.
+    pub fn tick(seq: i64, at_ms: i64) -> RecordedEvent {
+        RecordedEvent {
+            patient_id: String::new(),
+            occurred_at_ms: at_ms,
+            received_at_ms: at_ms,
+            body: String::new(),
+            applied_seq: Some(seq),
+            applied_at_ms: Some(at_ms),
+            tick: true,
+        }
+    }
 }
 
 impl Store {
@@ -91,18 +108,30 @@ impl Store {
             // The router applies an input after it occurred; an hour either side of
             // the window covers any queueing before it was applied.
             let slack = 3_600_000;
-            let applied: HashMap<String, (i64, i64)> = sqlx::query(
-                "SELECT id, applied_seq, applied_at_ms FROM routing_inputs \
+            let mut applied: HashMap<String, (i64, i64)> = HashMap::new();
+            let mut ticks = Vec::new();
+            for r in sqlx::query(
+                "SELECT id, applied_seq, applied_at_ms, kind FROM routing_inputs \
                  WHERE applied_at_ms >= $1 AND applied_at_ms < $2 AND applied_seq IS NOT NULL",
             )
             .bind(millis(since) - slack)
             .bind(millis(until) + slack)
             .fetch_all(self.pool())
             .await?
-            .into_iter()
-            .map(|r| Ok((r.try_get(0)?, (r.try_get(1)?, r.try_get(2)?))))
-            .collect::<Result<_, sqlx::Error>>()?;
-            rows.into_iter()
+            {
+                let (id, seq, at, kind): (String, i64, i64, Option<String>) =
+                    (r.try_get(0)?, r.try_get(1)?, r.try_get(2)?, r.try_get(3)?);
+                if kind.as_deref() == Some("tick") {
+                    // The router's timer runs inside the window, after its events.
+                    if at >= millis(since) && at < millis(until) {
+                        ticks.push(RecordedEvent::tick(seq, at));
+                    }
+                } else {
+                    applied.insert(id, (seq, at));
+                }
+            }
+            let mut events = rows
+                .into_iter()
                 .map(|r| {
                     let id: String = r.try_get(7)?;
                     let patient_id: String = r.try_get(0)?;
@@ -121,10 +150,13 @@ impl Store {
                         body: r.try_get(3)?,
                         applied_seq: place.map(|p| p.0),
                         applied_at_ms: place.map(|p| p.1),
+                        tick: false,
                     })
                 })
-                .collect::<Result<Vec<_>, sqlx::Error>>()
-                .map_err(StoreError::from)
+                .collect::<Result<Vec<_>, sqlx::Error>>()?;
+            ticks.sort_by_key(|t| t.applied_seq);
+            events.extend(ticks);
+            Ok(events)
         })
         .await
     }

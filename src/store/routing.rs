@@ -185,15 +185,19 @@ impl Store {
             for range in pow2_chunks(changes.inputs.len(), MAX_ROWS_PER_STATEMENT) {
                 let chunk = &changes.inputs[range];
                 let sql = multi_row_sql(
-                    "INSERT INTO routing_inputs (id, applied_at_ms, applied_seq)",
-                    3,
+                    "INSERT INTO routing_inputs (id, applied_at_ms, applied_seq, kind)",
+                    4,
                     chunk.len(),
                     "ON CONFLICT (id) DO NOTHING",
                 );
                 let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
-                for (id, at) in chunk {
+                for input in chunk {
                     applied_seq += 1;
-                    q = q.bind(id.to_string()).bind(millis(*at)).bind(applied_seq);
+                    q = q
+                        .bind(input.id.to_string())
+                        .bind(millis(input.at))
+                        .bind(applied_seq)
+                        .bind(input.tick.then_some("tick"));
                 }
                 q.execute(&mut *tx).await?;
             }

@@ -510,7 +510,7 @@ async fn a_route_request_a_cluster_recorded_under_its_command_id_gives_the_event
         // What a cluster's leader writes when it applies that event's routing
         // request from the routing queue: the command's id, not the event's.
         let changes = frontdoor_actors::ports::RoutingChanges {
-            inputs: vec![(
+            inputs: vec![frontdoor_actors::ports::AppliedInput::input(
                 frontdoor_actors::command::Command::routing_request_id(id),
                 Utc::now(),
             )],

@@ -516,8 +516,15 @@ struct Pending {
     agents: BTreeSet<String>,
     /// Commands decided.
     commands: Vec<Command>,
-    /// Inputs applied, with the time each was.
-    inputs: Vec<(uuid::Uuid, DateTime<Utc>)>,
+    /// Inputs applied and timer runs that changed something, with their times.
+    inputs: Vec<crate::ports::AppliedInput>,
+}
+
+impl Pending {
+    /// How much the step holds so far (a timer run that changes it decided something).
+    fn size(&self) -> (usize, usize, usize) {
+        (self.contacts.len(), self.agents.len(), self.commands.len())
+    }
 }
 
 /// A reply held until the step is written.
@@ -599,7 +606,9 @@ impl Router {
                     let at = self.now();
                     let r = self.apply(input).await;
                     if let Some(id) = id {
-                        self.changes.inputs.push((id, at));
+                        self.changes
+                            .inputs
+                            .push(crate::ports::AppliedInput::input(id, at));
                     }
                     r
                 } else {
@@ -609,7 +618,16 @@ impl Router {
             }
             Msg::Tick { reply } => {
                 if self.state.is_some() {
+                    let at = self.now();
+                    let before = self.changes.size();
                     self.tick().await;
+                    // A timer run that decided something takes its place among the
+                    // inputs, so a replay runs the timers where the router did.
+                    if self.changes.size() != before {
+                        self.changes
+                            .inputs
+                            .push(crate::ports::AppliedInput::tick(at));
+                    }
                 }
                 Some(Answer::Tick(reply))
             }
