@@ -6,4 +6,7 @@
 -- applied-input ids (routing.record_retention_secs); NULL on rows from before.
 ALTER TABLE routing_inputs ADD COLUMN applied_seq BIGINT NULL;
 ALTER TABLE routing_inputs ADD COLUMN kind TEXT NULL;
+-- The router's time in microseconds: agents freed in the same millisecond keep
+-- their order as "idle since" in the replay.
+ALTER TABLE routing_inputs ADD COLUMN applied_at_us BIGINT NULL;
 CREATE INDEX routing_inputs_applied_seq ON routing_inputs (applied_seq);

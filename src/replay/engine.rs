@@ -12,7 +12,6 @@
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use frontdoor_actors::command::{Command, CommandType};
@@ -35,8 +34,11 @@ use super::stats::{QueueKey, RunStats};
 pub struct Recorded {
     /// Patient it was filed under (None: a routing event).
     pub patient: Option<PatientId>,
-    /// Replay time: when the runtime received it (ms since the epoch).
+    /// Replay time: when the router applied it, else when the runtime received it
+    /// (ms since the epoch).
     pub at_ms: i64,
+    /// The same in microseconds (the router's own precision where it kept it).
+    pub at_us: i64,
     /// The event (None: a run of the router's timers that decided something live;
     /// the replay runs them there too).
     pub event: Option<Envelope>,
@@ -496,9 +498,8 @@ impl Run<'_> {
 
     fn advance(&mut self, to: i64) {
         if to > self.now {
-            self.clock.advance(Duration::from_millis(
-                u64::try_from(to - self.now).unwrap_or(0),
-            ));
+            self.clock
+                .advance_to(DateTime::<Utc>::from_timestamp_millis(to).unwrap_or_default());
             self.now = to;
         }
     }
@@ -605,6 +606,9 @@ impl Run<'_> {
 
     /// A recorded event.
     async fn recorded(&mut self, i: usize, r: &Recorded) {
+        // Within its millisecond, at the router's microsecond.
+        self.clock
+            .advance_to(DateTime::<Utc>::from_timestamp_micros(r.at_us).unwrap_or_default());
         let Some(e) = &r.event else {
             // Where the live router's timers decided something.
             self.routing.tick().await;

@@ -96,7 +96,7 @@ pub fn write_export(w: &Window, out: &mut dyn Write) -> anyhow::Result<()> {
             writeln!(
                 out,
                 "{}",
-                json!({"tick": true, "applied_seq": e.applied_seq, "applied_at_ms": e.applied_at_ms})
+                json!({"tick": true, "applied_seq": e.applied_seq, "applied_at_ms": e.applied_at_ms, "applied_at_us": e.applied_at_us})
             )?;
             continue;
         }
@@ -104,7 +104,7 @@ pub fn write_export(w: &Window, out: &mut dyn Write) -> anyhow::Result<()> {
         writeln!(
             out,
             "{}",
-            json!({"patient_id": e.patient_id, "occurred_at_ms": e.occurred_at_ms, "received_at_ms": e.received_at_ms, "applied_seq": e.applied_seq, "applied_at_ms": e.applied_at_ms, "event": event})
+            json!({"patient_id": e.patient_id, "occurred_at_ms": e.occurred_at_ms, "received_at_ms": e.received_at_ms, "applied_seq": e.applied_seq, "applied_at_ms": e.applied_at_ms, "applied_at_us": e.applied_at_us, "event": event})
         )?;
     }
     Ok(())
@@ -148,7 +148,7 @@ pub fn read_export(path: &Path) -> anyhow::Result<Window> {
                     n + 2
                 );
             };
-            events.push(RecordedEvent::tick(seq, at));
+            events.push(RecordedEvent::tick(seq, at, v["applied_at_us"].as_i64()));
             continue;
         }
         events.push(RecordedEvent {
@@ -158,6 +158,7 @@ pub fn read_export(path: &Path) -> anyhow::Result<Window> {
             body: v["event"].to_string(),
             applied_seq: v["applied_seq"].as_i64(),
             applied_at_ms: v["applied_at_ms"].as_i64(),
+            applied_at_us: v["applied_at_us"].as_i64(),
             tick: false,
         });
     }
@@ -227,8 +228,9 @@ pub fn router_order(events: &[RecordedEvent]) -> Vec<usize> {
 /// naming it).
 pub fn recorded(w: &Window) -> anyhow::Result<Vec<Recorded>> {
     // Replay time is when the router applied each event (when the runtime received
-    // it, for what routing never saw), never going back.
-    let mut at = i64::MIN;
+    // it, for what routing never saw), never going back; in microseconds where the
+    // router kept them.
+    let mut at_us = i64::MIN;
     router_order(&w.events)
         .into_iter()
         .map(|n| (n, &w.events[n]))
@@ -240,10 +242,15 @@ pub fn recorded(w: &Window) -> anyhow::Result<Vec<Recorded>> {
                     anyhow::anyhow!("event {} of the window is unreadable: {err}", n + 1)
                 })?)
             };
-            at = at.max(e.applied_at_ms.unwrap_or(e.received_at_ms));
+            let us = e
+                .applied_at_us
+                .or_else(|| e.applied_at_ms.map(|ms| ms * 1000))
+                .unwrap_or(e.received_at_ms * 1000);
+            at_us = at_us.max(us);
             Ok(Recorded {
                 patient: PatientId::parse(&e.patient_id),
-                at_ms: at,
+                at_ms: at_us.div_euclid(1000),
+                at_us,
                 event,
             })
         })
@@ -511,6 +518,7 @@ mod tests {
             body: String::new(),
             applied_seq: applied,
             applied_at_ms: None,
+            applied_at_us: None,
             tick: false,
         }
     }

@@ -222,6 +222,7 @@ pub fn day(seed: u64, day: DateTime<Utc>, contacts_per_site: u32) -> Window {
             body: body.to_string(),
             applied_seq: None,
             applied_at_ms: None,
+            applied_at_us: None,
             tick: false,
         })
         .collect();

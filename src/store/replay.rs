@@ -29,13 +29,16 @@ pub struct RecordedEvent {
     pub applied_seq: Option<i64>,
     /// When the router applied it, on the router's clock (ms since the epoch).
     pub applied_at_ms: Option<i64>,
+    /// The same, in microseconds (None on rows from before it was kept).
+    pub applied_at_us: Option<i64>,
     /// Not an event: a run of the router's timers that decided something (no body).
     pub tick: bool,
 }
 
 impl RecordedEvent {
-    /// A run of the router's timers at `at_ms`, `seq`-th in the router's order.
-    pub fn tick(seq: i64, at_ms: i64) -> RecordedEvent {
+    /// A run of the router's timers at `at_ms` (`at_us`), `seq`-th in the router's
+    /// order.
+    pub fn tick(seq: i64, at_ms: i64, at_us: Option<i64>) -> RecordedEvent {
         RecordedEvent {
             patient_id: String::new(),
             occurred_at_ms: at_ms,
@@ -43,6 +46,7 @@ impl RecordedEvent {
             body: String::new(),
             applied_seq: Some(seq),
             applied_at_ms: Some(at_ms),
+            applied_at_us: at_us,
             tick: true,
         }
     }
@@ -108,10 +112,10 @@ impl Store {
             // The router applies an input after it occurred; an hour either side of
             // the window covers any queueing before it was applied.
             let slack = 3_600_000;
-            let mut applied: HashMap<String, (i64, i64)> = HashMap::new();
+            let mut applied: HashMap<String, (i64, i64, Option<i64>)> = HashMap::new();
             let mut ticks = Vec::new();
             for r in sqlx::query(
-                "SELECT id, applied_seq, applied_at_ms, kind FROM routing_inputs \
+                "SELECT id, applied_seq, applied_at_ms, kind, applied_at_us FROM routing_inputs \
                  WHERE applied_at_ms >= $1 AND applied_at_ms < $2 AND applied_seq IS NOT NULL",
             )
             .bind(millis(since) - slack)
@@ -119,15 +123,20 @@ impl Store {
             .fetch_all(self.pool())
             .await?
             {
-                let (id, seq, at, kind): (String, i64, i64, Option<String>) =
-                    (r.try_get(0)?, r.try_get(1)?, r.try_get(2)?, r.try_get(3)?);
+                let (id, seq, at, kind, us): (String, i64, i64, Option<String>, Option<i64>) = (
+                    r.try_get(0)?,
+                    r.try_get(1)?,
+                    r.try_get(2)?,
+                    r.try_get(3)?,
+                    r.try_get(4)?,
+                );
                 if kind.as_deref() == Some("tick") {
                     // The router's timer runs inside the window, after its events.
                     if at >= millis(since) && at < millis(until) {
-                        ticks.push(RecordedEvent::tick(seq, at));
+                        ticks.push(RecordedEvent::tick(seq, at, us));
                     }
                 } else {
-                    applied.insert(id, (seq, at));
+                    applied.insert(id, (seq, at, us));
                 }
             }
             let mut events = rows
@@ -150,6 +159,7 @@ impl Store {
                         body: r.try_get(3)?,
                         applied_seq: place.map(|p| p.0),
                         applied_at_ms: place.map(|p| p.1),
+                        applied_at_us: place.and_then(|p| p.2),
                         tick: false,
                     })
                 })

@@ -185,8 +185,8 @@ impl Store {
             for range in pow2_chunks(changes.inputs.len(), MAX_ROWS_PER_STATEMENT) {
                 let chunk = &changes.inputs[range];
                 let sql = multi_row_sql(
-                    "INSERT INTO routing_inputs (id, applied_at_ms, applied_seq, kind)",
-                    4,
+                    "INSERT INTO routing_inputs (id, applied_at_ms, applied_seq, kind, applied_at_us)",
+                    5,
                     chunk.len(),
                     "ON CONFLICT (id) DO NOTHING",
                 );
@@ -197,7 +197,8 @@ impl Store {
                         .bind(input.id.to_string())
                         .bind(millis(input.at))
                         .bind(applied_seq)
-                        .bind(input.tick.then_some("tick"));
+                        .bind(input.tick.then_some("tick"))
+                        .bind(input.at.timestamp_micros());
                 }
                 q.execute(&mut *tx).await?;
             }

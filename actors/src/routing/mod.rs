@@ -52,30 +52,37 @@ impl Clock for SystemClock {
     }
 }
 
-/// A clock that moves only when told (tests drive timers with it).
+/// A clock that moves only when told (tests drive timers with it; `frontdoor
+/// replay` runs routing on it).
 pub struct ManualClock {
-    /// Milliseconds since the epoch.
-    millis: AtomicI64,
+    /// Microseconds since the epoch.
+    micros: AtomicI64,
 }
 
 impl ManualClock {
-    /// A clock reading `start`.
+    /// A clock reading `start` (to the millisecond).
     pub fn new(start: DateTime<Utc>) -> ManualClock {
         ManualClock {
-            millis: AtomicI64::new(start.timestamp_millis()),
+            micros: AtomicI64::new(start.timestamp_millis() * 1000),
         }
     }
 
     /// Moves the clock forward.
     pub fn advance(&self, by: std::time::Duration) {
-        let ms = i64::try_from(by.as_millis()).unwrap_or(i64::MAX);
-        self.millis.fetch_add(ms, Ordering::SeqCst);
+        let us = i64::try_from(by.as_micros()).unwrap_or(i64::MAX);
+        self.micros.fetch_add(us, Ordering::SeqCst);
+    }
+
+    /// Moves the clock to `t` if that is later (never back).
+    pub fn advance_to(&self, t: DateTime<Utc>) {
+        self.micros
+            .fetch_max(t.timestamp_micros(), Ordering::SeqCst);
     }
 }
 
 impl Clock for ManualClock {
     fn now(&self) -> DateTime<Utc> {
-        DateTime::from_timestamp_millis(self.millis.load(Ordering::SeqCst)).unwrap_or_else(Utc::now)
+        DateTime::from_timestamp_micros(self.micros.load(Ordering::SeqCst)).unwrap_or_else(Utc::now)
     }
 }
 
