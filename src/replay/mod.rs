@@ -32,8 +32,10 @@ use crate::configuration::get_configuration;
 use crate::store::replay::RecordedEvent;
 use engine::{Facts, Recorded};
 
-/// The export file format this version writes and reads.
-pub const EXPORT_SCHEMA_VERSION: u64 = 1;
+/// The export file format this version writes (and every earlier one it reads).
+/// 2: each event's place in the router's order (`applied_seq`, `applied_at_ms`,
+/// `applied_at_us`) and lines for the router's timer runs (`"tick": true`).
+pub const EXPORT_SCHEMA_VERSION: u64 = 2;
 /// The header line's `format`.
 pub const EXPORT_FORMAT: &str = "frontdoor-replay-export";
 

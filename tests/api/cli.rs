@@ -267,13 +267,13 @@ fn replay_refuses_bad_input_with_a_non_zero_exit_code_that_says_why() {
     assert!(stdout(&o).is_empty(), "no report: {}", stdout(&o));
 
     // An export from a newer schema version: refused, both versions named.
-    assert!(header.contains("\"schema_version\":1"), "{header}");
-    let newer = text.replacen("\"schema_version\":1", "\"schema_version\":9", 1);
+    assert!(header.contains("\"schema_version\":2"), "{header}");
+    let newer = text.replacen("\"schema_version\":2", "\"schema_version\":9", 1);
     std::fs::write(path("newer.jsonl"), newer).unwrap();
     let o = frontdoor(&["replay", "--file", &path("newer.jsonl"), "--quiet"], &[]);
     assert!(!o.status.success(), "a newer export was replayed");
     assert!(
-        stderr(&o).contains("version 9") && stderr(&o).contains("up to version 1"),
+        stderr(&o).contains("version 9") && stderr(&o).contains("up to version 2"),
         "{}",
         stderr(&o)
     );

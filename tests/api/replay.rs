@@ -291,11 +291,11 @@ async fn a_recorded_day_replayed_unchanged_makes_the_live_offers_in_the_same_ord
     let newer =
         String::from_utf8(buf)
             .unwrap()
-            .replacen("\"schema_version\":1", "\"schema_version\":7", 1);
+            .replacen("\"schema_version\":2", "\"schema_version\":7", 1);
     std::fs::write(&path, newer).unwrap();
     let e = replay::read_export(&path).unwrap_err().to_string();
     assert!(
-        e.contains("version 7") && e.contains("up to version 1"),
+        e.contains("version 7") && e.contains("up to version 2"),
         "{e}"
     );
     let _ = std::fs::remove_file(&path);
@@ -435,6 +435,20 @@ async fn a_live_simulator_run_is_replayed_in_the_routers_order_and_makes_most_of
         ticks > 0,
         "the timer runs that decided something are recorded"
     );
+    // An export keeps the router's order and its timer runs.
+    let mut buf = Vec::new();
+    replay::write_export(&w, &mut buf).unwrap();
+    let path = std::env::temp_dir().join(format!("fd-live-{}.jsonl", uuid::Uuid::new_v4()));
+    std::fs::write(&path, &buf).unwrap();
+    let again = replay::read_export(&path).unwrap();
+    let _ = std::fs::remove_file(&path);
+    let places = |w: &replay::Window| -> Vec<_> {
+        w.events
+            .iter()
+            .map(|e| (e.applied_seq, e.applied_at_ms, e.applied_at_us, e.tick))
+            .collect()
+    };
+    assert_eq!(places(&again), places(&w), "the export keeps every place");
     let order = replay::router_order(&w.events);
     let applied: Vec<i64> = order
         .iter()
