@@ -220,6 +220,17 @@ async fn recorded_day(app: &TestApp) {
     }
 }
 
+/// The window written to an export file and read back, and the file's bytes.
+fn exported(w: &Window) -> (Window, Vec<u8>) {
+    let mut buf = Vec::new();
+    replay::write_export(w, &mut buf).unwrap();
+    let path = std::env::temp_dir().join(format!("fd-replay-{}.jsonl", uuid::Uuid::new_v4()));
+    std::fs::write(&path, &buf).unwrap();
+    let again = replay::read_export(&path).unwrap();
+    let _ = std::fs::remove_file(&path);
+    (again, buf)
+}
+
 async fn window(app: &TestApp, since: chrono::DateTime<Utc>) -> Window {
     let until = Utc::now() + chrono::Duration::seconds(5);
     Window {
@@ -278,11 +289,7 @@ async fn a_recorded_day_replayed_unchanged_makes_the_live_offers_in_the_same_ord
     );
 
     // Export and re-read: the same report.
-    let mut buf = Vec::new();
-    replay::write_export(&w, &mut buf).unwrap();
-    let path = std::env::temp_dir().join(format!("fd-replay-{}.jsonl", uuid::Uuid::new_v4()));
-    std::fs::write(&path, &buf).unwrap();
-    let again = replay::read_export(&path).unwrap();
+    let (again, buf) = exported(&w);
     let (c, _, _) = replay::replay(&again, &current, &sites, patch, &mut |_, _, _| {})
         .await
         .unwrap();
@@ -292,6 +299,7 @@ async fn a_recorded_day_replayed_unchanged_makes_the_live_offers_in_the_same_ord
         String::from_utf8(buf)
             .unwrap()
             .replacen("\"schema_version\":2", "\"schema_version\":7", 1);
+    let path = std::env::temp_dir().join(format!("fd-replay-{}.jsonl", uuid::Uuid::new_v4()));
     std::fs::write(&path, newer).unwrap();
     let e = replay::read_export(&path).unwrap_err().to_string();
     assert!(
@@ -436,12 +444,7 @@ async fn a_live_simulator_run_is_replayed_in_the_routers_order_and_makes_most_of
         "the timer runs that decided something are recorded"
     );
     // An export keeps the router's order and its timer runs.
-    let mut buf = Vec::new();
-    replay::write_export(&w, &mut buf).unwrap();
-    let path = std::env::temp_dir().join(format!("fd-live-{}.jsonl", uuid::Uuid::new_v4()));
-    std::fs::write(&path, &buf).unwrap();
-    let again = replay::read_export(&path).unwrap();
-    let _ = std::fs::remove_file(&path);
+    let (again, _) = exported(&w);
     let places = |w: &replay::Window| -> Vec<_> {
         w.events
             .iter()
