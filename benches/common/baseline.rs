@@ -195,24 +195,8 @@ pub async fn postgres(server: &str, rows: &[EventRow], batch: usize, rounds: usi
             .execute(&mut conn)
             .await
             .expect("drop the baseline table");
-        for ddl in [
-            "CREATE TABLE events (
-            seq            BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
-            id             TEXT NOT NULL UNIQUE,
-            patient_id     TEXT NOT NULL,
-            type           TEXT NOT NULL,
-            channel        TEXT NOT NULL,
-            site           TEXT NOT NULL,
-            contact_id     TEXT NULL,
-            occurred_at_ms BIGINT NOT NULL,
-            received_at_ms BIGINT NOT NULL,
-            body           TEXT NOT NULL)",
-            "CREATE INDEX events_patient_seq ON events (patient_id, seq)",
-            "CREATE INDEX events_type_time ON events (type, occurred_at_ms)",
-            "CREATE INDEX events_contact ON events (contact_id, type)",
-            "CREATE INDEX events_occurred ON events (occurred_at_ms)",
-        ] {
-            sqlx::query(ddl)
+        for ddl in frontdoor::store::Backend::Postgres.events_schema() {
+            sqlx::query(AssertSqlSafe(ddl))
                 .execute(&mut conn)
                 .await
                 .expect("the baseline table");
@@ -317,24 +301,8 @@ pub async fn sqlite(
             .execute(&mut conn)
             .await
             .expect("drop the baseline table");
-        for ddl in [
-            "CREATE TABLE events (
-            seq            INTEGER PRIMARY KEY AUTOINCREMENT,
-            id             TEXT NOT NULL UNIQUE,
-            patient_id     TEXT NOT NULL,
-            type           TEXT NOT NULL,
-            channel        TEXT NOT NULL,
-            site           TEXT NOT NULL,
-            contact_id     TEXT NULL,
-            occurred_at_ms INTEGER NOT NULL,
-            received_at_ms INTEGER NOT NULL,
-            body           TEXT NOT NULL)",
-            "CREATE INDEX events_patient_seq ON events (patient_id, seq)",
-            "CREATE INDEX events_type_time ON events (type, occurred_at_ms)",
-            "CREATE INDEX events_contact ON events (contact_id, type)",
-            "CREATE INDEX events_occurred ON events (occurred_at_ms)",
-        ] {
-            sqlx::query(ddl)
+        for ddl in frontdoor::store::Backend::Sqlite.events_schema() {
+            sqlx::query(AssertSqlSafe(ddl))
                 .execute(&mut conn)
                 .await
                 .expect("the baseline table");

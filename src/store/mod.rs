@@ -56,6 +56,33 @@ pub enum Backend {
     Postgres,
 }
 
+impl Backend {
+    /// The statements of this backend's migrations that create the journey log's
+    /// `events` table and its indexes, in migration order: what a benchmark's raw
+    /// baseline builds, so it inserts into the very table the runtime does.
+    pub fn events_schema(self) -> Vec<String> {
+        let migrator = match self {
+            Backend::Sqlite => sqlx::migrate!("./migrations/sqlite"),
+            Backend::Postgres => sqlx::migrate!("./migrations/postgres"),
+        };
+        migrator
+            .iter()
+            .flat_map(|m| {
+                m.sql
+                    .as_str()
+                    .lines()
+                    .filter(|l| !l.trim_start().starts_with("--"))
+                    .collect::<Vec<_>>()
+                    .join("\n")
+                    .split(';')
+                    .map(|st| st.trim().to_string())
+                    .collect::<Vec<_>>()
+            })
+            .filter(|st| st.starts_with("CREATE TABLE events (") || st.contains(" ON events ("))
+            .collect()
+    }
+}
+
 /// Why a store operation failed.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -353,4 +380,34 @@ pub(crate) async fn timed<T>(
 /// Milliseconds since the Unix epoch for a timestamp.
 pub(crate) fn millis(t: chrono::DateTime<chrono::Utc>) -> i64 {
     t.timestamp_millis()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Backend;
+
+    #[test]
+    fn the_events_schema_is_read_from_each_backends_migrations() {
+        for backend in [Backend::Sqlite, Backend::Postgres] {
+            let ddl = backend.events_schema();
+            assert!(
+                ddl[0].starts_with("CREATE TABLE events (") && ddl[0].contains("body"),
+                "{backend:?}: {ddl:?}"
+            );
+            let indexes: Vec<&str> = ddl[1..]
+                .iter()
+                .filter_map(|st| st.split_whitespace().nth(2))
+                .collect();
+            assert_eq!(
+                indexes,
+                [
+                    "events_patient_seq",
+                    "events_type_time",
+                    "events_contact",
+                    "events_occurred"
+                ],
+                "{backend:?}"
+            );
+        }
+    }
 }
