@@ -203,7 +203,7 @@ impl Store {
     pub async fn audit_purge(&self, cutoff: DateTime<Utc>) -> Result<u64, StoreError> {
         timed("audit_purge", async {
             let cutoff_ms = millis(cutoff);
-            let mut tx = self.pool().begin().await?;
+            let mut tx = self.begin_write().await?;
             sqlx::query("UPDATE audit_purge_gate SET cutoff_ms = $1 WHERE id = 1")
                 .bind(cutoff_ms)
                 .execute(&mut *tx)

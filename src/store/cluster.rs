@@ -110,7 +110,7 @@ impl Store {
     #[tracing::instrument(name = "store.cluster_prepare_leases", skip_all)]
     pub async fn cluster_prepare_leases(&self, names: &[String]) -> Result<(), StoreError> {
         timed("cluster", async {
-            let mut tx = self.pool().begin().await?;
+            let mut tx = self.begin_write().await?;
             for n in names {
                 sqlx::query(
                     "INSERT INTO cluster_leases (name) VALUES ($1) ON CONFLICT (name) DO NOTHING",

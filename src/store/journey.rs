@@ -268,7 +268,7 @@ impl Store {
                 }
             }
             let now_ms = Utc::now().timestamp_millis();
-            let mut tx = self.pool().begin().await?;
+            let mut tx = self.begin_write().await?;
             let (patient, claims) = claim_in(&mut tx, &resolution, event_id, now_ms).await?;
             tx.commit().await?;
             Ok(Resolved {
@@ -317,7 +317,7 @@ impl Store {
             if !claiming.is_empty() {
                 let now_ms = Utc::now().timestamp_millis();
                 let together = async {
-                    let mut tx = self.pool().begin().await?;
+                    let mut tx = self.begin_write().await?;
                     let mut resolved = Vec::with_capacity(claiming.len());
                     for &i in &claiming {
                         let (ids, event_id) = &requests[i];
@@ -656,7 +656,7 @@ impl Store {
         timed("append_event", async {
             let partition = patient.partition(self.partitions());
             let fence = self.partition_fence(partition)?;
-            let mut tx = self.pool().begin().await?;
+            let mut tx = self.begin_write().await?;
             if let Some(f) = &fence {
                 super::cluster::check_fence(&mut tx, f).await?;
             }
@@ -743,7 +743,7 @@ impl Store {
         &self,
         jobs: &[(PatientId, Arc<Envelope>, Effects)],
     ) -> Result<Vec<Result<AppendOutcome, StoreError>>, StoreError> {
-        let mut tx = self.pool().begin().await?;
+        let mut tx = self.begin_write().await?;
         let fenced = self.batch_fences(&mut tx, jobs).await?;
         let mut out: Vec<Option<Result<AppendOutcome, StoreError>>> =
             jobs.iter().map(|_| None).collect();
@@ -843,7 +843,7 @@ impl Store {
         &self,
         jobs: &[(PatientId, Arc<Envelope>, Effects)],
     ) -> Result<Vec<Result<AppendOutcome, StoreError>>, StoreError> {
-        let mut tx = self.pool().begin().await?;
+        let mut tx = self.begin_write().await?;
         let fenced = self.batch_fences(&mut tx, jobs).await?;
         let mut out = Vec::with_capacity(jobs.len());
         let mut wrote_commands = false;

@@ -6,8 +6,11 @@
 //! `ON CONFLICT`, `RETURNING`); the schemas differ only in their identity columns
 //! and live in `migrations/sqlite` and `migrations/postgres`, run at start.
 //!
-//! Transactions write before they read, so SQLite (WAL) takes its write lock at the
-//! first statement and waits on `busy_timeout` instead of failing an upgrade.
+//! Every write transaction begins with [`Store::begin_write`]: on SQLite (WAL) that is
+//! `BEGIN IMMEDIATE`, which takes the write lock at once and waits on `busy_timeout`.
+//! A deferred transaction that read before it wrote would take a read snapshot first
+//! and fail its upgrade with `SQLITE_BUSY_SNAPSHOT` (517, "database is locked") when
+//! another connection had written meanwhile, without waiting.
 //!
 //! # Layout
 //! - [`journey`]: patients, identifiers and links, and the append-only event log.
@@ -306,6 +309,18 @@ impl Store {
         &self.pool
     }
 
+    /// Begins a write transaction. On SQLite it takes the write lock at once
+    /// (`BEGIN IMMEDIATE`), so statements that read before they write cannot fail
+    /// an upgrade with `SQLITE_BUSY_SNAPSHOT`; PostgreSQL begins as usual.
+    pub(crate) async fn begin_write(
+        &self,
+    ) -> Result<sqlx::Transaction<'static, sqlx::Any>, sqlx::Error> {
+        match self.backend {
+            Backend::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await,
+            Backend::Postgres => self.pool.begin().await,
+        }
+    }
+
     /// Checks the database answers (readiness).
     #[tracing::instrument(name = "store.ping", skip_all)]
     pub async fn ping(&self) -> Result<(), StoreError> {
@@ -384,7 +399,58 @@ pub(crate) fn millis(t: chrono::DateTime<chrono::Utc>) -> i64 {
 
 #[cfg(test)]
 mod tests {
-    use super::Backend;
+    use super::{Backend, Store};
+
+    #[tokio::test]
+    async fn a_write_transaction_that_reads_first_waits_for_another_writer_instead_of_failing() {
+        let path =
+            std::env::temp_dir().join(format!("frontdoor-begin-write-{}.db", uuid::Uuid::new_v4()));
+        let settings = crate::configuration::StoreSettings {
+            url: secrecy::SecretString::from(format!("sqlite://{}", path.display())),
+            max_connections: 4,
+            acquire_timeout_secs: 10,
+            group_commit_max_batch: 0,
+        };
+        let store = Store::connect(&settings).await.unwrap();
+        sqlx::query("CREATE TABLE probe (x INTEGER)")
+            .execute(store.pool())
+            .await
+            .unwrap();
+        // Read first, as the router's step does for its input numbers...
+        let mut tx = store.begin_write().await.unwrap();
+        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM probe")
+            .fetch_one(&mut *tx)
+            .await
+            .unwrap();
+        // ...while another connection writes.
+        let other = {
+            let s = store.clone();
+            tokio::spawn(async move {
+                sqlx::query("INSERT INTO probe (x) VALUES (100)")
+                    .execute(s.pool())
+                    .await
+            })
+        };
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        sqlx::query("INSERT INTO probe (x) VALUES ($1)")
+            .bind(n + 1)
+            .execute(&mut *tx)
+            .await
+            .expect("the transaction that read first still writes");
+        tx.commit().await.unwrap();
+        other
+            .await
+            .unwrap()
+            .expect("the other writer waited for the lock and wrote");
+        let rows: Vec<i64> = sqlx::query_scalar("SELECT x FROM probe ORDER BY x")
+            .fetch_all(store.pool())
+            .await
+            .unwrap();
+        assert_eq!(rows, [1, 100]);
+        for suffix in ["", "-wal", "-shm"] {
+            let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
+        }
+    }
 
     #[test]
     fn the_events_schema_is_read_from_each_backends_migrations() {

@@ -152,7 +152,7 @@ impl Store {
     pub async fn mark_published(&self, seqs: &[i64]) -> Result<(), StoreError> {
         timed("mark_published", async {
             let now = Utc::now().timestamp_millis();
-            let mut tx = self.pool().begin().await?;
+            let mut tx = self.begin_write().await?;
             for s in seqs {
                 sqlx::query(
                     "UPDATE outbox SET published_at_ms = $1, attempts = attempts + 1, \
@@ -176,7 +176,7 @@ impl Store {
     pub async fn park_commands(&self, seqs: &[i64], reason: &str) -> Result<(), StoreError> {
         timed("park_commands", async {
             let now = Utc::now().timestamp_millis();
-            let mut tx = self.pool().begin().await?;
+            let mut tx = self.begin_write().await?;
             for s in seqs {
                 sqlx::query(
                     "UPDATE outbox SET parked_at_ms = $1, attempts = attempts + 1, last_error = $2 \
@@ -199,7 +199,7 @@ impl Store {
     #[tracing::instrument(name = "store.record_relay_failure", skip_all, fields(commands = seqs.len()))]
     pub async fn record_relay_failure(&self, seqs: &[i64], reason: &str) -> Result<(), StoreError> {
         timed("record_relay_failure", async {
-            let mut tx = self.pool().begin().await?;
+            let mut tx = self.begin_write().await?;
             for s in seqs {
                 sqlx::query(
                     "UPDATE outbox SET attempts = attempts + 1, last_error = $1 WHERE seq = $2",

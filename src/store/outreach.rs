@@ -264,7 +264,7 @@ impl Store {
     ) -> Result<bool, StoreError> {
         timed("settle_outreach", async {
             let fence = self.partition_fence(due.partition)?;
-            let mut tx = self.pool().begin().await?;
+            let mut tx = self.begin_write().await?;
             if let Some(f) = &fence {
                 super::cluster::check_fence(&mut tx, f).await?;
             }

@@ -73,7 +73,7 @@ impl Store {
     ) -> Result<(), StoreError> {
         timed("save_routing", async {
             let now = Utc::now().timestamp_millis();
-            let mut tx = self.pool().begin().await?;
+            let mut tx = self.begin_write().await?;
             if let Some(f) = fence {
                 check_fence(&mut tx, f).await?;
             }

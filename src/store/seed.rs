@@ -37,7 +37,7 @@ impl Store {
     pub async fn bulk_seed_patients(&self, patients: &[SeedPatient]) -> Result<u64, StoreError> {
         timed("bulk_seed_patients", async {
             let now_ms = Utc::now().timestamp_millis();
-            let mut tx = self.pool().begin().await?;
+            let mut tx = self.begin_write().await?;
             for chunk in patients.chunks(ROWS_PER_STATEMENT) {
                 let sql = multi_row_sql("INSERT INTO patients (id, created_at_ms)", 2, chunk.len(), "");
                 let mut q = sqlx::query(AssertSqlSafe(sql));
