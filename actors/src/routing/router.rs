@@ -518,12 +518,28 @@ struct Pending {
     commands: Vec<Command>,
     /// Inputs applied and timer runs that changed something, with their times.
     inputs: Vec<crate::ports::AppliedInput>,
+    /// Edits made to the step so far, counted even when they change a contact or an
+    /// agent already in it (a timer run that made one decided something).
+    edits: u64,
 }
 
 impl Pending {
-    /// How much the step holds so far (a timer run that changes it decided something).
-    fn size(&self) -> (usize, usize, usize) {
-        (self.contacts.len(), self.agents.len(), self.commands.len())
+    /// Adds a decided command to the step.
+    fn command(&mut self, c: Command) {
+        self.edits += 1;
+        self.commands.push(c);
+    }
+
+    /// Adds a contact's new record to the step.
+    fn contact(&mut self, id: String, c: RoutedContact) {
+        self.edits += 1;
+        self.contacts.insert(id, c);
+    }
+
+    /// Adds an agent whose state changed to the step.
+    fn agent(&mut self, id: String) {
+        self.edits += 1;
+        self.agents.insert(id);
     }
 }
 
@@ -619,11 +635,11 @@ impl Router {
             Msg::Tick { reply } => {
                 if self.state.is_some() {
                     let at = self.now();
-                    let before = self.changes.size();
+                    let before = self.changes.edits;
                     self.tick().await;
                     // A timer run that decided something takes its place among the
                     // inputs, so a replay runs the timers where the router did.
-                    if self.changes.size() != before {
+                    if self.changes.edits != before {
                         self.changes
                             .inputs
                             .push(crate::ports::AppliedInput::tick(at));
@@ -830,7 +846,7 @@ impl Router {
             a.view = Arc::new(view);
         }
         self.views_changed();
-        self.changes.agents.insert(id);
+        self.changes.agent(id);
     }
 
     fn agent_addr(&self, agent_id: &str) -> Result<Addr<AgentActor>, RoutingError> {
@@ -849,7 +865,7 @@ impl Router {
         } else {
             self.st().contacts.insert(id.clone(), c.clone());
         }
-        self.changes.contacts.insert(id, c);
+        self.changes.contact(id, c);
     }
 
     fn contact_record(&self, id: &str) -> Option<RoutedContact> {
@@ -1132,7 +1148,7 @@ impl Router {
         self.observer
             .queued(c.site.as_str(), &c.skill, c.channel.as_str());
         if urgent {
-            self.changes.commands.push(escalation_command(&c, now));
+            self.changes.command(escalation_command(&c, now));
         }
         let id = c.contact_id.to_string();
         self.enqueue(c, now).await;
@@ -1140,8 +1156,7 @@ impl Router {
             if let Some(c) = self.contact_record(&id) {
                 let (position, estimate) = self.position_of(&c).await;
                 self.changes
-                    .commands
-                    .push(release_command(&c, position, estimate, now));
+                    .command(release_command(&c, position, estimate, now));
             }
         }
     }
@@ -1207,7 +1222,7 @@ impl Router {
                     ),
                     now,
                 );
-                self.changes.commands.push(after_hours_command(
+                self.changes.command(after_hours_command(
                     c,
                     &options,
                     hours.next_opening,
@@ -1246,7 +1261,7 @@ impl Router {
                 now,
             );
         }
-        self.changes.commands.push(escalation_command(&c, now));
+        self.changes.command(escalation_command(&c, now));
         self.remember(c);
     }
 
@@ -1326,8 +1341,7 @@ impl Router {
         c.next_announce_at = Some(now + Duration::seconds(i64::from(cfg.announce.interval_secs)));
         self.observer.announcement(c.patient_channel().as_str());
         self.changes
-            .commands
-            .push(announce_command(&c, position, estimate, now));
+            .command(announce_command(&c, position, estimate, now));
         self.remember(c);
     }
 
@@ -1388,7 +1402,7 @@ impl Router {
                             c.callback = contact.callback.clone();
                             self.observer.decision(started.elapsed().as_secs_f64());
                             c.offers_made += 1;
-                            self.changes.commands.push(offer_command(&c, now));
+                            self.changes.command(offer_command(&c, now));
                             self.remember(c);
                         }
                         None => {
@@ -1706,9 +1720,9 @@ impl Router {
                 "the voice channel dials the patient for the agent",
                 now,
             );
-            self.changes.commands.push(dial_command(&c, agent_id, now));
+            self.changes.command(dial_command(&c, agent_id, now));
         } else if held.channel == Channel::Voice {
-            self.changes.commands.push(route_command(&c, agent_id, now));
+            self.changes.command(route_command(&c, agent_id, now));
         }
         self.remember(c.clone());
         Ok(c.view(now))
@@ -2358,6 +2372,8 @@ pub struct MemoryRoutingStore {
     pub contacts: std::sync::Mutex<HashMap<String, RoutedContact>>,
     /// Agents by id.
     pub agents: std::sync::Mutex<BTreeMap<String, AgentState>>,
+    /// Applied inputs and timer runs, in the order written.
+    pub inputs: std::sync::Mutex<Vec<crate::ports::AppliedInput>>,
 }
 
 #[cfg(any(test, feature = "test-util"))]
@@ -2399,6 +2415,9 @@ impl RoutingStore for MemoryRoutingStore {
         }
         if let Ok(mut c) = self.commands.lock() {
             c.extend(changes.commands);
+        }
+        if let Ok(mut i) = self.inputs.lock() {
+            i.extend(changes.inputs);
         }
         Box::pin(async { Ok(()) })
     }

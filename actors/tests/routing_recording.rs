@@ -1,0 +1,110 @@
+//! What the router records for `frontdoor replay`: each run of its timers that
+//! decided something takes its place among the applied inputs, also when it only
+//! changed an agent or a contact the same step had already changed.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::Utc;
+use frontdoor_actors::event::Channel;
+use frontdoor_actors::ids::{ContactId, PatientId, SiteId};
+use frontdoor_actors::routing::agent::Presence;
+use frontdoor_actors::routing::request::{NeedsHuman, RouteRequest};
+use frontdoor_actors::routing::router::{AgentUpdate, MemoryRoutingStore, Routing, RoutingDeps};
+use frontdoor_actors::routing::{ManualClock, RoutingConfig};
+use frontdoor_actors::rules::frustration::{Assessment, Level};
+
+fn nurse(capacity: u32) -> AgentUpdate {
+    AgentUpdate {
+        agent_id: "a0".to_string(),
+        site: SiteId::parse("north").unwrap(),
+        presence: Presence::Available,
+        skills: BTreeMap::from([("nurse_advice".to_string(), 5)]),
+        capacity: BTreeMap::from([("chat".to_string(), capacity)]),
+    }
+}
+
+fn chat(id: &str) -> RouteRequest {
+    RouteRequest::Queue(Box::new(NeedsHuman {
+        contact_id: ContactId::parse(id).unwrap(),
+        patient_id: PatientId::new(),
+        site: SiteId::parse("north").unwrap(),
+        channel: Channel::Chat,
+        skill: "nurse_advice".to_string(),
+        intent: None,
+        base_priority: 100,
+        assessment: Assessment {
+            score: 0,
+            level: Level::Normal,
+            signals: Vec::new(),
+        },
+        preferred_agent: None,
+        preferred_because: None,
+        transcript: Vec::new(),
+        from_bot: false,
+        cause: uuid::Uuid::new_v4(),
+        waiting_since: None,
+        handoff: None,
+        red_flag: None,
+        contact_channel: None,
+    }))
+}
+
+fn ticks(store: &MemoryRoutingStore) -> usize {
+    store
+        .inputs
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|i| i.tick)
+        .count()
+}
+
+async fn wrap_up_ending_in_a_step_that_already_changed_the_agent() -> usize {
+    let clock = Arc::new(ManualClock::new(Utc::now()));
+    let store = Arc::new(MemoryRoutingStore::default());
+    let routing = Routing::new(RoutingDeps {
+        config: RoutingConfig::default(),
+        clock: clock.clone(),
+        store: store.clone(),
+        observer: Arc::new(frontdoor_actors::ports::NoObserver),
+        sites: Arc::default(),
+    });
+    routing.activate().await.unwrap();
+    routing.agent_state(nurse(1)).await.unwrap();
+    routing.route(chat("c0"), None).await.unwrap();
+    routing.offer_accepted("a0", "c0").await.unwrap();
+    let ended = RouteRequest::Ended {
+        contact_id: ContactId::parse("c0").unwrap(),
+        intent: None,
+    };
+    routing.route(ended, None).await.unwrap();
+    // A timer run with nothing due is not recorded.
+    clock.advance(Duration::from_secs(1));
+    routing.tick().await;
+    assert_eq!(ticks(&store), 0, "a timer run that decided nothing");
+    // The wrap-up is over: the agent's new capacity and the timer run that ends
+    // its wrap-up reach the router together and are written as one step.
+    clock.advance(Duration::from_secs(
+        u64::from(RoutingConfig::default().wrap_up_secs) + 1,
+    ));
+    let (changed, ()) = tokio::join!(routing.agent_state(nurse(2)), routing.tick());
+    changed.unwrap();
+    let agents = routing.agents().await;
+    assert!(
+        agents[0].assignments.is_empty(),
+        "the wrap-up ended: {agents:?}"
+    );
+    ticks(&store)
+}
+
+#[test]
+fn a_timer_run_that_ends_a_wrap_up_is_recorded_even_when_the_step_already_changed_the_agent() {
+    let recorded =
+        actix::System::new().block_on(wrap_up_ending_in_a_step_that_already_changed_the_agent());
+    assert_eq!(
+        recorded, 1,
+        "the timer run that ended the wrap-up is recorded"
+    );
+}
