@@ -22,7 +22,12 @@ pub struct Session {
     channels: std::sync::Mutex<Vec<lapin::Channel>>,
     /// Dropping it stops the event watch.
     _watch: tokio::sync::oneshot::Sender<()>,
+    /// Set by the event watch when lapin reports the connection broken.
+    lost: tokio::sync::watch::Receiver<bool>,
 }
+
+/// How long a polite close may take before the session is dropped anyway.
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
 
 impl Session {
     /// Opens a channel that [`Session::close`] closes before the connection.
@@ -34,7 +39,24 @@ impl Session {
         Ok(channel)
     }
 
-    /// Closes the connection politely (best effort: it may be dead already).
+    /// Resolves once lapin has reported the connection broken (at once if it has).
+    ///
+    /// Futures on a broken connection's channels (an ack, a publisher confirm) are
+    /// not always woken with an error: a component that waits on one would never
+    /// notice the loss and never reconnect. Waiting on this beside them does.
+    pub async fn lost(&self) {
+        let mut lost = self.lost.clone();
+        // An error: the watch ended with the connection.
+        let _ = lost.wait_for(|l| *l).await;
+    }
+
+    /// Whether lapin has reported the connection broken.
+    pub fn is_lost(&self) -> bool {
+        *self.lost.borrow()
+    }
+
+    /// Closes the connection politely (best effort: it may be dead already; a
+    /// broken one is only dropped, and each close is bounded by `CLOSE_TIMEOUT`).
     ///
     /// Each channel still open is closed first and awaited. Otherwise the last
     /// handle of a channel dropped while the connection closes makes lapin close
@@ -42,6 +64,9 @@ impl Session {
     /// logs the refusal as an ERROR ("invalid channel state: Closing") on every
     /// clean shutdown.
     pub async fn close(self, why: &str) {
+        if self.is_lost() {
+            return;
+        }
         // Stop watching first: a polite close is not an error worth a warning.
         drop(self._watch);
         let open = self
@@ -51,10 +76,10 @@ impl Session {
             .unwrap_or_default();
         for channel in open {
             if channel.status().connected() {
-                let _ = channel.close(200, why.into()).await;
+                let _ = tokio::time::timeout(CLOSE_TIMEOUT, channel.close(200, why.into())).await;
             }
         }
-        let _ = self.connection.close(200, why.into()).await;
+        let _ = tokio::time::timeout(CLOSE_TIMEOUT, self.connection.close(200, why.into())).await;
     }
 }
 
@@ -75,11 +100,13 @@ pub async fn connect(
         .with_connection_name(format!("{}-{component}", settings.connection_name).into());
     let connection = Connection::connect_uri(uri, props).await?;
     let (tx, rx) = tokio::sync::oneshot::channel();
-    watch_events(&connection, component, rx);
+    let (lost_tx, lost) = tokio::sync::watch::channel(false);
+    watch_events(&connection, component, rx, lost_tx);
     Ok(Session {
         connection,
         channels: std::sync::Mutex::new(Vec::new()),
         _watch: tx,
+        lost,
     })
 }
 
@@ -88,6 +115,7 @@ fn watch_events(
     connection: &Connection,
     component: &'static str,
     mut done: tokio::sync::oneshot::Receiver<()>,
+    lost: tokio::sync::watch::Sender<bool>,
 ) {
     let mut events = connection.events_listener();
     actix_rt::spawn(async move {
@@ -107,6 +135,7 @@ fn watch_events(
                     }
                     Some(Event::Error(e)) => {
                         tracing::warn!(component, error.message = %e, "broker connection error");
+                        lost.send_replace(true);
                     }
                     Some(_) => {}
                 },

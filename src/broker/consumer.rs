@@ -254,6 +254,9 @@ async fn consume_all(
         };
         tokio::select! {
             _ = shutdown.wait() => break Ok(()),
+            // A partition waiting on the dead connection (an ack, a dead-letter
+            // confirm) may never be told: the session ends here instead.
+            _ = session.lost() => break Err(BrokerError::Closed),
             _ = want.changed() => {}
             (p, r) = finished => {
                 running.0.remove(&p);
@@ -266,9 +269,28 @@ async fn consume_all(
         }
     };
     // Drain: every partition finishes its batch in hand and acks what was stored.
-    for (_, (handle, stop)) in std::mem::take(&mut running.0) {
+    // With the connection gone nothing can be acked: each gets a bounded moment,
+    // then is stopped (its deliveries are redelivered, and stored ones are found
+    // already stored).
+    let bound = session
+        .is_lost()
+        .then(|| Duration::from_millis(ctx.settings.confirm_timeout_ms.max(1)));
+    for (p, (mut handle, stop)) in std::mem::take(&mut running.0) {
         stop.trigger();
-        let _ = handle.await;
+        match bound {
+            None => {
+                let _ = handle.await;
+            }
+            Some(b) => {
+                if tokio::time::timeout(b, &mut handle).await.is_err() {
+                    handle.abort();
+                    tracing::warn!(
+                        partition = p,
+                        "partition consumer stopped waiting on a lost connection"
+                    );
+                }
+            }
+        }
     }
     ctx.assignment.connected.store(false, Ordering::SeqCst);
     res
@@ -310,13 +332,11 @@ async fn consume_partition(
         for d in batch {
             deliveries.push(d?);
         }
-        let n = deliveries.len();
-        ctx.health.took(n);
         ctx.health
             .took_redelivered(deliveries.iter().filter(|d| d.redelivered).count());
-        let res = process_batch(ctx, deliveries, dead_letters, &mut shutdown).await;
-        ctx.health.settled(n);
-        res?;
+        // Settled in the gauge also when the task is stopped mid-batch.
+        let _in_flight = InFlight::took(&ctx.health, deliveries.len());
+        process_batch(ctx, deliveries, dead_letters, &mut shutdown).await?;
     }
     // Drain: close the channel without cancelling first. Closing returns what the
     // broker sent and we did not take to the front of the queue *before* the next
@@ -325,6 +345,22 @@ async fn consume_partition(
     // here, and it would get later events of a patient before earlier ones.
     let _ = channel.close(200, "drained".into()).await;
     Ok(())
+}
+
+/// A batch counted in flight until dropped (settled, failed, or its task stopped).
+struct InFlight<'a>(&'a BrokerHealth, usize);
+
+impl<'a> InFlight<'a> {
+    fn took(health: &'a BrokerHealth, n: usize) -> InFlight<'a> {
+        health.took(n);
+        InFlight(health, n)
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.settled(self.1);
+    }
 }
 
 /// Where one delivery stands within its batch.
