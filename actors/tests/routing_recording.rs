@@ -1,6 +1,7 @@
 //! What the router records for `frontdoor replay`: each run of its timers that
 //! decided something takes its place among the applied inputs, also when it only
-//! changed an agent or a contact the same step had already changed.
+//! changed an agent or a contact the same step had already changed, or only
+//! started a site overflowing (which decides later moves).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -26,12 +27,16 @@ fn nurse(capacity: u32) -> AgentUpdate {
 }
 
 fn chat(id: &str) -> RouteRequest {
+    chat_for(id, "nurse_advice")
+}
+
+fn chat_for(id: &str, skill: &str) -> RouteRequest {
     RouteRequest::Queue(Box::new(NeedsHuman {
         contact_id: ContactId::parse(id).unwrap(),
         patient_id: PatientId::new(),
         site: SiteId::parse("north").unwrap(),
         channel: Channel::Chat,
-        skill: "nurse_advice".to_string(),
+        skill: skill.to_string(),
         intent: None,
         base_priority: 100,
         assessment: Assessment {
@@ -61,7 +66,7 @@ fn ticks(store: &MemoryRoutingStore) -> usize {
         .count()
 }
 
-async fn wrap_up_ending_in_a_step_that_already_changed_the_agent() -> usize {
+async fn started() -> (Arc<ManualClock>, Arc<MemoryRoutingStore>, Routing) {
     let clock = Arc::new(ManualClock::new(Utc::now()));
     let store = Arc::new(MemoryRoutingStore::default());
     let routing = Routing::new(RoutingDeps {
@@ -72,6 +77,11 @@ async fn wrap_up_ending_in_a_step_that_already_changed_the_agent() -> usize {
         sites: Arc::default(),
     });
     routing.activate().await.unwrap();
+    (clock, store, routing)
+}
+
+async fn wrap_up_ending_in_a_step_that_already_changed_the_agent() -> usize {
+    let (clock, store, routing) = started().await;
     routing.agent_state(nurse(1)).await.unwrap();
     routing.route(chat("c0"), None).await.unwrap();
     routing.offer_accepted("a0", "c0").await.unwrap();
@@ -107,4 +117,40 @@ fn a_timer_run_that_ends_a_wrap_up_is_recorded_even_when_the_step_already_change
         recorded, 1,
         "the timer run that ended the wrap-up is recorded"
     );
+}
+
+/// Ticks recorded by a timer run that only started a site overflowing, and by
+/// the run after it (which changes nothing), with the commands each wrote.
+async fn a_site_starting_to_overflow_with_nowhere_to_send() -> Vec<(usize, usize)> {
+    let (clock, store, routing) = started().await;
+    // A scheduling chat waits at north and no site has an agent: north is
+    // saturated, and there is no target to move it to.
+    routing
+        .route(chat_for("c0", "scheduling"), None)
+        .await
+        .unwrap();
+    let mut seen = Vec::new();
+    for _ in 0..2 {
+        clock.advance(Duration::from_secs(1));
+        routing.tick().await;
+        let commands = store.commands.lock().unwrap().len();
+        seen.push((ticks(&store), commands));
+    }
+    let queues = routing.queues().await;
+    assert!(
+        queues.iter().any(|q| q.overflowing),
+        "north is overflowing: {queues:?}"
+    );
+    seen
+}
+
+#[test]
+fn a_timer_run_that_only_starts_a_site_overflowing_is_recorded_once() {
+    let seen = actix::System::new().block_on(a_site_starting_to_overflow_with_nowhere_to_send());
+    assert_eq!(seen[0].0, 1, "the run that flipped the flag is recorded");
+    assert_eq!(
+        seen[0].1, seen[1].1,
+        "neither run wrote a command: {seen:?}"
+    );
+    assert_eq!(seen[1].0, 1, "the next run, which changed nothing, is not");
 }

@@ -541,6 +541,12 @@ impl Pending {
         self.edits += 1;
         self.agents.insert(id);
     }
+
+    /// Counts a change of the router's own state that later decisions depend on
+    /// but the step does not write (a site starting or stopping to overflow).
+    fn decided(&mut self) {
+        self.edits += 1;
+    }
 }
 
 /// A reply held until the step is written.
@@ -1952,7 +1958,13 @@ impl Router {
                 loads.push(l);
             }
         }
+        let flags = self.st().overflow.overflowing();
         let moves = plan_overflow(&loads, &mut self.st().overflow, &cfg.overflow, now);
+        if self.st().overflow.overflowing() != flags {
+            // A timer run that only flipped a site's hysteresis moved nothing yet,
+            // but decides later moves: it is recorded for a replay all the same.
+            self.changes.decided();
+        }
         for m in moves {
             let (Ok(from_site), Ok(to_site)) =
                 (SiteId::parse(&m.from_site), SiteId::parse(&m.to_site))

@@ -233,6 +233,20 @@ impl OverflowStates {
     pub fn is_overflowing(&self, site: &str, skill: &str) -> bool {
         self.get(site, skill).is_some_and(|s| s.overflowing)
     }
+
+    /// The (skill, site) pairs overflowing now: what later plans depend on (a
+    /// site first observed as not overflowing changes nothing).
+    pub fn overflowing(&self) -> Vec<(String, String)> {
+        self.by_skill
+            .iter()
+            .flat_map(|(skill, sites)| {
+                sites
+                    .iter()
+                    .filter(|(_, s)| s.overflowing)
+                    .map(move |(site, _)| (skill.clone(), site.clone()))
+            })
+            .collect()
+    }
 }
 
 /// Move `count` waiting contacts of `skill` from one site's queue to
