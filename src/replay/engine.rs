@@ -325,6 +325,12 @@ impl Default for ModelSettings {
 /// steps that stand for them) keep the recorded order; modelled ones come after.
 const MODELLED: u64 = 1 << 62;
 
+/// The index of the recorded event an anchored step's rank stands for (None: a
+/// modelled step).
+fn anchored_event(rank: u64) -> Option<usize> {
+    (rank < MODELLED && rank % 2 == 1).then(|| usize::try_from((rank - 1) / 2).ok())?
+}
+
 struct Run<'a> {
     cfg: RoutingConfig,
     facts: &'a Facts,
@@ -469,6 +475,17 @@ pub async fn run(
             }
         } else if let Some(Reverse((_, rank, id))) = run.heap.pop() {
             run.advance(next_at);
+            // An anchored step stands for recorded event (rank - 1) / 2: in that
+            // event's millisecond it runs at the router's microsecond, as the live
+            // answer, end or wrap-up did (agents freed in one millisecond keep
+            // their live order as "idle since").
+            if let Some(r) = anchored_event(rank).and_then(|k| recorded.get(k)) {
+                if r.at_ms == next_at {
+                    run.clock.advance_to(
+                        DateTime::<Utc>::from_timestamp_micros(r.at_us).unwrap_or_default(),
+                    );
+                }
+            }
             if let Some(a) = run.actions.remove(&id) {
                 run.action(a, rank).await;
             }
@@ -1035,5 +1052,18 @@ impl Run<'_> {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{anchored_event, MODELLED};
+
+    #[test]
+    fn an_anchored_rank_names_its_recorded_event_and_a_modelled_one_none() {
+        assert_eq!(anchored_event(2 * 7 + 1), Some(7));
+        assert_eq!(anchored_event(1), Some(0));
+        assert_eq!(anchored_event(MODELLED), None);
+        assert_eq!(anchored_event(MODELLED + 5), None);
     }
 }
