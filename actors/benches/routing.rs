@@ -22,7 +22,6 @@ use frontdoor_actors::routing::queue::{QueueSnapshot, QueueState};
 use frontdoor_actors::routing::request::{NeedsHuman, RouteRequest};
 use frontdoor_actors::routing::router::{AgentUpdate, MemoryRoutingStore, Routing, RoutingDeps};
 use frontdoor_actors::routing::{ManualClock, RoutingConfig};
-use frontdoor_actors::rules::frustration::{Assessment, Level};
 use frontdoor_actors::rules::matching::AgentView;
 use frontdoor_actors::rules::priority::priority_key;
 
@@ -171,33 +170,19 @@ fn through_actors() {
         }
         let fill = Instant::now();
         for i in 0..CONTACTS {
-            let n = NeedsHuman {
-                contact_id: ContactId::parse(&format!("c{i}")).unwrap(),
-                patient_id: PatientId::new(),
-                site: site.clone(),
-                channel: if i.is_multiple_of(3) {
+            let mut n = NeedsHuman::routine(
+                ContactId::parse(&format!("c{i}")).unwrap(),
+                PatientId::new(),
+                site.clone(),
+                if i.is_multiple_of(3) {
                     Channel::Voice
                 } else {
                     Channel::Chat
                 },
-                skill: "scheduling".into(),
-                intent: Some(["billing", "scheduling", "prescription", "clinical"][i % 4].into()),
-                base_priority: [50, 100, 200, 300][i % 4],
-                assessment: Assessment {
-                    score: 0,
-                    level: Level::Normal,
-                    signals: Vec::new(),
-                },
-                preferred_agent: None,
-                preferred_because: None,
-                transcript: Vec::new(),
-                from_bot: false,
-                cause: uuid::Uuid::new_v4(),
-                waiting_since: None,
-                handoff: None,
-                red_flag: None,
-                contact_channel: None,
-            };
+                "scheduling",
+            );
+            n.intent = Some(["billing", "scheduling", "prescription", "clinical"][i % 4].into());
+            n.base_priority = [50, 100, 200, 300][i % 4];
             routing
                 .route(RouteRequest::Queue(Box::new(n)), None)
                 .await

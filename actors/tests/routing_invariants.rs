@@ -22,9 +22,8 @@ use frontdoor_actors::ids::{ContactId, PatientId, SiteId};
 use frontdoor_actors::routing::agent::Presence;
 use frontdoor_actors::routing::model::{RouteState as ContactState, RoutedContact};
 use frontdoor_actors::routing::request::{NeedsHuman, RouteRequest};
-use frontdoor_actors::routing::router::{AgentUpdate, MemoryRoutingStore, Routing, RoutingDeps};
-use frontdoor_actors::routing::{ManualClock, RoutingConfig};
-use frontdoor_actors::rules::frustration::{Assessment, Level};
+use frontdoor_actors::routing::router::{AgentUpdate, MemoryRoutingStore, Routing};
+use frontdoor_actors::routing::ManualClock;
 use proptest::prelude::*;
 
 const SITES: [&str; 2] = ["north", "south"];
@@ -86,29 +85,13 @@ fn agent_update(a: u8, presence: Presence) -> AgentUpdate {
 }
 
 fn needs_human(n: usize, site: u8, skill: u8, voice: bool) -> RouteRequest {
-    RouteRequest::Queue(Box::new(NeedsHuman {
-        contact_id: ContactId::parse(&format!("c{n}")).unwrap(),
-        patient_id: PatientId::new(),
-        site: SiteId::parse(SITES[usize::from(site)]).unwrap(),
-        channel: if voice { Channel::Voice } else { Channel::Chat },
-        skill: SKILLS[usize::from(skill)].to_string(),
-        intent: None,
-        base_priority: 100,
-        assessment: Assessment {
-            score: 0,
-            level: Level::Normal,
-            signals: Vec::new(),
-        },
-        preferred_agent: None,
-        preferred_because: None,
-        transcript: Vec::new(),
-        from_bot: false,
-        cause: uuid::Uuid::new_v4(),
-        waiting_since: None,
-        handoff: None,
-        red_flag: None,
-        contact_channel: None,
-    }))
+    RouteRequest::Queue(Box::new(NeedsHuman::routine(
+        ContactId::parse(&format!("c{n}")).unwrap(),
+        PatientId::new(),
+        SiteId::parse(SITES[usize::from(site)]).unwrap(),
+        if voice { Channel::Voice } else { Channel::Chat },
+        SKILLS[usize::from(skill)],
+    )))
 }
 
 /// The three invariants; Err says which broke and how.
@@ -193,14 +176,7 @@ async fn check(
 
 async fn run(ops: Vec<Op>) -> Result<(), String> {
     let clock = Arc::new(ManualClock::new(Utc::now()));
-    let store = Arc::new(MemoryRoutingStore::default());
-    let routing = Routing::new(RoutingDeps {
-        config: RoutingConfig::default(),
-        clock: clock.clone(),
-        store: store.clone(),
-        observer: Arc::new(frontdoor_actors::ports::NoObserver),
-        sites: Arc::default(),
-    });
+    let (routing, store) = Routing::in_memory(clock.clone());
     routing.activate().await.map_err(|e| e.to_string())?;
     let mut started = 0usize;
     let pick =

@@ -12,9 +12,8 @@ use frontdoor_actors::event::Channel;
 use frontdoor_actors::ids::{ContactId, PatientId, SiteId};
 use frontdoor_actors::routing::agent::Presence;
 use frontdoor_actors::routing::request::{NeedsHuman, RouteRequest};
-use frontdoor_actors::routing::router::{AgentUpdate, MemoryRoutingStore, Routing, RoutingDeps};
+use frontdoor_actors::routing::router::{AgentUpdate, MemoryRoutingStore, Routing};
 use frontdoor_actors::routing::{ManualClock, RoutingConfig};
-use frontdoor_actors::rules::frustration::{Assessment, Level};
 
 fn nurse(capacity: u32) -> AgentUpdate {
     AgentUpdate {
@@ -31,29 +30,13 @@ fn chat(id: &str) -> RouteRequest {
 }
 
 fn chat_for(id: &str, skill: &str) -> RouteRequest {
-    RouteRequest::Queue(Box::new(NeedsHuman {
-        contact_id: ContactId::parse(id).unwrap(),
-        patient_id: PatientId::new(),
-        site: SiteId::parse("north").unwrap(),
-        channel: Channel::Chat,
-        skill: skill.to_string(),
-        intent: None,
-        base_priority: 100,
-        assessment: Assessment {
-            score: 0,
-            level: Level::Normal,
-            signals: Vec::new(),
-        },
-        preferred_agent: None,
-        preferred_because: None,
-        transcript: Vec::new(),
-        from_bot: false,
-        cause: uuid::Uuid::new_v4(),
-        waiting_since: None,
-        handoff: None,
-        red_flag: None,
-        contact_channel: None,
-    }))
+    RouteRequest::Queue(Box::new(NeedsHuman::routine(
+        ContactId::parse(id).unwrap(),
+        PatientId::new(),
+        SiteId::parse("north").unwrap(),
+        Channel::Chat,
+        skill,
+    )))
 }
 
 fn ticks(store: &MemoryRoutingStore) -> usize {
@@ -68,14 +51,7 @@ fn ticks(store: &MemoryRoutingStore) -> usize {
 
 async fn started() -> (Arc<ManualClock>, Arc<MemoryRoutingStore>, Routing) {
     let clock = Arc::new(ManualClock::new(Utc::now()));
-    let store = Arc::new(MemoryRoutingStore::default());
-    let routing = Routing::new(RoutingDeps {
-        config: RoutingConfig::default(),
-        clock: clock.clone(),
-        store: store.clone(),
-        observer: Arc::new(frontdoor_actors::ports::NoObserver),
-        sites: Arc::default(),
-    });
+    let (routing, store) = Routing::in_memory(clock.clone());
     routing.activate().await.unwrap();
     (clock, store, routing)
 }

@@ -94,6 +94,41 @@ pub struct NeedsHuman {
 }
 
 impl NeedsHuman {
+    /// A routine contact that needs a human: no intent, base priority 100, no
+    /// signals or preferred agent, not from a bot, waiting from now, caused by a
+    /// fresh id (set the other fields on the value as needed).
+    pub fn routine(
+        contact_id: ContactId,
+        patient_id: PatientId,
+        site: SiteId,
+        channel: Channel,
+        skill: impl Into<String>,
+    ) -> NeedsHuman {
+        NeedsHuman {
+            contact_id,
+            patient_id,
+            site,
+            channel,
+            skill: skill.into(),
+            intent: None,
+            base_priority: 100,
+            assessment: Assessment {
+                score: 0,
+                level: Level::Normal,
+                signals: Vec::new(),
+            },
+            preferred_agent: None,
+            preferred_because: None,
+            transcript: Vec::new(),
+            from_bot: false,
+            cause: Uuid::new_v4(),
+            waiting_since: None,
+            handoff: None,
+            red_flag: None,
+            contact_channel: None,
+        }
+    }
+
     /// Raises the contact to the emergency level for `flag`: the red-flag signal
     /// with its boost, and the emergency skill (the router keeps a contact that is
     /// already with a human where it is).

@@ -2389,6 +2389,23 @@ pub struct MemoryRoutingStore {
 }
 
 #[cfg(any(test, feature = "test-util"))]
+impl Routing {
+    /// Routing on `clock` with the default thresholds, an in-memory store, no
+    /// metrics and no site directory (tests and benchmarks); not yet activated.
+    pub fn in_memory(clock: Arc<dyn Clock>) -> (Routing, Arc<MemoryRoutingStore>) {
+        let store = Arc::new(MemoryRoutingStore::default());
+        let routing = Routing::new(RoutingDeps {
+            config: RoutingConfig::default(),
+            clock,
+            store: store.clone(),
+            observer: Arc::new(crate::ports::NoObserver),
+            sites: Arc::default(),
+        });
+        (routing, store)
+    }
+}
+
+#[cfg(any(test, feature = "test-util"))]
 impl RoutingStore for MemoryRoutingStore {
     fn load_routing(
         &self,
