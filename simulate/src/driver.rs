@@ -61,6 +61,13 @@ struct Contact {
     transfers: u32,
     /// Virtual-agent turns so far.
     bot_turns: u32,
+    /// When its patience ends while it waits (simulated seconds).
+    patience_at: f64,
+    /// Acceptances so far: a scheduled finish belongs to one of them.
+    accepts: u32,
+    /// The real wait counted when it was last answered (taken back if the
+    /// runtime refuses the acceptance).
+    answered_wait: Option<f64>,
 }
 
 /// Something scheduled on the simulated clock.
@@ -76,8 +83,8 @@ enum Action {
         agent: String,
         accept: bool,
     },
-    /// The agent finishes the contact.
-    Finish(usize),
+    /// The agent finishes the contact (of that acceptance).
+    Finish(usize, u32),
     /// The agent finishes wrap-up.
     Wrap {
         site: usize,
@@ -152,6 +159,8 @@ struct Sim {
     outbox: Vec<Group>,
     /// The counters.
     summary: Summary,
+    /// The simulated time of the current tick, seconds.
+    now_sim: f64,
 }
 
 /// Runs a simulation against a running runtime and returns its summary.
@@ -182,53 +191,7 @@ pub async fn run(opts: SimulateOptions) -> anyhow::Result<Summary> {
         Some(a) => Some(Link::connect(a).await?),
         None => None,
     };
-
-    let mut rng = Rng::new(opts.seed);
-    let mut agents = Vec::new();
-    for site in SITES.iter() {
-        for spec in roster(site, &mut rng) {
-            agents.push(Agent {
-                spec,
-                signed_in: false,
-                away: false,
-                active: 0,
-            });
-        }
-    }
-    let agent_index = agents
-        .iter()
-        .enumerate()
-        .map(|(i, a)| (a.spec.id.clone(), i))
-        .collect();
-    let arrivals = ArrivalStream::new(
-        opts.seed,
-        opts.start_hour,
-        opts.weekday,
-        opts.volume_scale,
-        opts.surge,
-    );
-    let mut sim = Sim {
-        summary: Summary {
-            sl_target_secs: opts.sl_target_secs,
-            over_amqp: link.is_some(),
-            ..Summary::default()
-        },
-        opts,
-        rng,
-        client,
-        link,
-        commands_seen: HashSet::new(),
-        contacts: Vec::new(),
-        by_id: HashMap::new(),
-        agents,
-        agent_index,
-        offers_handled: HashSet::new(),
-        arrivals,
-        queue: BinaryHeap::new(),
-        actions: HashMap::new(),
-        seq: 0,
-        outbox: Vec::new(),
-    };
+    let mut sim = Sim::new(opts, client, link);
     sim.run().await?;
     if let Some(link) = sim.link.take() {
         sim.summary.commands_unreadable = link.unreadable();
@@ -238,6 +201,57 @@ pub async fn run(opts: SimulateOptions) -> anyhow::Result<Summary> {
 }
 
 impl Sim {
+    /// A simulation not started yet: the seed's agents, nobody signed in.
+    fn new(opts: SimulateOptions, client: reqwest::Client, link: Option<Link>) -> Sim {
+        let mut rng = Rng::new(opts.seed);
+        let mut agents = Vec::new();
+        for site in SITES.iter() {
+            for spec in roster(site, &mut rng) {
+                agents.push(Agent {
+                    spec,
+                    signed_in: false,
+                    away: false,
+                    active: 0,
+                });
+            }
+        }
+        let agent_index = agents
+            .iter()
+            .enumerate()
+            .map(|(i, a)| (a.spec.id.clone(), i))
+            .collect();
+        let arrivals = ArrivalStream::new(
+            opts.seed,
+            opts.start_hour,
+            opts.weekday,
+            opts.volume_scale,
+            opts.surge,
+        );
+        Sim {
+            summary: Summary {
+                sl_target_secs: opts.sl_target_secs,
+                over_amqp: link.is_some(),
+                ..Summary::default()
+            },
+            opts,
+            rng,
+            client,
+            link,
+            commands_seen: HashSet::new(),
+            contacts: Vec::new(),
+            by_id: HashMap::new(),
+            agents,
+            agent_index,
+            offers_handled: HashSet::new(),
+            arrivals,
+            queue: BinaryHeap::new(),
+            actions: HashMap::new(),
+            seq: 0,
+            outbox: Vec::new(),
+            now_sim: 0.0,
+        }
+    }
+
     fn schedule(&mut self, at_sim_secs: f64, action: Action) {
         self.seq += 1;
         let due = (at_sim_secs.max(0.0) * 1000.0) as u64;
@@ -283,6 +297,7 @@ impl Sim {
             let now_sim = (elapsed.as_secs_f64() * compression).min(day_secs);
             let dt = now_sim - last_sim;
             last_sim = now_sim;
+            self.now_sim = now_sim;
             let stop = now_sim >= day_secs
                 || elapsed >= self.opts.max_duration
                 || self.summary.contacts_started >= self.opts.max_contacts;
@@ -436,6 +451,9 @@ impl Sim {
             agent: None,
             transfers: 0,
             bot_turns: 0,
+            patience_at: f64::INFINITY,
+            accepts: 0,
+            answered_wait: None,
         });
         self.by_id.insert(id, idx);
         self.summary.contacts_started += 1;
@@ -461,6 +479,7 @@ impl Sim {
         let generation = c.queue_generation;
         let mean = c.patience_mean;
         let patience = self.rng.exponential(mean).max(5.0);
+        self.contacts[idx].patience_at = now_sim + patience;
         self.schedule(now_sim + patience, Action::PatienceOut(idx, generation));
     }
 
@@ -541,7 +560,11 @@ impl Sim {
                 agent,
                 accept,
             } => self.respond(contact, agent, accept, now_sim),
-            Action::Finish(idx) => self.finish(idx, now_sim),
+            Action::Finish(idx, accept) => {
+                if self.contacts[idx].accepts == accept {
+                    self.finish(idx, now_sim);
+                }
+            }
             Action::Wrap {
                 site,
                 agent,
@@ -723,6 +746,43 @@ impl Sim {
         );
     }
 
+    /// The runtime refused an acceptance because the offer had ended before it
+    /// arrived (it timed out under back-pressure, or the contact went elsewhere):
+    /// the desktop shows the offer withdrawn, the agent is free again, and the
+    /// patient, not answered after all, waits on with the patience left (leaving
+    /// at once if it ran out meanwhile). The answer is taken back from the counts.
+    fn acceptance_refused(&mut self, contact_id: &str, agent: &str) {
+        let Some(&idx) = self.by_id.get(contact_id) else {
+            return;
+        };
+        let c = &self.contacts[idx];
+        if c.stage != Stage::Handling || c.agent.as_deref() != Some(agent) {
+            return;
+        }
+        self.summary.answered -= 1;
+        self.summary.answers_refused += 1;
+        if let Some(wait) = c.answered_wait {
+            self.summary.wait_secs_sum -= wait;
+            if wait <= self.opts.sl_target_secs {
+                self.summary.answered_within_target -= 1;
+            }
+        }
+        if let Some(&i) = self.agent_index.get(agent) {
+            self.agents[i].active = self.agents[i].active.saturating_sub(1);
+        }
+        // A new offer of this contact to the same agent is answered again.
+        self.offers_handled
+            .remove(&(agent.to_string(), contact_id.to_string()));
+        let c = &mut self.contacts[idx];
+        c.stage = Stage::Waiting;
+        c.agent = None;
+        c.answered_wait = None;
+        // The scheduled finish of that acceptance no longer applies.
+        c.accepts += 1;
+        let (at, generation) = (c.patience_at.max(self.now_sim), c.queue_generation);
+        self.schedule(at, Action::PatienceOut(idx, generation));
+    }
+
     fn respond(&mut self, idx: usize, agent: String, accept: bool, now_sim: f64) {
         let c = self.contacts[idx].clone();
         if c.stage != Stage::Offered {
@@ -738,8 +798,8 @@ impl Sim {
         }
         let mut group = vec![self.events().desktop("offer.accepted", site, &agent, &c.id)];
         self.summary.answered += 1;
-        if let Some(q) = c.queued_at {
-            let wait = q.elapsed().as_secs_f64();
+        let answered_wait = c.queued_at.map(|q| q.elapsed().as_secs_f64());
+        if let Some(wait) = answered_wait {
             self.summary.wait_secs_sum += wait;
             if wait <= self.opts.sl_target_secs {
                 self.summary.answered_within_target += 1;
@@ -770,6 +830,9 @@ impl Sim {
         let c = &mut self.contacts[idx];
         c.stage = Stage::Handling;
         c.agent = Some(agent);
+        c.accepts += 1;
+        c.answered_wait = answered_wait;
+        let accept_no = c.accepts;
         let factor = match c.channel {
             "chat" | "sms" => 1.6,
             "email" => 2.0,
@@ -777,7 +840,7 @@ impl Sim {
         };
         let mean = SKILLS[c.skill].aht_secs * factor;
         let handle = mean * 0.3 + self.rng.exponential(mean * 0.7);
-        self.schedule(now_sim + handle, Action::Finish(idx));
+        self.schedule(now_sim + handle, Action::Finish(idx, accept_no));
     }
 
     fn finish(&mut self, idx: usize, now_sim: f64) {
@@ -967,15 +1030,14 @@ impl Sim {
         let client = &self.client;
         let url = format!("{}/v1/events", self.opts.target);
         let max_retries = self.opts.max_retries;
-        let results: Vec<Vec<(String, String, u32)>> = stream::iter(groups)
+        let results: Vec<Vec<(Value, String, u32)>> = stream::iter(groups)
             .map(|group| {
                 let url = url.clone();
                 async move {
                     let mut out = Vec::with_capacity(group.len());
                     for e in group {
-                        let t = e["type"].as_str().unwrap_or("?").to_string();
                         let (class, retries) = send_with_retry(client, &url, &e, max_retries).await;
-                        out.push((t, class, retries));
+                        out.push((e, class, retries));
                     }
                     out
                 }
@@ -983,9 +1045,19 @@ impl Sim {
             .buffer_unordered(self.opts.concurrency)
             .collect()
             .await;
-        for (t, class, retries) in results.into_iter().flatten() {
+        for (e, class, retries) in results.into_iter().flatten() {
+            let t = e["type"].as_str().unwrap_or("?").to_string();
             self.summary.retries += u64::from(retries);
-            if class != "2xx" && self.summary.error_samples.len() < 10 {
+            if class == OFFER_ENDED_CLASS && t == "offer.accepted" {
+                if let (Some(contact), Some(agent)) =
+                    (e["contact_id"].as_str(), e["agent_id"].as_str())
+                {
+                    self.acceptance_refused(contact, agent);
+                }
+            }
+            if !matches!(class.as_str(), "2xx" | OFFER_ENDED_CLASS)
+                && self.summary.error_samples.len() < 10
+            {
                 let sample = format!("{t}: {class}");
                 if !self.summary.error_samples.contains(&sample) {
                     self.summary.error_samples.push(sample);
@@ -1078,6 +1150,25 @@ fn walk(v: &Value, out: &mut Vec<(String, String)>) {
     }
 }
 
+/// The runtime's reasons (problem `detail`) for refusing an offer answer because
+/// the offer is no longer open: it timed out and went elsewhere, or the contact
+/// is gone (the patient left).
+const OFFER_ENDED: [&str; 2] = [
+    "the contact is not offered to that agent",
+    "unknown contact",
+];
+
+/// The response class of an offer answer refused for one of [`OFFER_ENDED`].
+pub const OFFER_ENDED_CLASS: &str = "offer_ended";
+
+/// An `offer.accepted` or `offer.declined` event.
+fn is_offer_answer(event: &Value) -> bool {
+    matches!(
+        event["type"].as_str(),
+        Some("offer.accepted" | "offer.declined")
+    )
+}
+
 /// The longest `Retry-After` honoured, seconds (a longer one is capped).
 const MAX_RETRY_AFTER_SECS: u64 = 10;
 
@@ -1099,6 +1190,15 @@ pub async fn send_with_retry(
             Err(_) => return ("transport".to_string(), retries),
         };
         let status = r.status().as_u16();
+        if status == 422 && is_offer_answer(event) {
+            // The offer ended (timed out, or the patient left) before this answer
+            // arrived: what a desktop sees when its answer is late, not a fault.
+            let body = r.text().await.unwrap_or_default();
+            if OFFER_ENDED.iter().any(|why| body.contains(why)) {
+                return (OFFER_ENDED_CLASS.to_string(), retries);
+            }
+            return (crate::summary::response_class(status), retries);
+        }
         if status != 429 && status != 503 {
             return (crate::summary::response_class(status), retries);
         }
@@ -1122,11 +1222,16 @@ pub async fn send_with_retry(
 mod tests {
     /// A peer answering the scripted statuses in turn (one connection each).
     async fn peer(script: Vec<(u16, Option<&'static str>)>) -> String {
+        peer_with_bodies(script.into_iter().map(|(s, r)| (s, r, "")).collect()).await
+    }
+
+    /// [`peer`] answering a body with each status.
+    async fn peer_with_bodies(script: Vec<(u16, Option<&'static str>, &'static str)>) -> String {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         tokio::spawn(async move {
-            for (status, retry_after) in script {
+            for (status, retry_after, body) in script {
                 let Ok((mut sock, _)) = listener.accept().await else {
                     return;
                 };
@@ -1157,7 +1262,8 @@ mod tests {
                     .map(|r| format!("retry-after: {r}\r\n"))
                     .unwrap_or_default();
                 let resp = format!(
-                    "HTTP/1.1 {status} X\r\n{extra}content-length: 0\r\nconnection: close\r\n\r\n"
+                    "HTTP/1.1 {status} X\r\n{extra}content-length: {}\r\nconnection: close\r\n\r\n{body}",
+                    body.len()
                 );
                 let _ = sock.write_all(resp.as_bytes()).await;
             }
@@ -1196,7 +1302,100 @@ mod tests {
         );
     }
 
+    #[tokio::test]
+    async fn an_offer_answer_refused_because_the_offer_ended_is_told_apart_from_other_422s() {
+        let client = reqwest::Client::new();
+        let ended = r#"{"status":422,"detail":"the contact is not offered to that agent"}"#;
+        let gone = r#"{"status":422,"detail":"unknown contact"}"#;
+        let other = r#"{"status":422,"detail":"unknown agent"}"#;
+        let accepted = json!({"type": "offer.accepted", "agent_id": "a", "contact_id": "c"});
+        let declined = json!({"type": "offer.declined", "agent_id": "a", "contact_id": "c"});
+        for (event, body, class) in [
+            (&accepted, ended, OFFER_ENDED_CLASS),
+            (&declined, gone, OFFER_ENDED_CLASS),
+            (&accepted, other, "4xx"),
+            (&json!({"type": "contact.started"}), ended, "4xx"),
+        ] {
+            let url = peer_with_bodies(vec![(422, None, body)]).await;
+            assert_eq!(
+                send_with_retry(&client, &url, event, 3).await,
+                (class.to_string(), 0),
+                "{event} answered {body}"
+            );
+        }
+    }
+
     use super::*;
+
+    /// A simulation with one voice contact waiting since simulated second 0.
+    fn one_waiting_contact() -> (Sim, String) {
+        let mut sim = Sim::new(SimulateOptions::default(), reqwest::Client::new(), None);
+        let agent = sim.agents[0].spec.id.clone();
+        sim.start_contact(
+            Arrival {
+                at_sim: 0.0,
+                site: 0,
+                skill: 0,
+                channel: 0,
+                patient: Patient::new(0, 1),
+                repeat: false,
+                contact_id: "sim-1".into(),
+            },
+            0.0,
+        );
+        assert_eq!(sim.contacts[0].stage, Stage::Waiting);
+        (sim, agent)
+    }
+
+    #[test]
+    fn an_acceptance_refused_as_too_late_is_taken_back_and_the_contact_waits_for_the_next_offer() {
+        let (mut sim, agent) = one_waiting_contact();
+        sim.offer_seen(agent.clone(), "sim-1".into(), 1.0);
+        sim.respond(0, agent.clone(), true, 1.0);
+        assert_eq!(sim.summary.answered, 1);
+        assert_eq!(sim.agents[0].active, 1);
+        assert_eq!(sim.contacts[0].stage, Stage::Handling);
+
+        sim.now_sim = 2.0;
+        sim.acceptance_refused("sim-1", &agent);
+        assert_eq!(
+            sim.summary.answered, 0,
+            "the refused acceptance is not an answer"
+        );
+        assert_eq!(sim.summary.answered_within_target, 0);
+        assert_eq!(sim.summary.wait_secs_sum, 0.0);
+        assert_eq!(sim.summary.answers_refused, 1);
+        assert_eq!(sim.agents[0].active, 0, "the agent is free again");
+        assert_eq!(sim.contacts[0].stage, Stage::Waiting);
+
+        // The same agent is offered it again: the desktop answers this offer too.
+        sim.offer_seen(agent.clone(), "sim-1".into(), 3.0);
+        assert_eq!(sim.summary.offers_seen, 2);
+        sim.respond(0, agent.clone(), true, 3.0);
+        assert_eq!(sim.summary.answered, 1);
+        // The refused acceptance's finish is stale; the new one's ends the contact.
+        sim.act(Action::Finish(0, 1), 4.0);
+        assert_eq!(sim.contacts[0].stage, Stage::Handling);
+        let accepts = sim.contacts[0].accepts;
+        sim.act(Action::Finish(0, accepts), 4.0);
+        assert_ne!(sim.contacts[0].stage, Stage::Handling);
+    }
+
+    #[test]
+    fn a_patient_whose_patience_ran_out_while_a_refused_acceptance_held_them_leaves_at_once() {
+        let (mut sim, agent) = one_waiting_contact();
+        let patience_at = sim.contacts[0].patience_at;
+        sim.offer_seen(agent.clone(), "sim-1".into(), 1.0);
+        sim.respond(0, agent.clone(), true, 1.0);
+        // The patience timer runs out while the contact is (believed) answered.
+        sim.due_actions(patience_at + 1.0);
+        assert_eq!(sim.summary.abandoned, 0);
+        sim.now_sim = patience_at + 2.0;
+        sim.acceptance_refused("sim-1", &agent);
+        sim.due_actions(patience_at + 2.0);
+        assert_eq!(sim.summary.abandoned, 1, "the patient left");
+        assert_eq!(sim.contacts[0].stage, Stage::Done);
+    }
 
     #[test]
     fn offers_are_found_in_an_agents_listing() {

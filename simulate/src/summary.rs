@@ -54,8 +54,11 @@ pub struct Summary {
     pub offers_seen: u64,
     /// Offers declined.
     pub offers_declined: u64,
-    /// Contacts answered (offer accepted).
+    /// Contacts answered (offer accepted, and the runtime took the acceptance).
     pub answered: u64,
+    /// Acceptances the runtime refused because the offer had ended before they
+    /// arrived (taken back from `answered`; the contact waited on).
+    pub answers_refused: u64,
     /// Answered within the service-level target (real seconds).
     pub answered_within_target: u64,
     /// Sum of real waits of answered contacts, seconds.
@@ -105,7 +108,12 @@ impl Summary {
     pub fn errors(&self) -> u64 {
         self.responses
             .iter()
-            .filter(|(k, _)| !matches!(k.as_str(), "2xx" | "confirmed" | "throttled" | "shed"))
+            .filter(|(k, _)| {
+                !matches!(
+                    k.as_str(),
+                    "2xx" | "confirmed" | "throttled" | "shed" | crate::driver::OFFER_ENDED_CLASS
+                )
+            })
             .map(|(_, v)| v)
             .sum()
     }
@@ -113,6 +121,15 @@ impl Summary {
     /// Events the runtime refused with 429 (rate limited) after every retry.
     pub fn throttled(&self) -> u64 {
         self.responses.get("throttled").copied().unwrap_or(0)
+    }
+
+    /// Offer answers (accepted or declined) the runtime refused with 422 because
+    /// the offer had already ended: it timed out, or the patient left, first.
+    pub fn offer_answers_too_late(&self) -> u64 {
+        self.responses
+            .get(crate::driver::OFFER_ENDED_CLASS)
+            .copied()
+            .unwrap_or(0)
     }
 
     /// Events the runtime shed with 503 (overloaded, unavailable) after every retry.
@@ -222,6 +239,12 @@ impl fmt::Display for Summary {
             self.throttled(),
             self.shed(),
             self.retries
+        )?;
+        writeln!(
+            f,
+            "offer answers too late (422, the offer had ended: timed out or the patient left): {}; acceptances taken back: {}",
+            self.offer_answers_too_late(),
+            self.answers_refused
         )?;
         writeln!(f, "errors: {}", self.errors())?;
         if let Some(n) = self.responses.get("401") {
@@ -440,7 +463,14 @@ mod tests {
         }
         // A 429 still refused after every retry is counted as throttled.
         *sum.responses.entry("throttled".into()).or_default() += 3;
+        // Offer answers that arrived after the offer ended are no errors either.
+        *sum
+            .responses
+            .entry(crate::driver::OFFER_ENDED_CLASS.into())
+            .or_default() += 4;
+        sum.answers_refused = 3;
         assert_eq!(sum.errors(), 2);
+        assert_eq!(sum.offer_answers_too_late(), 4);
         assert_eq!(sum.throttled(), 3);
         let text = sum.to_string();
         assert!(
@@ -451,5 +481,9 @@ mod tests {
         );
         assert!(text.contains("1 refused with 401"), "{text}");
         assert!(text.contains("5xx 1"), "{text}");
+        assert!(
+            text.contains("the patient left): 4; acceptances taken back: 3"),
+            "{text}"
+        );
     }
 }
