@@ -464,8 +464,7 @@ mod tests {
         // A 429 still refused after every retry is counted as throttled.
         *sum.responses.entry("throttled".into()).or_default() += 3;
         // Offer answers that arrived after the offer ended are no errors either.
-        *sum
-            .responses
+        *sum.responses
             .entry(crate::driver::OFFER_ENDED_CLASS.into())
             .or_default() += 4;
         sum.answers_refused = 3;
