@@ -401,6 +401,48 @@ pub(crate) fn millis(t: chrono::DateTime<chrono::Utc>) -> i64 {
 mod tests {
     use super::{Backend, Store};
 
+    /// Each migration of both backends as `backend version sha384` (sqlx's checksum).
+    fn migration_checksums() -> Vec<String> {
+        [
+            ("sqlite", sqlx::migrate!("./migrations/sqlite")),
+            ("postgres", sqlx::migrate!("./migrations/postgres")),
+        ]
+        .into_iter()
+        .flat_map(|(backend, migrator)| {
+            migrator
+                .iter()
+                .map(|m| format!("{backend} {:04} {}", m.version, hex::encode(&*m.checksum)))
+                .collect::<Vec<_>>()
+        })
+        .collect()
+    }
+
+    /// sqlx refuses to start on a database whose applied migration has changed
+    /// since ("migration N was previously applied but has been modified"), so a
+    /// migration that has shipped is never edited: a change goes in a new one.
+    #[test]
+    fn shipped_migrations_are_never_edited_and_every_migration_is_listed() {
+        let listed: Vec<&str> = include_str!("../../migrations/checksums.txt")
+            .lines()
+            .filter(|l| !l.is_empty() && !l.starts_with('#'))
+            .collect();
+        let now = migration_checksums();
+        for line in &listed {
+            let key = line.rsplit_once(' ').map(|(k, _)| k).unwrap_or(line);
+            assert!(
+                now.iter().any(|l| l == line),
+                "migration {key} differs from its listed checksum: it has shipped, so put the change in a new migration (now: {:?})",
+                now.iter().find(|l| l.starts_with(key))
+            );
+        }
+        for line in &now {
+            assert!(
+                listed.contains(&line.as_str()),
+                "migration not listed in migrations/checksums.txt; add: {line}"
+            );
+        }
+    }
+
     #[tokio::test]
     async fn a_write_transaction_that_reads_first_waits_for_another_writer_instead_of_failing() {
         let path =
