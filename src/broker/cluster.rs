@@ -360,14 +360,17 @@ async fn session(
         let mut shutdown = shutdown.clone();
         let mut leading = ctx.link.inner.leading.subscribe();
         let mut routing: Option<RoutingConsumer> = None;
-        loop {
+        let res = loop {
             let want = *leading.borrow_and_update();
             if want && routing.is_none() {
-                routing = Some(RoutingConsumer::start(ctx, &session.connection).await?);
+                match RoutingConsumer::start(ctx, &session.connection).await {
+                    Ok(r) => routing = Some(r),
+                    Err(e) => break Err(e),
+                }
                 ctx.link.inner.consuming.send_replace(true);
             } else if !want {
                 if let Some(r) = routing.take() {
-                    r.stop().await;
+                    r.stop(None).await;
                 }
                 ctx.link.inner.consuming.send_replace(false);
             }
@@ -378,33 +381,42 @@ async fn session(
                 }
             };
             tokio::select! {
-                _ = shutdown.wait() => break,
+                _ = shutdown.wait() => break Ok(()),
+                // The routing consumer may wait on the dead connection (an ack)
+                // without being told: the session ends here instead.
+                _ = session.lost() => break Err(BrokerError::Closed),
                 _ = leading.changed() => {}
                 r = routing_done => {
                     routing = None;
                     ctx.link.inner.consuming.send_replace(false);
                     match r {
                         Ok(Ok(())) => {}
-                        Ok(Err(e)) => return Err(e),
-                        Err(e) => return Err(BrokerError::Config(format!("routing consumer task failed: {e}"))),
+                        Ok(Err(e)) => break Err(e),
+                        Err(e) => break Err(BrokerError::Config(format!("routing consumer task failed: {e}"))),
                     }
                 }
                 d = replies.next() => match d {
                     Some(Ok(d)) => deliver_reply(&ctx.link, d),
-                    Some(Err(e)) => return Err(e.into()),
-                    None => return Err(BrokerError::ConsumerCancelled { queue: REPLY_TO.into() }),
+                    Some(Err(e)) => break Err(e.into()),
+                    None => break Err(BrokerError::ConsumerCancelled { queue: REPLY_TO.into() }),
                 },
                 d = requests.next() => match d {
                     Some(Ok(d)) => serve(ctx, calls.clone(), d),
-                    Some(Err(e)) => return Err(e.into()),
-                    None => return Err(BrokerError::ConsumerCancelled { queue: node_queue.clone() }),
+                    Some(Err(e)) => break Err(e.into()),
+                    None => break Err(BrokerError::ConsumerCancelled { queue: node_queue.clone() }),
                 },
             }
-        }
+        };
+        // Also on an error: the consumer is stopped, not left running. When the
+        // session failed it gets a bounded moment (its connection may be gone, and
+        // an ack on it never answered), then is aborted; its unacked inputs are
+        // redelivered to the next leader's consumer.
         if let Some(r) = routing.take() {
-            r.stop().await;
+            let bound = (res.is_err() || session.is_lost())
+                .then(|| Duration::from_millis(settings.confirm_timeout_ms.max(1)));
+            r.stop(bound).await;
         }
-        Ok(())
+        res
     }
     .await;
     session.close("cluster link stopped").await;
@@ -541,9 +553,21 @@ impl RoutingConsumer {
         Ok(RoutingConsumer { task, stop })
     }
 
-    async fn stop(self) {
+    /// Stops it after the batch in hand; within `bound` if given, else aborted.
+    async fn stop(self, bound: Option<Duration>) {
         let _ = self.stop.send(());
-        let _ = self.task.await;
+        let mut task = self.task;
+        match bound {
+            None => {
+                let _ = task.await;
+            }
+            Some(b) => {
+                if tokio::time::timeout(b, &mut task).await.is_err() {
+                    task.abort();
+                    tracing::warn!("routing consumer stopped waiting on a lost connection");
+                }
+            }
+        }
     }
 }
 
