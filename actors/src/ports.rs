@@ -119,6 +119,9 @@ pub struct RoutingSnapshot {
     pub contacts: Vec<RoutedContact>,
     /// Every known agent: presence, skills, capacity, offers and assignments.
     pub agents: Vec<AgentState>,
+    /// Which sites are overflowing, per skill (cross-site overflow's hysteresis):
+    /// a new leader keeps shedding where the last one did.
+    pub overflow: crate::rules::overflow::OverflowStates,
 }
 
 /// What one router step changed, written in one transaction.
@@ -135,6 +138,9 @@ pub struct RoutingChanges {
     /// applied only once, and `frontdoor replay` replays them in this order at these
     /// times.
     pub inputs: Vec<AppliedInput>,
+    /// The overflow flags after the step, when it started or stopped a site
+    /// overflowing (all of them: a handful of sites and skills).
+    pub overflow: Option<crate::rules::overflow::OverflowStates>,
 }
 
 /// One routing input the router applied, or one run of its timers that changed
@@ -180,6 +186,7 @@ impl RoutingChanges {
             && self.agents.is_empty()
             && self.commands.is_empty()
             && self.inputs.is_empty()
+            && self.overflow.is_none()
     }
 }
 

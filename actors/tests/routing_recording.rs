@@ -1,7 +1,8 @@
 //! What the router records for `frontdoor replay`: each run of its timers that
 //! decided something takes its place among the applied inputs, also when it only
 //! changed an agent or a contact the same step had already changed, or only
-//! started a site overflowing (which decides later moves).
+//! started a site overflowing (which decides later moves, and so is written for
+//! the next leader too).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -12,7 +13,7 @@ use frontdoor_actors::event::Channel;
 use frontdoor_actors::ids::{ContactId, PatientId, SiteId};
 use frontdoor_actors::routing::agent::Presence;
 use frontdoor_actors::routing::request::{NeedsHuman, RouteRequest};
-use frontdoor_actors::routing::router::{AgentUpdate, MemoryRoutingStore, Routing};
+use frontdoor_actors::routing::router::{AgentUpdate, MemoryRoutingStore, Routing, RoutingDeps};
 use frontdoor_actors::routing::{ManualClock, RoutingConfig};
 
 fn nurse(capacity: u32) -> AgentUpdate {
@@ -129,4 +130,35 @@ fn a_timer_run_that_only_starts_a_site_overflowing_is_recorded_once() {
         "neither run wrote a command: {seen:?}"
     );
     assert_eq!(seen[1].0, 1, "the next run, which changed nothing, is not");
+}
+
+/// Whether a router built afresh on `store` (the next leader) sees a site
+/// overflowing, after the last one started north overflowing.
+async fn a_new_leader_after_a_site_started_overflowing() -> bool {
+    let (clock, store, routing) = started().await;
+    routing
+        .route(chat_for("c0", "scheduling"), None)
+        .await
+        .unwrap();
+    clock.advance(Duration::from_secs(1));
+    routing.tick().await;
+    assert!(routing.queues().await.iter().any(|q| q.overflowing));
+    drop(routing);
+    let next = Routing::new(RoutingDeps {
+        config: RoutingConfig::default(),
+        clock: clock.clone(),
+        store,
+        observer: Arc::new(frontdoor_actors::ports::NoObserver),
+        sites: Arc::default(),
+    });
+    next.activate().await.unwrap();
+    next.queues().await.iter().any(|q| q.overflowing)
+}
+
+#[test]
+fn a_new_leader_keeps_shedding_where_the_last_one_did() {
+    assert!(
+        actix::System::new().block_on(a_new_leader_after_a_site_started_overflowing()),
+        "north is still overflowing under the next leader"
+    );
 }

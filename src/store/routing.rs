@@ -57,7 +57,21 @@ impl Store {
                 let body: String = r.try_get(0)?;
                 agents.push(serde_json::from_str(&body).map_err(corrupt("routing agent"))?);
             }
-            Ok(RoutingSnapshot { contacts, agents })
+            let overflow = match sqlx::query("SELECT body FROM routing_overflow WHERE id = 1")
+                .fetch_optional(self.pool())
+                .await?
+            {
+                Some(r) => {
+                    let body: String = r.try_get(0)?;
+                    serde_json::from_str(&body).map_err(corrupt("routing overflow flags"))?
+                }
+                None => Default::default(),
+            };
+            Ok(RoutingSnapshot {
+                contacts,
+                agents,
+                overflow,
+            })
         })
         .await
     }
@@ -201,6 +215,17 @@ impl Store {
                         .bind(input.at.timestamp_micros());
                 }
                 q.execute(&mut *tx).await?;
+            }
+            if let Some(flags) = &changes.overflow {
+                let body = serde_json::to_string(flags).map_err(corrupt("routing overflow flags"))?;
+                sqlx::query(
+                    "INSERT INTO routing_overflow (id, updated_at_ms, body) VALUES (1, $1, $2) \
+                     ON CONFLICT (id) DO UPDATE SET updated_at_ms = excluded.updated_at_ms, body = excluded.body",
+                )
+                .bind(now)
+                .bind(body)
+                .execute(&mut *tx)
+                .await?;
             }
             super::outbox::insert_commands(&mut tx, &changes.commands, None).await?;
             tx.commit().await?;

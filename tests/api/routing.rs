@@ -900,3 +900,92 @@ async fn contacts_routed_again_after_a_restart_raise_no_second_escalation() {
         "the restart pages nobody again"
     );
 }
+
+#[actix_web::test]
+async fn the_overflow_flags_a_step_writes_are_what_the_next_leader_loads_on_both_backends() {
+    use frontdoor_actors::ports::RoutingChanges;
+    use frontdoor_actors::rules::overflow::{OverflowState, OverflowStates};
+    for backend in [Backend::Sqlite, Backend::Postgres] {
+        let app = spawn_app(backend).await;
+        let nothing = app.store.load_routing().await.unwrap();
+        assert_eq!(nothing.overflow, OverflowStates::default(), "{backend:?}");
+        let since = chrono::Utc::now();
+        let mut flags = OverflowStates::default();
+        for (site, overflowing) in [("north", true), ("south", false)] {
+            flags
+                .by_skill
+                .entry("scheduling".to_string())
+                .or_default()
+                .insert(site.to_string(), OverflowState { overflowing, since });
+        }
+        // Written twice: the step that started north, then one that stopped it.
+        for flags in [flags.clone(), OverflowStates::default()] {
+            let changes = RoutingChanges {
+                overflow: Some(flags),
+                ..Default::default()
+            };
+            app.store.save_routing(&changes, None).await.unwrap();
+        }
+        assert_eq!(
+            app.store.load_routing().await.unwrap().overflow,
+            OverflowStates::default(),
+            "{backend:?}: the last flags written"
+        );
+        let changes = RoutingChanges {
+            overflow: Some(flags.clone()),
+            ..Default::default()
+        };
+        app.store.save_routing(&changes, None).await.unwrap();
+        // A step that flips nothing leaves them as they are.
+        app.store
+            .save_routing(&RoutingChanges::default(), None)
+            .await
+            .unwrap();
+        assert_eq!(
+            app.store.load_routing().await.unwrap().overflow,
+            flags,
+            "{backend:?}"
+        );
+    }
+}
+
+/// Whether `GET /v1/queues` says `site`'s `skill` queue is shedding work to other sites.
+async fn overflowing(app: &TestApp, site: &str, skill: &str) -> bool {
+    let (_, q) = app.get("/v1/queues").await;
+    let queue = q["queues"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|q| q["site"] == site && q["skill"] == skill)
+        .cloned()
+        .unwrap_or_else(|| panic!("no {site}/{skill} queue: {q}"));
+    queue["overflowing"].as_bool().unwrap()
+}
+
+#[actix_web::test]
+async fn a_site_overflowing_when_routing_is_rebuilt_is_still_overflowing_after() {
+    use crate::helpers::{spawn_app_with, test_settings};
+    let (settings, dir) = test_settings(Backend::Sqlite).await;
+    let before = spawn_app_with(settings.clone(), dir).await;
+    // A scheduling chat waits at north and no site has an agent: north is
+    // saturated at the next timer run.
+    start(
+        &before,
+        json!({"mrn": "OVR-1"}),
+        "chat",
+        "ovr-1",
+        json!({"skill": "scheduling"}),
+        days_ago(0, 0),
+    )
+    .await;
+    before.advance(1).await;
+    assert!(overflowing(&before, "north", "scheduling").await);
+
+    // A second runtime on the same store (a restart, or the next leader) rebuilds
+    // routing from it, before any timer run of its own.
+    let after = spawn_app_with(settings, None).await;
+    assert!(
+        overflowing(&after, "north", "scheduling").await,
+        "north still sheds scheduling work"
+    );
+}

@@ -521,6 +521,8 @@ struct Pending {
     /// Edits made to the step so far, counted even when they change a contact or an
     /// agent already in it (a timer run that made one decided something).
     edits: u64,
+    /// The overflow flags to write, when the step flipped one.
+    overflow: Option<OverflowStates>,
 }
 
 impl Pending {
@@ -542,10 +544,11 @@ impl Pending {
         self.agents.insert(id);
     }
 
-    /// Counts a change of the router's own state that later decisions depend on
-    /// but the step does not write (a site starting or stopping to overflow).
-    fn decided(&mut self) {
+    /// A site started or stopped overflowing: later moves depend on the flags, so
+    /// they are written with the step (and the next leader starts from them).
+    fn overflow(&mut self, flags: OverflowStates) {
         self.edits += 1;
+        self.overflow = Some(flags);
     }
 }
 
@@ -692,6 +695,7 @@ impl Router {
             && self.changes.agents.is_empty()
             && self.changes.commands.is_empty()
             && self.changes.inputs.is_empty()
+            && self.changes.overflow.is_none()
         {
             return Ok(());
         }
@@ -711,6 +715,7 @@ impl Router {
             agents,
             commands: pending.commands,
             inputs: pending.inputs,
+            overflow: pending.overflow,
         };
         match self.store.save_routing(changes).await {
             Ok(()) => Ok(()),
@@ -748,7 +753,10 @@ impl Router {
             .load_routing()
             .await
             .map_err(|e| RoutingError::Unavailable(e.to_string()))?;
-        let mut st = State::default();
+        let mut st = State {
+            overflow: snapshot.overflow,
+            ..State::default()
+        };
         for a in snapshot.agents {
             let view = Arc::new(a.view());
             let id = a.id.clone();
@@ -1962,8 +1970,10 @@ impl Router {
         let moves = plan_overflow(&loads, &mut self.st().overflow, &cfg.overflow, now);
         if self.st().overflow.overflowing() != flags {
             // A timer run that only flipped a site's hysteresis moved nothing yet,
-            // but decides later moves: it is recorded for a replay all the same.
-            self.changes.decided();
+            // but decides later moves: the flags are written with the step, and the
+            // run is recorded for a replay all the same.
+            let flags = self.st().overflow.clone();
+            self.changes.overflow(flags);
         }
         for m in moves {
             let (Ok(from_site), Ok(to_site)) =
@@ -2386,6 +2396,8 @@ pub struct MemoryRoutingStore {
     pub agents: std::sync::Mutex<BTreeMap<String, AgentState>>,
     /// Applied inputs and timer runs, in the order written.
     pub inputs: std::sync::Mutex<Vec<crate::ports::AppliedInput>>,
+    /// The overflow flags last written.
+    pub overflow: std::sync::Mutex<OverflowStates>,
 }
 
 #[cfg(any(test, feature = "test-util"))]
@@ -2425,7 +2437,14 @@ impl RoutingStore for MemoryRoutingStore {
             .lock()
             .map(|a| a.values().cloned().collect())
             .unwrap_or_default();
-        Box::pin(async move { Ok(crate::ports::RoutingSnapshot { contacts, agents }) })
+        let overflow = self.overflow.lock().map(|o| o.clone()).unwrap_or_default();
+        Box::pin(async move {
+            Ok(crate::ports::RoutingSnapshot {
+                contacts,
+                agents,
+                overflow,
+            })
+        })
     }
 
     fn save_routing(
@@ -2447,6 +2466,9 @@ impl RoutingStore for MemoryRoutingStore {
         }
         if let Ok(mut i) = self.inputs.lock() {
             i.extend(changes.inputs);
+        }
+        if let (Some(flags), Ok(mut o)) = (changes.overflow, self.overflow.lock()) {
+            *o = flags;
         }
         Box::pin(async { Ok(()) })
     }
