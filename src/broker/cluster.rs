@@ -556,17 +556,8 @@ impl RoutingConsumer {
     /// Stops it after the batch in hand; within `bound` if given, else aborted.
     async fn stop(self, bound: Option<Duration>) {
         let _ = self.stop.send(());
-        let mut task = self.task;
-        match bound {
-            None => {
-                let _ = task.await;
-            }
-            Some(b) => {
-                if tokio::time::timeout(b, &mut task).await.is_err() {
-                    task.abort();
-                    tracing::warn!("routing consumer stopped waiting on a lost connection");
-                }
-            }
+        if !connection::join_within(self.task, bound).await {
+            tracing::warn!("routing consumer stopped waiting on a lost connection");
         }
     }
 }

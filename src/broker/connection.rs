@@ -26,6 +26,25 @@ pub struct Session {
     lost: tokio::sync::watch::Receiver<bool>,
 }
 
+/// Waits for a component's task to end: without a bound, as long as it takes
+/// (it drains); within `bound`, else it is aborted. Answers false when it was
+/// aborted (it was waiting on a lost connection, which never answers).
+pub async fn join_within<T>(mut task: tokio::task::JoinHandle<T>, bound: Option<Duration>) -> bool {
+    match bound {
+        None => {
+            let _ = task.await;
+            true
+        }
+        Some(b) => {
+            if tokio::time::timeout(b, &mut task).await.is_err() {
+                task.abort();
+                return false;
+            }
+            true
+        }
+    }
+}
+
 /// How long a polite close may take before the session is dropped anyway.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
 

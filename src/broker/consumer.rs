@@ -275,21 +275,13 @@ async fn consume_all(
     let bound = session
         .is_lost()
         .then(|| Duration::from_millis(ctx.settings.confirm_timeout_ms.max(1)));
-    for (p, (mut handle, stop)) in std::mem::take(&mut running.0) {
+    for (p, (handle, stop)) in std::mem::take(&mut running.0) {
         stop.trigger();
-        match bound {
-            None => {
-                let _ = handle.await;
-            }
-            Some(b) => {
-                if tokio::time::timeout(b, &mut handle).await.is_err() {
-                    handle.abort();
-                    tracing::warn!(
-                        partition = p,
-                        "partition consumer stopped waiting on a lost connection"
-                    );
-                }
-            }
+        if !connection::join_within(handle, bound).await {
+            tracing::warn!(
+                partition = p,
+                "partition consumer stopped waiting on a lost connection"
+            );
         }
     }
     ctx.assignment.connected.store(false, Ordering::SeqCst);
