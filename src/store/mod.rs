@@ -60,15 +60,19 @@ pub enum Backend {
 }
 
 impl Backend {
+    /// This backend's migrations (embedded at build time).
+    fn migrator(self) -> sqlx::migrate::Migrator {
+        match self {
+            Backend::Sqlite => sqlx::migrate!("./migrations/sqlite"),
+            Backend::Postgres => sqlx::migrate!("./migrations/postgres"),
+        }
+    }
+
     /// The statements of this backend's migrations that create the journey log's
     /// `events` table and its indexes, in migration order: what a benchmark's raw
     /// baseline builds, so it inserts into the very table the runtime does.
     pub fn events_schema(self) -> Vec<String> {
-        let migrator = match self {
-            Backend::Sqlite => sqlx::migrate!("./migrations/sqlite"),
-            Backend::Postgres => sqlx::migrate!("./migrations/postgres"),
-        };
-        migrator
+        self.migrator()
             .iter()
             .flat_map(|m| {
                 m.sql
@@ -222,18 +226,7 @@ impl Store {
                 .execute(&self.pool)
                 .await?;
         }
-        match self.backend {
-            Backend::Sqlite => {
-                sqlx::migrate!("./migrations/sqlite")
-                    .run(&self.pool)
-                    .await?
-            }
-            Backend::Postgres => {
-                sqlx::migrate!("./migrations/postgres")
-                    .run(&self.pool)
-                    .await?
-            }
-        }
+        self.backend.migrator().run(&self.pool).await?;
         Ok(())
     }
 
@@ -403,18 +396,16 @@ mod tests {
 
     /// Each migration of both backends as `backend version sha384` (sqlx's checksum).
     fn migration_checksums() -> Vec<String> {
-        [
-            ("sqlite", sqlx::migrate!("./migrations/sqlite")),
-            ("postgres", sqlx::migrate!("./migrations/postgres")),
-        ]
-        .into_iter()
-        .flat_map(|(backend, migrator)| {
-            migrator
-                .iter()
-                .map(|m| format!("{backend} {:04} {}", m.version, hex::encode(&*m.checksum)))
-                .collect::<Vec<_>>()
-        })
-        .collect()
+        [("sqlite", Backend::Sqlite), ("postgres", Backend::Postgres)]
+            .into_iter()
+            .flat_map(|(name, backend)| {
+                backend
+                    .migrator()
+                    .iter()
+                    .map(|m| format!("{name} {:04} {}", m.version, hex::encode(&*m.checksum)))
+                    .collect::<Vec<_>>()
+            })
+            .collect()
     }
 
     /// sqlx refuses to start on a database whose applied migration has changed
